@@ -1,0 +1,120 @@
+"""The environment contract: observation and action spaces, action scaling, action validation.
+
+`EnvSpec.from_config` needs only the config, so a learner on another machine can build its networks
+without connecting to a robot. The sim and the real-robot env both build their spaces from it and scale
+actions through it, so a policy trained in sim emits the same numbers to the real arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+from robolearn.config import ControlMode, EnvConfig, load_env_config
+from robolearn.robots import RobotDescription, get_robot
+
+PRIVILEGED_LAYOUT = (("kettle_pos", 3), ("kettle_quat", 4), ("handle_pos", 3), ("sink_pos", 3))
+PRIVILEGED_DIM = sum(n for _, n in PRIVILEGED_LAYOUT)
+
+
+class InvalidActionError(ValueError):
+    """An action that is non-finite or wrongly shaped. Nothing was sent to the arm or the physics."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    robot: RobotDescription
+    control_mode: ControlMode
+    control_hz: float
+    cameras: tuple[tuple[str, int, int], ...]  # (name, height, width)
+    privileged: bool
+    command_limits: np.ndarray  # per joint: rad/s or N·m that an action of 1.0 means
+
+    @classmethod
+    def from_config(cls, cfg: EnvConfig | dict | None = None) -> EnvSpec:
+        cfg = load_env_config(cfg)
+        robot = get_robot(cfg.robot)
+        if cfg.control_mode is ControlMode.joint_velocity:
+            limits = robot.dq_max * cfg.velocity_limit_fraction
+        else:
+            limits = robot.tau_max * cfg.torque_limit_fraction
+        limits = np.array(limits, dtype=np.float64)
+        limits.setflags(write=False)
+        return cls(
+            robot=robot,
+            control_mode=cfg.control_mode,
+            control_hz=cfg.control_hz,
+            cameras=tuple((c.name, c.height, c.width) for c in cfg.cameras),
+            privileged=cfg.privileged,
+            command_limits=limits,
+        )
+
+    @property
+    def n_joints(self) -> int:
+        return self.robot.n_joints
+
+    @property
+    def action_dim(self) -> int:
+        return self.n_joints + 1  # joints + gripper
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.cameras)
+
+    @property
+    def command_unit(self) -> str:
+        return "rad/s" if self.control_mode is ControlMode.joint_velocity else "N·m"
+
+    def observation_space(self) -> spaces.Dict:
+        items: dict[str, spaces.Space] = {}
+        for name, h, w in self.cameras:
+            items[name] = spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)
+        n = self.n_joints
+        items["joint_pos"] = spaces.Box(-np.inf, np.inf, shape=(n,), dtype=np.float32)
+        items["joint_vel"] = spaces.Box(-np.inf, np.inf, shape=(n,), dtype=np.float32)
+        # Finger opening, both fingers together, in metres.
+        items["gripper"] = spaces.Box(0.0, self.robot.gripper_max_width, shape=(1,), dtype=np.float32)
+        if self.privileged:
+            items["privileged"] = spaces.Box(-np.inf, np.inf, shape=(PRIVILEGED_DIM,), dtype=np.float32)
+        return spaces.Dict(items)
+
+    def action_space(self) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+
+    def check_action(self, action) -> np.ndarray:
+        """Return the action as float64 clipped to [-1, 1], or raise InvalidActionError."""
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidActionError(f"action is not numeric: {exc}") from None
+        if arr.shape != (self.action_dim,):
+            raise InvalidActionError(
+                f"action has shape {arr.shape}, expected ({self.action_dim},): "
+                f"{self.n_joints} joint commands + 1 gripper command"
+            )
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise InvalidActionError(f"action has non-finite entries at indices {np.flatnonzero(bad).tolist()}")
+        return np.clip(arr, -1.0, 1.0)
+
+    def scale_action(self, action) -> tuple[np.ndarray, float]:
+        """Normalised action -> (joint commands in rad/s or N·m, gripper command in [-1 open, +1 closed])."""
+        arr = self.check_action(action)
+        return arr[: self.n_joints] * self.command_limits, float(arr[-1])
+
+    def normalise_command(self, joint_command: np.ndarray, gripper: float) -> np.ndarray:
+        """Inverse of scale_action (clipped): how teleop and experts express commands as actions."""
+        out = np.empty(self.action_dim, dtype=np.float32)
+        out[: self.n_joints] = np.clip(np.asarray(joint_command) / self.command_limits, -1, 1)
+        out[-1] = np.clip(gripper, -1, 1)
+        return out
+
+
+def split_privileged(vector: np.ndarray) -> dict[str, np.ndarray]:
+    out, i = {}, 0
+    for name, n in PRIVILEGED_LAYOUT:
+        out[name] = np.asarray(vector[i : i + n])
+        i += n
+    return out

@@ -1,0 +1,163 @@
+"""The kettle-to-sink gymnasium env on MuJoCo.
+
+Per-substep work stays inside MuJoCo (actuators, native gravity compensation, `mj_step` with `nstep`):
+Python runs once per control step, which is what keeps pixel rollouts fast on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from robolearn.config import ControlMode, EnvConfig
+from robolearn.spec import EnvSpec
+from robolearn.task import TaskState, compute_reward
+from sim import kettle as kettle_entity
+from sim.arm import FINGER_TRAVEL
+from sim.kitchen import COUNTER_X, COUNTER_Y, KETTLE_NOMINAL_XY, SINK
+from sim.randomization import SceneRandomizer
+from sim.rendering import make_renderer
+from sim.scene import compile_scene
+
+VIDEO_SIZE = (480, 640)
+
+
+class KettleSinkEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, cfg: EnvConfig, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.cfg = cfg
+        self.contract = EnvSpec.from_config(cfg)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": cfg.control_hz}
+        self.scene = compile_scene(cfg)
+        self.model = self.scene.model
+        self.data = mujoco.MjData(self.model)
+        self.observation_space = self.contract.observation_space()
+        self.action_space = self.contract.action_space()
+        self._randomizer = SceneRandomizer(self.scene, cfg.randomization)
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._video_renderer: mujoco.Renderer | None = None
+        self._steps = 0
+        self._gripper_target = FINGER_TRAVEL
+
+    # -- gymnasium API -------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        s, m, d = self.scene, self.model, self.data
+        mujoco.mj_resetData(m, d)
+        self._randomizer.apply(self.np_random)
+        d.qpos[s.arm_qpos] = s.robot.home
+        d.qpos[s.finger_qpos] = FINGER_TRAVEL
+        self._gripper_target = FINGER_TRAVEL
+        d.ctrl[:] = 0.0
+        d.ctrl[s.gripper_actuator] = FINGER_TRAVEL
+        r = self.cfg.randomization
+        rng = self.np_random
+        x = KETTLE_NOMINAL_XY[0] + rng.uniform(*r.kettle_x_range)
+        y = KETTLE_NOMINAL_XY[1] + rng.uniform(*r.kettle_y_range)
+        yaw = rng.uniform(*r.kettle_yaw_range)
+        d.qpos[s.kettle_qpos : s.kettle_qpos + 3] = [x, y, kettle_entity.HALF_HEIGHT + 0.001]
+        d.qpos[s.kettle_qpos + 3 : s.kettle_qpos + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        mujoco.mj_forward(m, d)
+        self._steps = 0
+        obs = self._observation()
+        _, terms, success = self._reward()
+        return obs, self._info(terms, success, fell=False)
+
+    def step(self, action):
+        # Raises InvalidActionError before anything touches the physics.
+        joint_command, gripper = self.contract.scale_action(action)
+        s, d = self.scene, self.data
+        d.ctrl[s.arm_actuators] = joint_command
+        self._gripper_target = FINGER_TRAVEL * (1.0 - gripper) / 2.0
+        d.ctrl[s.gripper_actuator] = self._gripper_target
+        mujoco.mj_step(self.model, d, nstep=self.cfg.substeps)
+        self._steps += 1
+        obs = self._observation()
+        reward, terms, success = self._reward()
+        fell = self._kettle_fell()
+        terminated = fell or (success and self.cfg.terminate_on_success)
+        truncated = not terminated and self._steps >= self.cfg.max_episode_steps
+        return obs, reward, terminated, truncated, self._info(terms, success, fell)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._video_renderer is None:
+            self._video_renderer = make_renderer(self.model, *VIDEO_SIZE, self.cfg.render)
+        self._video_renderer.update_scene(self.data, camera=self.scene.camera_ids.get("front", 0))
+        return self._video_renderer.render()
+
+    def close(self):
+        for renderer in [*self._renderers.values(), self._video_renderer]:
+            if renderer is not None:
+                renderer.close()
+        self._renderers.clear()
+        self._video_renderer = None
+
+    # -- state ---------------------------------------------------------------------------------------
+    def privileged_state(self) -> np.ndarray:
+        """Kettle position and quaternion, handle position, sink position (the contract's layout)."""
+        s, d = self.scene, self.data
+        return np.concatenate(
+            [
+                d.qpos[s.kettle_qpos : s.kettle_qpos + 7],
+                d.site_xpos[s.handle_site],
+                d.site_xpos[s.sink_site],
+            ]
+        ).astype(np.float32)
+
+    def tcp_position(self) -> np.ndarray:
+        return self.data.site_xpos[self.scene.tcp_site].copy()
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        s, d = self.scene, self.data
+        obs: dict[str, np.ndarray] = {}
+        for name, h, w in self.contract.cameras:
+            renderer = self._renderers.get((h, w))
+            if renderer is None:
+                renderer = self._renderers[(h, w)] = make_renderer(self.model, h, w, self.cfg.render)
+            renderer.update_scene(d, camera=s.camera_ids[name])
+            obs[name] = renderer.render()
+        obs["joint_pos"] = d.qpos[s.arm_qpos].astype(np.float32)
+        obs["joint_vel"] = d.qvel[s.arm_dof].astype(np.float32)
+        width = float(np.clip(d.qpos[s.finger_qpos].sum(), 0.0, 2 * FINGER_TRAVEL))
+        obs["gripper"] = np.array([width], dtype=np.float32)
+        if self.contract.privileged:
+            obs["privileged"] = self.privileged_state()
+        return obs
+
+    def _task_state(self) -> TaskState:
+        s, d = self.scene, self.data
+        return TaskState(
+            kettle_pos=d.qpos[s.kettle_qpos : s.kettle_qpos + 3].copy(),
+            kettle_lin_vel=d.qvel[s.kettle_dof : s.kettle_dof + 3].copy(),
+            handle_pos=d.site_xpos[s.handle_site].copy(),
+            tcp_pos=d.site_xpos[s.tcp_site].copy(),
+        )
+
+    def _reward(self):
+        return compute_reward(self._task_state(), SINK, kettle_entity.GEOMETRY, self.cfg.task)
+
+    def _kettle_fell(self) -> bool:
+        x, y, z = self.data.qpos[self.scene.kettle_qpos : self.scene.kettle_qpos + 3]
+        off_counter = not (COUNTER_X[0] <= x <= COUNTER_X[1] and COUNTER_Y[0] <= y <= COUNTER_Y[1])
+        return bool(off_counter or z < -SINK.depth - 0.1)
+
+    def _info(self, terms: dict[str, float], success: bool, fell: bool) -> dict[str, Any]:
+        return {
+            "success": success,
+            "kettle_fell": fell,
+            "reward_terms": terms,
+            "tcp_pos": self.tcp_position(),
+            "control_mode": self.contract.control_mode.value,
+        }
+
+
+__all__ = ["KettleSinkEnv", "ControlMode"]
