@@ -72,13 +72,15 @@ def build_arm(robot: RobotDescription, control_mode: ControlMode, gravity_compen
             armature=_ARMATURE[i],
             damping=_DAMPING[i],
         )
+        # One geom per link (each costs a draw call per render): a capsule toward the next joint's
+        # origin, or a sphere where the next joint shares this one's origin.
         r = _LINK_RADIUS[i]
-        body.add("geom", name=f"link{i + 1}_housing", type="sphere", size=[r], mass=_LINK_MASSES[i], rgba=JOINT_COLOUR)
-        # Capsule toward the next joint's origin (expressed in this link's frame).
         a_next, d_next, alpha_next = robot.dh[i + 1]
         to_next = np.array([a_next, -np.sin(alpha_next) * d_next, np.cos(alpha_next) * d_next])
         if np.linalg.norm(to_next) > 1e-6:
-            body.add("geom", name=f"link{i + 1}_segment", type="capsule", fromto=[0, 0, 0, *to_next], size=[r * 0.85], mass=0.0)
+            body.add("geom", name=f"link{i + 1}", type="capsule", fromto=[0, 0, 0, *to_next], size=[r], mass=_LINK_MASSES[i])
+        else:
+            body.add("geom", name=f"link{i + 1}", type="sphere", size=[r], mass=_LINK_MASSES[i], rgba=JOINT_COLOUR)
         parent = body
 
     _add_hand(parent, robot, gravcomp)

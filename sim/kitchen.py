@@ -43,7 +43,8 @@ def build_kitchen(shadows: bool) -> mjcf.RootElement:
     world = kitchen.worldbody
     kitchen.asset.add("texture", name="grid", type="2d", builtin="checker", rgb1=[0.3, 0.32, 0.35], rgb2=[0.25, 0.27, 0.3], width=64, height=64)
     kitchen.asset.add("material", name="floor", texture="grid", texrepeat=[6, 6])
-    world.add("geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -0.9], material="floor")
+    # A plane is drawn as a grid of quads, one per `size[2]` metres: a coarse grid keeps it cheap.
+    world.add("geom", name="floor", type="plane", size=[3, 3, 1.0], pos=[0, 0, -0.9], material="floor")
     world.add("light", name="top", pos=[0.4, 0.0, 2.0], dir=[0, 0, -1], directional=True, diffuse=[0.5, 0.5, 0.5], castshadow=shadows)
     world.add("light", name="side", pos=[1.5, -1.0, 1.5], dir=[-1, 0.6, -1], directional=True, diffuse=[0.25, 0.25, 0.25], castshadow=False)
     world.add("camera", name="front", pos=list(FRONT_CAMERA_POS), xyaxes=look_at_xyaxes(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET), fovy=50)
@@ -65,12 +66,6 @@ def build_kitchen(shadows: bool) -> mjcf.RootElement:
     _box(counter, "basin_left", hole_x, (hole_y[0] - WALL, hole_y[0]), z_basin, BASIN_COLOUR)
     _box(counter, "basin_right", hole_x, (hole_y[1], hole_y[1] + WALL), z_basin, BASIN_COLOUR)
     _box(counter, "basin_floor", (hole_x[0] - WALL, hole_x[1] + WALL), (hole_y[0] - WALL, hole_y[1] + WALL), (-SINK_DEPTH - WALL, -SINK_DEPTH), BASIN_COLOUR)
-    # Cabinet under the counter, below the basin (visual only).
-    counter.add(
-        "geom", name="cabinet", type="box", contype=0, conaffinity=0, rgba=[0.45, 0.35, 0.28, 1],
-        size=[(COUNTER_X[1] - COUNTER_X[0]) / 2 - 0.02, (COUNTER_Y[1] - COUNTER_Y[0]) / 2 - 0.02, 0.36],
-        pos=[(COUNTER_X[0] + COUNTER_X[1]) / 2 - 0.02, (COUNTER_Y[0] + COUNTER_Y[1]) / 2, -0.9 + 0.36],
-    )
     counter.add("site", name="robot_mount", pos=[0, 0, 0], size=[0.01], group=4)
     counter.add("site", name="sink", pos=list(SINK.centre), size=[0.01], group=4)
     return kitchen

@@ -30,9 +30,10 @@ class SceneRandomizer:
         m.cam_quat[:] = self._cam_quat
         if cfg.colours:
             for geoms in (self.scene.kettle_geoms, self.scene.counter_geoms):
-                # One tint per object keeps it a single coloured thing.
-                tint = rng.uniform(-0.12, 0.12, size=3)
-                m.geom_rgba[geoms, :3] = np.clip(self._rgba[geoms, :3] + tint, 0.0, 1.0)
+                # One brightness change and a slight hue shift per object keep it one recognisable thing.
+                brightness = rng.uniform(0.8, 1.2)
+                shift = rng.uniform(-0.04, 0.04, size=3)
+                m.geom_rgba[geoms, :3] = np.clip(self._rgba[geoms, :3] * brightness + shift, 0.0, 1.0)
         if cfg.lighting:
             n = m.nlight
             m.light_diffuse[:] = np.clip(self._light_diffuse * rng.uniform(0.7, 1.3, size=(n, 1)), 0.0, 1.0)
