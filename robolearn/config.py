@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from robolearn.robots import ROBOTS
+
 
 class ConfigError(ValueError):
     """A config key or value is invalid; the message names it."""
@@ -83,6 +85,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         self.control_mode = ControlMode(self.control_mode)
+        _check(self.robot in ROBOTS, "env.robot", self.robot, f"known robots: {sorted(ROBOTS)}")
         _check(self.control_hz > 0, "env.control_hz", self.control_hz, "must be positive")
         ratio = self.physics_hz / self.control_hz
         _check(

@@ -1,0 +1,1 @@
+import robolearn  # noqa: F401  (selects headless rendering before mujoco is imported)
