@@ -9,6 +9,8 @@ import sys
 
 BENCHMARKS = {
     "sim": "robolearn.bench.sim_bench",
+    "learner": "robolearn.bench.learner_bench",
+    "replay": "robolearn.bench.replay_bench",
 }
 
 

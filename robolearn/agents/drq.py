@@ -1,0 +1,320 @@
+"""SAC with DrQ image augmentation, for multi-camera + proprioception observations (or state only).
+
+SAC as the course teaches it: twin (or ensemble) critics with a Polyak-averaged target; the target is
+`r + gamma^n * not_done * (min_subset Q'(s', a') - alpha * log pi(a'|s'))` with `a' ~ pi(.|s')` drawn by
+reparameterisation; a tanh-squashed Gaussian actor; a learned temperature alpha toward a target entropy.
+DrQ on top for images: random shifts applied independently to obs and next obs, a DrQ-v2 conv encoder
+per camera shared by actor and critic and trained by the critic loss only (the actor sees detached
+features). Options from RLPD/SERL: LayerNorm critics, a critic ensemble with a random target subset,
+n-step returns (computed by the replay), and a frozen pretrained torchvision encoder.
+
+`update(batch)` returns a dict of metrics; it never logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from robolearn.agents.augment import draw_shifts, merge_frames, random_shift
+from robolearn.agents.encoders import build_image_encoder
+from robolearn.replay.storage import Batch, image_keys_of
+
+
+@dataclass
+class AgentConfig:
+    hidden_dim: int = 256
+    hidden_layers: int = 2
+    feature_dim: int = 50  # DrQ-v2 trunk width after the image encoder
+    num_critics: int = 2
+    target_subset: int = 2  # target takes the min over a random subset of this many critics
+    actor_q: str = "min"  # how the actor reads the critics: "min" (SAC) or "mean" (RLPD ensembles)
+    critic_layernorm: bool = True
+    gamma: float = 0.99
+    n_step: int = 3
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    init_temperature: float = 0.1
+    target_entropy: float | None = None  # default: -action_dim
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    frame_stack: int = 1
+    augment_pad: int = 4
+    encoder: str = "drqv2"  # or a torchvision model name for a frozen pretrained encoder, e.g. "resnet18"
+    encoder_weights: str | None = None  # local file for the pretrained encoder (None: torchvision cache)
+    channels_last: bool = True
+    compile: bool = False
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, layernorm: bool = False) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods.append(nn.Linear(d, hidden))
+        if layernorm:
+            mods.append(nn.LayerNorm(hidden))
+        mods.append(nn.ReLU())
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent linear layers evaluated as one batched matmul: x (n, B, in) -> (n, B, out)."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        bound = 1 / math.sqrt(in_dim)  # nn.Linear's default initialisation, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class Trunk(nn.Module):
+    """Image features -> feature_dim (Linear, LayerNorm, tanh as in DrQ-v2), then proprioception appended."""
+
+    def __init__(self, image_dim: int, feature_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(image_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh()) if image_dim else None
+
+    def forward(self, image_features: torch.Tensor | None, vector: torch.Tensor) -> torch.Tensor:
+        if self.net is None:
+            return vector
+        return torch.cat([self.net(image_features), vector], dim=-1)
+
+
+class Actor(nn.Module):
+    def __init__(self, image_dim: int, vector_dim: int, action_dim: int, cfg: AgentConfig):
+        super().__init__()
+        self.trunk = Trunk(image_dim, cfg.feature_dim)
+        in_dim = (cfg.feature_dim if image_dim else 0) + vector_dim
+        self.net = mlp(in_dim, cfg.hidden_dim, cfg.hidden_layers, 2 * action_dim)
+        self.log_std_min, self.log_std_max = cfg.log_std_min, cfg.log_std_max
+
+    def forward(self, image_features, vector) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(self.trunk(image_features, vector)).chunk(2, dim=-1)
+        # Soft bound on log std (as in SAC implementations): keeps exp() finite and gradients alive.
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+
+def squashed_sample(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor | None = None):
+    """a = tanh(mean + std * eps); returns (a, log pi(a)) with the tanh change-of-variables correction."""
+    if eps is None:
+        eps = torch.randn_like(mean)
+    u = mean + log_std.exp() * eps
+    gaussian_log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), numerically stable.
+    correction = (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+    return torch.tanh(u), gaussian_log_prob - correction
+
+
+class Critic(nn.Module):
+    def __init__(self, image_dim: int, vector_dim: int, action_dim: int, cfg: AgentConfig):
+        super().__init__()
+        self.trunk = Trunk(image_dim, cfg.feature_dim)
+        in_dim = (cfg.feature_dim if image_dim else 0) + vector_dim + action_dim
+        n, h = cfg.num_critics, cfg.hidden_dim
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(cfg.hidden_layers):
+            layers.append(EnsembleLinear(n, d, h))
+            if cfg.critic_layernorm:
+                layers.append(nn.LayerNorm(h))
+            layers.append(nn.ReLU())
+            d = h
+        layers.append(EnsembleLinear(n, d, 1))
+        self.heads = nn.Sequential(*layers)
+        self.n = n
+
+    def forward(self, image_features, vector, action) -> torch.Tensor:
+        x = torch.cat([self.trunk(image_features, vector), action], dim=-1)
+        return self.heads(x.unsqueeze(0).expand(self.n, -1, -1)).squeeze(-1)  # (n, B)
+
+
+def nchw_float(images: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float32 view in channels-last memory (what oneDNN convs want)."""
+    return images.permute(0, 3, 1, 2).float()
+
+
+class DrQAgent(nn.Module):
+    """SAC/DrQ over a dict observation space: uint8 HxWx3 images plus float vectors."""
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, cfg: AgentConfig | None = None, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cfg = cfg = cfg or AgentConfig()
+        if cfg.target_subset > cfg.num_critics:
+            raise ValueError(f"agent.target_subset ({cfg.target_subset}) exceeds agent.num_critics ({cfg.num_critics})")
+        if cfg.actor_q not in ("min", "mean"):
+            raise ValueError(f"agent.actor_q must be 'min' or 'mean', got {cfg.actor_q!r}")
+        self.device = torch.device(device)
+        self.image_keys = image_keys_of(observation_space)
+        self.vector_keys = [k for k in observation_space.spaces if k not in self.image_keys]
+        self.action_dim = int(np.prod(action_space.shape))
+        vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.vector_keys)
+        self.encoders = nn.ModuleDict(
+            {
+                k: build_image_encoder(cfg.encoder, observation_space[k].shape, cfg.frame_stack, cfg.encoder_weights)
+                for k in self.image_keys
+            }
+        )
+        image_dim = sum(enc.out_dim for enc in self.encoders.values())
+        self.actor = Actor(image_dim, vector_dim, self.action_dim, cfg)
+        self.critic = Critic(image_dim, vector_dim, self.action_dim, cfg)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -self.action_dim)
+        self.to(self.device)
+        if cfg.channels_last:
+            self.encoders.to(memory_format=torch.channels_last)
+        trainable_encoder = [p for p in self.encoders.parameters() if p.requires_grad]
+        self.critic_opt = torch.optim.Adam([*trainable_encoder, *self.critic.parameters()], lr=cfg.critic_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self._encode = torch.compile(self._encode_images) if cfg.compile else self._encode_images
+
+    # -- inputs --------------------------------------------------------------------------------------
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    def to_tensors(self, obs: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        # Images come as frame stacks; torch.as_tensor shares numpy's memory on the CPU.
+        """Numpy batch -> (uint8 frames (B, K, H, W, C), concatenated float vector (B, D))."""
+        images = {k: torch.as_tensor(obs[k], device=self.device) for k in self.image_keys}
+        if self.vector_keys:
+            vector = torch.cat([torch.as_tensor(obs[k], device=self.device, dtype=torch.float32).flatten(1) for k in self.vector_keys], dim=-1)
+        else:
+            vector = torch.zeros(len(next(iter(images.values()))), 0, device=self.device)
+        return images, vector
+
+    def _encode_images(self, images: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not self.image_keys:
+            return None
+        return torch.cat([self.encoders[k](images[k]) for k in self.image_keys], dim=-1)
+
+    def _augment(self, images: dict[str, torch.Tensor], shifts: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """Shift uint8 frames (B, K, H, W, C), merge frames into channels, view as float (B, K*C, H, W)."""
+        return {
+            k: nchw_float(random_shift(img, self.cfg.augment_pad, None if shifts is None else shifts[k]))
+            for k, img in images.items()
+        }
+
+    # -- acting --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
+        """One observation (no batch axis; images as (K, H, W, C) frame stacks) -> action in [-1, 1]."""
+        batched = {k: np.asarray(v)[None] for k, v in obs.items()}
+        images, vector = self.to_tensors(batched)
+        features = self._encode({k: nchw_float(merge_frames(v)) for k, v in images.items()})
+        mean, log_std = self.actor(features, vector)
+        action = torch.tanh(mean) if deterministic else squashed_sample(mean, log_std)[0]
+        return action[0].cpu().numpy().astype(np.float32)
+
+    # -- learning ------------------------------------------------------------------------------------
+    def update(self, batch: Batch, noise: dict[str, Any] | None = None) -> dict[str, float]:
+        """One SAC/DrQ update. `noise` fixes the random draws (shifts, eps, target subset) for tests."""
+        noise = noise or {}
+        images, vector = self.to_tensors(batch.obs)
+        next_images, next_vector = self.to_tensors(batch.next_obs)
+        action = torch.as_tensor(batch.action, device=self.device)
+        reward = torch.as_tensor(batch.reward, device=self.device)
+        discount = torch.as_tensor(batch.discount, device=self.device)
+        b = len(action)
+        if self.image_keys and "shift_obs" not in noise:
+            noise["shift_obs"] = {k: draw_shifts(b, self.cfg.augment_pad, device=self.device) for k in self.image_keys}
+            noise["shift_next"] = {k: draw_shifts(b, self.cfg.augment_pad, device=self.device) for k in self.image_keys}
+
+        # Critic (and encoder): features of obs carry gradients; next-obs features do not.
+        features = self._encode(self._augment(images, noise.get("shift_obs")))
+        with torch.no_grad():
+            next_features = self._encode(self._augment(next_images, noise.get("shift_next")))
+        metrics = self.update_critic(features, vector, action, reward, discount, next_features, next_vector, noise)
+        # Actor and temperature see detached features: the encoder learns from the critic only.
+        detached = None if features is None else features.detach()
+        metrics.update(self.update_actor_and_alpha(detached, vector, noise.get("eps_actor")))
+        self.update_target()
+        return metrics
+
+    def critic_target_value(self, reward, discount, next_features, next_vector, eps=None, subset=None) -> torch.Tensor:
+        with torch.no_grad():
+            mean, log_std = self.actor(next_features, next_vector)
+            next_action, next_log_prob = squashed_sample(mean, log_std, eps)
+            target_q = self.critic_target(next_features, next_vector, next_action)
+            if subset is None:
+                subset = torch.randperm(self.cfg.num_critics, device=self.device)[: self.cfg.target_subset]
+            min_q = target_q[subset].min(dim=0).values
+            return reward + discount * (min_q - self.alpha.detach() * next_log_prob)
+
+    def update_critic(self, features, vector, action, reward, discount, next_features, next_vector, noise) -> dict[str, float]:
+        target = self.critic_target_value(reward, discount, next_features, next_vector, noise.get("eps_target"), noise.get("subset"))
+        q = self.critic(features, vector, action)
+        # Sum over critics of each critic's mean squared error (as Q1 and Q2 losses are summed in SAC).
+        critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        return {"critic_loss": critic_loss.item(), "q_mean": q.mean().item(), "target_q_mean": target.mean().item()}
+
+    def update_actor_and_alpha(self, features, vector, eps=None) -> dict[str, float]:
+        mean, log_std = self.actor(features, vector)
+        action, log_prob = squashed_sample(mean, log_std, eps)
+        # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
+        # (which the critic would discard anyway).
+        self.critic.requires_grad_(False)
+        try:
+            q = self.critic(features, vector, action)
+        finally:
+            self.critic.requires_grad_(True)
+        q = q.min(dim=0).values if self.cfg.actor_q == "min" else q.mean(dim=0)
+        alpha = self.alpha.detach()
+        actor_loss = (alpha * log_prob - q).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        return {
+            "actor_loss": actor_loss.item(),
+            "alpha_loss": alpha_loss.item(),
+            "alpha": self.alpha.item(),
+            "entropy": -log_prob.mean().item(),
+        }
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        tau = self.cfg.tau
+        for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
+            tp.lerp_(p, tau)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "model": self.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])

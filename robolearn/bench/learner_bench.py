@@ -1,0 +1,103 @@
+"""`learner` benchmark: the project's DrQ update against a plain PyTorch update of the same maths.
+
+Shapes as published for DrQ-v2: batch 256, one 84x84 camera with 3 stacked frames (9 channels), the
+DrQ-v2 encoder, a 50-wide trunk and 1024-wide heads, two critics. The baseline
+(`robolearn.bench.reference_drqv2`) is written the plain way: NCHW float images, `grid_sample`
+augmentation, separate critic networks, eager PyTorch. The project's update differs only in how it
+computes: uint8 integer-index augmentation, channels-last convolutions, batched critic ensemble, and
+`torch.compile` (its compile time is reported separately, not counted in the rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from robolearn.agents import AgentConfig, DrQAgent
+from robolearn.agents.augment import draw_shifts
+from robolearn.bench.reference_drqv2 import ReferenceDrQv2
+from robolearn.replay.storage import Batch
+
+
+def run(quick: bool = False, argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m robolearn.bench learner")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--updates", type=int, default=2 if quick else 5, help="timed updates per round")
+    parser.add_argument("--rounds", type=int, default=2 if quick else 3)
+    parser.add_argument("--no-compile", action="store_true", help="measure the project's update without torch.compile")
+    args = parser.parse_args(argv or [])
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    b, frames, size, action_dim = args.batch, 3, 84, 7 + 1
+    obs_space = spaces.Dict({"front": spaces.Box(0, 255, (size, size, 3), np.uint8)})
+    action_space = spaces.Box(-1, 1, (action_dim,), np.float32)
+
+    def images():  # frame stacks as the replay returns them
+        return {"front": rng.integers(0, 256, (b, frames, size, size, 3), dtype=np.uint8)}
+
+    batch = Batch(images(), rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
+                  rng.normal(size=b).astype(np.float32), np.full(b, 0.99**3, np.float32), images())
+    agent = DrQAgent(obs_space, action_space, AgentConfig(hidden_dim=1024, frame_stack=frames, critic_layernorm=False,
+                                                          compile=not args.no_compile), device=device)
+    reference = ReferenceDrQv2(3 * frames, size, action_dim, hidden_dim=1024).to(device)
+
+    def nchw(x):  # the published replay's layout: (B, K * C, H, W), frames oldest first
+        x = torch.as_tensor(x, device=device)
+        return x.permute(0, 1, 4, 2, 3).reshape(b, frames * 3, size, size).contiguous()
+
+    ref_inputs = (nchw(batch.obs["front"]), torch.as_tensor(batch.action, device=device), torch.as_tensor(batch.reward, device=device),
+                  torch.as_tensor(batch.discount, device=device), nchw(batch.next_obs["front"]))
+
+    def reference_update():
+        noise = {"shift_obs": draw_shifts(b, 4, device=device), "shift_next": draw_shifts(b, 4, device=device)}
+        return reference.update(*ref_inputs, noise)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    agent.update(batch)  # warm-up; with torch.compile this compiles (cached on disk across runs)
+    agent.update(batch)
+    sync()
+    warmup_s = time.perf_counter() - start
+    reference_update()
+    print(f"warm-up done in {warmup_s:.1f} s (includes torch.compile)", flush=True)
+
+    ours, ref = [], []
+    for r in range(args.rounds):
+        for fn, rates in ((lambda: agent.update(batch), ours), (reference_update, ref)):
+            sync()
+            start = time.perf_counter()
+            for _ in range(args.updates):
+                fn()
+            sync()
+            rates.append(args.updates / (time.perf_counter() - start))
+        print(f"round {r + 1}/{args.rounds}: ours {ours[-1]:.3f} updates/s, reference {ref[-1]:.3f} updates/s", flush=True)
+    rate, ref_rate = statistics.median(ours), statistics.median(ref)
+    return {
+        "benchmark": "learner",
+        "updates_per_s": round(rate, 4),
+        "reference_updates_per_s": round(ref_rate, 4),
+        "speedup": round(rate / ref_rate, 3),
+        "update_ms": round(1000 / rate, 1),
+        "reference_update_ms": round(1000 / ref_rate, 1),
+        "batch": b,
+        "image": f"{size}x{size}x{3 * frames}",
+        "hidden_dim": 1024,
+        "compile": not args.no_compile,
+        "warmup_s": round(warmup_s, 1),
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()} ({platform.machine()})",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "quick": quick,
+    }

@@ -1,0 +1,45 @@
+"""Mixes a demo store into every batch at a fixed ratio (RLPD's symmetric sampling: 50/50 by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robolearn.replay.storage import Batch, ReplayStorage
+
+
+def concat_batches(parts: list[Batch]) -> Batch:
+    def cat(dicts):
+        return {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}
+
+    return Batch(
+        obs=cat([p.obs for p in parts]),
+        action=np.concatenate([p.action for p in parts]),
+        reward=np.concatenate([p.reward for p in parts]),
+        discount=np.concatenate([p.discount for p in parts]),
+        next_obs=cat([p.next_obs for p in parts]),
+    )
+
+
+class MixedSampler:
+    """Every batch has round(demo_ratio * batch_size) demo transitions and the rest from online data."""
+
+    def __init__(self, online: ReplayStorage, demos: ReplayStorage | None, demo_ratio: float = 0.5):
+        if not 0.0 <= demo_ratio <= 1.0:
+            raise ValueError(f"demo_ratio must be in [0, 1], got {demo_ratio}")
+        self.online, self.demos = online, demos
+        self.demo_ratio = demo_ratio if demos is not None and demos.num_transitions() > 0 else 0.0
+
+    def demo_count(self, batch_size: int) -> int:
+        count = int(round(self.demo_ratio * batch_size))
+        if self.online.num_transitions() == 0:
+            return batch_size  # before any online data, demos only
+        return count
+
+    def sample(self, batch_size: int, rng: np.random.Generator, **kwargs) -> Batch:
+        n_demo = self.demo_count(batch_size) if self.demo_ratio > 0 else 0
+        parts = []
+        if n_demo:
+            parts.append(self.demos.sample(n_demo, rng, **kwargs))
+        if batch_size - n_demo:
+            parts.append(self.online.sample(batch_size - n_demo, rng, **kwargs))
+        return parts[0] if len(parts) == 1 else concat_batches(parts)

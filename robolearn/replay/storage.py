@@ -1,0 +1,279 @@
+"""Replay storage: one row per observed step, transitions found by index.
+
+Every observation is stored once (uint8 images stay uint8). A row holds the observation at step t and
+the action, reward and end flags of the transition that leaves it; its successor row holds the next
+observation. Rows of one episode are linked (`prev`/`next` hold global row numbers), so several actors
+can write interleaved episodes into one store, which is what the replay server does. Frame stacks and
+n-step returns are rebuilt at sample time by following the links, never across an episode boundary.
+
+Global row numbers grow forever; row g lives at slot g % capacity and is valid while g >= oldest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gymnasium import spaces
+
+FORMAT_VERSION = 1
+
+
+class ReplayFormatError(RuntimeError):
+    """A replay file that cannot be read back (corrupt, truncated, or for another observation spec)."""
+
+
+@dataclass
+class Batch:
+    obs: dict[str, np.ndarray]  # images (B, frames, H, W, 3) uint8; vectors (B, D) float32
+    action: np.ndarray  # (B, A) float32
+    reward: np.ndarray  # (B,) float32: n-step discounted sum
+    discount: np.ndarray  # (B,) float32: gamma^m, 0 where the episode terminated within the n steps
+    next_obs: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+def image_keys_of(space: spaces.Dict) -> list[str]:
+    return [k for k, s in space.spaces.items() if len(s.shape) == 3 and s.dtype == np.uint8]
+
+
+class ReplayStorage:
+    def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int):
+        if capacity < 2:
+            raise ValueError(f"replay capacity must be at least 2, got {capacity}")
+        self.observation_space = observation_space
+        self.action_shape = tuple(action_shape)
+        self.capacity = int(capacity)
+        self.image_keys = image_keys_of(observation_space)
+        self.obs = {
+            key: np.zeros((self.capacity, *space.shape), dtype=np.uint8 if key in self.image_keys else np.float32)
+            for key, space in observation_space.spaces.items()
+        }
+        self.action = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
+        self.reward = np.zeros(self.capacity, dtype=np.float32)
+        self.terminated = np.zeros(self.capacity, dtype=bool)
+        self.truncated = np.zeros(self.capacity, dtype=bool)
+        self.prev = np.full(self.capacity, -1, dtype=np.int64)
+        self.next = np.full(self.capacity, -1, dtype=np.int64)
+        self.total = 0  # rows ever written
+        self.transitions_added = 0
+        self.episodes_added = 0
+        self._cursor: dict[int, int] = {}  # stream -> global row of its latest observation
+
+    # -- writing -------------------------------------------------------------------------------------
+    @property
+    def oldest(self) -> int:
+        return max(0, self.total - self.capacity)
+
+    def __len__(self) -> int:
+        """Rows currently held (observations, including each episode's last)."""
+        return self.total - self.oldest
+
+    def start_episode(self, obs: dict[str, np.ndarray], stream: int = 0) -> int:
+        """Store the first observation of an episode from `stream` (one stream per actor)."""
+        row = self._write_obs(obs, prev=-1)
+        self._cursor[stream] = row
+        self.episodes_added += 1
+        return row
+
+    def add(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], stream: int = 0) -> int:
+        """Store one transition of `stream`: the action taken from its latest observation and what followed."""
+        row = self._cursor.get(stream)
+        if row is None or row < self.oldest:
+            raise RuntimeError(f"replay stream {stream}: add() before start_episode()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_shape:
+            raise ValueError(f"replay: action shape {action.shape}, expected {self.action_shape}")
+        slot = row % self.capacity
+        self.action[slot] = action
+        self.reward[slot] = reward
+        self.terminated[slot] = terminated
+        self.truncated[slot] = truncated
+        new_row = self._write_obs(next_obs, prev=row)
+        self.next[slot] = new_row
+        self.transitions_added += 1
+        if terminated or truncated:
+            del self._cursor[stream]
+        else:
+            self._cursor[stream] = new_row
+        return new_row
+
+    def _write_obs(self, obs: dict[str, np.ndarray], prev: int) -> int:
+        missing = set(self.obs) - set(obs)
+        if missing:
+            raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
+        row = self.total
+        slot = row % self.capacity
+        for key, store in self.obs.items():
+            value = np.asarray(obs[key])
+            if value.shape != store.shape[1:]:
+                raise ValueError(f"replay: observation {key!r} has shape {value.shape}, expected {store.shape[1:]}")
+            store[slot] = value
+        self.action[slot] = 0.0
+        self.reward[slot] = 0.0
+        self.terminated[slot] = self.truncated[slot] = False
+        self.prev[slot] = prev
+        self.next[slot] = -1
+        self.total += 1
+        return row
+
+    # -- reading -------------------------------------------------------------------------------------
+    def num_transitions(self) -> int:
+        """Transitions currently sampleable (rows whose successor is stored)."""
+        if self.total == 0:
+            return 0
+        rows = self._slots(np.arange(self.oldest, self.total))
+        return int(np.count_nonzero(self.next[rows] >= 0))
+
+    def sample(self, batch_size: int, rng: np.random.Generator, n_step: int = 1, gamma: float = 0.99, frame_stack: int = 1) -> Batch:
+        starts = self.sample_starts(batch_size, rng)
+        return self.gather(starts, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+
+    def sample_starts(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Uniform over stored transitions: draw rows, redraw those with no successor yet."""
+        if self.total == 0 or self.num_transitions() == 0:
+            raise RuntimeError("replay: no complete transition stored yet")
+        starts = rng.integers(self.oldest, self.total, size=batch_size)
+        for _ in range(1000):
+            bad = self.next[self._slots(starts)] < 0
+            if not bad.any():
+                return starts
+            starts[bad] = rng.integers(self.oldest, self.total, size=int(bad.sum()))
+        raise RuntimeError("replay: could not draw complete transitions (store almost empty?)")
+
+    def gather(self, starts: np.ndarray, n_step: int = 1, gamma: float = 0.99, frame_stack: int = 1) -> Batch:
+        """Build n-step transitions with frame stacks from start rows (global row numbers)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        reward = np.zeros(len(starts), dtype=np.float32)
+        discount = np.ones(len(starts), dtype=np.float32)
+        alive = np.ones(len(starts), dtype=bool)  # still accumulating (no end and successor known)
+        row = starts.copy()
+        for i in range(n_step):
+            slots = self._slots(row)
+            reward += np.where(alive, discount * self.reward[slots], 0.0).astype(np.float32)
+            terminated = alive & self.terminated[slots]
+            ended = alive & (self.terminated[slots] | self.truncated[slots])
+            discount = np.where(alive, discount * gamma, discount).astype(np.float32)
+            discount[terminated] = 0.0  # no bootstrap past a true termination; truncation bootstraps
+            nxt = self.next[slots]
+            row = np.where(alive, nxt, row)
+            # Stop after an episode end, or where the n-step window runs past what is stored yet.
+            alive &= ~ended
+            if i + 1 < n_step:
+                nxt_slots = self._slots(row)
+                alive &= self.next[nxt_slots] >= 0
+        return Batch(
+            obs=self._observations(starts, frame_stack),
+            action=self.action[self._slots(starts)].copy(),
+            reward=reward,
+            discount=discount,
+            next_obs=self._observations(row, frame_stack),
+        )
+
+    def _observations(self, rows: np.ndarray, frame_stack: int) -> dict[str, np.ndarray]:
+        slots = self._slots(rows)
+        out = {key: store[slots] for key, store in self.obs.items() if key not in self.image_keys}
+        if not self.image_keys:
+            return out
+        # Frames oldest first; before an episode's first row (or the oldest row held) repeat that row.
+        history = [rows]
+        current = rows
+        for _ in range(frame_stack - 1):
+            prev = self.prev[self._slots(current)]
+            current = np.where(prev >= self.oldest, prev, current)
+            history.append(current)
+        history.reverse()
+        for key in self.image_keys:
+            # (B, K, H, W, C): stacking on a new axis copies whole images (interleaving channels here would
+            # cost ~20x more; the learner's augmentation gather merges frames into channels for free).
+            out[key] = np.stack([self.obs[key][self._slots(r)] for r in history], axis=1)
+        return out
+
+    def _slots(self, rows: np.ndarray) -> np.ndarray:
+        return rows % self.capacity
+
+    # -- accounting ----------------------------------------------------------------------------------
+    def bytes_per_row(self) -> int:
+        per_row = sum(store[0].nbytes for store in self.obs.values())
+        per_row += self.action[0].nbytes + 4 + 1 + 1 + 8 + 8
+        return per_row
+
+    def bytes_per_transition(self) -> float:
+        """Stored bytes divided by the transitions they hold (each episode stores one extra row)."""
+        transitions = self.num_transitions()
+        return self.bytes_per_row() * len(self) / max(transitions, 1)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write to a temporary file, fsync, then rename: a crash mid-save leaves the old file intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        rows = np.arange(self.oldest, self.total)
+        slots = self._slots(rows)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "capacity": self.capacity,
+            "total": self.total,
+            "transitions_added": self.transitions_added,
+            "episodes_added": self.episodes_added,
+            "cursor": {str(k): v for k, v in self._cursor.items()},
+            "spec": self.spec_signature(),
+        }
+        arrays = {f"obs/{k}": v[slots] for k, v in self.obs.items()}
+        arrays.update(
+            action=self.action[slots], reward=self.reward[slots], terminated=self.terminated[slots],
+            truncated=self.truncated[slots], prev=self.prev[slots], next=self.next[slots],
+        )
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def spec_signature(self) -> dict:
+        return {
+            "obs": {k: [list(s.shape), str(s.dtype)] for k, s in self.observation_space.spaces.items()},
+            "action": list(self.action_shape),
+        }
+
+    @classmethod
+    def load(cls, path: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int | None = None) -> ReplayStorage:
+        path = Path(path)
+        if not path.exists():
+            raise ReplayFormatError(f"replay file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                arrays = {k: data[k] for k in data.files if k != "meta"}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, io.UnsupportedOperation) as exc:
+            raise ReplayFormatError(f"replay file {path} is corrupt or truncated: {exc}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ReplayFormatError(f"replay file {path}: format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        store = cls(observation_space, action_shape, capacity or meta["capacity"])
+        if meta["spec"] != store.spec_signature():
+            raise ReplayFormatError(
+                f"replay file {path} was written for a different observation/action spec: "
+                f"file {meta['spec']}, expected {store.spec_signature()}"
+            )
+        held = len(arrays["reward"])
+        if held > store.capacity:
+            raise ReplayFormatError(f"replay file {path} holds {held} rows, more than capacity {store.capacity}")
+        first = meta["total"] - held
+        slots = store._slots(np.arange(first, meta["total"]))
+        for key in store.obs:
+            store.obs[key][slots] = arrays[f"obs/{key}"]
+        for name in ("action", "reward", "terminated", "truncated", "prev", "next"):
+            getattr(store, name)[slots] = arrays[name]
+        store.total = meta["total"]
+        store.transitions_added = meta["transitions_added"]
+        store.episodes_added = meta["episodes_added"]
+        store._cursor = {int(k): v for k, v in meta["cursor"].items()}
+        return store
