@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -82,6 +82,9 @@ class EnvConfig:
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    # Real-robot settings (driver, cameras, safety, tracker), validated by hardware.config when the
+    # hardware env is built; the sim and the spec ignore it.
+    hardware: Optional[dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         self.control_mode = ControlMode(self.control_mode)

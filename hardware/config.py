@@ -1,0 +1,299 @@
+"""Typed schema of the real-robot settings under `env.hardware`.
+
+Validated the same way as `robolearn.config`: OmegaConf merges the composed node into these dataclasses,
+so an unknown key or a badly typed value fails at start-up with a message naming it, and cross-checks
+against the env config (cameras, tracker, control mode, limits) run before anything connects or moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from robolearn.config import ConfigError, ControlMode, EnvConfig
+
+
+class DriverKind(str, Enum):
+    fake = "fake"
+    franka = "franka"
+    ur = "ur"
+
+
+class CameraKind(str, Enum):
+    fake = "fake"
+    opencv = "opencv"
+    realsense = "realsense"
+
+
+class ClockKind(str, Enum):
+    real = "real"  # wall clock: the only choice for a physical arm
+    virtual = "virtual"  # time advances only when the loop waits: deterministic, instant dry runs (fake only)
+
+
+class TrackerKind(str, Enum):
+    none = "none"
+    aruco = "aruco"
+
+
+@dataclass
+class FrankaOptions:
+    # Scales franky's velocity/acceleration/jerk limits for every motion (0, 1].
+    relative_dynamics_factor: float = 0.15
+    # libfranka refuses to run without a realtime kernel unless told to ignore it (franky-sim runs need false).
+    require_realtime_kernel: bool = True
+    collision_torque_threshold: float = 20.0  # N·m, Franka reflex threshold
+    collision_force_threshold: float = 30.0  # N
+    gripper_force: float = 20.0  # N, when closing on an object
+
+
+@dataclass
+class UROptions:
+    rtde_frequency: float = 500.0  # Hz
+    speedj_acceleration: float = 1.5  # rad/s^2 of the leading axis
+    stop_deceleration: float = 3.0  # rad/s^2 for speedStop
+    # directTorque needs PolyScope >= 5.23 on the controller; off unless the arm is known to support it.
+    torque_control: bool = False
+
+
+@dataclass
+class FakeOptions:
+    initial_q: Optional[list[float]] = None  # rad; default: the robot's home
+    latency_s: float = 0.0  # command-to-effect delay
+    # Torque-mode dynamics per joint: inertia (kg·m^2) and viscous damping (N·m·s/rad), gravity compensated.
+    inertia: list[float] = field(default_factory=lambda: [3.0, 3.0, 2.0, 2.0, 0.5, 0.5, 0.3])
+    damping: list[float] = field(default_factory=lambda: [8.0, 8.0, 6.0, 6.0, 2.0, 2.0, 1.0])
+    gripper_speed: float = 0.1  # m/s
+
+
+@dataclass
+class DriverConfig:
+    kind: DriverKind = DriverKind.fake
+    host: str = "172.16.0.2"
+    connect_timeout_s: float = 3.0  # a second Franka client blocks forever: every connect is time-bound
+    # Vendor-side watchdog: a command is executed at most this long (Franka motion duration and torque
+    # signal timeout, UR RTDE watchdog); with no newer command the arm stops on its own.
+    command_hold_s: float = 0.2
+    gripper: bool = True
+    gripper_speed: float = 0.1  # m/s
+    franka: FrankaOptions = field(default_factory=FrankaOptions)
+    ur: UROptions = field(default_factory=UROptions)
+    fake: FakeOptions = field(default_factory=FakeOptions)
+
+
+@dataclass
+class CameraDeviceConfig:
+    kind: CameraKind = CameraKind.fake
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    source: str = "0"  # opencv: device index, file path or URL
+    serial: str = ""  # realsense: device serial; empty = the only connected device
+    recording: str = ""  # realsense: play this recording through the pipeline instead of a live device
+    depth: bool = False  # realsense: also stream depth aligned to colour
+    replay: str = ""  # fake: replay frames from this video file; empty = synthetic frames
+    realtime: bool = True  # file sources: pace frames at the file's fps
+    # Monitoring: no new frame for `timeout_s` is a camera fault (the arm stops); a latest frame older
+    # than `max_age_s` when observed is stale (reported in info); `frozen_after` repeats of one frame
+    # number is a frozen stream (fault).
+    timeout_s: float = 0.5
+    max_age_s: float = 0.1
+    frozen_after: int = 5
+    reconnect: bool = True
+    verify: bool = True  # opencv: the applied fps and resolution must match the requested ones
+
+
+@dataclass
+class SafetyConfig:
+    # Fractions of the datasheet limits (robolearn.robots). Absolute per-joint lists override them and
+    # must not exceed the datasheet.
+    velocity_fraction: float = 0.5
+    torque_fraction: float = 0.5
+    acceleration_fraction: float = 0.25
+    jerk_fraction: float = 0.25
+    torque_rate_fraction: float = 0.25
+    velocity_limits: Optional[list[float]] = None  # rad/s
+    torque_limits: Optional[list[float]] = None  # N·m
+    # Joint limits: commands toward a limit taper to zero over `taper_zone_rad` before the soft limit
+    # (`joint_margin_rad` inside the datasheet limit); being past the soft limit is a breach.
+    joint_margin_rad: float = 0.05
+    taper_zone_rad: float = 0.3
+    # End-effector box in the robot base frame (m): commands are scaled to stay inside; a measured
+    # position outside by more than `workspace_breach_m` is a breach.
+    workspace_min: list[float] = field(default_factory=lambda: [0.15, -0.6, -0.05])
+    workspace_max: list[float] = field(default_factory=lambda: [0.85, 0.6, 0.9])
+    workspace_breach_m: float = 0.02
+    # No fresh command for this long while moving: stop, then latch a fault.
+    watchdog_timeout_s: float = 0.15
+    watchdog_poll_s: float = 0.005
+    max_state_age_s: float = 0.05  # older robot state is a fault
+    # Velocity mode: a joint that lags its command by more than the tolerance for this long is a fault.
+    tracking_tolerance: float = 0.4  # rad/s
+    tracking_timeout_s: float = 0.5
+
+
+@dataclass
+class TrackerConfig:
+    kind: TrackerKind = TrackerKind.none
+    camera: str = "front"  # name of the configured camera the markers are seen by
+    calibration: str = ""  # YAML with camera_matrix, dist_coeffs, base_from_camera (4x4), image_size
+    dictionary: str = "DICT_4X4_50"
+    marker_size_m: float = 0.04
+    kettle_marker_id: int = 0
+    sink_marker_id: int = 1
+    # Offsets in the marker frames (m): where the kettle frame origin and the sink basin-floor centre are.
+    kettle_origin_in_marker: list[float] = field(default_factory=lambda: [0.0, 0.0, -0.06])
+    handle_in_kettle: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.13])
+    sink_centre_in_marker: list[float] = field(default_factory=lambda: [0.0, 0.0, -0.15])
+    sink_half_size: list[float] = field(default_factory=lambda: [0.15, 0.15])
+    sink_depth: float = 0.15
+    kettle_radius: float = 0.07
+    kettle_bottom_offset: float = 0.06
+    max_pose_age_s: float = 0.5  # older marker poses make reward and success unknown
+
+
+@dataclass
+class ResetConfig:
+    home: Optional[list[float]] = None  # rad; default: the robot's home
+    joint_noise_rad: float = 0.0  # seeded uniform noise on the home target, per joint
+    tolerance_rad: float = 0.01
+    timeout_s: float = 20.0
+    gain: float = 2.0  # 1/s: joint-space P gain of the homing motion
+    max_speed: float = 0.4  # rad/s
+
+
+@dataclass
+class LoopConfig:
+    clock: ClockKind = ClockKind.real
+    spin_s: float = 0.001  # sleep until this long before a deadline, then spin: OS sleep overshoots
+
+
+@dataclass
+class HardwareConfig:
+    driver: DriverConfig = field(default_factory=DriverConfig)
+    cameras: dict[str, CameraDeviceConfig] = field(default_factory=dict)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+# Which robot descriptions each driver can drive (fake drives any).
+DRIVER_ROBOTS = {DriverKind.franka: ("panda", "fr3"), DriverKind.ur: ("ur3e", "ur5e", "ur10e", "ur16e")}
+
+
+def check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid value for {key}: {value!r} ({why})")
+
+
+def load_hardware_config(env_cfg: EnvConfig) -> HardwareConfig:
+    """Validate `env.hardware` against the schema and against the rest of the env config."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(HardwareConfig), env_cfg.hardware or {})
+        hw = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"env.hardware: {exc}") from None
+    assert isinstance(hw, HardwareConfig)
+    _check_driver(hw.driver, env_cfg)
+    _check_cameras(hw.cameras, env_cfg)
+    _check_safety(hw.safety, env_cfg)
+    _check_tracker(hw.tracker, hw.cameras, env_cfg)
+    _check_reset(hw.reset)
+    if hw.loop.clock is ClockKind.virtual:
+        kinds = {hw.driver.kind.value} | {c.kind.value for c in hw.cameras.values()}
+        check(kinds == {"fake"}, "env.hardware.loop.clock", "virtual", "only the fake driver and fake cameras run on virtual time")
+    check(0 <= hw.loop.spin_s < 0.02, "env.hardware.loop.spin_s", hw.loop.spin_s, "must be in [0, 0.02) s")
+    return hw
+
+
+def _check_driver(d: DriverConfig, env_cfg: EnvConfig) -> None:
+    period = 1.0 / env_cfg.control_hz
+    supported = DRIVER_ROBOTS.get(d.kind)
+    if supported is not None:
+        check(env_cfg.robot in supported, "env.hardware.driver.kind", d.kind.value, f"cannot drive robot {env_cfg.robot!r}; it drives {list(supported)}")
+    check(d.connect_timeout_s > 0, "env.hardware.driver.connect_timeout_s", d.connect_timeout_s, "must be positive")
+    # Commands arrive once per control period; the vendor must hold each one at least that long.
+    check(
+        d.command_hold_s > period,
+        "env.hardware.driver.command_hold_s",
+        d.command_hold_s,
+        f"must exceed the control period {period:.3f} s or the arm stops between commands",
+    )
+    check(d.gripper_speed > 0, "env.hardware.driver.gripper_speed", d.gripper_speed, "must be positive")
+    check(0 < d.franka.relative_dynamics_factor <= 1, "env.hardware.driver.franka.relative_dynamics_factor", d.franka.relative_dynamics_factor, "must be in (0, 1]")
+    check(d.ur.rtde_frequency > 0, "env.hardware.driver.ur.rtde_frequency", d.ur.rtde_frequency, "must be positive")
+    if d.kind is DriverKind.ur:
+        check(not d.gripper, "env.hardware.driver.gripper", d.gripper, "the ur driver has no gripper backend yet; set it to false")
+    if d.kind is DriverKind.ur and env_cfg.control_mode is ControlMode.joint_torque:
+        check(d.ur.torque_control, "env.hardware.driver.ur.torque_control", False, "joint_torque control on a UR needs directTorque (PolyScope >= 5.23); enable it explicitly")
+    f = d.fake
+    check(f.latency_s >= 0, "env.hardware.driver.fake.latency_s", f.latency_s, "must be >= 0")
+    check(all(x > 0 for x in f.inertia), "env.hardware.driver.fake.inertia", f.inertia, "must be positive")
+    check(all(x > 0 for x in f.damping), "env.hardware.driver.fake.damping", f.damping, "must be positive")
+
+
+def _check_cameras(cams: dict[str, CameraDeviceConfig], env_cfg: EnvConfig) -> None:
+    for cam in env_cfg.cameras:
+        check(cam.name in cams, "env.cameras", cam.name, f"no device configured for it under env.hardware.cameras (configured: {sorted(cams)})")
+    for name, c in cams.items():
+        key = f"env.hardware.cameras.{name}"
+        check(c.width > 0 and c.height > 0, f"{key}.width/height", (c.width, c.height), "must be positive")
+        check(c.fps > 0, f"{key}.fps", c.fps, "must be positive")
+        check(c.timeout_s > 0, f"{key}.timeout_s", c.timeout_s, "must be positive")
+        check(c.max_age_s > 0, f"{key}.max_age_s", c.max_age_s, "must be positive")
+        check(c.frozen_after >= 2, f"{key}.frozen_after", c.frozen_after, "must be >= 2")
+        if c.kind is CameraKind.fake and c.replay:
+            check(Path(c.replay).is_file(), f"{key}.replay", c.replay, "file not found")
+        if c.kind is CameraKind.realsense and c.recording:
+            check(Path(c.recording).is_file(), f"{key}.recording", c.recording, "file not found")
+
+
+def _check_safety(s: SafetyConfig, env_cfg: EnvConfig) -> None:
+    period = 1.0 / env_cfg.control_hz
+    for name in ("velocity_fraction", "torque_fraction", "acceleration_fraction", "jerk_fraction", "torque_rate_fraction"):
+        value = getattr(s, name)
+        check(0 < value <= 1, f"env.hardware.safety.{name}", value, "must be in (0, 1] of the datasheet limit")
+    check(s.joint_margin_rad >= 0, "env.hardware.safety.joint_margin_rad", s.joint_margin_rad, "must be >= 0")
+    check(s.taper_zone_rad > 0, "env.hardware.safety.taper_zone_rad", s.taper_zone_rad, "must be positive")
+    check(len(s.workspace_min) == 3 and len(s.workspace_max) == 3, "env.hardware.safety.workspace_min/max", (s.workspace_min, s.workspace_max), "need 3 values each (x, y, z)")
+    check(all(lo < hi for lo, hi in zip(s.workspace_min, s.workspace_max)), "env.hardware.safety.workspace_min", s.workspace_min, "must be below workspace_max on every axis")
+    check(s.workspace_breach_m >= 0, "env.hardware.safety.workspace_breach_m", s.workspace_breach_m, "must be >= 0")
+    # The watchdog must not fire between two on-time commands.
+    check(
+        s.watchdog_timeout_s > period,
+        "env.hardware.safety.watchdog_timeout_s",
+        s.watchdog_timeout_s,
+        f"must exceed the control period {period:.3f} s",
+    )
+    check(0 < s.watchdog_poll_s < s.watchdog_timeout_s, "env.hardware.safety.watchdog_poll_s", s.watchdog_poll_s, "must be positive and below watchdog_timeout_s")
+    check(s.max_state_age_s > 0, "env.hardware.safety.max_state_age_s", s.max_state_age_s, "must be positive")
+    check(s.tracking_tolerance > 0, "env.hardware.safety.tracking_tolerance", s.tracking_tolerance, "must be positive")
+    check(s.tracking_timeout_s > 0, "env.hardware.safety.tracking_timeout_s", s.tracking_timeout_s, "must be positive")
+
+
+def _check_tracker(t: TrackerConfig, cams: dict[str, CameraDeviceConfig], env_cfg: EnvConfig) -> None:
+    if t.kind is TrackerKind.none:
+        check(not env_cfg.privileged, "env.privileged", True, "the real env has privileged state only with a tracker (env.hardware.tracker.kind: aruco)")
+        return
+    check(t.camera in cams, "env.hardware.tracker.camera", t.camera, f"not a configured camera (configured: {sorted(cams)})")
+    check(bool(t.calibration), "env.hardware.tracker.calibration", t.calibration, "a tracker needs a camera calibration file")
+    check(Path(t.calibration).is_file(), "env.hardware.tracker.calibration", t.calibration, "file not found")
+    check(t.marker_size_m > 0, "env.hardware.tracker.marker_size_m", t.marker_size_m, "must be positive")
+    check(t.kettle_marker_id != t.sink_marker_id, "env.hardware.tracker.sink_marker_id", t.sink_marker_id, "must differ from kettle_marker_id")
+    for name in ("kettle_origin_in_marker", "handle_in_kettle", "sink_centre_in_marker"):
+        check(len(getattr(t, name)) == 3, f"env.hardware.tracker.{name}", getattr(t, name), "needs 3 values")
+    check(len(t.sink_half_size) == 2, "env.hardware.tracker.sink_half_size", t.sink_half_size, "needs 2 values")
+    check(t.max_pose_age_s > 0, "env.hardware.tracker.max_pose_age_s", t.max_pose_age_s, "must be positive")
+
+
+def _check_reset(r: ResetConfig) -> None:
+    check(r.joint_noise_rad >= 0, "env.hardware.reset.joint_noise_rad", r.joint_noise_rad, "must be >= 0")
+    check(r.tolerance_rad > 0, "env.hardware.reset.tolerance_rad", r.tolerance_rad, "must be positive")
+    check(r.timeout_s > 0, "env.hardware.reset.timeout_s", r.timeout_s, "must be positive")
+    check(r.gain > 0, "env.hardware.reset.gain", r.gain, "must be positive")
+    check(r.max_speed > 0, "env.hardware.reset.max_speed", r.max_speed, "must be positive")
