@@ -1,0 +1,41 @@
+"""What the safety layer records: one event per intervention or fault, and counters per kind."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Counter names, one per kind of intervention; every one starts at zero so reports have a fixed shape.
+COUNTERS = (
+    "commands",  # commands offered to the layer (velocity, torque, gripper)
+    "sent",  # commands that reached the driver
+    "ignored_while_latched",
+    "input_rejected",  # layer 1
+    "clamped",  # layer 2
+    "rate_limited",  # layer 3
+    "overspeed_braked",  # layer 2, torque mode: measured speed over the limit
+    "joint_tapered",  # layer 4
+    "joint_limit_breach",
+    "workspace_clipped",  # layer 5
+    "workspace_breach",
+    "watchdog_trips",  # layer 6
+    "stale_state",
+    "tracking_error",
+    "driver_faults",
+    "external_faults",  # cameras, loop, operator
+    "latched",  # layer 7
+    "resets",
+    "reset_refused",
+    "holds",
+)
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    time: float  # monotonic (or virtual) seconds
+    layer: str  # input | clamp | rate_limit | joint_limit | workspace | watchdog | state | driver | external | estop
+    kind: str  # what happened, e.g. clamped, tapered, breach, tripped, latched, reset
+    message: str
+    fatal: bool  # True: latched the e-stop
+
+    def as_dict(self) -> dict:
+        return asdict(self)

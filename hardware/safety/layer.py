@@ -1,0 +1,554 @@
+"""The safety layer: every command that can move the arm passes through here, in this order.
+
+1. Input check: non-finite or wrongly shaped -> fault, nothing sent.
+2. Clamp to the configured velocity / torque limits (in torque mode, a joint measured over its speed
+   limit gets a braking torque instead).
+3. Rate limit: acceleration and jerk for velocity commands, torque rate for torque commands.
+4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
+5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
+   command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
+6. Watchdog: no fresh command within the timeout while moving -> stop (the vendor ramps to rest), then
+   fault. A thread checks it, independent of the policy loop; the vendor's own watchdog backs it up.
+7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
+   `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
+
+Also latched: driver faults (reflexes, disconnects), stale robot state, a joint that stops following
+its velocity command (tracking), and faults raised by others through `trigger_fault` (cameras, loop).
+The per-command path is scalar Python over tuples (7 joints): no numpy, no allocation beyond a list.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from typing import Callable, Sequence
+
+from hardware.drivers.base import DriverError, RobotDriver
+from hardware.safety.events import COUNTERS, SafetyEvent
+from hardware.safety.kinematics import TcpKinematics
+from hardware.safety.limits import SafetyLimits
+from hardware.timing import Clock
+
+_VELOCITY, _TORQUE = "velocity", "torque"
+
+
+class ResetRefused(RuntimeError):
+    """An explicit reset was refused because the cause of the fault is still present."""
+
+
+class SafetyLayer:
+    def __init__(self, driver: RobotDriver, limits: SafetyLimits, clock: Clock, *, watchdog_thread: bool = True, max_events: int = 1000):
+        if limits.n != driver.robot.n_joints:
+            raise ValueError(f"limits are for {limits.n} joints, the driver's robot has {driver.robot.n_joints}")
+        self.driver = driver
+        self.limits = limits
+        self.clock = clock
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.events: deque[SafetyEvent] = deque(maxlen=max_events)  # recent history
+        self._unread: list[SafetyEvent] = []  # since the last drain_events()
+        self._kin = TcpKinematics(driver.robot)
+        self._lock = threading.RLock()
+        n = limits.n
+        self._fault: SafetyEvent | None = None
+        self._fault_check: Callable[[], str | None] | None = None  # external cause still active?
+        self._mode: str | None = None  # mode of the last command sent; None after a hold
+        self._prev = [0.0] * n  # last command sent
+        self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
+        self._t_prev = 0.0
+        self._armed = False  # a motion command is in effect: the watchdog is watching
+        self._lagging_since: list[float | None] = [None] * n
+        # Braking gain in torque mode: full torque at the speed limit.
+        self._brake_gain = tuple(t / v for t, v in zip(limits.torque, limits.velocity))
+        self._stop_thread = threading.Event()
+        self._thread: threading.Thread | None = None
+        if watchdog_thread:
+            self._thread = threading.Thread(target=self._watchdog_loop, name="safety-watchdog", daemon=True)
+            self._thread.start()
+
+    # -- status ------------------------------------------------------------------------------------
+    @property
+    def latched(self) -> bool:
+        return self._fault is not None
+
+    @property
+    def fault(self) -> SafetyEvent | None:
+        """The event that latched the e-stop, or None."""
+        return self._fault
+
+    def drain_events(self) -> list[SafetyEvent]:
+        with self._lock:
+            out, self._unread = self._unread, []
+            return out
+
+    # -- commands ----------------------------------------------------------------------------------
+    def command(self, mode: str, values: Sequence[float]) -> bool:
+        return self.command_velocity(values) if mode == _VELOCITY else self.command_torque(values)
+
+    def command_velocity(self, dq: Sequence[float]) -> bool:
+        """Joint velocities (rad/s). Returns True if a (possibly limited) command reached the driver."""
+        with self._lock:
+            now = self.clock.now()
+            self.counters["commands"] += 1
+            if self._fault is not None:
+                self.counters["ignored_while_latched"] += 1
+                return False
+            v = self._checked(dq, now, "velocity")
+            if v is None:
+                return False
+            state = self._state(now)
+            if state is None:
+                return False
+            L = self.limits
+            n = L.n
+            q = state.q.tolist()
+            if self._mode != _VELOCITY:
+                # (Re)starting: rate limits count from how the arm actually moves now.
+                self._prev = state.dq.tolist()
+                self._prev_rate = [0.0] * n
+            elif self._check_tracking(state.dq.tolist(), now):
+                return False
+            dt = min(max(now - self._t_prev, 1e-3), L.nominal_period) if self._mode == _VELOCITY else L.nominal_period
+
+            # 2. Clamp.
+            vmax = L.velocity
+            clamped = []
+            for i in range(n):
+                if v[i] > vmax[i]:
+                    v[i] = vmax[i]
+                    clamped.append(i)
+                elif v[i] < -vmax[i]:
+                    v[i] = -vmax[i]
+                    clamped.append(i)
+            # 3. Rate limit: acceleration, and change of acceleration (jerk), against the last command.
+            prev, prev_rate, amax, jmax = self._prev, self._prev_rate, L.acceleration, L.jerk
+            rate = [0.0] * n
+            limited = []
+            for i in range(n):
+                a = (v[i] - prev[i]) / dt
+                lo, hi = max(-amax[i], prev_rate[i] - jmax[i] * dt), min(amax[i], prev_rate[i] + jmax[i] * dt)
+                if a > hi or a < lo:
+                    a = hi if a > hi else lo
+                    limited.append(i)
+                    v[i] = prev[i] + a * dt
+                    if v[i] > vmax[i]:
+                        v[i] = vmax[i]
+                    elif v[i] < -vmax[i]:
+                        v[i] = -vmax[i]
+                rate[i] = a
+            # 4. Joint limits: a breach latches; toward a limit, taper to zero at the soft limit and never
+            #    command more than can be covered within the horizon.
+            qmin, qmax, zone, h = L.soft_q_min, L.soft_q_max, L.taper_zone, L.horizon
+            tapered = []
+            for i in range(n):
+                if q[i] > qmax[i] or q[i] < qmin[i]:
+                    return self._breach_joint(i, q[i], now)
+                x = v[i]
+                if x > 0.0:
+                    room = qmax[i] - q[i]
+                    cap = min(x * room / zone, room / h) if room < zone or room < x * h else x
+                elif x < 0.0:
+                    room = q[i] - qmin[i]
+                    cap = -min(-x * room / zone, room / h) if room < zone or room < -x * h else x
+                else:
+                    continue
+                if cap != x:
+                    v[i] = cap
+                    tapered.append(i)
+            # 5. Workspace box on the TCP.
+            scale = self._workspace_scale(q, v, now)
+            if scale is None:
+                return False
+            if scale < 1.0:
+                for i in range(n):
+                    v[i] *= scale
+                    rate[i] = (v[i] - prev[i]) / dt
+            return self._send(_VELOCITY, v, rate, now, clamped, limited, tapered, scale)
+
+    def command_torque(self, tau: Sequence[float]) -> bool:
+        """Joint torques (N·m, on top of the controller's gravity compensation)."""
+        with self._lock:
+            now = self.clock.now()
+            self.counters["commands"] += 1
+            if self._fault is not None:
+                self.counters["ignored_while_latched"] += 1
+                return False
+            t = self._checked(tau, now, "torque")
+            if t is None:
+                return False
+            state = self._state(now)
+            if state is None:
+                return False
+            L = self.limits
+            n = L.n
+            q, dq = state.q.tolist(), state.dq.tolist()
+            if self._mode != _TORQUE:
+                self._prev = [0.0] * n  # torque commands start from gravity compensation only
+            dt = min(max(now - self._t_prev, 1e-3), L.nominal_period) if self._mode == _TORQUE else L.nominal_period
+            # 2. Clamp.
+            tmax = L.torque
+            clamped = []
+            for i in range(n):
+                if t[i] > tmax[i]:
+                    t[i] = tmax[i]
+                    clamped.append(i)
+                elif t[i] < -tmax[i]:
+                    t[i] = -tmax[i]
+                    clamped.append(i)
+            # 3. Torque rate.
+            prev, rmax = self._prev, L.torque_rate
+            limited = []
+            for i in range(n):
+                step = rmax[i] * dt
+                if t[i] > prev[i] + step:
+                    t[i] = prev[i] + step
+                    limited.append(i)
+                elif t[i] < prev[i] - step:
+                    t[i] = prev[i] - step
+                    limited.append(i)
+            # 2b. Over the speed limit: brake that joint (damping, within the torque limit).
+            vmax, gain = L.velocity, self._brake_gain
+            braked = []
+            for i in range(n):
+                if abs(dq[i]) > vmax[i]:
+                    t[i] = max(-tmax[i], min(tmax[i], -gain[i] * dq[i]))
+                    braked.append(i)
+            # 4. Joint limits: breach latches; in the taper zone, torque toward the limit fades out and
+            #    motion toward it is damped.
+            qmin, qmax, zone = L.soft_q_min, L.soft_q_max, L.taper_zone
+            tapered = []
+            for i in range(n):
+                if q[i] > qmax[i] or q[i] < qmin[i]:
+                    return self._breach_joint(i, q[i], now)
+                # The side the joint moves toward, or is pushed toward when at rest.
+                toward = dq[i] if dq[i] != 0.0 else t[i]
+                if toward == 0.0:
+                    continue
+                sign = 1.0 if toward > 0.0 else -1.0
+                room = qmax[i] - q[i] if sign > 0.0 else q[i] - qmin[i]
+                if room < zone:
+                    s = room / zone
+                    if sign * t[i] > 0.0:
+                        t[i] *= s
+                    if sign * dq[i] > 0.0:
+                        t[i] = max(-tmax[i], min(tmax[i], t[i] - (1.0 - s) * gain[i] * dq[i]))
+                    tapered.append(i)
+            # 5. Workspace: if the TCP is heading out of the box at its measured speed, brake all joints.
+            scale = self._workspace_scale(q, dq, now)
+            if scale is None:
+                return False
+            if scale < 1.0:
+                for i in range(n):
+                    t[i] = max(-tmax[i], min(tmax[i], -gain[i] * dq[i]))
+            return self._send(_TORQUE, t, None, now, clamped, limited, tapered, scale, braked)
+
+    def command_gripper(self, command: float) -> bool:
+        """Gripper in the contract's units: -1 open ... +1 closed."""
+        with self._lock:
+            now = self.clock.now()
+            self.counters["commands"] += 1
+            if self._fault is not None:
+                self.counters["ignored_while_latched"] += 1
+                return False
+            try:
+                g = float(command)
+            except (TypeError, ValueError):
+                g = math.nan
+            if not math.isfinite(g):
+                self.counters["input_rejected"] += 1
+                self._latch("input", "rejected", f"non-numeric or non-finite gripper command {command!r}", now)
+                return False
+            g = min(1.0, max(-1.0, g))
+            try:
+                self.driver.set_gripper(self.driver.robot.gripper_max_width * (1.0 - g) / 2.0)
+            except DriverError as exc:
+                self._driver_fault(str(exc), now)
+                return False
+            self.counters["sent"] += 1
+            return True
+
+    def hold(self) -> None:
+        """Stop and hold the arm; the watchdog disarms (holding is a safe state). Allowed when latched."""
+        with self._lock:
+            self.counters["holds"] += 1
+            self._disarm()
+            try:
+                self.driver.stop()
+            except DriverError as exc:
+                self._driver_fault(f"stop failed: {exc}", self.clock.now())
+
+    def read_state(self):
+        """The driver's state, checked for staleness and driver faults (latching as commands do)."""
+        with self._lock:
+            now = self.clock.now()
+            return self._state(now)
+
+    # -- faults ------------------------------------------------------------------------------------
+    def trigger_fault(self, layer: str, message: str, still_active: Callable[[], str | None] | None = None) -> None:
+        """Latch a fault raised outside the layer (camera, control loop, operator). `still_active`
+        returns a reason while the cause persists; reset is refused until it returns None."""
+        with self._lock:
+            if self._fault is None:
+                self.counters["external_faults"] += 1
+                self._fault_check = still_active
+            self._latch(layer, "fault", message, self.clock.now())
+
+    def poll(self) -> None:
+        """Watchdog and driver checks; the watchdog thread calls this every `watchdog_poll` seconds
+        (on a virtual clock, the loop calls it instead)."""
+        with self._lock:
+            if self._fault is not None:
+                return
+            now = self.clock.now()
+            if self._armed:
+                age = now - self._t_prev
+                if age > self.limits.watchdog_timeout:
+                    self.counters["watchdog_trips"] += 1
+                    self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms (limit {self.limits.watchdog_timeout * 1000:.0f} ms)", now)
+                    return
+                self._state(now)  # moving: a dead link or a frozen state must not wait for the next command
+            else:
+                fault = self.driver.fault
+                if fault is not None:
+                    self._driver_fault(fault.message, now)
+
+    def reset(self, *, recover_robot_errors: bool = False, reconnect: bool = False) -> None:
+        """Explicitly clear a latched fault. Refused (ResetRefused) while its cause remains.
+
+        recover_robot_errors: also ask the robot to clear its own error state (after a reflex).
+        reconnect: reconnect the driver first if the connection was lost.
+        """
+        with self._lock:
+            now = self.clock.now()
+            if self._fault is None:
+                return
+            try:
+                self._check_cause_gone(recover_robot_errors, reconnect)
+            except ResetRefused as exc:
+                self.counters["reset_refused"] += 1
+                self._record(SafetyEvent(now, "estop", "reset_refused", str(exc), False))
+                raise
+            cause = self._fault
+            self._fault = None
+            self._fault_check = None
+            self._disarm()
+            self.counters["resets"] += 1
+            self._record(SafetyEvent(now, "estop", "reset", f"cleared: {cause.message}", False))
+
+    def close(self) -> None:
+        self._stop_thread.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _checked(self, values, now: float, what: str) -> list[float] | None:
+        """Layer 1: a list of n finite floats, or latch and return None."""
+        try:
+            if isinstance(values, (str, bytes)):
+                raise TypeError("text is not a command")
+            v = values.tolist() if hasattr(values, "tolist") else [float(x) for x in values]
+            ok = isinstance(v, list) and len(v) == self.limits.n and math.isfinite(math.fsum(v))
+        except (TypeError, ValueError, OverflowError):
+            v, ok = None, False
+        if not ok and v is not None and isinstance(v, list) and len(v) == self.limits.n:
+            try:
+                ok = all(math.isfinite(x) for x in v)  # fsum can overflow on huge finite values
+            except TypeError:
+                ok = False
+        if not ok:
+            self.counters["input_rejected"] += 1
+            self._latch("input", "rejected", f"{what} command must be {self.limits.n} finite numbers, got {values!r}", now)
+            return None
+        return [float(x) for x in v] if not all(type(x) is float for x in v) else v
+
+    def _state(self, now: float):
+        try:
+            state = self.driver.read_state()
+        except DriverError as exc:
+            self._driver_fault(str(exc), now)
+            return None
+        fault = self.driver.fault
+        if fault is not None:
+            self._driver_fault(fault.message, now)
+            return None
+        age = now - state.host_time
+        if age > self.limits.max_state_age:
+            self.counters["stale_state"] += 1
+            self._latch("state", "stale", f"robot state is {age * 1000:.0f} ms old (limit {self.limits.max_state_age * 1000:.0f} ms, seq {state.seq})", now)
+            return None
+        return state
+
+    def _check_tracking(self, dq: list[float], now: float) -> bool:
+        """Velocity mode: a joint lagging its command beyond tolerance for too long latches a fault."""
+        L = self.limits
+        prev, since = self._prev, self._lagging_since
+        for i in range(L.n):
+            if abs(prev[i] - dq[i]) > L.tracking_tolerance:
+                if since[i] is None:
+                    since[i] = now
+                elif now - since[i] > L.tracking_timeout:
+                    self.counters["tracking_error"] += 1
+                    self._latch(
+                        "state",
+                        "tracking_error",
+                        f"joint {i + 1} moves at {dq[i]:.3f} rad/s, commanded {prev[i]:.3f} rad/s, for {now - since[i]:.2f} s",
+                        now,
+                    )
+                    return True
+            else:
+                since[i] = None
+        return False
+
+    def _workspace_scale(self, q: list[float], v: list[float], now: float) -> float | None:
+        """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
+        (linearised between now and the predicted end). None if the TCP is already out (breach)."""
+        L = self.limits
+        p = self._kin.position(q)
+        lo, hi, tol = L.workspace_min, L.workspace_max, L.workspace_breach
+        for k in range(3):
+            if p[k] < lo[k] - tol or p[k] > hi[k] + tol:
+                self.counters["workspace_breach"] += 1
+                axis = "xyz"[k]
+                self._latch("workspace", "breach", f"TCP {axis} = {p[k]:.3f} m is outside [{lo[k]:.3f}, {hi[k]:.3f}] m", now)
+                return None
+        h = L.horizon
+        bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
+        if bound == 0.0 or all(p[k] - lo[k] > bound and hi[k] - p[k] > bound for k in range(3)):
+            return 1.0  # cannot reach any face within the horizon: no second FK needed
+        p2 = self._kin.position([q[i] + v[i] * h for i in range(L.n)])
+        scale = 1.0
+        for k in range(3):
+            step = p2[k] - p[k]
+            if p2[k] > hi[k] and step > 0.0:
+                scale = min(scale, max(0.0, (hi[k] - p[k]) / step))
+            elif p2[k] < lo[k] and step < 0.0:
+                scale = min(scale, max(0.0, (lo[k] - p[k]) / step))
+        return scale
+
+    def _send(self, mode, values, rate, now, clamped, limited, tapered, scale, braked=()) -> bool:
+        try:
+            if mode == _VELOCITY:
+                self.driver.set_joint_velocity(values)
+            else:
+                self.driver.set_joint_torque(values)
+        except DriverError as exc:
+            self._driver_fault(str(exc), now)
+            return False
+        self.counters["sent"] += 1
+        self._mode = mode
+        self._prev = values
+        if rate is not None:
+            self._prev_rate = rate
+        self._t_prev = now
+        self._armed = True
+        if clamped or limited or tapered or braked or scale < 1.0:
+            self._report(mode, now, clamped, limited, tapered, scale, braked)
+        return True
+
+    def _report(self, mode, now, clamped, limited, tapered, scale, braked) -> None:
+        c = self.counters
+        unit = "rad/s" if mode == _VELOCITY else "N·m"
+        if clamped:
+            c["clamped"] += 1
+            self._record(SafetyEvent(now, "clamp", "clamped", f"{mode} clamped to its limit ({unit}) on joints {_joints(clamped)}", False))
+        if braked:
+            c["overspeed_braked"] += 1
+            self._record(SafetyEvent(now, "clamp", "overspeed_braked", f"joints {_joints(braked)} over the speed limit: braking", False))
+        if limited:
+            c["rate_limited"] += 1
+            what = "acceleration/jerk" if mode == _VELOCITY else "torque rate"
+            self._record(SafetyEvent(now, "rate_limit", "rate_limited", f"{what} limited on joints {_joints(limited)}", False))
+        if tapered:
+            c["joint_tapered"] += 1
+            self._record(SafetyEvent(now, "joint_limit", "tapered", f"approaching a joint limit: joints {_joints(tapered)} tapered", False))
+        if scale < 1.0:
+            c["workspace_clipped"] += 1
+            what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "replaced by braking"
+            self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
+
+    def _breach_joint(self, i: int, q: float, now: float) -> bool:
+        self.counters["joint_limit_breach"] += 1
+        L = self.limits
+        self._latch("joint_limit", "breach", f"joint {i + 1} at {q:.4f} rad is past its soft limit [{L.soft_q_min[i]:.4f}, {L.soft_q_max[i]:.4f}]", now)
+        return False
+
+    def _driver_fault(self, message: str, now: float) -> None:
+        if self._fault is None:
+            self.counters["driver_faults"] += 1
+        self._latch("driver", "fault", message, now)
+
+    def _latch(self, layer: str, kind: str, message: str, now: float) -> None:
+        """Layer 7: stop the arm and latch. The first fault is the one reported; later ones are recorded."""
+        event = SafetyEvent(now, layer, kind, message, True)
+        self._record(event)
+        if self._fault is not None:
+            return
+        self._fault = event
+        self.counters["latched"] += 1
+        self._disarm()
+        try:
+            self.driver.stop()
+        except DriverError:
+            pass  # unreachable arm: its own watchdog stops it
+
+    def _disarm(self) -> None:
+        self._armed = False
+        self._mode = None
+        self._prev = [0.0] * self.limits.n
+        self._prev_rate = [0.0] * self.limits.n
+        self._lagging_since = [None] * self.limits.n
+
+    def _record(self, event: SafetyEvent) -> None:
+        self.events.append(event)
+        self._unread.append(event)
+
+    def _check_cause_gone(self, recover_robot_errors: bool, reconnect: bool) -> None:
+        d = self.driver
+        if not d.is_connected:
+            if not reconnect:
+                raise ResetRefused(f"robot not connected ({self._fault.message}); reconnect first (reset(reconnect=True))")
+            try:
+                d.connect()
+            except DriverError as exc:
+                raise ResetRefused(f"reconnect failed: {exc}") from None
+        fault = d.fault
+        if fault is not None:
+            if not recover_robot_errors:
+                raise ResetRefused(f"robot reports: {fault.message}; inspect the arm, then reset(recover_robot_errors=True)")
+            try:
+                d.reset()
+            except DriverError as exc:
+                raise ResetRefused(f"robot error recovery failed: {exc}") from None
+        try:
+            state = d.read_state()
+        except DriverError as exc:
+            raise ResetRefused(f"cannot read the robot: {exc}") from None
+        age = self.clock.now() - state.host_time
+        if age > self.limits.max_state_age:
+            raise ResetRefused(f"robot state is still stale ({age * 1000:.0f} ms old)")
+        L = self.limits
+        q = state.q.tolist()
+        for i in range(L.n):
+            if not L.soft_q_min[i] <= q[i] <= L.soft_q_max[i]:
+                raise ResetRefused(f"joint {i + 1} at {q[i]:.4f} rad is past its soft limit; guide the arm back by hand first")
+        p = self._kin.position(q)
+        if not L.inside_workspace(p, L.workspace_breach):
+            raise ResetRefused(f"TCP at {[round(x, 3) for x in p]} m is outside the workspace box; guide the arm back by hand first")
+        if self._fault_check is not None:
+            reason = self._fault_check()
+            if reason:
+                raise ResetRefused(f"{self._fault.layer} fault still active: {reason}")
+
+    def _watchdog_loop(self) -> None:
+        period = self.limits.watchdog_poll
+        while not self._stop_thread.wait(period):
+            try:
+                self.poll()
+            except Exception as exc:  # noqa: BLE001 - the watchdog must keep running; latch what broke it
+                with self._lock:
+                    self._latch("watchdog", "error", f"watchdog check failed: {type(exc).__name__}: {exc}", self.clock.now())
+
+
+def _joints(indices) -> str:
+    return ",".join(str(i + 1) for i in indices)
