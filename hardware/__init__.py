@@ -2,4 +2,18 @@
 
 It implements the same environment contract as `sim` (see `robolearn.spec`), using the shared robot
 descriptions in `robolearn.robots` and the shared task code in `robolearn.task`.
+
+    drivers/   RobotDriver: fake, franka (franky-control), ur (ur_rtde)
+    cameras/   Camera with a capture thread: fake, opencv, realsense
+    safety/    the seven safety layers wrapping any driver
+    tracking/  ArUco pose source for reward and success
+    timing.py  clocks and the absolute-deadline loop
+    env.py     RealRobotEnv and its factory
 """
+
+
+def make_real_robot_env(cfg=None, render_mode=None, **overrides):
+    """Factory named by `env.factory` (configs/env/real_fake.yaml)."""
+    from hardware.env import make_real_robot_env as make
+
+    return make(cfg, render_mode=render_mode, **overrides)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from robolearn.config import EnvConfig, load_env_config
+from tests.hardware_cases import real_fake_config, real_fake_env
 
 
 @dataclass(frozen=True)
@@ -31,4 +32,6 @@ ENV_CASES = [
     EnvCase("sim-joint_velocity", _sim, {"control_mode": "joint_velocity"}),
     EnvCase("sim-joint_torque", _sim, {"control_mode": "joint_torque"}),
     EnvCase("sim-privileged", _sim, {"privileged": True, "cameras": [{"name": "front", "width": 64, "height": 48}]}),
+    EnvCase("real_fake-joint_velocity", real_fake_env, real_fake_config()),
+    EnvCase("real_fake-joint_torque", real_fake_env, {**real_fake_config(), "control_mode": "joint_torque"}),
 ]

@@ -1,0 +1,353 @@
+"""The real-robot env: the sim's contract on a physical arm (or on the fake driver and fake cameras).
+
+Same spaces and action normalisation as the sim for the same config (both come from `EnvSpec`). Each
+step: the action is checked and scaled (a bad action raises before anything is sent), sent through the
+safety layer, then the loop waits for the next absolute deadline and assembles the observation from the
+latest camera frames and robot state, with their ages checked. Reset moves home through the safety
+layer. Reward and success come from `robolearn.task`, fed by the tracker; without one, reward is 0 and
+success is reported as unknown (`info["success_known"] = False`).
+
+A latched safety fault truncates the episode; `reset()` then refuses until `clear_fault()` succeeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import EnvSpec as GymEnvSpec
+from omegaconf import OmegaConf
+
+from hardware.cameras import Camera, CameraError, make_camera
+from hardware.config import ClockKind, HardwareConfig, load_hardware_config
+from hardware.drivers import DriverError, RobotDriver, make_driver
+from hardware.safety.kinematics import TcpKinematics
+from hardware.safety.layer import ResetRefused, SafetyLayer
+from hardware.safety.limits import SafetyLimits
+from hardware.timing import Clock, DeadlineLoop, MonotonicClock, VirtualClock
+from hardware.tracking import make_tracker
+from robolearn.config import ConfigError, ControlMode, EnvConfig, load_env_config
+from robolearn.spec import PRIVILEGED_DIM, EnvSpec
+from robolearn.task import KettleGeometry, SinkGeometry, TaskState, compute_reward
+
+
+class EStopLatched(RuntimeError):
+    """The safety layer's e-stop is latched; the message says why and how to clear it."""
+
+
+class ResetFailed(RuntimeError):
+    """The arm did not reach its home configuration."""
+
+
+class RealRobotEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, cfg: EnvConfig | dict | None, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        # Everything that can be wrong in the config fails here, before anything connects or moves.
+        self.cfg = cfg = load_env_config(cfg)
+        self.hw: HardwareConfig = load_hardware_config(cfg)
+        self.contract = EnvSpec.from_config(cfg)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": cfg.control_hz}
+        # A physical arm cannot be put back exactly, so seeded resets are close, not identical. The
+        # spec's kwargs rebuild this env (gymnasium's checker and wrappers use them).
+        self.spec = GymEnvSpec(
+            "robolearn/RealRobot-v0",
+            entry_point="hardware:make_real_robot_env",
+            nondeterministic=True,
+            kwargs={"cfg": OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)},
+        )
+        robot = self.robot = self.contract.robot
+        self.observation_space = self.contract.observation_space()
+        self.action_space = self.contract.action_space()
+        self._mode = "velocity" if cfg.control_mode is ControlMode.joint_velocity else "torque"
+        self._kin = TcpKinematics(robot)
+        limits = SafetyLimits.from_config(self.hw.safety, robot, command_hold_s=self.hw.driver.command_hold_s, control_hz=cfg.control_hz)
+        self.home = self._home(limits)
+        self.tracker = make_tracker(self.hw.tracker)
+        self.virtual = self.hw.loop.clock is ClockKind.virtual
+        self.clock: Clock = VirtualClock() if self.virtual else MonotonicClock(self.hw.loop.spin_s)
+        self.loop = DeadlineLoop(self.clock, 1.0 / cfg.control_hz)
+        self.driver: RobotDriver = make_driver(self.hw.driver, robot, self.clock, soft_limits=(limits.soft_q_min, limits.soft_q_max))
+        self.cameras: dict[str, Camera] = {}
+        self.safety: SafetyLayer | None = None
+        self._steps = 0
+        self._last_state = None
+        self._last_images: dict[str, np.ndarray] = {}
+        self._episode_misses = 0
+        self._tcp = np.zeros(3)
+        # Reward term names as the shared task code reports them (unknown reward: all zero).
+        z = np.zeros(3)
+        dummy = TaskState(kettle_pos=z, kettle_lin_vel=z, handle_pos=z, tcp_pos=z)
+        self._term_names = tuple(compute_reward(dummy, SinkGeometry(z, (0.1, 0.1), 0.1), KettleGeometry(0.1, 0.1), cfg.task)[1])
+        try:
+            self._connect(limits)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _home(self, limits: SafetyLimits) -> np.ndarray:
+        home = np.asarray(self.hw.reset.home if self.hw.reset.home is not None else self.robot.home, dtype=np.float64)
+        if home.shape != (self.robot.n_joints,):
+            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (needs {self.robot.n_joints} joint angles)")
+        lo = np.asarray(limits.soft_q_min) + self.hw.reset.joint_noise_rad
+        hi = np.asarray(limits.soft_q_max) - self.hw.reset.joint_noise_rad
+        if np.any(home < lo) or np.any(home > hi):
+            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (with joint_noise_rad it leaves the soft joint limits)")
+        if not limits.inside_workspace(self._kin.position(home.tolist()), 0.0):
+            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (its TCP is outside the safety workspace box)")
+        return home
+
+    def _connect(self, limits: SafetyLimits) -> None:
+        self.driver.connect()
+        self.safety = SafetyLayer(self.driver, limits.tightened(self.driver.reported_limits), self.clock, watchdog_thread=not self.virtual)
+        names = [name for name, _, _ in self.contract.cameras]
+        if self.tracker is not None and self.tracker.camera not in names:
+            names.append(self.tracker.camera)
+        for name in names:
+            self.cameras[name] = make_camera(name, self.hw.cameras[name], self.clock, on_fault=self._on_camera_fault, threaded=not self.virtual, scene=self._scene)
+        for camera in self.cameras.values():
+            camera.start()
+        for camera in self.cameras.values():
+            camera.wait_first_frame(max(2.0, camera.cfg.timeout_s))
+
+    def _scene(self):
+        """What fake cameras draw: the arm's TCP and gripper opening, from the driver."""
+        try:
+            state = self.driver.read_state()
+        except DriverError:
+            return None
+        return self._kin.position(state.q.tolist()), state.gripper_width
+
+    def _on_camera_fault(self, name: str, kind: str, message: str) -> None:
+        # Called from the capture thread: a blind policy must not keep moving the arm.
+        safety = self.safety
+        if safety is not None:
+            safety.trigger_fault("camera", message, still_active=self.cameras[name].unhealthy_reason)
+
+    # -- gymnasium API -----------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._require_clear()
+        noise = self.hw.reset.joint_noise_rad
+        target = self.home + (self.np_random.uniform(-noise, noise, size=self.home.shape) if noise > 0 else 0.0)
+        self.safety.drain_events()
+        self._move_to(target)
+        if self.tracker is not None:
+            self.tracker.reset()
+        self._steps = 0
+        self._episode_misses = 0
+        self.loop.restart()
+        obs, obs_info = self._observe()
+        _, terms, success, known = self._score()
+        return obs, self._info(terms, success, known, obs_info, tick=None)
+
+    def step(self, action):
+        # Raises InvalidActionError before anything is sent.
+        joint_command, gripper = self.contract.scale_action(action)
+        safety = self.safety
+        if self.virtual:
+            safety.poll()
+        if safety.command(self._mode, joint_command):
+            safety.command_gripper(gripper)
+        tick = self.loop.wait()
+        if tick.missed:
+            self._episode_misses += 1
+        if self.virtual:
+            safety.poll()
+        obs, obs_info = self._observe()
+        self._steps += 1
+        reward, terms, success, known = self._score()
+        terminated = bool(known and success and self.cfg.terminate_on_success)
+        truncated = bool(not terminated and (self._steps >= self.cfg.max_episode_steps or safety.latched))
+        if terminated or truncated:
+            safety.hold()  # between episodes the arm rests and the watchdog is disarmed
+        return obs, float(reward), terminated, truncated, self._info(terms, success, known, obs_info, tick)
+
+    def render(self):
+        if self.render_mode != "rgb_array" or not self.cameras:
+            return None
+        try:
+            return next(iter(self.cameras.values())).read_latest().image
+        except CameraError:
+            return None
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        if self.safety is not None:
+            try:
+                self.safety.hold()
+            finally:
+                self.safety.close()
+        for camera in self.cameras.values():
+            camera.stop()
+        self.cameras = {}
+        try:
+            self.driver.close()
+        except DriverError:
+            pass
+
+    # -- faults ------------------------------------------------------------------------------------
+    def clear_fault(self, *, recover_robot_errors: bool = False, reconnect: bool = False) -> None:
+        """Explicitly clear a latched e-stop once its cause is gone (ResetRefused otherwise).
+
+        recover_robot_errors: also clear the robot's own error (after a reflex) - look at the arm first.
+        reconnect: reconnect a lost robot connection first.
+        """
+        self.safety.reset(recover_robot_errors=recover_robot_errors, reconnect=reconnect)
+        for camera in self.cameras.values():
+            try:
+                camera.clear_fault()
+            except CameraError as exc:
+                raise ResetRefused(str(exc)) from None
+
+    @property
+    def latched(self) -> bool:
+        return self.safety.latched
+
+    def _require_clear(self) -> None:
+        fault = self.safety.fault
+        if fault is not None:
+            raise EStopLatched(
+                f"safety e-stop latched by {fault.layer}: {fault.message}. Remove the cause, then call "
+                "env.clear_fault() (recover_robot_errors=True after a robot reflex, reconnect=True after a lost connection)."
+            )
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _move_to(self, target: np.ndarray) -> None:
+        """Joint-space P motion to `target` at the control rate, every command through the safety layer."""
+        r = self.hw.reset
+        safety = self.safety
+        safety.command_gripper(-1.0)  # open
+        deadline = self.clock.now() + r.timeout_s
+        self.loop.restart()
+        while True:
+            if self.virtual:
+                safety.poll()
+            state = safety.read_state()
+            if state is None:
+                raise ResetFailed(f"reset aborted: {safety.fault.message}")
+            error = target - state.q
+            if np.max(np.abs(error)) < r.tolerance_rad:
+                break
+            if self.clock.now() > deadline:
+                safety.hold()
+                raise ResetFailed(f"home not reached within {r.timeout_s:.0f} s; joint errors (rad): {np.round(error, 4).tolist()}")
+            if not safety.command_velocity(np.clip(r.gain * error, -r.max_speed, r.max_speed)):
+                raise ResetFailed(f"reset aborted: {safety.fault.message if safety.fault else 'command refused'}")
+            self.loop.wait()
+        safety.hold()
+
+    def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        state = self.safety.read_state()
+        now = self.clock.now()
+        state_valid = state is not None
+        if state is None:
+            state = self._last_state  # the arm is stopped and latched; report the last known state
+        else:
+            self._last_state = state
+        obs: dict[str, np.ndarray] = {}
+        cameras: dict[str, Any] = {}
+        for name, h, w in self.contract.cameras:
+            obs[name], cameras[name] = self._image(name, h, w, now)
+        if self.tracker is not None:
+            try:
+                self.tracker.update(self.cameras[self.tracker.camera].read_latest())
+            except CameraError:
+                pass
+        n = self.robot.n_joints
+        if state is None:
+            q, dq, width = self.home, np.zeros(n), 0.0
+        else:
+            q, dq, width = state.q, state.dq, state.gripper_width
+        obs["joint_pos"] = np.asarray(q, dtype=np.float32)
+        obs["joint_vel"] = np.asarray(dq, dtype=np.float32)
+        obs["gripper"] = np.array([min(max(width, 0.0), self.robot.gripper_max_width)], dtype=np.float32)
+        privileged_valid = None
+        if self.contract.privileged:
+            vector = self.tracker.privileged(now)
+            privileged_valid = vector is not None
+            obs["privileged"] = vector if vector is not None else np.zeros(PRIVILEGED_DIM, dtype=np.float32)
+        self._tcp = np.asarray(self._kin.position(np.asarray(q).tolist()))
+        info = {
+            "state_valid": state_valid,
+            "state_age_ms": None if not state_valid else round((now - state.host_time) * 1000.0, 3),
+            "cameras": cameras,
+        }
+        if privileged_valid is not None:
+            info["privileged_valid"] = privileged_valid
+        return obs, info
+
+    def _image(self, name: str, h: int, w: int, now: float) -> tuple[np.ndarray, dict[str, Any]]:
+        camera = self.cameras[name]
+        try:
+            frame = camera.read_latest()
+        except CameraError as exc:
+            image = self._last_images.get(name, np.zeros((h, w, 3), dtype=np.uint8))
+            return image, {"valid": False, "error": str(exc)}
+        image = frame.image
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        else:
+            image = image.copy()  # the camera keeps its frame; every observation owns its arrays
+        self._last_images[name] = image
+        health = camera.health()
+        events = camera.drain_events()
+        return image, {
+            "valid": health.fault is None,
+            "frame_number": frame.frame_number,
+            "age_ms": round((now - frame.host_time) * 1000.0, 3),
+            "stale": camera.is_stale(frame, now),
+            "dropped_total": health.dropped,
+            "events": [e.message for e in events],
+            "fault": health.fault,
+        }
+
+    def _score(self) -> tuple[float, dict[str, float], bool, bool]:
+        """(reward, terms, success, known)."""
+        if self.tracker is not None:
+            tracked = self.tracker.task_state(self.clock.now(), self._tcp)
+            if tracked is not None:
+                state, sink = tracked
+                reward, terms, success = compute_reward(state, sink, self.tracker.kettle, self.cfg.task)
+                return float(reward), terms, bool(success), True
+        return 0.0, dict.fromkeys(self._term_names, 0.0), False, False
+
+    def _info(self, terms, success, known, obs_info, tick) -> dict[str, Any]:
+        safety = self.safety
+        fault = safety.fault
+        info = {
+            "success": bool(success),
+            "success_known": bool(known),  # False: no fresh tracker poses, reward is 0 and success unknown
+            "reward_source": self.tracker.name if self.tracker is not None else "none",
+            "reward_terms": terms,
+            "tcp_pos": self._tcp.copy(),
+            "control_mode": self.contract.control_mode.value,
+            "safety": {
+                "estop": fault is not None,
+                "fault": None if fault is None else f"{fault.layer}: {fault.message}",
+                "events": [e.as_dict() for e in safety.drain_events()],
+                "counters": dict(safety.counters),
+            },
+            **obs_info,
+        }
+        if tick is not None:
+            info["timing"] = {
+                "deadline_missed": tick.missed,
+                "lateness_ms": round(tick.lateness * 1000.0, 3),
+                "period_ms": round(tick.period * 1000.0, 3),
+                "deadline_misses": self._episode_misses,
+            }
+        return info
+
+
+def make_real_robot_env(cfg=None, render_mode: str | None = None, **overrides) -> RealRobotEnv:
+    """Factory named by `env.factory` in the configs (see configs/env/real_fake.yaml)."""
+    return RealRobotEnv(load_env_config(cfg, **overrides), render_mode=render_mode)
