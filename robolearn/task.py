@@ -49,9 +49,13 @@ def kettle_on_basin_floor(state: TaskState, sink: SinkGeometry, kettle: KettleGe
 
 
 def compute_reward(
-    state: TaskState, sink: SinkGeometry, kettle: KettleGeometry, cfg: TaskConfig
+    state: TaskState, sink: SinkGeometry, kettle: KettleGeometry, cfg: TaskConfig, kettle_fell: bool = False
 ) -> tuple[float, dict[str, float], bool]:
-    """Return (reward, reward terms, success)."""
+    """Return (reward, reward terms, success).
+
+    Every step costs (the terms are negative distances), so an episode that ends early would look
+    attractive: ending it by knocking the kettle off the counter costs `fall_penalty` instead.
+    """
     target = sink.centre + np.array([0.0, 0.0, kettle.bottom_offset])
     kettle_to_sink = float(np.linalg.norm(state.kettle_pos - target))
     tcp_to_handle = float(np.linalg.norm(state.tcp_pos - state.handle_pos))
@@ -62,5 +66,6 @@ def compute_reward(
         # Shaping toward the handle until the task is done; afterwards the arm may leave.
         "reach_handle": 0.0 if success else -cfg.reach_weight * tcp_to_handle,
         "success_bonus": cfg.success_bonus if success else 0.0,
+        "fall_penalty": -cfg.fall_penalty if kettle_fell else 0.0,
     }
     return sum(terms.values()), terms, success

@@ -80,8 +80,8 @@ class KettleSinkEnv(gym.Env):
         mujoco.mj_step(self.model, d, nstep=self.cfg.substeps)
         self._steps += 1
         obs = self._observation()
-        reward, terms, success = self._reward()
         fell = self._kettle_fell()
+        reward, terms, success = self._reward(fell)
         terminated = fell or (success and self.cfg.terminate_on_success)
         truncated = not terminated and self._steps >= self.cfg.max_episode_steps
         return obs, reward, terminated, truncated, self._info(terms, success, fell)
@@ -142,8 +142,8 @@ class KettleSinkEnv(gym.Env):
             tcp_pos=d.site_xpos[s.tcp_site].copy(),
         )
 
-    def _reward(self):
-        return compute_reward(self._task_state(), SINK, kettle_entity.GEOMETRY, self.cfg.task)
+    def _reward(self, kettle_fell: bool = False):
+        return compute_reward(self._task_state(), SINK, kettle_entity.GEOMETRY, self.cfg.task, kettle_fell)
 
     def _kettle_fell(self) -> bool:
         x, y, z = self.data.qpos[self.scene.kettle_qpos : self.scene.kettle_qpos + 3]

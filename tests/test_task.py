@@ -52,4 +52,5 @@ def test_dense_terms_are_negative_distances():
     reward, terms, _ = compute_reward(state(kettle, tcp=tcp), SINK, KETTLE, CFG)
     assert terms["kettle_to_sink"] == pytest.approx(-np.linalg.norm(kettle - RESTING))
     assert terms["reach_handle"] == pytest.approx(-0.5 * np.hypot(0.1, 0.2))
+    assert terms["fall_penalty"] == 0.0
     assert reward == pytest.approx(terms["kettle_to_sink"] + terms["reach_handle"])

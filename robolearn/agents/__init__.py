@@ -1,5 +1,9 @@
 """Agents: SAC with DrQ augmentation (pixels, multi-camera + proprioception) or state only."""
 
-from robolearn.agents.drq import AgentConfig, DrQAgent
+from robolearn.llvm_order import load_triton_first
+
+load_triton_first()  # before any EGL context in this process (see robolearn.llvm_order)
+
+from robolearn.agents.drq import AgentConfig, DrQAgent  # noqa: E402
 
 __all__ = ["AgentConfig", "DrQAgent"]
