@@ -59,6 +59,7 @@ class TaskConfig:
     reach_weight: float = 0.5
     success_bonus: float = 10.0
     max_settle_speed: float = 0.05  # m/s: the kettle "rests" below this speed
+    fall_penalty: float = 100.0  # charged once when the kettle leaves the counter (the episode ends)
 
 
 @dataclass
