@@ -13,3 +13,10 @@ def make_kettle_sink_env(cfg=None, render_mode=None, **overrides):
     from sim.kettle_sink_env import KettleSinkEnv
 
     return KettleSinkEnv(load_env_config(cfg, **overrides), render_mode=render_mode)
+
+
+def make_dmc_env(cfg=None, render_mode=None, **overrides):
+    """Factory for dm_control suite tasks from pixels (see sim/dmc.py)."""
+    from sim.dmc import make_dmc_env as make
+
+    return make(cfg, render_mode=render_mode, **overrides)
