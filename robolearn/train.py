@@ -178,6 +178,7 @@ class Workspace:
         result = {"step": self.step, "success_rate": summary.success_rate, "mean_return": summary.mean_return,
                   "mean_length": summary.mean_length}
         self._log("eval", result)
+        self._log("replay", {"transitions": self.replay.num_transitions(), "bytes_per_transition": self.replay.bytes_per_transition()})
         csv_path = self.run_dir / "eval.csv"
         new = not csv_path.exists()
         with open(csv_path, "a", newline="") as f:
@@ -185,7 +186,8 @@ class Workspace:
             if new:
                 writer.writeheader()
             writer.writerow(result)
-        log.info("eval at step %d: success %.2f, return %.2f", self.step, summary.success_rate, summary.mean_return)
+        log.info("eval at step %d: success %.2f, return %.2f (replay: %d transitions, %.0f bytes each)", self.step,
+                 summary.success_rate, summary.mean_return, self.replay.num_transitions(), self.replay.bytes_per_transition())
         return result
 
     def _log(self, prefix: str, values: dict) -> None:
