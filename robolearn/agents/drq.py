@@ -193,8 +193,9 @@ class DrQAgent(nn.Module):
         return self.log_alpha.exp()
 
     def to_tensors(self, obs: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        # Images come as frame stacks; torch.as_tensor shares numpy's memory on the CPU.
-        """Numpy batch -> (uint8 frames (B, K, H, W, C), concatenated float vector (B, D))."""
+        """Numpy batch -> (uint8 frames (B, K, H, W, C), concatenated float vector (B, D)).
+
+        On the CPU `torch.as_tensor` shares numpy's memory: no copy of the images."""
         images = {k: torch.as_tensor(obs[k], device=self.device) for k in self.image_keys}
         if self.vector_keys:
             vector = torch.cat([torch.as_tensor(obs[k], device=self.device, dtype=torch.float32).flatten(1) for k in self.vector_keys], dim=-1)
