@@ -80,6 +80,7 @@ class RealRobotEnv(gym.Env):
         self._last_images: dict[str, np.ndarray] = {}
         self._episode_misses = 0
         self._tcp = np.zeros(3)
+        self._returned_at = 0.0
         # Reward term names as the shared task code reports them (unknown reward: all zero).
         z = np.zeros(3)
         dummy = TaskState(kettle_pos=z, kettle_lin_vel=z, handle_pos=z, tcp_pos=z)
@@ -145,11 +146,14 @@ class RealRobotEnv(gym.Env):
         self.loop.restart()
         obs, obs_info = self._observe()
         _, terms, success, known = self._score()
-        return obs, self._info(terms, success, known, obs_info, tick=None)
+        info = self._info(terms, success, known, obs_info, tick=None)
+        self._returned_at = self.clock.now()
+        return obs, info
 
     def step(self, action):
         # Raises InvalidActionError before anything is sent.
         joint_command, gripper = self.contract.scale_action(action)
+        agent_s = self.clock.now() - self._returned_at  # the agent's time since the last step returned
         safety = self.safety
         if self.virtual:
             safety.poll()
@@ -167,7 +171,11 @@ class RealRobotEnv(gym.Env):
         truncated = bool(not terminated and (self._steps >= self.cfg.max_episode_steps or safety.latched))
         if terminated or truncated:
             safety.hold()  # between episodes the arm rests and the watchdog is disarmed
-        return obs, float(reward), terminated, truncated, self._info(terms, success, known, obs_info, tick)
+        else:
+            safety.kick()  # the loop is alive: the agent now has until the watchdog timeout to act
+        info = self._info(terms, success, known, obs_info, tick, agent_s)
+        self._returned_at = self.clock.now()
+        return obs, float(reward), terminated, truncated, info
 
     def render(self):
         if self.render_mode != "rgb_array" or not self.cameras:
@@ -239,7 +247,7 @@ class RealRobotEnv(gym.Env):
                 break
             if self.clock.now() > deadline:
                 safety.hold()
-                raise ResetFailed(f"home not reached within {r.timeout_s:.0f} s; joint errors (rad): {np.round(error, 4).tolist()}")
+                raise ResetFailed(f"home not reached within {r.timeout_s:g} s; joint errors (rad): {np.round(error, 4).tolist()}")
             if not safety.command_velocity(np.clip(r.gain * error, -r.max_speed, r.max_speed)):
                 raise ResetFailed(f"reset aborted: {safety.fault.message if safety.fault else 'command refused'}")
             self.loop.wait()
@@ -320,7 +328,7 @@ class RealRobotEnv(gym.Env):
                 return float(reward), terms, bool(success), True
         return 0.0, dict.fromkeys(self._term_names, 0.0), False, False
 
-    def _info(self, terms, success, known, obs_info, tick) -> dict[str, Any]:
+    def _info(self, terms, success, known, obs_info, tick, agent_s: float = 0.0) -> dict[str, Any]:
         safety = self.safety
         fault = safety.fault
         info = {
@@ -344,6 +352,7 @@ class RealRobotEnv(gym.Env):
                 "lateness_ms": round(tick.lateness * 1000.0, 3),
                 "period_ms": round(tick.period * 1000.0, 3),
                 "deadline_misses": self._episode_misses,
+                "agent_ms": round(agent_s * 1000.0, 3),  # between the last step's return and this call
             }
         return info
 

@@ -12,7 +12,8 @@ COUNTERS = (
     "input_rejected",  # layer 1
     "clamped",  # layer 2
     "rate_limited",  # layer 3
-    "overspeed_braked",  # layer 2, torque mode: measured speed over the limit
+    "overspeed_limited",  # layer 2, torque mode: measured speed over the limit, push along it removed
+    "overspeed",  # layer 2, torque mode: far over the speed limit (fatal)
     "joint_tapered",  # layer 4
     "joint_limit_breach",
     "workspace_clipped",  # layer 5

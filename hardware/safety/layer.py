@@ -2,13 +2,14 @@
 
 1. Input check: non-finite or wrongly shaped -> fault, nothing sent.
 2. Clamp to the configured velocity / torque limits (in torque mode, a joint measured over its speed
-   limit gets a braking torque instead).
+   limit gets no torque along its motion, and one far over it latches).
 3. Rate limit: acceleration and jerk for velocity commands, torque rate for torque commands.
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
 5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
    command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
-6. Watchdog: no fresh command within the timeout while moving -> stop (the vendor ramps to rest), then
-   fault. A thread checks it, independent of the policy loop; the vendor's own watchdog backs it up.
+6. Watchdog: no fresh command (or `kick()` from a live control loop, as RTDE's kickWatchdog) within the
+   timeout while moving -> stop (the vendor ramps to rest), then fault. A thread checks it, independent
+   of the policy loop; the vendor's own watchdog backs it up.
 7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
    `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
 
@@ -31,6 +32,8 @@ from hardware.safety.limits import SafetyLimits
 from hardware.timing import Clock
 
 _VELOCITY, _TORQUE = "velocity", "torque"
+# Torque mode: a joint measured this many times over its speed limit latches the e-stop.
+OVERSPEED_FAULT = 1.25
 
 
 class ResetRefused(RuntimeError):
@@ -55,11 +58,10 @@ class SafetyLayer:
         self._mode: str | None = None  # mode of the last command sent; None after a hold
         self._prev = [0.0] * n  # last command sent
         self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
-        self._t_prev = 0.0
+        self._t_prev = 0.0  # when the last command was sent
+        self._t_alive = 0.0  # ... or the control loop last said it is alive (kick)
         self._armed = False  # a motion command is in effect: the watchdog is watching
         self._lagging_since: list[float | None] = [None] * n
-        # Braking gain in torque mode: full torque at the speed limit.
-        self._brake_gain = tuple(t / v for t, v in zip(limits.torque, limits.velocity))
         self._stop_thread = threading.Event()
         self._thread: threading.Thread | None = None
         if watchdog_thread:
@@ -136,13 +138,15 @@ class SafetyLayer:
                     elif v[i] < -vmax[i]:
                         v[i] = -vmax[i]
                 rate[i] = a
-            # 4. Joint limits: a breach latches; toward a limit, taper to zero at the soft limit and never
-            #    command more than can be covered within the horizon.
+            # 4./5. A joint past its soft limit or the TCP out of the box latches.
+            p = self._position_ok(q, now)
+            if p is None:
+                return False
+            # 4. Toward a joint limit, taper to zero at the soft limit, and never command more than can be
+            #    covered within the horizon.
             qmin, qmax, zone, h = L.soft_q_min, L.soft_q_max, L.taper_zone, L.horizon
             tapered = []
             for i in range(n):
-                if q[i] > qmax[i] or q[i] < qmin[i]:
-                    return self._breach_joint(i, q[i], now)
                 x = v[i]
                 if x > 0.0:
                     room = qmax[i] - q[i]
@@ -155,10 +159,8 @@ class SafetyLayer:
                 if cap != x:
                     v[i] = cap
                     tapered.append(i)
-            # 5. Workspace box on the TCP.
-            scale = self._workspace_scale(q, v, now)
-            if scale is None:
-                return False
+            # 5. Scale the command so the TCP stays in the box over the horizon.
+            scale = self._workspace_scale(q, p, v)
             if scale < 1.0:
                 for i in range(n):
                     v[i] *= scale
@@ -206,40 +208,43 @@ class SafetyLayer:
                 elif t[i] < prev[i] - step:
                     t[i] = prev[i] - step
                     limited.append(i)
-            # 2b. Over the speed limit: brake that joint (damping, within the torque limit).
-            vmax, gain = L.velocity, self._brake_gain
+            # 2b. Speed: a torque cannot brake precisely when held for a whole period, so a joint over
+            #     its speed limit gets no torque along its motion, and one far over it latches (the
+            #     vendor's stop then brakes at 1 kHz).
+            vmax = L.velocity
             braked = []
             for i in range(n):
-                if abs(dq[i]) > vmax[i]:
-                    t[i] = max(-tmax[i], min(tmax[i], -gain[i] * dq[i]))
-                    braked.append(i)
-            # 4. Joint limits: breach latches; in the taper zone, torque toward the limit fades out and
-            #    motion toward it is damped.
+                speed = dq[i]
+                if abs(speed) > vmax[i]:
+                    if abs(speed) > OVERSPEED_FAULT * vmax[i]:
+                        self.counters["overspeed"] += 1
+                        self._latch("clamp", "overspeed", f"joint {i + 1} at {speed:.3f} rad/s, limit {vmax[i]:.3f} rad/s", now)
+                        return False
+                    if t[i] * speed > 0.0:
+                        t[i] = 0.0
+                        braked.append(i)
+            # 4./5. A joint past its soft limit or the TCP out of the box latches.
+            p = self._position_ok(q, now)
+            if p is None:
+                return False
+            # 4. Torque toward a joint limit fades out over the taper zone (franky also repels from the
+            #    soft limits at 1 kHz in torque mode).
             qmin, qmax, zone = L.soft_q_min, L.soft_q_max, L.taper_zone
             tapered = []
             for i in range(n):
-                if q[i] > qmax[i] or q[i] < qmin[i]:
-                    return self._breach_joint(i, q[i], now)
-                # The side the joint moves toward, or is pushed toward when at rest.
-                toward = dq[i] if dq[i] != 0.0 else t[i]
-                if toward == 0.0:
+                if t[i] > 0.0:
+                    room = qmax[i] - q[i]
+                elif t[i] < 0.0:
+                    room = q[i] - qmin[i]
+                else:
                     continue
-                sign = 1.0 if toward > 0.0 else -1.0
-                room = qmax[i] - q[i] if sign > 0.0 else q[i] - qmin[i]
                 if room < zone:
-                    s = room / zone
-                    if sign * t[i] > 0.0:
-                        t[i] *= s
-                    if sign * dq[i] > 0.0:
-                        t[i] = max(-tmax[i], min(tmax[i], t[i] - (1.0 - s) * gain[i] * dq[i]))
+                    t[i] *= room / zone
                     tapered.append(i)
-            # 5. Workspace: if the TCP is heading out of the box at its measured speed, brake all joints.
-            scale = self._workspace_scale(q, dq, now)
-            if scale is None:
-                return False
+            # 5. Workspace: if the TCP is heading out of the box at its measured speed, stop pushing.
+            scale = self._workspace_scale(q, p, dq)
             if scale < 1.0:
-                for i in range(n):
-                    t[i] = max(-tmax[i], min(tmax[i], -gain[i] * dq[i]))
+                t = [0.0] * n
             return self._send(_TORQUE, t, None, now, clamped, limited, tapered, scale, braked)
 
     def command_gripper(self, command: float) -> bool:
@@ -277,6 +282,13 @@ class SafetyLayer:
             except DriverError as exc:
                 self._driver_fault(f"stop failed: {exc}", self.clock.now())
 
+    def kick(self) -> None:
+        """The control loop is alive and the command in effect still stands: refresh the watchdog.
+        The env kicks at the end of every step, so the agent's own time counts against the timeout."""
+        with self._lock:
+            if self._armed:
+                self._t_alive = self.clock.now()
+
     def read_state(self):
         """The driver's state, checked for staleness and driver faults (latching as commands do)."""
         with self._lock:
@@ -301,12 +313,15 @@ class SafetyLayer:
                 return
             now = self.clock.now()
             if self._armed:
-                age = now - self._t_prev
+                age = now - self._t_alive
                 if age > self.limits.watchdog_timeout:
                     self.counters["watchdog_trips"] += 1
                     self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms (limit {self.limits.watchdog_timeout * 1000:.0f} ms)", now)
                     return
-                self._state(now)  # moving: a dead link or a frozen state must not wait for the next command
+                # Moving: a dead link, a frozen state or a breach must not wait for the next command.
+                state = self._state(now)
+                if state is not None:
+                    self._position_ok(state.q.tolist(), now)
             else:
                 fault = self.driver.fault
                 if fault is not None:
@@ -343,24 +358,25 @@ class SafetyLayer:
 
     # -- internals ---------------------------------------------------------------------------------
     def _checked(self, values, now: float, what: str) -> list[float] | None:
-        """Layer 1: a list of n finite floats, or latch and return None."""
+        """Layer 1: a fresh list of n finite numbers, or latch and return None."""
         try:
             if isinstance(values, (str, bytes)):
                 raise TypeError("text is not a command")
             v = values.tolist() if hasattr(values, "tolist") else [float(x) for x in values]
-            ok = isinstance(v, list) and len(v) == self.limits.n and math.isfinite(math.fsum(v))
-        except (TypeError, ValueError, OverflowError):
-            v, ok = None, False
-        if not ok and v is not None and isinstance(v, list) and len(v) == self.limits.n:
+        except (TypeError, ValueError):
+            v = None
+        ok = isinstance(v, list) and len(v) == self.limits.n
+        if ok:
             try:
-                ok = all(math.isfinite(x) for x in v)  # fsum can overflow on huge finite values
+                total = sum(v)  # NaN and inf propagate: one check for the common case
+                ok = math.isfinite(total) or all(math.isfinite(x) for x in v)  # huge finite values overflow the sum
             except TypeError:
                 ok = False
         if not ok:
             self.counters["input_rejected"] += 1
             self._latch("input", "rejected", f"{what} command must be {self.limits.n} finite numbers, got {values!r}", now)
             return None
-        return [float(x) for x in v] if not all(type(x) is float for x in v) else v
+        return v
 
     def _state(self, now: float):
         try:
@@ -400,18 +416,29 @@ class SafetyLayer:
                 since[i] = None
         return False
 
-    def _workspace_scale(self, q: list[float], v: list[float], now: float) -> float | None:
-        """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
-        (linearised between now and the predicted end). None if the TCP is already out (breach)."""
+    def _position_ok(self, q: list[float], now: float) -> tuple[float, float, float] | None:
+        """The TCP position, or None after latching a joint-limit or workspace breach."""
         L = self.limits
+        qmin, qmax = L.soft_q_min, L.soft_q_max
+        for i in range(L.n):
+            if q[i] > qmax[i] or q[i] < qmin[i]:
+                self.counters["joint_limit_breach"] += 1
+                self._latch("joint_limit", "breach", f"joint {i + 1} at {q[i]:.4f} rad is past its soft limit [{qmin[i]:.4f}, {qmax[i]:.4f}]", now)
+                return None
         p = self._kin.position(q)
         lo, hi, tol = L.workspace_min, L.workspace_max, L.workspace_breach
         for k in range(3):
             if p[k] < lo[k] - tol or p[k] > hi[k] + tol:
                 self.counters["workspace_breach"] += 1
-                axis = "xyz"[k]
-                self._latch("workspace", "breach", f"TCP {axis} = {p[k]:.3f} m is outside [{lo[k]:.3f}, {hi[k]:.3f}] m", now)
+                self._latch("workspace", "breach", f"TCP {'xyz'[k]} = {p[k]:.3f} m is outside [{lo[k]:.3f}, {hi[k]:.3f}] m", now)
                 return None
+        return p
+
+    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], v: list[float]) -> float:
+        """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
+        (linearised between now and the predicted end). Moving back in is never restricted."""
+        L = self.limits
+        lo, hi = L.workspace_min, L.workspace_max
         h = L.horizon
         bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
         if bound == 0.0 or all(p[k] - lo[k] > bound and hi[k] - p[k] > bound for k in range(3)):
@@ -440,7 +467,7 @@ class SafetyLayer:
         self._prev = values
         if rate is not None:
             self._prev_rate = rate
-        self._t_prev = now
+        self._t_prev = self._t_alive = now
         self._armed = True
         if clamped or limited or tapered or braked or scale < 1.0:
             self._report(mode, now, clamped, limited, tapered, scale, braked)
@@ -453,8 +480,8 @@ class SafetyLayer:
             c["clamped"] += 1
             self._record(SafetyEvent(now, "clamp", "clamped", f"{mode} clamped to its limit ({unit}) on joints {_joints(clamped)}", False))
         if braked:
-            c["overspeed_braked"] += 1
-            self._record(SafetyEvent(now, "clamp", "overspeed_braked", f"joints {_joints(braked)} over the speed limit: braking", False))
+            c["overspeed_limited"] += 1
+            self._record(SafetyEvent(now, "clamp", "overspeed_limited", f"joints {_joints(braked)} over the speed limit: no torque along the motion", False))
         if limited:
             c["rate_limited"] += 1
             what = "acceleration/jerk" if mode == _VELOCITY else "torque rate"
@@ -464,14 +491,8 @@ class SafetyLayer:
             self._record(SafetyEvent(now, "joint_limit", "tapered", f"approaching a joint limit: joints {_joints(tapered)} tapered", False))
         if scale < 1.0:
             c["workspace_clipped"] += 1
-            what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "replaced by braking"
+            what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "zeroed"
             self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
-
-    def _breach_joint(self, i: int, q: float, now: float) -> bool:
-        self.counters["joint_limit_breach"] += 1
-        L = self.limits
-        self._latch("joint_limit", "breach", f"joint {i + 1} at {q:.4f} rad is past its soft limit [{L.soft_q_min[i]:.4f}, {L.soft_q_max[i]:.4f}]", now)
-        return False
 
     def _driver_fault(self, message: str, now: float) -> None:
         if self._fault is None:
