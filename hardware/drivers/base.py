@@ -127,6 +127,12 @@ class RobotDriver(ABC):
         with self._fault_lock:
             self._fault = None
 
+    def _connected_again(self) -> None:
+        """A fresh connection ends a 'disconnected' fault; any other robot error stays latched."""
+        with self._fault_lock:
+            if self._fault is not None and self._fault.kind == "disconnected":
+                self._fault = None
+
     def _refuse_if_faulted(self) -> None:
         fault = self._fault
         if fault is not None:

@@ -68,8 +68,9 @@ class FakeDriver(RobotDriver):
         self._frozen_state: RobotState | None = None
         self._frozen_joints: set[int] = set()
         self._vendor_watchdog = True
-        # What reached the arm, for tests to check that nothing moved.
+        # What reached the arm, for tests to check what was (or was not) sent.
         self.commands_received = 0
+        self.last_command: tuple[str, object] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -78,6 +79,7 @@ class FakeDriver(RobotDriver):
                 raise DriverConnectError("fake: robot unreachable (link cut by a test hook)")
             self._advance(self.clock.now())
             self._connected = True
+            self._connected_again()
 
     def close(self) -> None:
         with self._lock:
@@ -148,6 +150,13 @@ class FakeDriver(RobotDriver):
             self._set_velocity_target(np.zeros(self.robot.n_joints))
             self._command_time = None
 
+    @property
+    def at_rest(self) -> bool:
+        """The simulated arm's true state (frozen-state hooks aside) is at rest."""
+        with self._lock:
+            self._advance(self.clock.now())
+            return not np.any(self._dq)
+
     # -- fault hooks (tests and dry runs) ----------------------------------------------------------
     def cut_link(self) -> None:
         """The network to the arm goes down: reads and commands fail; the arm's own watchdog stops it."""
@@ -187,6 +196,11 @@ class FakeDriver(RobotDriver):
             self._frozen_joints.add(joint)
             self._dq[joint] = 0.0
 
+    def unfreeze_joint(self, joint: int) -> None:
+        with self._lock:
+            self._advance(self.clock.now())
+            self._frozen_joints.discard(joint)
+
     def break_vendor_watchdog(self) -> None:
         """The arm keeps executing stale commands forever (what a pre-flight check must catch)."""
         with self._lock:
@@ -211,6 +225,7 @@ class FakeDriver(RobotDriver):
             now = self.clock.now()
             self._advance(now)
             self.commands_received += 1
+            self.last_command = (kind, value)
             if self.latency_s > 0:
                 self._pending.append((now + self.latency_s, kind, value))
             else:

@@ -140,6 +140,7 @@ class FrankaDriver(RobotDriver):
         self._link_lost = False
         self._signal = None
         self._torque_motion = None
+        self._connected_again()
         if self.gripper_enabled:
             self._gripper = call_with_timeout(lambda: franky.Gripper(self.host), self.connect_timeout_s, f"franka: connecting to the gripper at {self.host}", hint)
             self._width = float(self._gripper.width)

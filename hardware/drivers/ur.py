@@ -112,6 +112,7 @@ class URDriver(RobotDriver):
         if not self._ctrl.setWatchdog(1.0 / self.command_hold_s):
             raise DriverError("ur: the controller refused to arm the RTDE watchdog")
         self._mode = None
+        self._connected_again()
 
     def close(self) -> None:
         if self._ctrl is not None:

@@ -31,7 +31,10 @@ class ArucoTracker:
         self.cfg = cfg
         self.camera = cfg.camera
         self.calibration = calibration
-        self._detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(dict_id), cv2.aruco.DetectorParameters())
+        params = cv2.aruco.DetectorParameters()
+        # Whole-pixel corners put centimetres of error into a pose at a metre: refine to sub-pixel.
+        params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+        self._detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(dict_id), params)
         s = cfg.marker_size_m / 2.0
         # Corner order cv2.aruco reports (and SOLVEPNP_IPPE_SQUARE expects): TL, TR, BR, BL; z out of the marker.
         self._object_points = np.array([[-s, s, 0], [s, s, 0], [s, -s, 0], [-s, -s, 0]], dtype=np.float64)
