@@ -1,0 +1,147 @@
+"""The Franka driver (franky-control) against franky-sim: the real libfranka protocol on loopback,
+the simulator in its own process. Skipped, with the reason, where franky or franky-sim cannot run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from hardware.config import SafetyConfig
+from hardware.drivers.base import DriverConnectError
+from hardware.drivers.franka import FrankaDriver
+from hardware.safety.layer import ResetRefused, SafetyLayer
+from hardware.safety.limits import SafetyLimits
+from hardware.timing import MonotonicClock
+from robolearn.robots import FR3
+from tests.hardware_franky_sim import FrankySim
+
+pytestmark = pytest.mark.timeout(120)
+franky = pytest.importorskip("franky", reason="franky-control is not installed (pip install franky-control)")
+
+
+def start_sim(host: str) -> FrankySim:
+    sim = FrankySim(host)
+    try:
+        sim.start()
+    except RuntimeError as exc:
+        pytest.skip(f"franky-sim cannot run here: {exc}")
+    return sim
+
+
+def driver_for(host: str, **kwargs) -> FrankaDriver:
+    # franky-sim emulates an FR3; no realtime kernel on a CI machine.
+    options = dict(host=host, connect_timeout_s=5.0, command_hold_s=0.2, require_realtime_kernel=False, gripper=False)
+    options.update(kwargs)
+    return FrankaDriver(FR3, MonotonicClock(), **options)
+
+
+def safety_for(driver: FrankaDriver) -> SafetyLayer:
+    limits = SafetyLimits.from_config(SafetyConfig(), FR3, command_hold_s=driver.command_hold_s, control_hz=10)
+    return SafetyLayer(driver, limits.tightened(driver.reported_limits), driver.clock)
+
+
+def wait_for(predicate, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    sim = start_sim("127.0.0.5")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="module")
+def connected(sim):
+    driver = driver_for(sim.host)
+    driver.connect()
+    yield driver
+    driver.close()
+
+
+def test_state_carries_robot_time_and_a_sequence_number(connected):
+    first = connected.read_state()
+    time.sleep(0.05)
+    second = connected.read_state()
+    assert second.seq > first.seq and second.robot_time > first.robot_time
+    assert second.q.shape == (7,) and np.all(np.isfinite(second.q)) and second.mode == "Idle"
+    # franky reports the Panda's velocity limits for the FR3 it emulates: the safety layer takes the lower.
+    assert connected.reported_limits["dq_max"] == pytest.approx([2.175] * 4 + [2.61] * 3)
+
+
+def test_velocity_commands_through_the_safety_layer_move_the_joint(connected):
+    safety = safety_for(connected)
+    try:
+        q0 = connected.read_state().q
+        for _ in range(5):  # 0.1 rad/s on joint 1 for 0.5 s at the policy rate
+            assert safety.command_velocity([0.1, 0, 0, 0, 0, 0, 0])
+            time.sleep(0.1)
+        moving = connected.read_state()
+        safety.hold()
+        assert wait_for(lambda: np.all(np.abs(connected.read_state().dq) < 1e-3), 2.0)
+        moved = connected.read_state().q - q0
+        assert 0.03 < moved[0] < 0.07, moved  # ~0.05 rad, less the ramp
+        assert np.all(np.abs(moved[1:]) < 0.01)
+        assert moving.dq[0] == pytest.approx(0.1, abs=0.03) and not safety.latched
+    finally:
+        safety.close()
+
+
+def test_missing_torque_signal_trips_and_needs_an_explicit_recovery(connected):
+    connected.set_joint_torque(np.zeros(7))  # one torque, then silence
+    start = time.monotonic()
+    assert wait_for(lambda: (connected.read_state(), connected.fault)[1] is not None, 2.0)
+    elapsed = time.monotonic() - start
+    assert connected.fault.kind == "signal_timeout" and "torque signal" in connected.fault.message
+    assert elapsed < connected.command_hold_s + 0.3
+    with pytest.raises(Exception, match="latched"):
+        connected.set_joint_velocity(np.zeros(7))  # refused until the explicit reset
+    connected.reset()
+    assert connected.fault is None
+    connected.set_joint_velocity(np.zeros(7))  # usable again (and franky switched back to velocity)
+    connected.stop()
+
+
+def test_a_second_client_times_out_instead_of_blocking_forever(connected):
+    second = driver_for(connected.host, connect_timeout_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(DriverConnectError, match=r"127\.0\.0\.5.*no answer within 0\.5 s.*another client"):
+        second.connect()
+    assert time.monotonic() - start < 1.5
+
+
+def test_killing_the_sim_latches_a_fault_within_a_second_and_reset_is_refused():
+    sim = start_sim("127.0.0.6")
+    driver = driver_for(sim.host)
+    safety = None
+    try:
+        driver.connect()
+        safety = safety_for(driver)
+        for _ in range(3):
+            safety.command_velocity([0.05, 0, 0, 0, 0, 0, 0])
+            time.sleep(0.1)
+        killed = time.monotonic()
+        sim.kill()
+        while not safety.latched and time.monotonic() - killed < 3.0:
+            safety.command_velocity([0.05, 0, 0, 0, 0, 0, 0])  # the policy keeps going
+            time.sleep(0.1)
+        assert safety.latched
+        latency = safety.fault.time - killed
+        # The controller's clock stops advancing, so the state ages out long before libfranka's
+        # 1 s UDP timeout reports the lost connection.
+        assert latency < 1.0, f"latched {latency:.2f} s after the kill: {safety.fault}"
+        assert safety.fault.layer in ("state", "driver")
+        with pytest.raises(ResetRefused):
+            safety.reset(reconnect=True)
+    finally:
+        if safety is not None:
+            safety.close()
+        sim.stop()
+        driver.close()
