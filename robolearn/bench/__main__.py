@@ -8,6 +8,7 @@ import json
 import sys
 
 BENCHMARKS = {
+    "control": "robolearn.bench.control_bench",
     "sim": "robolearn.bench.sim_bench",
     "learner": "robolearn.bench.learner_bench",
     "replay": "robolearn.bench.replay_bench",

@@ -1,0 +1,219 @@
+"""`control` benchmark: policy-loop period jitter, safety-layer cost per command, watchdog trip latency.
+
+- Jitter: the real-robot env on the fake driver and fake cameras (capture threads running) steps at
+  10 Hz on the wall clock with random actions; jitter is |period - nominal| between successive deadline
+  wake-ups. Baseline, same env and work: plain sleep to the same absolute deadlines (no final spin).
+- Safety cost: the seven layers on velocity and torque commands against a driver that does nothing
+  (read_state returns a prepared state), so only the layer is timed. Baselines: the bare driver calls,
+  and one `RobotDescription.forward_kinematics` (numpy) for scale.
+- Watchdog: commands at 10 Hz stop; the time from the last command to the latched stop, on the wall
+  clock with the watchdog thread, over several trials (the maximum is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def run(quick: bool = False, argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m robolearn.bench control")
+    parser.add_argument("--steps", type=int, default=80 if quick else 600, help="env steps per loop variant")
+    parser.add_argument("--commands", type=int, default=20000 if quick else 100000, help="safety-layer commands timed")
+    parser.add_argument("--trips", type=int, default=8 if quick else 30, help="watchdog trials")
+    args = parser.parse_args(argv or [])
+
+    jitter = _jitter(args.steps, spin_s=0.001)
+    print(f"loop (sleep + 1 ms spin): period jitter p50 {jitter['p50']:.3f} p99 {jitter['p99']:.3f} max {jitter['max']:.3f} ms", flush=True)
+    sleep_only = _jitter(args.steps, spin_s=0.0)
+    print(f"baseline (sleep only):    period jitter p50 {sleep_only['p50']:.3f} p99 {sleep_only['p99']:.3f} max {sleep_only['max']:.3f} ms", flush=True)
+    safety = _safety_cost(args.commands)
+    print(
+        f"safety layer: {safety['velocity_mean_us']:.1f} µs/velocity command (p99 {safety['velocity_p99_us']:.1f}), "
+        f"{safety['torque_mean_us']:.1f} µs/torque command; bare driver {safety['driver_only_us']:.2f} µs, numpy FK {safety['numpy_fk_us']:.1f} µs",
+        flush=True,
+    )
+    trips, timeout = _watchdog(args.trips)
+    print(f"watchdog (timeout {timeout * 1000:.0f} ms): trip after the last command median {statistics.median(trips):.1f} ms, max {max(trips):.1f} ms", flush=True)
+    return {
+        "benchmark": "control",
+        "jitter_p50_ms": round(jitter["p50"], 3),
+        "jitter_p99_ms": round(jitter["p99"], 3),
+        "jitter_max_ms": round(jitter["max"], 3),
+        "safety_us_per_command": round(safety["velocity_mean_us"], 2),
+        "watchdog_trip_ms": round(max(trips), 2),
+        "watchdog_trip_median_ms": round(statistics.median(trips), 2),
+        "watchdog_timeout_ms": round(timeout * 1000, 1),
+        "control_hz": 10.0,
+        "lateness_p99_ms": round(jitter["lateness_p99"], 3),
+        "deadline_misses": jitter["misses"],
+        "baseline_sleep_only_jitter_p50_ms": round(sleep_only["p50"], 3),
+        "baseline_sleep_only_jitter_p99_ms": round(sleep_only["p99"], 3),
+        "baseline_sleep_only_jitter_max_ms": round(sleep_only["max"], 3),
+        "safety_us_p99": round(safety["velocity_p99_us"], 2),
+        "safety_torque_us_per_command": round(safety["torque_mean_us"], 2),
+        "driver_only_us_per_command": round(safety["driver_only_us"], 3),
+        "numpy_fk_us": round(safety["numpy_fk_us"], 2),
+        "steps": args.steps,
+        "commands": args.commands,
+        "watchdog_trials": args.trips,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "quick": quick,
+    }
+
+
+def _real_fake_config(*overrides: str) -> dict:
+    """configs/env/real_fake.yaml as Hydra composes it (with its driver, camera and safety groups)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from robolearn.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name=None, overrides=["+env=real_fake", *overrides])
+    return OmegaConf.to_container(cfg.env, resolve=True)
+
+
+def _jitter(steps: int, spin_s: float) -> dict:
+    from robolearn.envs import make_env
+
+    cfg = _real_fake_config("env.hardware.loop.clock=real", f"env.hardware.loop.spin_s={spin_s}")
+    env = make_env(cfg)
+    rng = np.random.default_rng(0)
+    periods, lateness, misses = [], [], 0
+    try:
+        env.reset(seed=0)
+        for _ in range(steps):
+            # Small actions: the arm wanders without reaching a limit during the run.
+            action = (0.2 * rng.uniform(-1, 1, size=env.action_space.shape)).astype(np.float32)
+            obs, _, terminated, truncated, info = env.step(action)
+            timing = info["timing"]
+            periods.append(timing["period_ms"])
+            lateness.append(timing["lateness_ms"])
+            misses += int(timing["deadline_missed"])
+            if terminated or truncated:
+                if env.latched:
+                    raise RuntimeError(f"the benchmark run latched the e-stop: {info['safety']['fault']}")
+                env.reset()
+    finally:
+        env.close()
+    nominal = 1000.0 / cfg["control_hz"]
+    deviation = np.abs(np.asarray(periods[1:]) - nominal)  # the first period starts at reset
+    return {
+        "p50": float(np.percentile(deviation, 50)),
+        "p99": float(np.percentile(deviation, 99)),
+        "max": float(np.max(deviation)),
+        "lateness_p99": float(np.percentile(lateness, 99)),
+        "misses": misses,
+    }
+
+
+class _NullDriver:
+    """Accepts commands and returns a prepared state: times the safety layer alone."""
+
+    kind = "null"
+
+    def __init__(self, robot):
+        from hardware.drivers.base import RobotState
+
+        self.robot = robot
+        self.fault = None
+        self.is_connected = True
+        self.state = RobotState(robot.home.copy(), np.zeros(robot.n_joints), np.zeros(robot.n_joints), 0.04, 0.0, 0)
+
+    def read_state(self):
+        self.state.host_time = time.monotonic()
+        return self.state
+
+    def set_joint_velocity(self, dq):
+        pass
+
+    def set_joint_torque(self, tau):
+        pass
+
+    def stop(self):
+        pass
+
+
+def _safety_cost(commands: int) -> dict:
+    from hardware.config import SafetyConfig
+    from hardware.safety.layer import SafetyLayer
+    from hardware.safety.limits import SafetyLimits
+    from hardware.timing import MonotonicClock
+    from robolearn.robots import PANDA
+
+    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
+    driver = _NullDriver(PANDA)
+    layer = SafetyLayer(driver, limits, MonotonicClock(), watchdog_thread=False)
+    rng = np.random.default_rng(0)
+    # Policy-like commands: mostly inside the limits, some over (clamped), each a fresh array.
+    velocity = [rng.uniform(-1.2, 1.2, 7) * np.asarray(limits.velocity) for _ in range(256)]
+    torque = [rng.uniform(-1.2, 1.2, 7) * np.asarray(limits.torque) for _ in range(256)]
+    timer = time.perf_counter
+    out = {}
+    for name, batch, send in (("velocity", velocity, layer.command_velocity), ("torque", torque, layer.command_torque)):
+        for i in range(1000):  # warm up
+            send(batch[i % 256])
+        samples = np.empty(commands)
+        for i in range(commands):
+            command = batch[i & 255]
+            start = timer()
+            send(command)
+            samples[i] = timer() - start
+        if layer.latched:
+            raise RuntimeError(f"the benchmark latched the safety layer: {layer.fault}")
+        out[f"{name}_mean_us"] = float(samples.mean() * 1e6)
+        out[f"{name}_p99_us"] = float(np.percentile(samples, 99) * 1e6)
+        layer.hold()
+    layer.close()
+    start = timer()
+    for i in range(commands):
+        driver.read_state()
+        driver.set_joint_velocity(velocity[i & 255])
+    out["driver_only_us"] = (timer() - start) / commands * 1e6
+    start = timer()
+    for _ in range(2000):
+        PANDA.forward_kinematics(PANDA.home)
+    out["numpy_fk_us"] = (timer() - start) / 2000 * 1e6
+    return out
+
+
+def _watchdog(trials: int) -> tuple[list[float], float]:
+    from hardware.config import FakeOptions, SafetyConfig
+    from hardware.drivers.fake import FakeDriver
+    from hardware.safety.layer import SafetyLayer
+    from hardware.safety.limits import SafetyLimits
+    from hardware.timing import MonotonicClock
+    from robolearn.robots import PANDA
+
+    clock = MonotonicClock()
+    fake = FakeOptions()
+    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver.connect()
+    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
+    layer = SafetyLayer(driver, limits, clock, watchdog_thread=True)
+    spin = [0.0] * 6 + [0.3]  # flange roll: moves the arm, not the TCP
+    trips = []
+    try:
+        for _ in range(trials):
+            for _ in range(3):
+                layer.command_velocity(spin)
+                last = time.monotonic()
+                time.sleep(0.1)
+            while not layer.latched and time.monotonic() - last < 2.0:
+                time.sleep(0.0005)
+            if layer.fault is None or layer.fault.layer != "watchdog":
+                raise RuntimeError(f"expected a watchdog trip, got {layer.fault}")
+            trips.append((layer.fault.time - last) * 1000.0)
+            layer.reset()
+            spin[6] = -spin[6]  # back and forth
+    finally:
+        layer.hold()
+        layer.close()
+    return trips, limits.watchdog_timeout
