@@ -60,7 +60,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 def connected(sim):
-    driver = driver_for(sim.host)
+    driver = driver_for(sim.host, gripper=True)
     driver.connect()
     yield driver
     driver.close()
@@ -92,6 +92,16 @@ def test_velocity_commands_through_the_safety_layer_move_the_joint(connected):
         assert moving.dq[0] == pytest.approx(0.1, abs=0.03) and not safety.latched
     finally:
         safety.close()
+
+
+def test_gripper_moves_to_the_commanded_width_in_the_background(connected):
+    start = time.monotonic()
+    connected.set_gripper(0.07)
+    assert time.monotonic() - start < 0.01  # returns at once; a worker thread runs the move
+    assert wait_for(lambda: abs(connected.read_state().gripper_width - 0.07) < 0.002, 5.0)
+    connected.set_gripper(0.03)  # closing grasps, tolerating an object in the way
+    assert wait_for(lambda: connected.read_state().gripper_width < 0.035, 5.0)
+    assert connected.fault is None
 
 
 def test_missing_torque_signal_trips_and_needs_an_explicit_recovery(connected):
@@ -145,3 +155,32 @@ def test_killing_the_sim_latches_a_fault_within_a_second_and_reset_is_refused():
             safety.close()
         sim.stop()
         driver.close()
+
+
+def test_the_real_robot_env_homes_and_steps_on_franky_sim():
+    from robolearn.envs import make_env
+    from tests.hardware_cases import real_fake_config
+
+    sim = start_sim("127.0.0.7")
+    cfg = real_fake_config("robot@env.hardware.driver=franka_sim", virtual=False)
+    cfg["robot"] = "fr3"
+    cfg["hardware"]["driver"]["host"] = sim.host
+    cfg["hardware"]["reset"].update(max_speed=0.6, joint_noise_rad=0.0)
+    env = None
+    try:
+        env = make_env(cfg)
+        obs, info = env.reset(seed=0)  # from franky-sim's start pose to FR3 home, through the safety layer
+        assert np.max(np.abs(obs["joint_pos"] - env.home)) < env.hw.reset.tolerance_rad + 1e-6
+        assert info["safety"]["counters"]["sent"] > 5 and not info["safety"]["estop"]
+        action = np.zeros(8, dtype=np.float32)
+        action[0] = 0.2  # 0.2 of the action scale on joint 1
+        for _ in range(5):
+            obs, reward, terminated, truncated, info = env.step(action)
+            assert not truncated and not info["safety"]["estop"], info["safety"]
+        assert obs["joint_pos"][0] - env.home[0] > 0.05
+        assert obs["joint_vel"][0] == pytest.approx(0.2 * env.contract.command_limits[0], rel=0.2)
+        assert info["timing"]["period_ms"] == pytest.approx(100.0, abs=5.0)
+    finally:
+        if env is not None:
+            env.close()
+        sim.stop()

@@ -319,19 +319,16 @@ class FrankaDriver(RobotDriver):
             self._latch("robot_error", f"{name}: {exc}", now)
 
     def _gripper_worker(self) -> None:
+        """Runs gripper moves one at a time (each blocks until done), always toward the newest target."""
         sent: float | None = None
         while True:
             with self._gripper_wake:
-                while not self._gripper_stop and (self._gripper_target is None or self._gripper_target == sent):
-                    self._gripper_wake.wait(0.2)
-                    if self._gripper_stop:
-                        return
+                # Wait for a target more than 2 mm from the last one sent (the env sends one every step).
+                while not self._gripper_stop and (self._gripper_target is None or (sent is not None and abs(self._gripper_target - sent) < 0.002)):
+                    self._gripper_wake.wait()
                 if self._gripper_stop:
                     return
                 target = self._gripper_target
-            if sent is not None and abs(target - sent) < 0.002:
-                sent = target
-                continue
             try:
                 if target < self._width - 0.002:
                     # Closing may meet the kettle handle: grasp tolerates stopping anywhere on the way.
