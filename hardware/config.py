@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -62,7 +62,7 @@ class UROptions:
 
 @dataclass
 class FakeOptions:
-    initial_q: Optional[list[float]] = None  # rad; default: the robot's home
+    initial_q: list[float] | None = None  # rad; default: the robot's home
     latency_s: float = 0.0  # command-to-effect delay
     # Torque-mode dynamics per joint: inertia (kg·m^2) and viscous damping (N·m·s/rad), gravity compensated.
     inertia: list[float] = field(default_factory=lambda: [3.0, 3.0, 2.0, 2.0, 0.5, 0.5, 0.3])
@@ -116,8 +116,8 @@ class SafetyConfig:
     acceleration_fraction: float = 0.25
     jerk_fraction: float = 0.25
     torque_rate_fraction: float = 0.25
-    velocity_limits: Optional[list[float]] = None  # rad/s
-    torque_limits: Optional[list[float]] = None  # N·m
+    velocity_limits: list[float] | None = None  # rad/s
+    torque_limits: list[float] | None = None  # N·m
     # Joint limits: commands toward a limit taper to zero over `taper_zone_rad` before the soft limit
     # (`joint_margin_rad` inside the datasheet limit); being past the soft limit is a breach.
     joint_margin_rad: float = 0.05
@@ -158,7 +158,7 @@ class TrackerConfig:
 
 @dataclass
 class ResetConfig:
-    home: Optional[list[float]] = None  # rad; default: the robot's home
+    home: list[float] | None = None  # rad; default: the robot's home
     joint_noise_rad: float = 0.0  # seeded uniform noise on the home target, per joint
     tolerance_rad: float = 0.01
     timeout_s: float = 20.0

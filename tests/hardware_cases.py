@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _composed(overrides: tuple[str, ...]) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose(config_name=None, overrides=["+env=real_fake", *overrides])

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -265,7 +265,7 @@ def test_camera_fault_latches_the_estop_and_the_env_refuses_to_reset_until_clear
     # The arm was stopped and further steps send nothing.
     assert wait_for(lambda: env.driver.at_rest, 0.5)
     before = env.driver.commands_received
-    obs, reward, terminated, truncated, info = env.step(SLOW_SPIN)
+    _obs, _reward, _terminated, truncated, info = env.step(SLOW_SPIN)
     assert truncated and env.driver.commands_received == before
     with pytest.raises(EStopLatched, match="camera front"):
         env.reset()

@@ -175,7 +175,7 @@ def test_the_real_robot_env_homes_and_steps_on_franky_sim():
         action = np.zeros(8, dtype=np.float32)
         action[0] = 0.2  # 0.2 of the action scale on joint 1
         for _ in range(5):
-            obs, reward, terminated, truncated, info = env.step(action)
+            obs, _reward, _terminated, truncated, info = env.step(action)
             assert not truncated and not info["safety"]["estop"], info["safety"]
         assert obs["joint_pos"][0] - env.home[0] > 0.05
         assert obs["joint_vel"][0] == pytest.approx(0.2 * env.contract.command_limits[0], rel=0.2)

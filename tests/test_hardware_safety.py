@@ -98,7 +98,7 @@ def test_vendor_limits_tighten_never_loosen():
     ids=["nan", "inf", "short", "long", "text", "none", "2d", "strings", "huge-finite"],
 )
 def test_bad_input_is_rejected_latched_and_nothing_is_sent(bad):
-    clock, driver, layer = rig()
+    _clock, driver, layer = rig()
     before = driver.commands_received
     if bad == [1e308] * 7:  # finite: a valid (if absurd) command, clamped rather than rejected
         assert layer.command_velocity(bad)
@@ -138,7 +138,7 @@ def test_over_limit_velocity_is_clamped_and_flagged():
 
 
 def test_over_limit_torque_is_clamped_and_flagged():
-    clock, driver, layer = rig(torque_rate_fraction=1.0)
+    _clock, driver, layer = rig(torque_rate_fraction=1.0)
     assert layer.command_torque([-100.0, 0, 0, 0, 0, 0, 100.0])
     limit = layer.limits.torque
     assert sent_values(driver)[[0, 6]] == pytest.approx([-limit[0], limit[6]])
@@ -201,7 +201,7 @@ def test_torque_mode_latches_far_over_the_speed_limit():
     clock, driver, layer = rig()
     step(clock, layer, [0.1] * 7, "torque")
     driver.move_by_hand(PANDA.home)  # the fake cannot be shoved, so drive it past the limit directly:
-    driver._dq[0] = 2.0 * layer.limits.velocity[0]  # noqa: SLF001 - a push the layer must notice
+    driver._dq[0] = 2.0 * layer.limits.velocity[0]
     assert not layer.command_torque([0.0] * 7)
     assert layer.fault.kind == "overspeed" and "joint 1" in layer.fault.message
 
@@ -350,7 +350,7 @@ def test_robot_reflex_needs_an_explicit_recovery_request():
 
 
 def test_external_fault_resets_only_once_its_cause_is_gone():
-    clock, driver, layer = rig()
+    _clock, _driver, layer = rig()
     cause = {"active": "camera front delivers no new frames"}
     layer.trigger_fault("camera", "camera front timed out", still_active=lambda: cause["active"])
     with pytest.raises(ResetRefused, match="no new frames"):
@@ -363,7 +363,7 @@ def test_external_fault_resets_only_once_its_cause_is_gone():
 
 def test_safety_cost_per_command_stays_small():
     # A regression guard, not the benchmark (python -m robolearn.bench control measures it).
-    clock, driver, layer = rig(clock=MonotonicClock())
+    _clock, _driver, layer = rig(clock=MonotonicClock())
     command = np.array([0.1, -0.1, 0.1, -0.1, 0.1, -0.1, 0.1])
     start = time.perf_counter()
     for _ in range(2000):

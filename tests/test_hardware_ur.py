@@ -241,7 +241,7 @@ def test_unkicked_watchdog_stops_the_script_and_the_driver_latches(ur):
 
 
 def test_protective_stop_latches_and_is_unlocked_only_on_explicit_reset(ur):
-    clock, controller, driver = ur
+    _clock, controller, driver = ur
     controller.safety_mode = 3
     state = driver.read_state()
     assert state.mode == "protective_stop" and driver.fault.kind == "protective_stop"
@@ -261,7 +261,7 @@ def test_emergency_stop_cannot_be_reset_from_software(ur):
 
 
 def test_torque_control_only_when_enabled(ur):
-    clock, controller, driver = ur
+    _clock, controller, driver = ur
     with pytest.raises(DriverError, match="torque control is disabled"):
         driver.set_joint_torque([0.0] * 6)
     driver.torque_control = True

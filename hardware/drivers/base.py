@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class DriverFault:
 class RobotState:
     """One sample of the arm. Arrays are float64 and owned by the state (drivers hand out copies)."""
 
-    __slots__ = ("q", "dq", "tau", "gripper_width", "host_time", "seq", "robot_time", "mode")
+    __slots__ = ("dq", "gripper_width", "host_time", "mode", "q", "robot_time", "seq", "tau")
 
     def __init__(self, q, dq, tau, gripper_width: float, host_time: float, seq: int, robot_time: float | None = None, mode: str = ""):
         self.q = q  # rad

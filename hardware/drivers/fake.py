@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

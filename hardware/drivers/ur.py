@@ -13,7 +13,7 @@ without Docker).
 from __future__ import annotations
 
 import types
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

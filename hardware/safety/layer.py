@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hardware.drivers.base import DriverError, RobotDriver
 from hardware.safety.events import COUNTERS, SafetyEvent

@@ -94,7 +94,7 @@ def _jitter(steps: int, spin_s: float) -> dict:
         for _ in range(steps):
             # Small actions: the arm wanders without reaching a limit during the run.
             action = (0.2 * rng.uniform(-1, 1, size=env.action_space.shape)).astype(np.float32)
-            obs, _, terminated, truncated, info = env.step(action)
+            _, _, terminated, truncated, info = env.step(action)
             timing = info["timing"]
             periods.append(timing["period_ms"])
             lateness.append(timing["lateness_ms"])
