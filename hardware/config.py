@@ -170,6 +170,10 @@ class ResetConfig:
 class LoopConfig:
     clock: ClockKind = ClockKind.real
     spin_s: float = 0.001  # sleep until this long before a deadline, then spin: OS sleep overshoots
+    # 0: normal scheduling. 1..98: run the control thread under SCHED_FIFO at this priority (and the
+    # safety watchdog thread one above), so other processes cannot delay a deadline; needs root,
+    # CAP_SYS_NICE or an rtprio limit. The agent's own work on that thread runs at this priority too.
+    realtime_priority: int = 0
 
 
 @dataclass
@@ -208,6 +212,9 @@ def load_hardware_config(env_cfg: EnvConfig) -> HardwareConfig:
         kinds = {hw.driver.kind.value} | {c.kind.value for c in hw.cameras.values()}
         check(kinds == {"fake"}, "env.hardware.loop.clock", "virtual", "only the fake driver and fake cameras run on virtual time")
     check(0 <= hw.loop.spin_s < 0.02, "env.hardware.loop.spin_s", hw.loop.spin_s, "must be in [0, 0.02) s")
+    check(0 <= hw.loop.realtime_priority <= 98, "env.hardware.loop.realtime_priority", hw.loop.realtime_priority, "must be 0 (off) or a SCHED_FIFO priority 1..98")
+    if hw.loop.clock is ClockKind.virtual:
+        check(hw.loop.realtime_priority == 0, "env.hardware.loop.realtime_priority", hw.loop.realtime_priority, "has no meaning on a virtual clock")
     return hw
 
 

@@ -12,6 +12,7 @@ A latched safety fault truncates the episode; `reset()` then refuses until `clea
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import cv2
@@ -26,7 +27,7 @@ from hardware.drivers import DriverError, RobotDriver, make_driver
 from hardware.safety.kinematics import TcpKinematics
 from hardware.safety.layer import ResetRefused, SafetyLayer
 from hardware.safety.limits import SafetyLimits
-from hardware.timing import Clock, DeadlineLoop, MonotonicClock, VirtualClock
+from hardware.timing import Clock, DeadlineLoop, MonotonicClock, VirtualClock, set_realtime_priority
 from hardware.tracking import make_tracker
 from robolearn.config import ConfigError, ControlMode, EnvConfig, load_env_config
 from robolearn.spec import PRIVILEGED_DIM, EnvSpec
@@ -81,6 +82,7 @@ class RealRobotEnv(gym.Env):
         self._episode_misses = 0
         self._tcp = np.zeros(3)
         self._returned_at = 0.0
+        self._realtime_thread: int | None = None  # native id of the thread raised to SCHED_FIFO
         # Reward term names as the shared task code reports them (unknown reward: all zero).
         z = np.zeros(3)
         dummy = TaskState(kettle_pos=z, kettle_lin_vel=z, handle_pos=z, tcp_pos=z)
@@ -106,7 +108,17 @@ class RealRobotEnv(gym.Env):
 
     def _connect(self, limits: SafetyLimits) -> None:
         self.driver.connect()
-        self.safety = SafetyLayer(self.driver, limits.tightened(self.driver.reported_limits), self.clock, watchdog_thread=not self.virtual)
+        priority = self.hw.loop.realtime_priority
+        try:
+            self.safety = SafetyLayer(
+                self.driver,
+                limits.tightened(self.driver.reported_limits),
+                self.clock,
+                watchdog_thread=not self.virtual,
+                realtime_priority=priority + 1 if priority else 0,  # the watchdog preempts the loop
+            )
+        except PermissionError as exc:
+            raise ConfigError(f"invalid value for env.hardware.loop.realtime_priority: {priority} (not permitted here: {exc}; run as root or grant CAP_SYS_NICE / an rtprio limit)") from None
         names = [name for name, _, _ in self.contract.cameras]
         if self.tracker is not None and self.tracker.camera not in names:
             names.append(self.tracker.camera)
@@ -116,6 +128,13 @@ class RealRobotEnv(gym.Env):
             camera.start()
         for camera in self.cameras.values():
             camera.wait_first_frame(max(2.0, camera.cfg.timeout_s))
+        if priority:
+            # After the capture threads exist: they keep normal scheduling (threads inherit the policy).
+            try:
+                set_realtime_priority(priority)
+            except PermissionError as exc:
+                raise ConfigError(f"invalid value for env.hardware.loop.realtime_priority: {priority} (not permitted here: {exc})") from None
+            self._realtime_thread = threading.get_native_id()
 
     def _scene(self):
         """What fake cameras draw: the arm's TCP and gripper opening, from the driver."""
@@ -189,6 +208,9 @@ class RealRobotEnv(gym.Env):
         if getattr(self, "_closed", False):
             return
         self._closed = True
+        if self._realtime_thread is not None:
+            set_realtime_priority(0, self._realtime_thread)  # the caller's thread goes back to normal
+            self._realtime_thread = None
         if self.safety is not None:
             try:
                 self.safety.hold()

@@ -8,6 +8,7 @@ is counted and the schedule re-anchors instead of bursting commands to catch up.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -98,3 +99,13 @@ class DeadlineLoop:
         period = woke - self._last_woke if self._last_woke is not None else self.period
         self._last_woke = woke
         return Tick(deadline=deadline, woke=woke, lateness=woke - deadline, missed=missed, period=period)
+
+
+def set_realtime_priority(priority: int, thread_id: int = 0) -> None:
+    """Run a thread (native id; 0 = the calling one) under SCHED_FIFO at `priority`, or back under
+    normal scheduling with 0. Raises PermissionError where the process may not (no root, CAP_SYS_NICE
+    or rtprio limit)."""
+    if priority > 0:
+        os.sched_setscheduler(thread_id, os.SCHED_FIFO, os.sched_param(priority))
+    else:
+        os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))

@@ -297,3 +297,24 @@ def test_eval_runs_the_real_fake_env_from_the_command_line():
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "success" in (result.stdout + result.stderr)
+
+
+def test_realtime_priority_raises_the_loop_and_watchdog_threads_and_is_undone_on_close():
+    import os
+
+    cfg = real_fake_config(virtual=False)
+    cfg["hardware"]["loop"]["realtime_priority"] = 5
+    try:
+        env = build(cfg)
+    except ConfigError as exc:  # a machine without the permission: the error names the key
+        assert "env.hardware.loop.realtime_priority" in str(exc) and "not permitted" in str(exc)
+        return
+    try:
+        assert os.sched_getscheduler(0) == os.SCHED_FIFO and os.sched_getparam(0).sched_priority == 5
+        watchdog = env.safety._thread
+        assert os.sched_getparam(watchdog.native_id).sched_priority == 6  # preempts the loop
+        camera = env.cameras["front"]._thread
+        assert os.sched_getscheduler(camera.native_id) == os.SCHED_OTHER  # capture stays normal
+    finally:
+        env.close()
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER

@@ -37,8 +37,13 @@ def driver_for(host: str, **kwargs) -> FrankaDriver:
     return FrankaDriver(FR3, MonotonicClock(), **options)
 
 
+# franky-sim steps MuJoCo in Python at 1 kHz; on a loaded 2-core CI machine it can stall for tens of ms,
+# which the default 50 ms stale-state limit rightly treats as a fault. A real arm does not stall.
+SIM_STATE_AGE_S = 0.25
+
+
 def safety_for(driver: FrankaDriver) -> SafetyLayer:
-    limits = SafetyLimits.from_config(SafetyConfig(), FR3, command_hold_s=driver.command_hold_s, control_hz=10)
+    limits = SafetyLimits.from_config(SafetyConfig(max_state_age_s=SIM_STATE_AGE_S), FR3, command_hold_s=driver.command_hold_s, control_hz=10)
     return SafetyLayer(driver, limits.tightened(driver.reported_limits), driver.clock)
 
 
@@ -87,7 +92,8 @@ def test_velocity_commands_through_the_safety_layer_move_the_joint(connected):
         safety.hold()
         assert wait_for(lambda: np.all(np.abs(connected.read_state().dq) < 1e-3), 2.0)
         moved = connected.read_state().q - q0
-        assert 0.03 < moved[0] < 0.07, moved  # ~0.05 rad, less the ramp
+        # ~0.05 rad less the ramp; less when a loaded machine slows franky-sim below real time.
+        assert 0.02 < moved[0] < 0.07, moved
         assert np.all(np.abs(moved[1:]) < 0.01)
         assert moving.dq[0] == pytest.approx(0.1, abs=0.03) and not safety.latched
     finally:
@@ -144,8 +150,8 @@ def test_killing_the_sim_latches_a_fault_within_a_second_and_reset_is_refused():
             time.sleep(0.1)
         assert safety.latched
         latency = safety.fault.time - killed
-        # The controller's clock stops advancing, so the state ages out long before libfranka's
-        # 1 s UDP timeout reports the lost connection.
+        # The controller's clock stops advancing, so the state ages out (SIM_STATE_AGE_S here, 50 ms by
+        # default) before libfranka's 1 s UDP timeout reports the lost connection.
         assert latency < 1.0, f"latched {latency:.2f} s after the kill: {safety.fault}"
         assert safety.fault.layer in ("state", "driver")
         with pytest.raises(ResetRefused):
@@ -166,6 +172,7 @@ def test_the_real_robot_env_homes_and_steps_on_franky_sim():
     cfg["robot"] = "fr3"
     cfg["hardware"]["driver"]["host"] = sim.host
     cfg["hardware"]["reset"].update(max_speed=0.6, joint_noise_rad=0.0)
+    cfg["hardware"]["safety"]["max_state_age_s"] = SIM_STATE_AGE_S
     env = None
     try:
         env = make_env(cfg)

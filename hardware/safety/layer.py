@@ -29,7 +29,7 @@ from hardware.drivers.base import DriverError, RobotDriver
 from hardware.safety.events import COUNTERS, SafetyEvent
 from hardware.safety.kinematics import TcpKinematics
 from hardware.safety.limits import SafetyLimits
-from hardware.timing import Clock
+from hardware.timing import Clock, set_realtime_priority
 
 _VELOCITY, _TORQUE = "velocity", "torque"
 # Torque mode: a joint measured this many times over its speed limit latches the e-stop.
@@ -41,7 +41,16 @@ class ResetRefused(RuntimeError):
 
 
 class SafetyLayer:
-    def __init__(self, driver: RobotDriver, limits: SafetyLimits, clock: Clock, *, watchdog_thread: bool = True, max_events: int = 1000):
+    def __init__(
+        self,
+        driver: RobotDriver,
+        limits: SafetyLimits,
+        clock: Clock,
+        *,
+        watchdog_thread: bool = True,
+        realtime_priority: int = 0,
+        max_events: int = 1000,
+    ):
         if limits.n != driver.robot.n_joints:
             raise ValueError(f"limits are for {limits.n} joints, the driver's robot has {driver.robot.n_joints}")
         self.driver = driver
@@ -67,6 +76,12 @@ class SafetyLayer:
         if watchdog_thread:
             self._thread = threading.Thread(target=self._watchdog_loop, name="safety-watchdog", daemon=True)
             self._thread.start()
+            if realtime_priority > 0:
+                try:
+                    set_realtime_priority(realtime_priority, self._thread.native_id)
+                except BaseException:
+                    self.close()
+                    raise
 
     # -- status ------------------------------------------------------------------------------------
     @property

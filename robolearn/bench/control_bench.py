@@ -3,6 +3,7 @@
 - Jitter: the real-robot env on the fake driver and fake cameras (capture threads running) steps at
   10 Hz on the wall clock with random actions; jitter is |period - nominal| between successive deadline
   wake-ups. Baseline, same env and work: plain sleep to the same absolute deadlines (no final spin).
+  Also reported: the same loop with the opt-in `loop.realtime_priority` (SCHED_FIFO), where permitted.
 - Safety cost: the seven layers on velocity and torque commands against a driver that does nothing
   (read_state returns a prepared state), so only the layer is timed; the median of rounds of 1000
   commands. Baselines: the bare driver calls, and one `RobotDescription.forward_kinematics` (numpy).
@@ -20,12 +21,15 @@ import time
 
 import numpy as np
 
+from robolearn.config import ConfigError
+
 
 def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m robolearn.bench control")
-    parser.add_argument("--steps", type=int, default=120 if quick else 600, help="env steps per loop variant")
+    parser.add_argument("--steps", type=int, default=100 if quick else 600, help="env steps per loop variant")
     parser.add_argument("--commands", type=int, default=20000 if quick else 100000, help="safety-layer commands timed")
     parser.add_argument("--trips", type=int, default=8 if quick else 30, help="watchdog trials")
+    parser.add_argument("--realtime-priority", type=int, default=10, help="SCHED_FIFO priority of the extra loop variant")
     args = parser.parse_args(argv or [])
     print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
 
@@ -33,6 +37,12 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     print(f"loop (sleep + 1 ms spin): period jitter p50 {jitter['p50']:.3f} p99 {jitter['p99']:.3f} max {jitter['max']:.3f} ms", flush=True)
     sleep_only = _jitter(args.steps, spin_s=0.0)
     print(f"baseline (sleep only):    period jitter p50 {sleep_only['p50']:.3f} p99 {sleep_only['p99']:.3f} max {sleep_only['max']:.3f} ms", flush=True)
+    try:
+        realtime = _jitter(args.steps, spin_s=0.001, realtime_priority=args.realtime_priority)
+        print(f"loop at SCHED_FIFO {args.realtime_priority}:    period jitter p50 {realtime['p50']:.3f} p99 {realtime['p99']:.3f} max {realtime['max']:.3f} ms", flush=True)
+    except ConfigError as exc:  # not permitted on this machine: report it rather than guess
+        realtime = None
+        print(f"loop at SCHED_FIFO: skipped ({exc})", flush=True)
     safety = _safety_cost(args.commands)
     print(
         f"safety layer: {safety['velocity_mean_us']:.1f} µs/velocity command (p99 {safety['velocity_p99_us']:.1f}), "
@@ -56,6 +66,10 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "baseline_sleep_only_jitter_p50_ms": round(sleep_only["p50"], 3),
         "baseline_sleep_only_jitter_p99_ms": round(sleep_only["p99"], 3),
         "baseline_sleep_only_jitter_max_ms": round(sleep_only["max"], 3),
+        # The same loop with env.hardware.loop.realtime_priority set (opt-in; None where not permitted).
+        "realtime_jitter_p50_ms": None if realtime is None else round(realtime["p50"], 3),
+        "realtime_jitter_p99_ms": None if realtime is None else round(realtime["p99"], 3),
+        "realtime_jitter_max_ms": None if realtime is None else round(realtime["max"], 3),
         "safety_us_p99": round(safety["velocity_p99_us"], 2),
         "safety_torque_us_per_command": round(safety["torque_mean_us"], 2),
         "driver_only_us_per_command": round(safety["driver_only_us"], 3),
@@ -82,10 +96,12 @@ def _real_fake_config(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg.env, resolve=True)
 
 
-def _jitter(steps: int, spin_s: float) -> dict:
+def _jitter(steps: int, spin_s: float, realtime_priority: int = 0) -> dict:
     from robolearn.envs import make_env
 
-    cfg = _real_fake_config("env.hardware.loop.clock=real", f"env.hardware.loop.spin_s={spin_s}")
+    cfg = _real_fake_config(
+        "env.hardware.loop.clock=real", f"env.hardware.loop.spin_s={spin_s}", f"env.hardware.loop.realtime_priority={realtime_priority}"
+    )
     env = make_env(cfg)
     rng = np.random.default_rng(0)
     periods, lateness, misses = [], [], 0
