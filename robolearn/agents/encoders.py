@@ -27,8 +27,10 @@ class DrQv2Encoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, C, H, W) float in [0, 255]."""
-        return self.convnet(images / 255.0 - 0.5).flatten(1)
+        """images: (B, C, H, W) float in [0, 255]. Features are flattened in (H, W, C) order: for
+        channels-last activations that is a view, where (C, H, W) order would copy them (and their
+        gradients). The order is a fixed permutation of the trunk's inputs, so it changes no maths."""
+        return self.convnet(images / 255.0 - 0.5).permute(0, 2, 3, 1).flatten(1)
 
 
 class FrozenPretrainedEncoder(nn.Module):

@@ -127,10 +127,17 @@ class ReferenceDrQv2(nn.Module):
             if isinstance(src, nn.Conv2d):
                 dst.weight.copy_(src.weight)
                 dst.bias.copy_(src.bias)
-        agent.actor.trunk.net.load_state_dict(self.actor_trunk.state_dict())
+        def hwc_order(trunk_state: dict) -> dict:
+            # Our encoder flattens features in (H, W, C) order, the published one in (C, H, W) order.
+            weight = trunk_state["0.weight"]
+            side = int(round((weight.shape[1] // 32) ** 0.5))
+            hwc = weight.reshape(-1, 32, side, side).permute(0, 2, 3, 1).reshape(weight.shape)
+            return {**trunk_state, "0.weight": hwc}
+
+        agent.actor.trunk.net.load_state_dict(hwc_order(self.actor_trunk.state_dict()))
         agent.actor.net.load_state_dict(self.actor_policy.state_dict())
         for critic, ours in ((self.critic, agent.critic), (self.critic_target, agent.critic_target)):
-            ours.trunk.net.load_state_dict(critic["trunk"].state_dict())
+            ours.trunk.net.load_state_dict(hwc_order(critic["trunk"].state_dict()))
             linears = [m for m in ours.heads if hasattr(m, "weight")]
             for i, name in enumerate(("q1", "q2")):
                 theirs = [m for m in critic[name] if isinstance(m, nn.Linear)]
