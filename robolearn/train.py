@@ -57,6 +57,9 @@ def agent_config(node: DictConfig) -> AgentConfig:
 class Workspace:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
+        for key in ("utd", "update_every", "batch_size", "total_steps"):
+            if int(cfg[key]) < (0 if key == "total_steps" else 1):
+                raise ValueError(f"train config: {key} must be positive, got {cfg[key]}")
         self.device = pick_device(cfg.device)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)

@@ -109,9 +109,11 @@ def test_corrupt_replay_on_resume_fails_clearly(tmp_path):
         Workspace(config(f"resume={run_dir}"), run_dir)
 
 
-def test_unknown_agent_key_is_named(tmp_path):
+def test_unknown_agent_key_and_bad_loop_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="hiden_dim"):
         Workspace(config("+agent.hiden_dim=3"), tmp_path)
+    with pytest.raises(ValueError, match="utd"):
+        Workspace(config("utd=0"), tmp_path)
 
 
 def test_trained_checkpoint_evaluates_through_the_eval_command(tmp_path):
