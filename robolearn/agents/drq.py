@@ -185,7 +185,9 @@ class DrQAgent(nn.Module):
         self.critic_opt = torch.optim.Adam([*trainable_encoder, *self.critic.parameters()], lr=cfg.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        # Compiled, the augmentation gather, uint8->float, normalisation and encoder fuse into few passes.
         self._encode = torch.compile(self._encode_images) if cfg.compile else self._encode_images
+        self._augment_encode = torch.compile(self._augment_and_encode) if cfg.compile else self._augment_and_encode
 
     # -- inputs --------------------------------------------------------------------------------------
     @property
@@ -207,6 +209,9 @@ class DrQAgent(nn.Module):
         if not self.image_keys:
             return None
         return torch.cat([self.encoders[k](images[k]) for k in self.image_keys], dim=-1)
+
+    def _augment_and_encode(self, images: dict[str, torch.Tensor], shifts: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+        return self._encode_images(self._augment(images, shifts))
 
     def _augment(self, images: dict[str, torch.Tensor], shifts: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """Shift uint8 frames (B, K, H, W, C), merge frames into channels, view as float (B, K*C, H, W)."""
@@ -241,9 +246,9 @@ class DrQAgent(nn.Module):
             noise["shift_next"] = {k: draw_shifts(b, self.cfg.augment_pad, device=self.device) for k in self.image_keys}
 
         # Critic (and encoder): features of obs carry gradients; next-obs features do not.
-        features = self._encode(self._augment(images, noise.get("shift_obs")))
+        features = self._augment_encode(images, noise.get("shift_obs"))
         with torch.no_grad():
-            next_features = self._encode(self._augment(next_images, noise.get("shift_next")))
+            next_features = self._augment_encode(next_images, noise.get("shift_next"))
         metrics = self.update_critic(features, vector, action, reward, discount, next_features, next_vector, noise)
         # Actor and temperature see detached features: the encoder learns from the critic only.
         detached = None if features is None else features.detach()
