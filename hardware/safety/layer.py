@@ -102,20 +102,29 @@ class SafetyLayer:
     def command(self, mode: str, values: Sequence[float]) -> bool:
         return self.command_velocity(values) if mode == _VELOCITY else self.command_torque(values)
 
+    def _admit(self, values: Sequence[float], kind: str):
+        """Count a command; (now, checked values, fresh state), or None when latched, malformed or
+        without fresh robot state (the last two latch a fault)."""
+        now = self.clock.now()
+        self.counters["commands"] += 1
+        if self._fault is not None:
+            self.counters["ignored_while_latched"] += 1
+            return None
+        checked = self._checked(values, now, kind)
+        if checked is None:
+            return None
+        state = self._state(now)
+        if state is None:
+            return None
+        return now, checked, state
+
     def command_velocity(self, dq: Sequence[float]) -> bool:
         """Joint velocities (rad/s). Returns True if a (possibly limited) command reached the driver."""
         with self._lock:
-            now = self.clock.now()
-            self.counters["commands"] += 1
-            if self._fault is not None:
-                self.counters["ignored_while_latched"] += 1
+            admitted = self._admit(dq, "velocity")
+            if admitted is None:
                 return False
-            v = self._checked(dq, now, "velocity")
-            if v is None:
-                return False
-            state = self._state(now)
-            if state is None:
-                return False
+            now, v, state = admitted
             L = self.limits
             n = L.n
             q = state.q.tolist()
@@ -185,17 +194,10 @@ class SafetyLayer:
     def command_torque(self, tau: Sequence[float]) -> bool:
         """Joint torques (N·m, on top of the controller's gravity compensation)."""
         with self._lock:
-            now = self.clock.now()
-            self.counters["commands"] += 1
-            if self._fault is not None:
-                self.counters["ignored_while_latched"] += 1
+            admitted = self._admit(tau, "torque")
+            if admitted is None:
                 return False
-            t = self._checked(tau, now, "torque")
-            if t is None:
-                return False
-            state = self._state(now)
-            if state is None:
-                return False
+            now, t, state = admitted
             L = self.limits
             n = L.n
             q, dq = state.q.tolist(), state.dq.tolist()
