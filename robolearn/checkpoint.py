@@ -9,16 +9,15 @@ from typing import Any
 import torch
 from gymnasium import spaces
 
+from robolearn.spec import space_signature
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or made for a different observation/action spec."""
 
 
 def spec_signature(observation_space: spaces.Dict, action_space: spaces.Box) -> dict:
-    return {
-        "obs": {k: [list(s.shape), str(s.dtype)] for k, s in observation_space.spaces.items()},
-        "action": [list(action_space.shape), str(action_space.dtype)],
-    }
+    return {"obs": space_signature(observation_space), "action": [list(action_space.shape), str(action_space.dtype)]}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

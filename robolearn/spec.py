@@ -112,6 +112,12 @@ class EnvSpec:
         return out
 
 
+def space_signature(observation_space: spaces.Dict) -> dict[str, list]:
+    """Observation keys, shapes and dtypes as plain data: what checkpoints and replay files record so a
+    file made for another observation spec is refused with both specs named."""
+    return {k: [list(s.shape), str(s.dtype)] for k, s in observation_space.spaces.items()}
+
+
 def split_privileged(vector: np.ndarray) -> dict[str, np.ndarray]:
     out, i = {}, 0
     for name, n in PRIVILEGED_LAYOUT:

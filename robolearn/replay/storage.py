@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from gymnasium import spaces
 
+from robolearn.spec import space_signature
+
 FORMAT_VERSION = 1
 
 
@@ -239,10 +241,7 @@ class ReplayStorage:
         os.replace(tmp, path)
 
     def spec_signature(self) -> dict:
-        return {
-            "obs": {k: [list(s.shape), str(s.dtype)] for k, s in self.observation_space.spaces.items()},
-            "action": list(self.action_shape),
-        }
+        return {"obs": space_signature(self.observation_space), "action": list(self.action_shape)}
 
     @classmethod
     def load(cls, path: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int | None = None) -> ReplayStorage:
