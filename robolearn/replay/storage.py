@@ -62,6 +62,7 @@ class ReplayStorage:
         self.reward = np.zeros(self.capacity, dtype=np.float32)
         self.terminated = np.zeros(self.capacity, dtype=bool)
         self.truncated = np.zeros(self.capacity, dtype=bool)
+        self.policy_version = np.full(self.capacity, -1, dtype=np.int64)  # of the policy that chose the action; -1 unknown
         self.prev = np.full(self.capacity, -1, dtype=np.int64)
         self.next = np.full(self.capacity, -1, dtype=np.int64)
         self.total = 0  # rows ever written
@@ -85,7 +86,12 @@ class ReplayStorage:
         self.episodes_added += 1
         return row
 
-    def add(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], stream: int = 0) -> int:
+    def has_open_episode(self, stream: int) -> bool:
+        row = self._cursor.get(stream)
+        return row is not None and row >= self.oldest
+
+    def add(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], stream: int = 0,
+            policy_version: int = -1) -> int:
         """Store one transition of `stream`: the action taken from its latest observation and what followed."""
         row = self._cursor.get(stream)
         if row is None or row < self.oldest:
@@ -98,6 +104,7 @@ class ReplayStorage:
         self.reward[slot] = reward
         self.terminated[slot] = terminated
         self.truncated[slot] = truncated
+        self.policy_version[slot] = policy_version
         new_row = self._write_obs(next_obs, prev=row)
         self.next[slot] = new_row
         self.transitions_added += 1
@@ -121,6 +128,7 @@ class ReplayStorage:
         self.action[slot] = 0.0
         self.reward[slot] = 0.0
         self.terminated[slot] = self.truncated[slot] = False
+        self.policy_version[slot] = -1
         self.prev[slot] = prev
         self.next[slot] = -1
         self.total += 1
@@ -204,7 +212,7 @@ class ReplayStorage:
     # -- accounting ----------------------------------------------------------------------------------
     def bytes_per_row(self) -> int:
         per_row = sum(store[0].nbytes for store in self.obs.values())
-        per_row += self.action[0].nbytes + 4 + 1 + 1 + 8 + 8
+        per_row += self.action[0].nbytes + 4 + 1 + 1 + 8 + 8 + 8
         return per_row
 
     def bytes_per_transition(self) -> float:
@@ -233,6 +241,7 @@ class ReplayStorage:
         arrays.update(
             action=self.action[slots], reward=self.reward[slots], terminated=self.terminated[slots],
             truncated=self.truncated[slots], prev=self.prev[slots], next=self.next[slots],
+            policy_version=self.policy_version[slots],
         )
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
@@ -271,6 +280,8 @@ class ReplayStorage:
             store.obs[key][slots] = arrays[f"obs/{key}"]
         for name in ("action", "reward", "terminated", "truncated", "prev", "next"):
             getattr(store, name)[slots] = arrays[name]
+        if "policy_version" in arrays:  # files written before policy versions were kept hold -1 (unknown)
+            store.policy_version[slots] = arrays["policy_version"]
         store.total = meta["total"]
         store.transitions_added = meta["transitions_added"]
         store.episodes_added = meta["episodes_added"]

@@ -1,0 +1,326 @@
+"""The actor's side of the transport: the control loop hands steps over and never waits on the network.
+
+The control thread calls `start_episode`/`add` (cheap: it appends to a chunk in memory) and, between
+steps, `take_weights` and `link_problem`. A network thread owns the sockets: it sends chunks with
+sequence numbers, keeps up to `max_in_flight` unacknowledged ones, resends them after a reconnect (the
+server drops duplicates by sequence number), heartbeats, and receives weights.
+
+Unsent chunks wait in an ordered outbox: in memory up to `outbox_mb`, then in spill files on disk, so a
+long outage costs disk space, not data. The order of chunks is kept across memory and disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import zmq
+from gymnasium import spaces
+
+from robolearn.transport.chunks import ChunkBuilder, check_chunk, wire_spec
+from robolearn.transport.config import TransportConfig, endpoint
+from robolearn.transport.protocol import ProtocolError, decode, encode
+from robolearn.transport.recordlog import pack_record, unpack_record
+from robolearn.transport.security import apply_client_keys
+
+log = logging.getLogger(__name__)
+
+
+class TransportFatal(RuntimeError):
+    """The server refused this peer for good (schema or spec mismatch, rejected data)."""
+
+
+class Outbox:
+    """FIFO of (seq, arrays): memory up to a byte budget, then files in `spill_dir`, order kept across both."""
+
+    def __init__(self, max_bytes: int, spill_dir: Path):
+        self.max_bytes, self.spill_dir = max_bytes, spill_dir
+        self._memory: deque = deque()
+        self._memory_bytes = 0
+        self._spilled: deque[int] = deque()  # seqs on disk, all newer than those in memory
+        self._lock = threading.Lock()
+        self.spilled_total = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._memory) + len(self._spilled)
+
+    def push(self, seq: int, arrays: dict[str, np.ndarray]) -> None:
+        size = sum(a.nbytes for a in arrays.values())
+        with self._lock:
+            if not self._spilled and self._memory_bytes + size <= self.max_bytes:
+                self._memory.append((seq, arrays))
+                self._memory_bytes += size
+                return
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"{seq:012d}.chunk"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pack_record(encode("chunk", {}, arrays)))
+            os.replace(tmp, path)
+            self._spilled.append(seq)
+            self.spilled_total += 1
+
+    def pop(self) -> tuple[int, dict[str, np.ndarray]] | None:
+        with self._lock:
+            if self._memory:
+                seq, arrays = self._memory.popleft()
+                self._memory_bytes -= sum(a.nbytes for a in arrays.values())
+                return seq, arrays
+            if not self._spilled:
+                return None
+            seq = self._spilled.popleft()
+        path = self.spill_dir / f"{seq:012d}.chunk"
+        arrays = decode(unpack_record(path.read_bytes())).arrays
+        path.unlink()
+        return seq, arrays
+
+
+class ActorClient:
+    def __init__(self, cfg: TransportConfig, observation_space: spaces.Dict, action_shape: tuple[int, ...],
+                 name: str | None = None, demo: bool = False):
+        self.cfg = cfg
+        self.name = name or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.demo = demo
+        self.observation_space, self.action_shape = observation_space, tuple(action_shape)
+        self.spec = wire_spec(observation_space, action_shape)
+        self._builder = ChunkBuilder(observation_space, action_shape)
+        self._chunk_started = 0.0
+        self._seq = 0
+        spill = Path(cfg.spill_dir) if cfg.spill_dir else Path(tempfile.gettempdir()) / f"robolearn-spill-{self.name}"
+        self.outbox = Outbox(int(cfg.outbox_mb * (1 << 20)), spill)
+        self.compress = {} if cfg.compression == "none" else {f"obs/{k}": cfg.compression for k, s in observation_space.spaces.items()
+                                                               if len(s.shape) == 3 and s.dtype == np.uint8}
+        # Shared with the network thread (simple values: assignments are atomic under the GIL).
+        self.connected = False
+        self.learner_alive = False
+        self.learner_seen_ever = False
+        self.server_status: dict = {}
+        self.fatal: str | None = None
+        self.last_reply = time.monotonic()
+        self.acked_through = -1
+        self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0}
+        self._weights: tuple[int, dict[str, np.ndarray]] | None = None
+        self._weights_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"actor-net-{self.name}", daemon=True)
+        self._thread.start()
+
+    # -- control-thread API --------------------------------------------------------------------------
+    def start_episode(self, obs: dict[str, np.ndarray]) -> None:
+        self._builder.start(obs)
+        self._maybe_flush(force=False)
+
+    def add(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], policy_version: int) -> None:
+        self._builder.step(action, reward, terminated, truncated, next_obs, policy_version)
+        self.stats["transitions"] += 1
+        self._maybe_flush(force=terminated or truncated)
+
+    def flush(self) -> None:
+        self._maybe_flush(force=True)
+
+    def _maybe_flush(self, force: bool) -> None:
+        n = len(self._builder)
+        if n == 1:
+            self._chunk_started = time.monotonic()
+        if n and (force or n >= self.cfg.chunk_steps or time.monotonic() - self._chunk_started >= self.cfg.chunk_max_age_s):
+            arrays = self._builder.take()
+            check_chunk(arrays, self.observation_space, self.action_shape)  # bad data fails here, at its source
+            self.outbox.push(self._seq, arrays)
+            self._seq += 1
+
+    def take_weights(self) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The newest weights received since the last call, as (version, arrays), or None."""
+        with self._weights_lock:
+            weights, self._weights = self._weights, None
+        return weights
+
+    def link_problem(self) -> str | None:
+        """Why this actor cannot count on the learner now (None when it can)."""
+        if self.fatal:
+            return f"refused by the replay server: {self.fatal}"
+        silent = time.monotonic() - self.last_reply
+        if not self.connected or silent > self.cfg.peer_timeout_s:
+            return f"replay server unreachable (no reply for {silent:.1f} s)"
+        if not self.learner_alive:
+            return "learner lost (the replay server has not heard from it)" if self.learner_seen_ever else "waiting for a learner"
+        return None
+
+    def pending(self) -> int:
+        """Chunks not yet acknowledged (in memory, on disk or on the wire)."""
+        return len(self.outbox) + self._in_flight_count
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Send what is left (waiting up to timeout_s for acknowledgements), then stop. True if all was acknowledged."""
+        self.flush()
+        deadline = time.monotonic() + timeout_s
+        while self.pending() and time.monotonic() < deadline and not self.fatal:
+            time.sleep(0.01)
+        done = self.pending() == 0
+        if not done:
+            log.warning("actor %s: closing with %d chunks unacknowledged (spill dir %s)", self.name, self.pending(), self.outbox.spill_dir)
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        return done
+
+    # -- network thread ------------------------------------------------------------------------------
+    _in_flight_count = 0
+
+    def _run(self) -> None:
+        context = zmq.Context.instance()
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvhwm = 2
+        if self.cfg.curve_keys:
+            apply_client_keys(sub, self.cfg.curve_keys, self.cfg.client_key)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(endpoint(self.cfg.host, self.cfg.weights_port))
+        dealer = None
+        in_flight: dict[int, list] = {}
+        hello_at = last_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if dealer is None:
+                    dealer = self._dealer(context)
+                    self.connected = False
+                    dealer.send_multipart(encode("hello", {"role": "actor", "name": self.name, "spec": self.spec}))
+                    hello_at = now
+                poller = zmq.Poller()
+                poller.register(dealer, zmq.POLLIN)
+                poller.register(sub, zmq.POLLIN)
+                events = dict(poller.poll(10))
+                if sub in events:
+                    self._receive_weights(sub)
+                if dealer in events:
+                    while True:
+                        try:
+                            frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        if self._on_reply(frames, dealer, in_flight) == "reconnect":
+                            dealer.close(0)
+                            dealer = None
+                            break
+                if dealer is None or self.fatal:
+                    if self.fatal:
+                        return
+                    continue
+                now = time.monotonic()
+                if not self.connected:
+                    if now - hello_at > self.cfg.peer_timeout_s:
+                        dealer.close(0)  # drop whatever is queued for a dead connection; resend after the next welcome
+                        dealer = None
+                    continue
+                if now - self.last_reply > self.cfg.peer_timeout_s:
+                    log.warning("actor %s: replay server silent for %.1f s; reconnecting", self.name, now - self.last_reply)
+                    dealer.close(0)
+                    dealer = None
+                    continue
+                while len(in_flight) < self.cfg.max_in_flight:
+                    item = self.outbox.pop()
+                    if item is None:
+                        break
+                    seq, arrays = item
+                    frames = encode("chunk", {"name": self.name, "seq": seq, "demo": self.demo}, arrays, self.compress, self.cfg.jpeg_quality)
+                    in_flight[seq] = frames
+                    self._send(dealer, frames)
+                    self.stats["chunks_sent"] += 1
+                self._in_flight_count = len(in_flight)
+                if now - last_beat > self.cfg.heartbeat_s:
+                    dealer.send_multipart(encode("heartbeat", {"name": self.name}))
+                    last_beat = now
+        finally:
+            if dealer is not None:
+                try:
+                    dealer.send_multipart(encode("bye", {"name": self.name}), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                dealer.close(linger=200)
+            sub.close(0)
+
+    def _dealer(self, context: zmq.Context) -> zmq.Socket:
+        dealer = context.socket(zmq.DEALER)
+        dealer.linger = 0
+        if self.cfg.curve_keys:
+            apply_client_keys(dealer, self.cfg.curve_keys, self.cfg.client_key)
+        dealer.connect(endpoint(self.cfg.host, self.cfg.port))
+        return dealer
+
+    def _send(self, dealer: zmq.Socket, frames: list) -> None:
+        dealer.send_multipart(frames, copy=False)
+        self.stats["wire_bytes"] += sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+
+    def _on_reply(self, frames, dealer: zmq.Socket, in_flight: dict) -> str | None:
+        try:
+            msg = decode(frames)
+        except ProtocolError as exc:
+            log.error("actor %s: unreadable reply from the server: %s", self.name, exc)
+            return None
+        self.last_reply = time.monotonic()
+        h = msg.header
+        if msg.type in ("welcome", "status"):
+            self._update_status(h)
+        if msg.type == "welcome":
+            self.connected = True
+            next_seq = int(h["next_seq"])
+            for seq in [s for s in in_flight if s < next_seq]:
+                del in_flight[seq]  # stored before the reconnect
+            for seq in sorted(in_flight):
+                self._send(dealer, in_flight[seq])
+                self.stats["resent"] += 1
+            log.info("actor %s: connected to replay server %s (%d chunks resent)", self.name, h.get("epoch"), len(in_flight))
+        elif msg.type == "ack":
+            for seq in [s for s in in_flight if s <= h["seq"]]:
+                del in_flight[seq]
+                self.stats["acked"] += 1
+            self.acked_through = max(self.acked_through, h["seq"])
+        elif msg.type == "resend":
+            for seq in sorted(s for s in in_flight if s >= h["seq"]):
+                self._send(dealer, in_flight[seq])
+                self.stats["resent"] += 1
+        elif msg.type == "weights":
+            self._keep_weights(msg)
+        elif msg.type == "error":
+            if h.get("code") == "hello_first":
+                return "reconnect"  # the server restarted: say hello again and resend
+            self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
+            log.error("actor %s: %s", self.name, self.fatal)
+        self._in_flight_count = len(in_flight)
+        return None
+
+    def _update_status(self, h: dict) -> None:
+        self.learner_alive = bool(h.get("learner_alive"))
+        self.learner_seen_ever |= self.learner_alive
+        self.server_status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions")}
+
+    def _receive_weights(self, sub: zmq.Socket) -> None:
+        latest = None
+        while True:  # only the newest matters
+            try:
+                latest = sub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+        try:
+            self._keep_weights(decode(latest))
+        except ProtocolError as exc:
+            log.error("actor %s: unreadable weights: %s", self.name, exc)
+
+    def _keep_weights(self, msg) -> None:
+        version = msg.header.get("version")
+        with self._weights_lock:
+            current = self._weights[0] if self._weights else -1
+            if isinstance(version, int) and version > max(current, self._applied_version):
+                self._weights = (version, msg.arrays)
+
+    _applied_version = -1
+
+    def applied(self, version: int) -> None:
+        """The control loop applied weights of this version (older broadcasts are ignored from now on)."""
+        self._applied_version = version

@@ -1,0 +1,109 @@
+"""Step chunks: what an actor sends and the replay server stores.
+
+A chunk is a run of step records from one actor. A record is either the first observation of an
+episode (KIND_START) or a transition (KIND_STEP: action, reward, end flags, the policy version that
+chose the action, and the next observation). Each observation travels exactly once: the next
+observation of one transition is the start of the following one, as in the replay storage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from robolearn.replay import ReplayStorage
+from robolearn.spec import space_signature
+from robolearn.transport.protocol import KIND_START, KIND_STEP, ProtocolError
+
+SCALAR_FIELDS = {"kind": np.uint8, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_, "policy_version": np.int64}
+
+
+def wire_spec(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> dict:
+    """What peers must agree on before exchanging chunks and batches (checked at hello)."""
+    return {"obs": space_signature(observation_space), "action": list(action_shape)}
+
+
+class ChunkBuilder:
+    """Collects step records (on the actor's control thread) until they are taken as one chunk."""
+
+    def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...]):
+        self.obs_keys = list(observation_space.spaces)
+        self.action_shape = tuple(action_shape)
+        self._records: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def start(self, obs: dict[str, np.ndarray]) -> None:
+        self._records.append((KIND_START, obs, np.zeros(self.action_shape, np.float32), 0.0, False, False, -1))
+
+    def step(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], policy_version: int) -> None:
+        self._records.append((KIND_STEP, next_obs, np.asarray(action, np.float32), float(reward), bool(terminated), bool(truncated), int(policy_version)))
+
+    def transitions(self) -> int:
+        return sum(r[0] == KIND_STEP for r in self._records)
+
+    def take(self) -> dict[str, np.ndarray]:
+        records, self._records = self._records, []
+        kind, obs, action, reward, terminated, truncated, version = zip(*records)
+        arrays = {
+            "kind": np.array(kind, np.uint8),
+            "action": np.stack(action).astype(np.float32, copy=False),
+            "reward": np.array(reward, np.float32),
+            "terminated": np.array(terminated, np.bool_),
+            "truncated": np.array(truncated, np.bool_),
+            "policy_version": np.array(version, np.int64),
+        }
+        for key in self.obs_keys:
+            arrays[f"obs/{key}"] = np.stack([o[key] for o in obs])
+        return arrays
+
+
+def check_chunk(arrays: dict[str, np.ndarray], observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> int:
+    """Validate a decoded chunk against the observation/action spec; returns its number of records."""
+    kind = arrays.get("kind")
+    if kind is None or kind.ndim != 1 or kind.dtype != np.uint8 or len(kind) == 0:
+        raise ProtocolError("chunk: 'kind' must be a non-empty uint8 vector")
+    n = len(kind)
+    expected = {name: ((n,), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
+    expected["action"] = ((n, *action_shape), np.dtype(np.float32))
+    for key, space in observation_space.spaces.items():
+        expected[f"obs/{key}"] = ((n, *space.shape), np.dtype(space.dtype))
+    extra, missing = set(arrays) - set(expected), set(expected) - set(arrays)
+    if extra or missing:
+        raise ProtocolError(f"chunk: arrays {sorted(arrays)} do not match the spec (missing {sorted(missing)}, unexpected {sorted(extra)})")
+    for name, (shape, dtype) in expected.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise ProtocolError(f"chunk: {name!r} is {a.dtype} {a.shape}, the spec says {dtype} {shape}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ProtocolError(f"chunk: {name!r} holds non-finite values")
+    if not np.isin(kind, (KIND_START, KIND_STEP)).all():
+        raise ProtocolError(f"chunk: unknown record kinds {sorted(set(kind.tolist()) - {KIND_START, KIND_STEP})}")
+    return n
+
+
+def check_continuity(arrays: dict[str, np.ndarray], episode_open: bool) -> None:
+    """Every transition must follow an observation of the same episode (checked before anything is stored)."""
+    for i, (kind, term, trunc) in enumerate(zip(arrays["kind"], arrays["terminated"], arrays["truncated"])):
+        if kind == KIND_START:
+            episode_open = True
+        elif not episode_open:
+            raise ProtocolError(f"chunk: record {i} is a transition but its stream has no open episode")
+        elif term or trunc:
+            episode_open = False
+
+
+def apply_chunk(storage: ReplayStorage, arrays: dict[str, np.ndarray], stream: int) -> int:
+    """Store a checked chunk into `stream`; returns the number of transitions added."""
+    obs_keys = [name[4:] for name in arrays if name.startswith("obs/")]
+    added = 0
+    for i, kind in enumerate(arrays["kind"]):
+        obs = {key: arrays[f"obs/{key}"][i] for key in obs_keys}
+        if kind == KIND_START:
+            storage.start_episode(obs, stream=stream)
+        else:
+            storage.add(arrays["action"][i], float(arrays["reward"][i]), bool(arrays["terminated"][i]), bool(arrays["truncated"][i]),
+                        obs, stream=stream, policy_version=int(arrays["policy_version"][i]))
+            added += 1
+    return added

@@ -1,0 +1,58 @@
+"""Transport settings shared by the replay server, actors and learners (configs/transport/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from robolearn.config import ConfigError
+
+
+@dataclass
+class TransportConfig:
+    host: str = "127.0.0.1"  # the server binds here; clients connect here. Loopback unless a remote run asks otherwise
+    port: int = 5555  # ROUTER: every request/reply (0 on the server: any free port)
+    weights_port: int = 5556  # PUB: weight broadcasts
+    curve_keys: Optional[str] = None  # a directory from `python -m robolearn.transport.keys`; required off loopback
+    client_key: str = "actor"  # which keypair in curve_keys this client uses
+    heartbeat_s: float = 0.5
+    peer_timeout_s: float = 3.0  # silence after which a peer counts as lost
+    chunk_steps: int = 16  # steps per chunk an actor sends
+    chunk_max_age_s: float = 0.5  # a chunk goes out after this long even if not full (slow real-robot loops)
+    max_in_flight: int = 32  # unacknowledged chunks on the wire
+    outbox_mb: float = 256.0  # memory for unsent chunks; beyond it they spill to disk
+    spill_dir: Optional[str] = None  # default: a temporary directory
+    compression: str = "none"  # none | jpeg | png: image codec on the wire (slow links)
+    jpeg_quality: int = 90
+    prefetch: int = 2  # learner: sample requests kept in flight
+
+
+def load_transport_config(node) -> TransportConfig:
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TransportConfig), node or {}))
+    except Exception as exc:  # OmegaConf names the key and value
+        raise ConfigError(f"invalid transport config: {exc}") from None
+    if cfg.compression not in ("none", "jpeg", "png"):
+        raise ConfigError(f"invalid value for transport.compression: {cfg.compression!r} (none, jpeg or png)")
+    for key in ("heartbeat_s", "peer_timeout_s", "chunk_max_age_s", "outbox_mb"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"invalid value for transport.{key}: {getattr(cfg, key)} (must be positive)")
+    if cfg.peer_timeout_s <= 2 * cfg.heartbeat_s:
+        raise ConfigError(f"invalid value for transport.peer_timeout_s: {cfg.peer_timeout_s} (must exceed two heartbeats, {2 * cfg.heartbeat_s} s)")
+    for key in ("chunk_steps", "max_in_flight", "prefetch"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"invalid value for transport.{key}: {getattr(cfg, key)} (must be at least 1)")
+    if not _is_loopback(cfg.host) and not cfg.curve_keys:
+        raise ConfigError(f"invalid value for transport.host: {cfg.host!r} is not loopback; remote runs need transport.curve_keys "
+                          "(generate them with `python -m robolearn.transport.keys DIR`)")
+    return cfg
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def endpoint(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"

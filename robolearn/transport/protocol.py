@@ -1,0 +1,156 @@
+"""The wire schema shared by the replay server, actors and learners.
+
+A message is a ZeroMQ multipart: frame 0 is a msgpack header (a map with the schema version `v` and a
+`type`), the remaining frames are raw array buffers described by the header's `arrays` list
+(`[name, dtype, shape, codec, nbytes_or_offsets]`). Arrays go out as their own buffers, zero-copy; only
+a small whitelist of dtypes is accepted and every size is checked against its declared shape, so a
+truncated or forged message fails here with a ProtocolError that names the problem. No pickle.
+
+Codecs: `raw` (the array's bytes), `jpeg`/`png` (uint8 images (N, H, W, 3) encoded one by one with
+OpenCV, offsets in the header) for slow links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+DTYPES = {"uint8", "int32", "int64", "float32", "float64", "bool"}
+CODECS = {"raw", "jpeg", "png"}
+MAX_HEADER_BYTES = 1 << 20
+MAX_DIMS = 6
+
+# Step records inside a chunk: an episode's first observation, or a transition with its next observation.
+KIND_START, KIND_STEP = 0, 1
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the schema (wrong version, malformed header, truncated buffers)."""
+
+
+@dataclass
+class Message:
+    type: str
+    header: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# -- encoding ----------------------------------------------------------------------------------------
+def encode(type_: str, header: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None,
+           compress: dict[str, str] | None = None, jpeg_quality: int = 90) -> list:
+    """Header dict + arrays -> frames. `compress` maps array names to `jpeg`/`png`."""
+    compress = compress or {}
+    described, frames = [], []
+    for name, array in (arrays or {}).items():
+        array = np.ascontiguousarray(array)
+        dtype = array.dtype.name
+        if dtype not in DTYPES:
+            raise ProtocolError(f"array {name!r}: dtype {dtype} cannot go on the wire (allowed: {sorted(DTYPES)})")
+        codec = compress.get(name, "raw")
+        if codec == "raw":
+            described.append([name, dtype, list(array.shape), "raw", array.nbytes])
+            frames.append(memoryview(array).cast("B") if array.size else b"")
+        else:
+            blob, offsets = _encode_images(name, array, codec, jpeg_quality)
+            described.append([name, dtype, list(array.shape), codec, offsets])
+            frames.append(blob)
+    head = {"v": SCHEMA_VERSION, "type": type_, **(header or {}), "arrays": described}
+    return [msgpack.packb(head, use_bin_type=True), *frames]
+
+
+def _encode_images(name: str, array: np.ndarray, codec: str, quality: int) -> tuple[bytes, list[int]]:
+    import cv2
+
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ProtocolError(f"array {name!r}: {codec} needs uint8 images (N, H, W, 3), got {array.dtype} {array.shape}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if codec == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    parts, offsets, end = [], [], 0
+    for image in array:
+        ok, buf = cv2.imencode("." + codec, image[..., ::-1], params)  # OpenCV encodes BGR
+        if not ok:
+            raise ProtocolError(f"array {name!r}: {codec} encoding failed")
+        parts.append(buf.tobytes())
+        end += len(parts[-1])
+        offsets.append(end)
+    return b"".join(parts), offsets
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+def decode(frames: Sequence) -> Message:
+    """Frames (bytes or zmq.Frame) -> Message. Raises ProtocolError with the reason on any defect."""
+    if not frames:
+        raise ProtocolError("empty message")
+    raw_head = _buffer(frames[0])
+    if len(raw_head) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw_head)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        head = msgpack.unpackb(raw_head, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise ProtocolError(f"header is not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(head, dict):
+        raise ProtocolError(f"header must be a map, got {type(head).__name__}")
+    version = head.get("v")
+    if version != SCHEMA_VERSION:
+        raise ProtocolError(f"schema version {version!r}; this peer speaks version {SCHEMA_VERSION}")
+    type_ = head.get("type")
+    if not isinstance(type_, str):
+        raise ProtocolError("header has no string 'type'")
+    described = head.pop("arrays", [])
+    if not isinstance(described, list) or len(described) != len(frames) - 1:
+        raise ProtocolError(f"header describes {len(described) if isinstance(described, list) else '?'} arrays, message carries {len(frames) - 1} buffers")
+    arrays = {}
+    for entry, frame in zip(described, frames[1:]):
+        name, array = _decode_array(entry, _buffer(frame))
+        if name in arrays:
+            raise ProtocolError(f"array {name!r} appears twice")
+        arrays[name] = array
+    return Message(type_, head, arrays)
+
+
+def _decode_array(entry, buf) -> tuple[str, np.ndarray]:
+    if not (isinstance(entry, list) and len(entry) == 5):
+        raise ProtocolError(f"array entry must be [name, dtype, shape, codec, size], got {entry!r:.200}")
+    name, dtype, shape, codec, size = entry
+    if not isinstance(name, str) or dtype not in DTYPES or codec not in CODECS:
+        raise ProtocolError(f"array entry {entry!r:.200}: bad name, dtype (allowed {sorted(DTYPES)}) or codec")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape)):
+        raise ProtocolError(f"array {name!r}: bad shape {shape!r:.200}")
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if codec == "raw":
+        if size != expected or len(buf) != expected:
+            raise ProtocolError(f"array {name!r}: {len(buf)} bytes for shape {shape} {dtype} (expected {expected}; truncated?)")
+        return name, np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return name, _decode_images(name, dtype, shape, codec, size, buf)
+
+
+def _decode_images(name, dtype, shape, codec, offsets, buf) -> np.ndarray:
+    import cv2
+
+    if dtype != "uint8" or len(shape) != 4 or shape[-1] != 3:
+        raise ProtocolError(f"array {name!r}: {codec} carries uint8 images (N, H, W, 3), header says {dtype} {shape}")
+    if not (isinstance(offsets, list) and len(offsets) == shape[0] and all(isinstance(o, int) for o in offsets)
+            and offsets == sorted(offsets) and (not offsets or offsets[-1] == len(buf))):
+        raise ProtocolError(f"array {name!r}: {codec} offsets do not match the {len(buf)}-byte buffer")
+    out = np.empty(shape, dtype=np.uint8)
+    start = 0
+    for i, end in enumerate(offsets):
+        image = cv2.imdecode(np.frombuffer(buf[start:end], dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None or image.shape != tuple(shape[1:]):
+            raise ProtocolError(f"array {name!r}: image {i} does not decode to {shape[1:]}")
+        out[i] = image[..., ::-1]
+        start = end
+    return out
+
+
+def _buffer(frame) -> memoryview:
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return memoryview(frame)
+    return frame.buffer  # zmq.Frame received with copy=False
+
+
+def wire_bytes(frames: Sequence) -> int:
+    return sum(len(_buffer(f)) if not isinstance(f, memoryview) else f.nbytes for f in frames)

@@ -1,0 +1,326 @@
+"""The replay server: owns the replay storage in its own process, so a learner crash loses no data.
+
+One ROUTER socket serves every peer (actors and learners, request-reply); one PUB socket broadcasts
+the learner's weights to actors. Messages (robolearn.transport.protocol):
+
+    peer -> server                    server -> peer
+    hello {role, name, spec}          welcome {epoch, next_seq, ...} | error
+    chunk {name, seq, demo} + arrays  ack {seq} | resend {seq} | error      (actors)
+    heartbeat {name, ...}             status {epoch, learner_alive, actors_alive, transitions, ...}
+    sample {req, batch_size, ...}     batch {req} + arrays | wait {req, reason}   (learners)
+    weights {version} + arrays        ack {version}; the same frames go out on PUB
+    bye {name}
+
+Durability: an accepted chunk is appended to a write-ahead log (robolearn.transport.recordlog) before
+it is stored and acknowledged; on start the log is replayed, which restores every acknowledged
+transition and each actor's next expected sequence number (so resent chunks are recognised and not
+stored twice). Old log segments are deleted once newer ones hold a full replay capacity.
+
+Any malformed message, schema mismatch or out-of-spec chunk gets an `error` reply naming the problem, is
+logged (rate-limited), and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+from gymnasium import spaces
+
+from robolearn.replay import MixedSampler, ReplayStorage
+from robolearn.transport.config import TransportConfig
+from robolearn.transport.chunks import apply_chunk, check_chunk, check_continuity, wire_spec
+from robolearn.transport.protocol import KIND_START, Message, ProtocolError, decode, encode
+from robolearn.transport.recordlog import RecordLog
+from robolearn.transport.security import ServerSecurity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Peer:
+    role: str
+    name: str
+    last_seen: float
+
+
+@dataclass
+class ServerConfig:
+    capacity: int = 200_000
+    fsync: bool = False  # True: survive power loss too (an fsync per chunk); kill -9 is survived either way
+    segment_mb: float = 256.0
+    demo_capacity: int = 100_000
+    demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
+    seed: int = 0
+
+
+class ReplayServer:
+    def __init__(self, directory: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...],
+                 transport: TransportConfig | None = None, cfg: ServerConfig | None = None, demos: ReplayStorage | None = None):
+        self.cfg = cfg = cfg or ServerConfig()
+        self.transport = transport = transport or TransportConfig()
+        self.dir = Path(directory)
+        self.observation_space, self.action_shape = observation_space, tuple(action_shape)
+        self.spec = wire_spec(observation_space, action_shape)
+        self.storage = ReplayStorage(observation_space, action_shape, cfg.capacity)
+        self.demos = demos or ReplayStorage(observation_space, action_shape, cfg.demo_capacity)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.epoch = uuid.uuid4().hex[:12]
+        self.streams: dict[str, int] = {}  # actor name -> replay stream
+        self.next_seq: dict[str, int] = {}  # actor name -> next chunk sequence number expected
+        self.peers: dict[bytes, Peer] = {}
+        self.actor_seen: dict[str, float] = {}
+        self.learner_seen = -float("inf")
+        self.weights: list[bytes] | None = None
+        self.weights_version = -1
+        self.counters: Counter = Counter()
+        self._segment_transitions: dict[int, int] = {}
+        self.log = RecordLog(self.dir / "wal", segment_bytes=int(cfg.segment_mb * (1 << 20)), fsync=cfg.fsync)
+        self.demo_log = RecordLog(self.dir / "demo_wal", fsync=cfg.fsync)
+        self._recover()
+        self.context = zmq.Context()
+        self.security = ServerSecurity(self.context, transport.curve_keys) if transport.curve_keys else None
+        self.router = self._bind(zmq.ROUTER, transport.port)
+        self.publisher = self._bind(zmq.PUB, transport.weights_port)
+        self.endpoints = {"router": self.router.last_endpoint.decode(), "weights": self.publisher.last_endpoint.decode()}
+        (self.dir / "endpoints.json").write_text(json.dumps({**self.endpoints, "epoch": self.epoch}))
+        self._stopping = False
+        self._last_report = time.monotonic()
+        self._alive_state = (None, None)
+
+    def _bind(self, kind: int, port: int) -> zmq.Socket:
+        socket = self.context.socket(kind)
+        socket.linger = 0
+        if kind == zmq.PUB:
+            socket.sndhwm = 4  # weights: a slow subscriber gets the newest, not a backlog
+        if self.security:
+            self.security.apply(socket)
+        endpoint = f"tcp://{self.transport.host}:{port if port else '*'}"
+        socket.bind(endpoint)
+        return socket
+
+    # -- recovery ------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        started, records = time.perf_counter(), 0
+        for store, wal in ((self.demos, self.demo_log), (self.storage, self.log)):
+            for segment, frames in wal.replay():
+                msg = decode(frames)
+                stream = self._stream(msg.header["name"], demo=store is self.demos)
+                arrays = msg.arrays
+                if not store.has_open_episode(stream):
+                    arrays = _from_first_start(arrays)  # the episode's start lies in a deleted segment
+                    if arrays is None:
+                        continue
+                added = apply_chunk(store, arrays, stream)
+                if store is self.storage:
+                    self._segment_transitions[segment] = self._segment_transitions.get(segment, 0) + added
+                self.next_seq[msg.header["name"]] = max(self.next_seq.get(msg.header["name"], 0), int(msg.header["seq"]) + 1)
+                records += 1
+        if records:
+            log.info("recovered %d chunks from %s in %.1f s: %d transitions, %d demo transitions, %d actors",
+                     records, self.dir, time.perf_counter() - started, self.storage.num_transitions(),
+                     self.demos.num_transitions(), len(self.next_seq))
+
+    def _stream(self, name: str, demo: bool) -> int:
+        key = ("demo:" if demo else "") + name
+        if key not in self.streams:
+            self.streams[key] = len(self.streams)
+        return self.streams[key]
+
+    # -- serving -------------------------------------------------------------------------------------
+    def serve(self, duration_s: float | None = None) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        end = None if duration_s is None else time.monotonic() + duration_s
+        log.info("replay server %s listening on %s (weights on %s)%s", self.epoch, self.endpoints["router"],
+                 self.endpoints["weights"], " with CURVE" if self.security else "")
+        while not self._stopping and (end is None or time.monotonic() < end):
+            if poller.poll(100):
+                for _ in range(64):  # a burst, then the periodic checks below
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._handle(frames[0].bytes, frames[1:])
+            self._periodic()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        self.router.close(0)
+        self.publisher.close(0)
+        if self.security:
+            self.security.stop()
+        self.context.term()
+        self.log.close()
+        self.demo_log.close()
+
+    def _handle(self, identity: bytes, frames) -> None:
+        now = time.monotonic()
+        msg = None
+        try:
+            msg = decode(frames)
+            handler = getattr(self, f"_on_{msg.type}", None)
+            if handler is None:
+                raise ProtocolError(f"unknown message type {msg.type!r}")
+            if msg.type != "hello" and identity not in self.peers:
+                # Not an error of the peer's data: after a server restart every peer must say hello again.
+                self.router.send_multipart([identity, *encode("error", {"code": "hello_first", "message": f"'{msg.type}' before 'hello'"})])
+                return
+            peer = self.peers.get(identity)
+            if peer is not None:
+                peer.last_seen = now
+                if peer.role == "learner":
+                    self.learner_seen = now
+                else:
+                    self.actor_seen[peer.name] = now
+            reply = handler(identity, msg, frames) if msg.type == "chunk" else handler(identity, msg)
+        except ProtocolError as exc:
+            self.counters["rejected"] += 1
+            if self.counters["rejected"] <= 20 or self.counters["rejected"] % 1000 == 0:
+                log.warning("rejected a message from peer %s (%d rejected so far): %s", identity.hex(), self.counters["rejected"], exc)
+            ref = {"ref_type": msg.type, "seq": msg.header.get("seq")} if msg is not None else {}
+            reply = encode("error", {"code": "rejected", "message": str(exc), **ref})
+        if reply is not None:
+            self.router.send_multipart([identity, *reply], copy=False)
+
+    # -- handlers ------------------------------------------------------------------------------------
+    def _on_hello(self, identity: bytes, msg: Message):
+        role, name = msg.header.get("role"), msg.header.get("name")
+        if role not in ("actor", "learner") or not isinstance(name, str) or not name:
+            raise ProtocolError(f"hello needs role 'actor' or 'learner' and a name, got role={role!r} name={name!r}")
+        if msg.header.get("spec") != self.spec:
+            raise ProtocolError(f"observation/action spec mismatch: peer {name!r} has {msg.header.get('spec')}, server has {self.spec}")
+        now = time.monotonic()
+        self.peers[identity] = Peer(role, name, now)
+        if role == "learner":
+            self.learner_seen = now
+        else:
+            self.actor_seen[name] = now
+        log.info("%s %r connected (%s)", role, name, identity.hex())
+        if role == "actor" and self.weights is not None:
+            self.router.send_multipart([identity, *self.weights], copy=False)  # PUB misses what was sent before it joined
+        return encode("welcome", {"epoch": self.epoch, "next_seq": self.next_seq.get(name, 0), **self._status()})
+
+    def _on_chunk(self, identity: bytes, msg: Message, frames):
+        peer = self.peers[identity]
+        seq, demo = msg.header.get("seq"), bool(msg.header.get("demo", False))
+        if peer.role != "actor" or not isinstance(seq, int) or msg.header.get("name") != peer.name:
+            raise ProtocolError("chunk needs an actor peer, an integer seq and the actor's name")
+        expected = self.next_seq.get(peer.name, 0)
+        if seq < expected:
+            self.counters["duplicates"] += 1
+            return encode("ack", {"seq": seq, "duplicate": True})
+        if seq > expected:
+            return encode("resend", {"seq": expected})
+        check_chunk(msg.arrays, self.observation_space, self.action_shape)
+        store = self.demos if demo else self.storage
+        stream = self._stream(peer.name, demo)
+        check_continuity(msg.arrays, store.has_open_episode(stream))
+        wal = self.demo_log if demo else self.log
+        segment = wal.append(frames)  # as received (images stay compressed if they came so)
+        added = apply_chunk(store, msg.arrays, stream)
+        self.next_seq[peer.name] = seq + 1
+        self.counters["transitions"] += added
+        self.counters["chunks"] += 1
+        if not demo:
+            self._segment_transitions[segment] = self._segment_transitions.get(segment, 0) + added
+            self._trim_log()
+        return encode("ack", {"seq": seq})
+
+    def _trim_log(self) -> None:
+        """Drop the oldest log segment once the newer ones alone hold a full replay capacity."""
+        segments = sorted(self._segment_transitions)
+        while len(segments) > 1 and sum(self._segment_transitions[s] for s in segments[1:]) >= self.cfg.capacity:
+            oldest = segments.pop(0)
+            self.log.remove(oldest)
+            del self._segment_transitions[oldest]
+
+    def _on_heartbeat(self, identity: bytes, msg: Message):
+        return encode("status", {"epoch": self.epoch, **self._status()})
+
+    def _on_sample(self, identity: bytes, msg: Message):
+        h = msg.header
+        try:
+            batch_size, n_step, frame_stack = int(h["batch_size"]), int(h.get("n_step", 1)), int(h.get("frame_stack", 1))
+            gamma, min_transitions = float(h.get("gamma", 0.99)), int(h.get("min_transitions", 1))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"sample request needs integer batch_size, n_step, frame_stack: {exc}") from None
+        if not (0 < batch_size <= 65536 and 0 < n_step <= 100 and 0 < frame_stack <= 16):
+            raise ProtocolError(f"sample request out of range: batch_size={batch_size} n_step={n_step} frame_stack={frame_stack}")
+        have = self.storage.num_transitions()
+        if have < max(min_transitions, 1):
+            return encode("wait", {"req": h.get("req"), "reason": f"{have} transitions stored, waiting for {min_transitions}", **self._status()})
+        demos = self.demos if self.demos.num_transitions() else None
+        sampler = MixedSampler(self.storage, demos, self.cfg.demo_ratio if demos is not None else 0.0)
+        batch = sampler.sample(batch_size, self.rng, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+        arrays = {"action": batch.action, "reward": batch.reward, "discount": batch.discount}
+        arrays.update({f"obs/{k}": v for k, v in batch.obs.items()})
+        arrays.update({f"next_obs/{k}": v for k, v in batch.next_obs.items()})
+        self.counters["batches"] += 1
+        return encode("batch", {"req": h.get("req"), **self._status()}, arrays)
+
+    def _on_weights(self, identity: bytes, msg: Message):
+        if self.peers[identity].role != "learner":
+            raise ProtocolError("only a learner publishes weights")
+        version = msg.header.get("version")
+        if not isinstance(version, int):
+            raise ProtocolError("weights need an integer version")
+        self.weights = encode("weights", {"version": version}, msg.arrays)
+        self.weights = [bytes(f) for f in self.weights]  # kept for actors that connect later
+        self.weights_version = version
+        self.publisher.send_multipart(self.weights, copy=False)
+        return encode("ack", {"version": version})
+
+    def _on_bye(self, identity: bytes, msg: Message):
+        peer = self.peers.pop(identity)
+        if peer.role == "learner":
+            self.learner_seen = -float("inf")
+        else:
+            self.actor_seen.pop(peer.name, None)
+        log.info("%s %r said goodbye", peer.role, peer.name)
+        return None
+
+    # -- liveness ------------------------------------------------------------------------------------
+    def _status(self) -> dict:
+        now = time.monotonic()
+        timeout = self.transport.peer_timeout_s
+        return {
+            "learner_alive": now - self.learner_seen < timeout,
+            "actors_alive": sum(now - t < timeout for t in self.actor_seen.values()),
+            "weights_version": self.weights_version,
+            "transitions": self.storage.num_transitions(),
+            "demo_transitions": self.demos.num_transitions(),
+        }
+
+    def _periodic(self) -> None:
+        status = self._status()
+        alive = (status["learner_alive"], status["actors_alive"] > 0)
+        if alive != self._alive_state:
+            if self._alive_state[0] and not alive[0]:
+                log.warning("the learner went silent (no message for %.1f s)", self.transport.peer_timeout_s)
+            if self._alive_state[1] and not alive[1]:
+                log.warning("no actor is alive (none heard from for %.1f s)", self.transport.peer_timeout_s)
+            self._alive_state = alive
+        now = time.monotonic()
+        if now - self._last_report > 10.0:
+            self._last_report = now
+            log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served, %d rejected, %d duplicates",
+                     status["transitions"], status["demo_transitions"], status["actors_alive"],
+                     "alive" if status["learner_alive"] else "absent", self.counters["batches"], self.counters["rejected"],
+                     self.counters["duplicates"])
+
+
+def _from_first_start(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    starts = np.flatnonzero(arrays["kind"] == KIND_START)
+    if len(starts) == 0:
+        return None
+    return {name: a[starts[0]:] for name, a in arrays.items()}
