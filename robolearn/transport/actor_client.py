@@ -98,6 +98,7 @@ class ActorClient:
         self.compress = {} if cfg.compression == "none" else {f"obs/{k}": cfg.compression for k, s in observation_space.spaces.items()
                                                                if len(s.shape) == 3 and s.dtype == np.uint8}
         # Shared with the network thread (simple values: assignments are atomic under the GIL).
+        self.state = "acting"  # or "holding": reported to the server with each heartbeat
         self.connected = False
         self.learner_alive = False
         self.learner_seen_ever = False
@@ -234,7 +235,7 @@ class ActorClient:
                     self.stats["chunks_sent"] += 1
                 self._in_flight_count = len(in_flight)
                 if now - last_beat > self.cfg.heartbeat_s:
-                    dealer.send_multipart(encode("heartbeat", {"name": self.name}))
+                    dealer.send_multipart(encode("heartbeat", {"name": self.name, "state": self.state}))
                     last_beat = now
         finally:
             if dealer is not None:

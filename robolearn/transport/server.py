@@ -36,9 +36,9 @@ from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
 from robolearn.transport.config import TransportConfig
-from robolearn.transport.chunks import apply_chunk, check_chunk, check_continuity, wire_spec
-from robolearn.transport.protocol import KIND_START, Message, ProtocolError, decode, encode
-from robolearn.transport.recordlog import RecordLog
+from robolearn.transport.chunks import check_chunk, wire_spec
+from robolearn.transport.durable import DurableReplay, ServerConfig
+from robolearn.transport.protocol import Message, ProtocolError, decode, encode
 from robolearn.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,7 @@ class Peer:
     role: str
     name: str
     last_seen: float
-
-
-@dataclass
-class ServerConfig:
-    capacity: int = 200_000
-    fsync: bool = False  # True: survive power loss too (an fsync per chunk); kill -9 is survived either way
-    segment_mb: float = 256.0
-    demo_capacity: int = 100_000
-    demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
-    seed: int = 0
+    state: str = ""
 
 
 class ReplayServer:
@@ -69,22 +60,16 @@ class ReplayServer:
         self.dir = Path(directory)
         self.observation_space, self.action_shape = observation_space, tuple(action_shape)
         self.spec = wire_spec(observation_space, action_shape)
-        self.storage = ReplayStorage(observation_space, action_shape, cfg.capacity)
-        self.demos = demos or ReplayStorage(observation_space, action_shape, cfg.demo_capacity)
+        self.data = DurableReplay(self.dir, observation_space, action_shape, cfg, demos)
+        self.storage, self.demos = self.data.storage, self.data.demos
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch = uuid.uuid4().hex[:12]
-        self.streams: dict[str, int] = {}  # actor name -> replay stream
-        self.next_seq: dict[str, int] = {}  # actor name -> next chunk sequence number expected
         self.peers: dict[bytes, Peer] = {}
         self.actor_seen: dict[str, float] = {}
         self.learner_seen = -float("inf")
         self.weights: list[bytes] | None = None
         self.weights_version = -1
         self.counters: Counter = Counter()
-        self._segment_transitions: dict[int, int] = {}
-        self.log = RecordLog(self.dir / "wal", segment_bytes=int(cfg.segment_mb * (1 << 20)), fsync=cfg.fsync)
-        self.demo_log = RecordLog(self.dir / "demo_wal", fsync=cfg.fsync)
-        self._recover()
         self.context = zmq.Context()
         self.security = ServerSecurity(self.context, transport.curve_keys) if transport.curve_keys else None
         self.router = self._bind(zmq.ROUTER, transport.port)
@@ -105,34 +90,6 @@ class ReplayServer:
         endpoint = f"tcp://{self.transport.host}:{port if port else '*'}"
         socket.bind(endpoint)
         return socket
-
-    # -- recovery ------------------------------------------------------------------------------------
-    def _recover(self) -> None:
-        started, records = time.perf_counter(), 0
-        for store, wal in ((self.demos, self.demo_log), (self.storage, self.log)):
-            for segment, frames in wal.replay():
-                msg = decode(frames)
-                stream = self._stream(msg.header["name"], demo=store is self.demos)
-                arrays = msg.arrays
-                if not store.has_open_episode(stream):
-                    arrays = _from_first_start(arrays)  # the episode's start lies in a deleted segment
-                    if arrays is None:
-                        continue
-                added = apply_chunk(store, arrays, stream)
-                if store is self.storage:
-                    self._segment_transitions[segment] = self._segment_transitions.get(segment, 0) + added
-                self.next_seq[msg.header["name"]] = max(self.next_seq.get(msg.header["name"], 0), int(msg.header["seq"]) + 1)
-                records += 1
-        if records:
-            log.info("recovered %d chunks from %s in %.1f s: %d transitions, %d demo transitions, %d actors",
-                     records, self.dir, time.perf_counter() - started, self.storage.num_transitions(),
-                     self.demos.num_transitions(), len(self.next_seq))
-
-    def _stream(self, name: str, demo: bool) -> int:
-        key = ("demo:" if demo else "") + name
-        if key not in self.streams:
-            self.streams[key] = len(self.streams)
-        return self.streams[key]
 
     # -- serving -------------------------------------------------------------------------------------
     def serve(self, duration_s: float | None = None) -> None:
@@ -160,8 +117,7 @@ class ReplayServer:
         if self.security:
             self.security.stop()
         self.context.term()
-        self.log.close()
-        self.demo_log.close()
+        self.data.close()
 
     def _handle(self, identity: bytes, frames) -> None:
         now = time.monotonic()
@@ -208,43 +164,30 @@ class ReplayServer:
         log.info("%s %r connected (%s)", role, name, identity.hex())
         if role == "actor" and self.weights is not None:
             self.router.send_multipart([identity, *self.weights], copy=False)  # PUB misses what was sent before it joined
-        return encode("welcome", {"epoch": self.epoch, "next_seq": self.next_seq.get(name, 0), **self._status()})
+        return encode("welcome", {"epoch": self.epoch, "next_seq": self.data.next_seq.get(name, 0), **self._status()})
 
     def _on_chunk(self, identity: bytes, msg: Message, frames):
         peer = self.peers[identity]
         seq, demo = msg.header.get("seq"), bool(msg.header.get("demo", False))
         if peer.role != "actor" or not isinstance(seq, int) or msg.header.get("name") != peer.name:
             raise ProtocolError("chunk needs an actor peer, an integer seq and the actor's name")
-        expected = self.next_seq.get(peer.name, 0)
+        expected = self.data.next_seq.get(peer.name, 0)
         if seq < expected:
             self.counters["duplicates"] += 1
             return encode("ack", {"seq": seq, "duplicate": True})
         if seq > expected:
             return encode("resend", {"seq": expected})
         check_chunk(msg.arrays, self.observation_space, self.action_shape)
-        store = self.demos if demo else self.storage
-        stream = self._stream(peer.name, demo)
-        check_continuity(msg.arrays, store.has_open_episode(stream))
-        wal = self.demo_log if demo else self.log
-        segment = wal.append(frames)  # as received (images stay compressed if they came so)
-        added = apply_chunk(store, msg.arrays, stream)
-        self.next_seq[peer.name] = seq + 1
-        self.counters["transitions"] += added
+        self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays, frames)
         self.counters["chunks"] += 1
-        if not demo:
-            self._segment_transitions[segment] = self._segment_transitions.get(segment, 0) + added
-            self._trim_log()
         return encode("ack", {"seq": seq})
 
-    def _trim_log(self) -> None:
-        """Drop the oldest log segment once the newer ones alone hold a full replay capacity."""
-        segments = sorted(self._segment_transitions)
-        while len(segments) > 1 and sum(self._segment_transitions[s] for s in segments[1:]) >= self.cfg.capacity:
-            oldest = segments.pop(0)
-            self.log.remove(oldest)
-            del self._segment_transitions[oldest]
-
     def _on_heartbeat(self, identity: bytes, msg: Message):
+        peer, state = self.peers[identity], msg.header.get("state")
+        if isinstance(state, str) and state != peer.state:
+            if peer.state or state != "acting":
+                log.warning("%s %r reports: %s", peer.role, peer.name, state)
+            peer.state = state
         return encode("status", {"epoch": self.epoch, **self._status()})
 
     def _on_sample(self, identity: bytes, msg: Message):
@@ -317,10 +260,3 @@ class ReplayServer:
                      status["transitions"], status["demo_transitions"], status["actors_alive"],
                      "alive" if status["learner_alive"] else "absent", self.counters["batches"], self.counters["rejected"],
                      self.counters["duplicates"])
-
-
-def _from_first_start(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    starts = np.flatnonzero(arrays["kind"] == KIND_START)
-    if len(starts) == 0:
-        return None
-    return {name: a[starts[0]:] for name, a in arrays.items()}

@@ -1,0 +1,168 @@
+"""An asynchronous actor: runs the policy in an env (sim or real) and streams its steps to the replay server.
+
+    python -m robolearn.actor --config-name async_sim run_dir=outputs/async/run1 actor.name=sim0
+
+The control loop never waits on the network (robolearn.transport.actor_client). New weights are applied
+between steps, whenever they arrive. Every transition carries the version of the policy that chose it
+(-1: a uniformly random seed action).
+
+When the learner (or the replay server) is lost, `actor.on_learner_loss` decides: `continue` acting with
+the last weights (sim), or `hold`: the arm is stopped and held through the safety layer and the actor
+waits, reporting it, until the link is back; then it starts a new episode (a real arm needs a reset).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from robolearn.acting import AgentPolicy, load_acting_weights
+from robolearn.agents import DrQAgent
+from robolearn.envs import make_env
+from robolearn.paths import CONFIG_DIR
+from robolearn.train import agent_config
+from robolearn.transport.config import load_transport_config
+from robolearn.transport.actor_client import ActorClient, TransportFatal
+
+log = logging.getLogger(__name__)
+LOSS_MODES = ("continue", "hold")
+
+
+class Actor:
+    def __init__(self, cfg: DictConfig, env=None, stop: threading.Event | None = None):
+        self.cfg, self.acfg = cfg, cfg.actor
+        if self.acfg.on_learner_loss not in LOSS_MODES:
+            raise ValueError(f"invalid value for actor.on_learner_loss: {self.acfg.on_learner_loss!r} (one of {LOSS_MODES})")
+        torch.set_num_threads(1)  # acting is one small forward pass; leave the cores to the env and the learner
+        self.env = env if env is not None else make_env(cfg.env)
+        self.agent = DrQAgent(self.env.observation_space, self.env.action_space, agent_config(cfg.agent), device="cpu")
+        self.agent.eval()
+        self.policy = AgentPolicy(self.agent, deterministic=bool(self.acfg.deterministic))
+        self.client = ActorClient(load_transport_config(cfg.transport), self.env.observation_space, self.env.action_space.shape,
+                                  name=self.acfg.name)
+        self.name = self.client.name
+        self.version = -1  # no weights yet
+        self.rng = np.random.default_rng(self.acfg.seed)
+        self.stop = stop or threading.Event()
+        self.steps = self.episodes = self.holds = 0
+        self.events: list[str] = []  # what happened to the link, for the operator and for tests
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        acfg = self.acfg
+        successes = []
+        while not self.stop.is_set() and (acfg.total_steps is None or self.steps < acfg.total_steps):
+            if acfg.on_learner_loss == "hold" and self.client.link_problem():
+                self._hold()
+                continue
+            obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
+            self.policy.reset()
+            self.client.start_episode(obs)
+            episode_return, done, info, interrupted = 0.0, False, {}, False
+            while not done and not self.stop.is_set():
+                self._apply_weights()
+                problem = self.client.link_problem()
+                if problem and self.client.fatal:
+                    raise TransportFatal(problem)
+                if problem and acfg.on_learner_loss == "hold":
+                    interrupted = True
+                    break
+                action = self._act(obs)
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                self.client.add(action, reward, terminated, truncated, obs, self.version if self.steps >= acfg.seed_steps else -1)
+                episode_return += reward
+                self.steps += 1
+                done = terminated or truncated
+            if interrupted:
+                self._hold()
+                continue
+            if done:
+                self.episodes += 1
+                successes.append(bool(info.get("success", False)))
+                if self.episodes % acfg.log_every_episodes == 0:
+                    recent = successes[-20:]
+                    log.info("actor %s: episode %d, %d steps, return %.1f, success %.2f (last %d), policy v%d, link: %s",
+                             self.name, self.episodes, self.steps, episode_return, np.mean(recent), len(recent), self.version,
+                             self.client.link_problem() or "ok")
+        return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "version": self.version,
+                "success_rate": float(np.mean(successes)) if successes else 0.0}
+
+    def _act(self, obs) -> np.ndarray:
+        policy_action = self.policy.act(obs)  # keeps the frame stack current even while acting randomly
+        if self.version < 0 or self.steps < self.acfg.seed_steps:
+            return self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32)
+        return policy_action
+
+    def _apply_weights(self) -> None:
+        weights = self.client.take_weights()
+        if weights is not None:
+            version, arrays = weights
+            load_acting_weights(self.agent, arrays)
+            self.version = version
+            self.client.applied(version)
+
+    def _hold(self) -> None:
+        """Stop the arm through the safety layer and wait for the link; nothing moves until it is back."""
+        problem = self.client.link_problem()
+        hold = safe_hold_of(self.env)
+        if hold is not None:
+            hold()
+        self.holds += 1
+        self.client.state = "holding"
+        self.events.append(f"hold: {problem}")
+        log.warning("actor %s: %s; %s until it is back", self.name, problem, "holding the arm" if hold else "pausing")
+        last_report = time.monotonic()
+        while not self.stop.is_set():
+            problem = self.client.link_problem()
+            if problem is None:
+                break
+            if self.client.fatal:
+                raise TransportFatal(problem)
+            if time.monotonic() - last_report > 10.0:
+                log.warning("actor %s: still holding: %s", self.name, problem)
+                last_report = time.monotonic()
+            time.sleep(0.05)
+        self.client.state = "acting"
+        if not self.stop.is_set():
+            self.events.append("resume")
+            log.info("actor %s: link back; resuming with a new episode", self.name)
+
+    def close(self) -> None:
+        try:
+            self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
+        finally:
+            self.env.close()
+
+
+def safe_hold_of(env):
+    """The env's way to stop and hold the arm through its safety layer (None for a sim)."""
+    unwrapped = env.unwrapped
+    if hasattr(unwrapped, "hold"):
+        return unwrapped.hold
+    safety = getattr(unwrapped, "safety", None)
+    return safety.hold if safety is not None else None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
+def main(cfg: DictConfig) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # finish the step, send what is left, then exit
+    actor = Actor(cfg, stop=stop)
+    try:
+        result = actor.run()
+    finally:
+        actor.close()
+    print(f"actor {actor.name} finished: {result}")
+
+
+if __name__ == "__main__":
+    main()

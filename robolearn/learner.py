@@ -1,0 +1,152 @@
+"""The asynchronous learner: batches from the replay server, SAC/DrQ updates, versioned weights out.
+
+    python -m robolearn.learner --config-name async_sim run_dir=outputs/async/run1
+
+It needs no env: the observation and action spaces come from the env config alone (robolearn.spec).
+Its run directory (`<run_dir>/learner`) holds `checkpoint.pt` (loadable by `robolearn.eval
+policy=checkpoint`) and tensorboard scalars; a restarted learner resumes from the checkpoint, and the
+data lives in the replay server, so a learner crash loses at most the updates since the last save.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from robolearn.acting import acting_weights
+from robolearn.agents import DrQAgent
+from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
+from robolearn.paths import CONFIG_DIR
+from robolearn.spec import EnvSpec
+from robolearn.train import TrainingDiverged, agent_config, pick_device
+from robolearn.transport.config import load_transport_config
+from robolearn.transport.learner_client import LearnerClient
+
+log = logging.getLogger(__name__)
+# Batches arrive in read-only wire buffers; torch only reads them (or copies them to the GPU).
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+class Learner:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.lcfg, self.run_dir = cfg, cfg.learner, run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        contract = EnvSpec.from_config(cfg.env)
+        obs_space, act_space = contract.observation_space(), contract.action_space()
+        self.signature = spec_signature(obs_space, act_space)
+        self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=pick_device(cfg.device))
+        self.updates = 0
+        if (run_dir / "checkpoint.pt").exists():
+            payload = load_checkpoint(run_dir / "checkpoint.pt", self.signature)
+            self.agent.load_training_state(payload["agent"])
+            self.updates = payload["counters"]["updates"]
+            log.info("resumed the learner from %s at update %d", run_dir, self.updates)
+        self.client = LearnerClient(
+            load_transport_config(cfg.transport), obs_space, act_space.shape, batch_size=self.lcfg.batch_size,
+            n_step=self.agent.cfg.n_step, gamma=self.agent.cfg.gamma, frame_stack=self.agent.cfg.frame_stack,
+            min_transitions=self.lcfg.min_transitions,
+        )
+        self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.stop_requested = False
+
+    def publish(self) -> None:
+        self.client.publish_weights(self.updates, acting_weights(self.agent))
+
+    def train(self) -> dict:
+        lcfg = self.lcfg
+        total = lcfg.total_updates
+        bar = tqdm(total=total, initial=self.updates, desc="learner", unit="upd", disable=not self.cfg.progress, smoothing=0.05)
+        self.publish()  # actors start from the learner's current policy
+        metrics: dict = {}
+        waited_since, alone_since = time.monotonic(), None
+        started, start_updates = time.monotonic(), self.updates
+        while (total is None or self.updates < total) and not self.stop_requested:
+            self._pace()
+            batch = self.client.next_batch(timeout_s=1.0)
+            alone_since = self._check_actors(alone_since)
+            if batch is None:
+                if time.monotonic() - waited_since > 10.0:
+                    log.info("learner waiting for data: %s", self.client.waiting_reason or "no batch from the replay server")
+                    waited_since = time.monotonic()
+                continue
+            waited_since = time.monotonic()
+            metrics = self.agent.update(batch)
+            self.updates += 1
+            for name, value in metrics.items():
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"update {self.updates}: {name} = {value}; stopped without saving, "
+                                           f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'}")
+            if self.updates % lcfg.publish_every == 0:
+                self.publish()
+            if self.updates % lcfg.log_every == 0:
+                rate = (self.updates - start_updates) / max(time.monotonic() - started, 1e-9)
+                status = self.client.status
+                for name, value in {**metrics, "updates_per_s": rate, "transitions": status.get("transitions") or 0,
+                                    "actors_alive": self.client.actors_alive()}.items():
+                    self.writer.add_scalar(f"learner/{name}", value, self.updates)
+                bar.set_postfix(actors=self.client.actors_alive(), data=status.get("transitions"), q=f"{metrics['q_mean']:.1f}")
+            if self.updates % lcfg.save_every == 0:
+                self.save()
+            bar.update(1)
+        bar.close()
+        self.publish()
+        self.save()
+        return {"updates": self.updates, **metrics}
+
+    def _pace(self) -> None:
+        """Keep updates <= max_utd x stored transitions, so slow actors do not mean an over-fitted learner."""
+        max_utd = self.lcfg.max_utd
+        while max_utd and self.updates >= max_utd * (self.client.status.get("transitions") or 0) and not self.client.fatal:
+            time.sleep(0.01)
+
+    def _check_actors(self, alone_since: float | None) -> float | None:
+        if self.client.status and self.client.actors_alive() == 0:
+            now = time.monotonic()
+            if alone_since is None:
+                log.warning("learner: no actor is alive (the replay server hears from none); updating on stored data")
+                return now
+            return alone_since
+        if alone_since is not None:
+            log.info("learner: actors are back (%d alive)", self.client.actors_alive())
+        return None
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", {
+            "spec": self.signature,
+            "agent": self.agent.training_state(),
+            "agent_config": OmegaConf.to_container(self.cfg.agent, resolve=True),
+            "counters": {"updates": self.updates},
+        })
+
+    def close(self) -> None:
+        self.client.close()
+        self.writer.close()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
+def main(cfg: DictConfig) -> None:
+    learner = Learner(cfg, Path(cfg.run_dir) / "learner")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(learner, "stop_requested", True))  # save, then exit
+    try:
+        result = learner.train()
+    finally:
+        learner.close()
+    print(f"learner finished: {result}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The replay server process: python -m robolearn.replay_server --config-name async_sim run_dir=R
+
+Its data lives in `<run_dir>/replay` (a write-ahead log replayed on start), so it can be killed and
+restarted at any time without losing an acknowledged transition. Stop it with SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from robolearn.paths import CONFIG_DIR
+from robolearn.replay import ReplayStorage
+from robolearn.spec import EnvSpec
+from robolearn.transport.config import load_transport_config
+from robolearn.transport.server import ReplayServer, ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_server(cfg: DictConfig) -> ReplayServer:
+    contract = EnvSpec.from_config(cfg.env)
+    obs_space, act_space = contract.observation_space(), contract.action_space()
+    node = OmegaConf.to_container(cfg.server, resolve=True)
+    demos_path = node.pop("demos", None)
+    server_cfg = ServerConfig(**node, seed=cfg.seed)
+    demos = None
+    if demos_path and Path(demos_path).exists():
+        demos = ReplayStorage.load(demos_path, obs_space, act_space.shape, capacity=server_cfg.demo_capacity)
+        log.info("loaded %d demo transitions from %s", demos.num_transitions(), demos_path)
+    elif demos_path:
+        log.warning("no demo file at %s: batches are online data only (collect demos with python -m robolearn.train, "
+                    "or record them with python -m robolearn.teleop)", demos_path)
+    return ReplayServer(Path(cfg.run_dir) / "replay", obs_space, act_space.shape, load_transport_config(cfg.transport), server_cfg, demos)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
+def main(cfg: DictConfig) -> None:
+    server = build_server(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.stop())
+    try:
+        server.serve()
+    finally:
+        server.close()
+    log.info("replay server stopped with %d transitions stored", server.storage.num_transitions())
+
+
+if __name__ == "__main__":
+    main()
