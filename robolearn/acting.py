@@ -61,3 +61,29 @@ def load_checkpoint_policy(env, path: str, deterministic: bool = True, device: s
     agent.load_training_state(payload["agent"])
     agent.eval()
     return AgentPolicy(agent, deterministic=deterministic)
+
+
+ACTING_MODULES = ("encoders.", "actor.")  # what choosing an action needs: no critics, no optimisers
+
+
+def acting_weights(agent: DrQAgent) -> dict[str, np.ndarray]:
+    """The acting networks' parameters as numpy arrays (what the learner broadcasts to actors)."""
+    # A copy: the learner keeps training while the network thread sends these.
+    return {k: v.detach().to("cpu", copy=True).contiguous().numpy() for k, v in agent.state_dict().items() if k.startswith(ACTING_MODULES)}
+
+
+def load_acting_weights(agent: DrQAgent, arrays: dict[str, np.ndarray]) -> None:
+    """Copy broadcast weights into an actor's agent; names and shapes must match exactly."""
+    import torch
+
+    own = {k: v for k, v in agent.state_dict().items() if k.startswith(ACTING_MODULES)}
+    if set(arrays) != set(own):
+        raise ValueError(f"weights do not fit this agent: missing {sorted(set(own) - set(arrays))[:5]}, "
+                         f"unexpected {sorted(set(arrays) - set(own))[:5]}")
+    with torch.no_grad():
+        for name, tensor in own.items():
+            array = np.asarray(arrays[name])
+            value = torch.from_numpy(array if array.flags.writeable else array.copy())  # wire buffers are read-only
+            if value.shape != tensor.shape:
+                raise ValueError(f"weights {name!r}: shape {tuple(value.shape)}, this agent has {tuple(tensor.shape)}")
+            tensor.copy_(value)
