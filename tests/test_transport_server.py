@@ -1,0 +1,252 @@
+"""Replay server with in-process clients on loopback: streaming, dedup, malformed input, CURVE, spilling, recovery."""
+
+import os
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from robolearn.transport.actor_client import ActorClient
+from robolearn.transport.chunks import ChunkBuilder, wire_spec
+from robolearn.transport.durable import DurableReplay, ServerConfig
+from robolearn.transport.learner_client import LearnerClient
+from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
+from robolearn.transport.security import generate_keys
+from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def stored_ids(store) -> list[int]:
+    """Rewards of all stored transitions (the tests use reward = id of the next observation)."""
+    rows = np.arange(store.oldest, store.total)
+    slots = rows % store.capacity
+    has_next = store.next[slots] >= 0
+    return sorted(store.reward[slots][has_next].astype(int).tolist())
+
+
+def learner(cfg, **kw) -> LearnerClient:
+    return LearnerClient(cfg, SPACE, ACTION, batch_size=kw.get("batch_size", 8), n_step=1, gamma=0.9, frame_stack=2, min_transitions=kw.get("min_transitions", 1))
+
+
+def test_actor_stream_is_stored_once_and_sampled_by_the_learner(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="a0")
+        end = stream_episodes(actor, episodes=3, length=10, version=5)
+        assert actor.close(timeout_s=10)
+        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # every transition, no duplicates
+        assert set(server.storage.policy_version[:server.storage.total][server.storage.next[:server.storage.total] >= 0]) == {5}
+        lc = learner(cfg)
+        try:
+            batch = lc.next_batch(timeout_s=10)
+        finally:
+            lc.close()
+        assert batch.obs["cam"].shape == (8, 2, 12, 12, 3) and batch.action.shape == (8, *ACTION)
+        # n_step=1: the next observation's id is the reward (the actor's convention).
+        np.testing.assert_array_equal(batch.next_obs["joint_pos"][:, 0], batch.reward)
+
+
+def test_weights_reach_running_and_late_actors(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg):
+        early = ActorClient(cfg, SPACE, ACTION, name="early")
+        wait_for(lambda: early.connected, what="actor connected")
+        lc = learner(cfg)
+        try:
+            wait_for(lambda: lc.connected, what="learner connected")
+            lc.publish_weights(3, {"w": np.arange(4, dtype=np.float32)})
+            got = []
+            wait_for(lambda: got.append(early.take_weights()) or got[-1] is not None, what="broadcast weights")
+            assert got[-1][0] == 3 and got[-1][1]["w"].tolist() == [0, 1, 2, 3]
+            late = ActorClient(cfg, SPACE, ACTION, name="late")  # joins after the broadcast: gets them at hello
+            wait_for(lambda: got.append(late.take_weights()) or got[-1] is not None, what="weights at hello")
+            assert got[-1][0] == 3
+            wait_for(lambda: early.link_problem() is None, what="actor sees the learner")
+            late.close(1)
+        finally:
+            lc.close()
+            early.close(1)
+
+
+def test_duplicate_and_out_of_order_chunks(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{cfg.port}")
+
+        def ask(frames):
+            sock.send_multipart(frames)
+            assert sock.poll(5000), "no reply"
+            return decode(sock.recv_multipart())
+
+        assert ask(encode("hello", {"role": "actor", "name": "raw", "spec": wire_spec(SPACE, ACTION)})).type == "welcome"
+        builder = ChunkBuilder(SPACE, ACTION)
+        builder.start(observation(0))
+        builder.step(action(1), 1.0, False, False, observation(1), 0)
+        chunk0 = builder.take()
+        builder.step(action(2), 2.0, False, True, observation(2), 0)
+        chunk1 = builder.take()
+        assert ask(encode("chunk", {"name": "raw", "seq": 1, "demo": False}, chunk1)).header == {"type": "resend", "v": SCHEMA_VERSION, "seq": 0}
+        assert ask(encode("chunk", {"name": "raw", "seq": 0, "demo": False}, chunk0)).type == "ack"
+        again = ask(encode("chunk", {"name": "raw", "seq": 0, "demo": False}, chunk0))
+        assert again.type == "ack" and again.header["duplicate"]
+        assert ask(encode("chunk", {"name": "raw", "seq": 1, "demo": False}, chunk1)).type == "ack"
+        assert stored_ids(server.storage) == [1, 2]
+        sock.close()
+
+
+def _malformed(i: int, rng: np.random.Generator, valid: list) -> list:
+    kind = i % 8
+    if kind == 0:
+        return [rng.bytes(int(rng.integers(0, 64)))]
+    if kind == 1:  # a valid chunk cut short
+        return [valid[0], valid[1][: len(valid[1]) // 2], *valid[2:]]
+    if kind == 2:
+        return [msgpack.packb({"v": SCHEMA_VERSION + 1, "type": "chunk"})]
+    if kind == 3:
+        return [msgpack.packb({"v": SCHEMA_VERSION, "type": "no_such_type"})]
+    if kind == 4:  # a header that claims more buffers than it brings
+        return valid[:2]
+    if kind == 5:  # right schema, wrong shapes
+        return encode("chunk", {"name": "bad", "seq": 0}, {"kind": np.zeros(2, np.uint8)})
+    if kind == 6:  # NaN in the data
+        m = decode(valid)
+        arrays = {k: v.copy() for k, v in m.arrays.items()}
+        arrays["reward"][0] = np.nan
+        return encode("chunk", m.header, arrays)
+    return [msgpack.packb({"v": SCHEMA_VERSION, "type": "sample", "batch_size": "lots"})]
+
+
+def test_ten_thousand_malformed_messages_leave_server_and_data_intact(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="good")
+        stream_episodes(actor, episodes=2, length=10)
+        wait_for(lambda: actor.pending() == 0, what="first episodes acknowledged")
+        before = stored_ids(server.storage)
+        builder = ChunkBuilder(SPACE, ACTION)
+        builder.start(observation(0))
+        builder.step(action(1), 1.0, False, False, observation(1), 0)
+        valid = [bytes(f) for f in encode("chunk", {"name": "bad", "seq": 0, "demo": False}, builder.take())]
+        rng = np.random.default_rng(0)
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{cfg.port}")
+        sock.send_multipart(encode("hello", {"role": "actor", "name": "bad", "spec": wire_spec(SPACE, ACTION)}))
+        assert decode(sock.recv_multipart()).type == "welcome"
+        n = 10_000
+        replies = []
+        for i in range(n):
+            sock.send_multipart(_malformed(i, rng, valid))
+            while sock.poll(0):
+                replies.append(sock.recv_multipart())
+        while len(replies) < n and sock.poll(5000):
+            replies.append(sock.recv_multipart())
+        assert len(replies) == n  # every bad message got an answer...
+        errors = [decode(r) for r in replies]
+        assert all(e.type == "error" and e.header["code"] == "rejected" for e in errors)  # ...naming the problem
+        messages = " ".join({e.header["message"] for e in errors})
+        for fragment in ("schema version", "unknown message type", "non-finite", "header is not msgpack"):
+            assert fragment in messages
+        assert server.counters["rejected"] == n
+        assert stored_ids(server.storage) == before
+        stream_episodes(actor, episodes=1, length=5, first_id=100)  # and the server still serves good peers
+        assert actor.close(timeout_s=10)
+        assert stored_ids(server.storage) == before + list(range(101, 106))
+        sock.close()
+
+
+def test_spec_mismatch_refuses_the_actor_with_a_clear_error(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg):
+        actor = ActorClient(cfg, SPACE, (3,), name="wrong")
+        wait_for(lambda: actor.fatal is not None, what="refusal")
+        assert "spec mismatch" in actor.link_problem() and "refused by the replay server" in actor.link_problem()
+        actor.close(0.1)
+
+
+def test_curve_refuses_peers_without_the_right_key(tmp_path):
+    keys = generate_keys(tmp_path / "keys", ["actor"])
+    other = generate_keys(tmp_path / "other", ["actor"])  # a valid keypair the server does not know
+    cfg = transport(curve_keys=str(keys))
+    with running_server(tmp_path / "srv", cfg) as server:
+        good = ActorClient(cfg, SPACE, ACTION, name="good")
+        stream_episodes(good, 1, 3)
+        assert good.close(timeout_s=10)
+        assert server.storage.num_transitions() == 3
+        for label, client_cfg in (("no keys", transport(port=cfg.port, weights_port=cfg.weights_port)),
+                                  ("unknown key", transport(port=cfg.port, weights_port=cfg.weights_port, curve_keys=str(other)))):
+            if label == "unknown key":
+                (other / "server.key").write_bytes((keys / "server.key").read_bytes())  # knows the server, is not authorized
+            intruder = ActorClient(client_cfg, SPACE, ACTION, name=label.replace(" ", "-"))
+            stream_episodes(intruder, 1, 3)
+            assert not intruder.close(timeout_s=1.5), label
+            assert not intruder.connected, label
+        assert server.storage.num_transitions() == 3 and "no-keys" not in server.data.next_seq
+
+
+def test_chunks_spill_to_disk_while_the_server_is_down_and_arrive_in_order(tmp_path):
+    cfg = transport(outbox_mb=0.001, spill_dir=str(tmp_path / "spill"))  # ~1 kB of memory: everything spills
+    actor = ActorClient(cfg, SPACE, ACTION, name="offline")
+    end = stream_episodes(actor, episodes=4, length=10)
+    assert actor.outbox.spilled_total > 0 and any((tmp_path / "spill").iterdir())
+    with running_server(tmp_path / "srv", cfg) as server:
+        assert actor.close(timeout_s=15)
+        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]
+    assert not any((tmp_path / "spill").iterdir())
+
+
+def test_recovery_drops_a_torn_tail_and_keeps_everything_acknowledged(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="a")
+        end = stream_episodes(actor, episodes=3, length=10)
+        assert actor.close(timeout_s=10)
+        expected = stored_ids(server.storage)
+    segment = sorted((tmp_path / "wal").glob("segment-*.log"))[-1]
+    with open(segment, "ab") as f:
+        f.write(b"\x10\x00\x00\x00partial")  # a crash in the middle of writing the next record
+    data = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=10_000))
+    assert stored_ids(data.storage) == expected and data.next_seq == {"a": actor._seq}
+    assert end == 33 and not segment.read_bytes().endswith(b"partial")
+    data.close()
+
+
+def test_old_log_segments_are_dropped_once_newer_ones_fill_the_capacity(tmp_path):
+    cfg = transport()
+    server_cfg = ServerConfig(capacity=50, segment_mb=0.01)  # ~10 kB segments: a few chunks each
+    with running_server(tmp_path, cfg, server_cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="a")
+        stream_episodes(actor, episodes=20, length=10)
+        assert actor.close(timeout_s=15)
+        live = stored_ids(server.storage)
+    segments = sorted((tmp_path / "wal").glob("segment-*.log"))
+    assert len(segments) < 10
+    recovered = DurableReplay(tmp_path, SPACE, ACTION, server_cfg)
+    assert stored_ids(recovered.storage)[-40:] == live[-40:]  # the newest capacity's worth survives a restart
+    recovered.close()
+
+
+def test_learner_is_told_when_no_actor_is_alive(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg):
+        actor = ActorClient(cfg, SPACE, ACTION, name="a")
+        stream_episodes(actor, 1, 5)
+        lc = learner(cfg)
+        try:
+            wait_for(lambda: lc.actors_alive() == 1, what="one actor alive")
+            actor.close(timeout_s=5)
+            wait_for(lambda: lc.actors_alive() == 0, timeout_s=5, what="no actor alive")
+        finally:
+            lc.close()
+
+
+def test_wal_files_only_hold_data_in_the_run_directory(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_wal", "endpoints.json", "wal"]
+    assert os.listdir(tmp_path / "wal") == []
