@@ -176,8 +176,8 @@ class RealRobotEnv(gym.Env):
         safety = self.safety
         if self.virtual:
             safety.poll()
-        if safety.command(self._mode, joint_command):
-            safety.command_gripper(gripper)
+        sent = safety.command(self._mode, joint_command) and safety.command_gripper(gripper)
+        executed = self._executed_action(sent)
         tick = self.loop.wait()
         if tick.missed:
             self._episode_misses += 1
@@ -193,6 +193,7 @@ class RealRobotEnv(gym.Env):
         else:
             safety.kick()  # the loop is alive: the agent now has until the watchdog timeout to act
         info = self._info(terms, success, known, obs_info, tick, agent_s)
+        info["executed_action"] = executed
         self._returned_at = self.clock.now()
         return obs, float(reward), terminated, truncated, info
 
@@ -250,7 +251,25 @@ class RealRobotEnv(gym.Env):
                 "env.clear_fault() (recover_robot_errors=True after a robot reflex, reconnect=True after a lost connection)."
             )
 
+    def move_joints(self, target) -> None:
+        """Scripted motion to a joint configuration (rad) through the safety layer, then hold. The
+        building block of scripted resets (hardware.resets); raises ResetFailed if it does not arrive."""
+        self._require_clear()
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != self.home.shape or not np.all(np.isfinite(target)):
+            raise ValueError(f"move_joints: target must be {self.home.shape[0]} finite joint angles, got {target.tolist()}")
+        self._move_to(target)
+
     # -- internals ---------------------------------------------------------------------------------
+    def _executed_action(self, sent: bool) -> np.ndarray:
+        """What the arm was told to do this step, after the safety layer, in the policy's action space
+        (normalised like the action). A refused command (latched) means the arm is stopping: zeros."""
+        safety = self.safety
+        last = safety.last_command if sent else None
+        joints = np.asarray(last[1]) if last is not None else np.zeros(self.robot.n_joints)
+        gripper = safety.last_gripper
+        return self.contract.normalise_command(joints, -1.0 if gripper is None else gripper)
+
     def _move_to(self, target: np.ndarray) -> None:
         """Joint-space P motion to `target` at the control rate, every command through the safety layer."""
         r = self.hw.reset

@@ -70,6 +70,7 @@ class SafetyLayer:
         self._t_prev = 0.0  # when the last command was sent
         self._t_alive = 0.0  # ... or the control loop last said it is alive (kick)
         self._armed = False  # a motion command is in effect: the watchdog is watching
+        self._gripper_sent: float | None = None  # last gripper command that reached the driver (-1..1)
         self._lagging_since: list[float | None] = [None] * n
         self._stop_thread = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +93,19 @@ class SafetyLayer:
     def fault(self) -> SafetyEvent | None:
         """The event that latched the e-stop, or None."""
         return self._fault
+
+    @property
+    def last_command(self) -> tuple[str, tuple[float, ...]] | None:
+        """(mode, values) of the joint command in effect after this layer's filtering, as the driver
+        received it; None after a hold or a fault (the arm is stopping or at rest). Teleop and
+        intervention recording read it to store what was executed, not what was asked for."""
+        with self._lock:
+            return None if self._mode is None else (self._mode, tuple(self._prev))
+
+    @property
+    def last_gripper(self) -> float | None:
+        """The last gripper command (-1 open ... +1 closed) that reached the driver, or None."""
+        return self._gripper_sent
 
     def drain_events(self) -> list[SafetyEvent]:
         with self._lock:
@@ -287,6 +301,7 @@ class SafetyLayer:
                 self._driver_fault(str(exc), now)
                 return False
             self.counters["sent"] += 1
+            self._gripper_sent = g
             return True
 
     def hold(self) -> None:
