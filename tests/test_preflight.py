@@ -1,0 +1,162 @@
+"""Pre-flight check: passes on a healthy fake arm (the watchdogs really trip), and fails clearly, naming
+the problem, on each planted fault: limits above the datasheet, unreachable robot, robot in error,
+frozen camera, missing calibration, markers not seen, watchdogs that do not trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from hardware.preflight import PreflightOptions, run_preflight
+from hardware.safety.layer import SafetyLayer
+from hardware.tracking.calibration import CameraCalibration
+from tests.hardware_cases import real_fake_config
+
+QUICK = PreflightOptions(camera_window_s=0.3, tracker_window_s=0.3)
+
+
+def wall_clock_config():
+    return real_fake_config(virtual=False)
+
+
+def statuses(report) -> dict[str, str]:
+    return {c.name: c.status for c in report.checks}
+
+
+def test_a_healthy_fake_arm_passes_and_both_watchdogs_trip():
+    report = run_preflight(wall_clock_config(), QUICK)
+    assert report.ok, report.render()
+    assert statuses(report) == {"config": "warn", "calibration": "skip", "robot": "pass", "cameras": "pass", "tracker": "skip", "watchdog": "pass"}
+    watchdog = report.get("watchdog").data
+    # 150 ms timeout, polled every 5 ms; the fake arm's vendor hold is 200 ms.
+    assert 150 <= watchdog["safety_watchdog_trip_ms"] <= 250
+    assert 200 <= watchdog["vendor_watchdog_stop_ms"] <= 500
+    assert report.get("cameras").data["front"]["fps"] >= 24
+    assert "PRE-FLIGHT PASSED" in report.render()
+
+
+def plant_limits(cfg, hook):
+    cfg["hardware"]["safety"]["velocity_limits"] = [3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def plant_missing_calibration(cfg, hook):
+    cfg["hardware"]["tracker"].update(kind="aruco", calibration="/nonexistent/bench/front.yaml")
+
+
+def plant_frozen_camera(cfg, hook):
+    hook["camera:wrist"] = lambda camera: camera.freeze()
+
+
+def plant_unreachable(cfg, hook):
+    hook["driver"] = lambda driver: driver.cut_link()
+
+
+def plant_robot_error(cfg, hook):
+    hook["driver"] = lambda driver: driver.inject_reflex("cartesian reflex: collision detected")
+
+
+def plant_broken_vendor_watchdog(cfg, hook):
+    hook["driver"] = lambda driver: driver.break_vendor_watchdog()
+
+
+PLANTED = [
+    (plant_limits, "config", r"velocity_limits\[0\]: 3\.0 rad/s \(above the panda datasheet limit 2\.175"),
+    (plant_missing_calibration, "calibration", r"/nonexistent/bench/front\.yaml.*file not found.*calibrate first"),
+    (plant_frozen_camera, "cameras", r"wrist: camera wrist \(fake\): frame \d+ repeated 5 times"),
+    (plant_unreachable, "robot", r"unreachable.*robot unreachable"),
+    (plant_robot_error, "robot", r"robot reports an error: fake: cartesian reflex.*never clears errors"),
+    (plant_broken_vendor_watchdog, "watchdog", r"vendor watchdog did not stop the arm: still moving at 0\.0200 rad/s"),
+]
+
+
+@pytest.mark.parametrize("plant,check,message", PLANTED, ids=[p[0].__name__[6:] for p in PLANTED])
+def test_each_planted_problem_fails_its_check_naming_it(plant, check, message):
+    cfg = wall_clock_config()
+    hooks: dict = {}
+    plant(cfg, hooks)
+    report = run_preflight(cfg, QUICK, hook=lambda what, obj: hooks[what](obj) if what in hooks else None)
+    assert not report.ok
+    failed = report.get(check)
+    assert failed.status == "FAIL", report.render()
+    assert __import__("re").search(message, failed.detail), failed.detail
+    assert "PRE-FLIGHT FAILED" in report.render()
+    # Only that check (and what depends on it) fails; the config failure skips everything after it.
+    others = {name: status for name, status in statuses(report).items() if name != check}
+    if check == "config":
+        assert set(others.values()) == {"skip"}
+    elif check == "calibration":
+        assert others["config"] == "FAIL"  # the env config names the same file
+    elif check == "robot":
+        assert others["watchdog"] == "skip" and others["cameras"] == "pass"
+    else:
+        assert "FAIL" not in others.values(), report.render()
+
+
+def test_an_unreachable_franka_fails_within_its_connect_timeout():
+    pytest.importorskip("franky", reason="franky-control is not installed")
+    cfg = real_fake_config("robot@env.hardware.driver=franka_sim", virtual=False)
+    cfg["robot"] = "fr3"
+    cfg["hardware"]["driver"].update(host="127.0.0.9", connect_timeout_s=1.0)  # nothing listens there
+    report = run_preflight(cfg, QUICK)
+    robot = report.get("robot")
+    assert robot.status == "FAIL" and "unreachable at 127.0.0.9" in robot.detail, robot.detail
+    assert report.get("watchdog").status == "skip"
+
+
+def test_a_safety_watchdog_that_never_runs_fails_the_self_test(monkeypatch):
+    monkeypatch.setattr(SafetyLayer, "_watchdog_loop", lambda self: None)  # the thread exits at once
+    report = run_preflight(wall_clock_config(), QUICK)
+    watchdog = report.get("watchdog")
+    assert watchdog.status == "FAIL" and "safety watchdog did not trip" in watchdog.detail, watchdog.detail
+
+
+# -- the tracker sees its markers --------------------------------------------------------------------------
+@pytest.fixture
+def marker_scene(tmp_path):
+    from tests.test_hardware_env import BASE_FROM_CAMERA, K, MARKER, SIZE, marker_pose, render_markers
+
+    calibration = tmp_path / "bench" / "front.yaml"
+    CameraCalibration(SIZE, K, __import__("numpy").zeros(5), BASE_FROM_CAMERA).save(calibration)
+
+    def scene(ids):
+        poses = {0: marker_pose([0.45, -0.2, 0.12]), 1: marker_pose([0.5, 0.5, 0.0])}
+        image = tmp_path / f"markers_{'_'.join(map(str, ids))}.png"
+        cv2.imwrite(str(image), cv2.cvtColor(render_markers({i: poses[i] for i in ids}), cv2.COLOR_RGB2BGR))
+        cfg = wall_clock_config()
+        cfg["hardware"]["cameras"]["front"].update(replay=str(image), width=SIZE[0], height=SIZE[1])
+        cfg["hardware"]["tracker"].update(kind="aruco", camera="front", calibration=str(calibration), marker_size_m=MARKER,
+                                          kettle_origin_in_marker=[0, 0, -0.06], sink_centre_in_marker=[0, -0.2, -0.15])
+        return cfg
+
+    return scene
+
+
+def test_the_tracker_check_turns_marker_poses_into_the_shared_reward(marker_scene):
+    report = run_preflight(marker_scene([0, 1]), QUICK)
+    assert report.ok, report.render()
+    tracker = report.get("tracker")
+    assert tracker.status == "pass" and tracker.data["kettle_seen"] == tracker.data["frames"] > 0
+    assert tracker.data["kettle_pos"] == pytest.approx([0.45, -0.2, 0.06], abs=0.01)
+    assert tracker.data["sink_centre"] == pytest.approx([0.5, 0.3, -0.15], abs=0.01)
+    assert tracker.data["success"] is False and tracker.data["reward_terms"]["kettle_to_sink"] < -0.3
+    assert report.get("calibration").status == "pass"
+
+
+def test_a_missing_marker_fails_the_tracker_check(marker_scene):
+    report = run_preflight(marker_scene([0]), QUICK)
+    tracker = report.get("tracker")
+    assert tracker.status == "FAIL" and "sink marker 1 in 0/" in tracker.detail, tracker.detail
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+def test_the_preflight_command_exits_nonzero_on_failure():
+    base = [sys.executable, "-m", "robolearn.preflight", "preflight.camera_window_s=0.3"]
+    ok = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "PRE-FLIGHT PASSED" in ok.stdout and ok.stdout.strip().splitlines()[-1].startswith('{"ok": true')
+    bad = subprocess.run([*base, "env.hardware.safety.velocity_fraction=1.5"], capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1
+    assert "[FAIL] config" in bad.stdout and "velocity_fraction" in bad.stdout
