@@ -1,0 +1,144 @@
+"""Teleop episodes recorded as demos, and human interventions during a policy's episode.
+
+Both drive the real-robot env through `env.step`, so every teleop command passes the same action
+check, scaling and safety layer as a policy's. Both record `info["executed_action"]`: what the arm was
+actually told after the safety layer, in the policy's action space.
+
+Control keys (besides the motion keys of `TeleopCommander`): n = end the episode and keep it,
+x = end it and throw it away, esc = quit after this episode (kept); during a policy episode, i toggles
+the human's takeover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hardware.teleop.commands import TeleopCommander
+from robolearn.replay.recording import EpisodeRecorder, executed_action
+
+
+@dataclass
+class TeleopEpisode:
+    steps: int = 0
+    kept: bool = False
+    success: bool = False
+    episode_return: float = 0.0
+    ended_by: str = ""  # env | operator | discard | quit | safety
+    safety_events: list[dict] = field(default_factory=list)
+    quit: bool = False
+
+
+class TeleopSession:
+    """Runs teleop episodes on an env (`RealRobotEnv`), recording kept ones into `recorder`."""
+
+    def __init__(self, env, keys, commander: TeleopCommander, recorder: EpisodeRecorder | None = None,
+                 say: Callable[[str], None] = print):
+        self.env, self.keys, self.commander, self.recorder, self.say = env, keys, commander, recorder, say
+
+    def run_episode(self, seed: int | None = None, max_steps: int | None = None) -> TeleopEpisode:
+        env, commander, recorder = self.env, self.commander, self.recorder
+        out = TeleopEpisode()
+        obs, info = env.reset(seed=seed)
+        out.safety_events += info["safety"]["events"]
+        commander.stop()
+        if recorder is not None:
+            recorder.begin(obs)
+        keep = True
+        while True:
+            now = env.clock.now()
+            for key in self.keys.poll():
+                if commander.press(key, now):
+                    continue
+                if key == "n":
+                    out.ended_by = "operator"
+                elif key == "x":
+                    out.ended_by, keep = "discard", False
+                elif key == "esc":
+                    out.ended_by, out.quit = "quit", True
+            if out.ended_by:
+                break
+            action = commander.action(now, obs["joint_pos"])
+            obs, reward, terminated, truncated, info = env.step(action)
+            out.steps += 1
+            out.episode_return += reward
+            out.safety_events += info["safety"]["events"]
+            if recorder is not None:
+                recorder.add(executed_action(info, action), reward, terminated, truncated, obs)
+            if terminated or truncated or (max_steps is not None and out.steps >= max_steps):
+                out.ended_by = "safety" if info["safety"]["estop"] else "env"
+                break
+        out.success = bool(info.get("success", False))
+        env.safety.hold()
+        if recorder is not None:
+            written = recorder.end(keep=keep)
+            out.kept = written > 0
+        self.say(f"episode ended ({out.ended_by}) after {out.steps} steps, success={out.success}, "
+                 f"{'kept' if out.kept else 'not recorded'}")
+        return out
+
+
+class InterventionPolicy:
+    """A policy a human can take over: `i` toggles the takeover, motion keys then drive the arm.
+
+    The wrapped policy still sees every observation (its frame stack stays current) and its action is
+    computed every step; while the human has control the teleop action replaces it. `intervening` says
+    who produced the last action.
+    """
+
+    def __init__(self, policy, keys, commander: TeleopCommander, clock, say: Callable[[str], None] = print):
+        self.policy, self.keys, self.commander, self.clock, self.say = policy, keys, commander, clock, say
+        self.intervening = False
+        self.quit = False
+
+    def reset(self) -> None:
+        self.policy.reset()
+        self.intervening = False
+        self.commander.stop()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        now = self.clock.now()
+        for key in self.keys.poll():
+            if key == "i":
+                self.intervening = not self.intervening
+                self.commander.stop()
+                self.say("human has control" if self.intervening else "policy has control")
+            elif key == "esc":
+                self.quit = True
+            elif self.intervening:
+                self.commander.press(key, now)
+        action = self.policy.act(obs)
+        if self.intervening:
+            return self.commander.action(now, obs["joint_pos"])
+        return action
+
+
+class InterventionRecorder:
+    """Stores each stretch of human control as an episode of its own (see robolearn.replay.recording)."""
+
+    def __init__(self, recorder: EpisodeRecorder):
+        self.recorder = recorder
+        self.segments = 0
+        self.steps = 0
+
+    def step(self, intervening: bool, obs_before, action, info, reward, terminated, truncated, obs_after) -> None:
+        rec = self.recorder
+        if intervening:
+            if not rec.recording:
+                rec.begin(obs_before)
+            rec.add(executed_action(info, action), reward, terminated, truncated, obs_after)
+            self.steps += 1
+            if terminated or truncated:
+                self._close()
+        elif rec.recording:
+            self._close()  # handed back to the policy: the segment ends truncated (bootstrapped)
+
+    def end_episode(self) -> None:
+        if self.recorder.recording:
+            self._close()
+
+    def _close(self) -> None:
+        if self.recorder.end(keep=True) > 0:
+            self.segments += 1

@@ -1,0 +1,235 @@
+"""Teleop and intervention recording on the fake arm: keys are read without blocking, commands go
+through the env and its safety layer, and what is recorded is the executed, safety-filtered action in
+the policy's action space (checked against what the driver actually received)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from hardware.deploy import run_deployment
+from hardware.teleop import (
+    InterventionPolicy,
+    InterventionRecorder,
+    KeyboardReader,
+    ScriptedKeys,
+    TeleopCommander,
+    TeleopSession,
+    decode_keys,
+    gamepad_status,
+    jacobian,
+)
+from robolearn.replay import ReplayStorage
+from robolearn.replay.recording import EpisodeRecorder
+from robolearn.spec import EnvSpec
+from tests.hardware_cases import real_fake_config, real_fake_env
+
+
+def fake_env(seconds: float = 3.0):
+    cfg = real_fake_config()
+    cfg["episode_seconds"] = seconds
+    cfg["hardware"]["reset"]["joint_noise_rad"] = 0.0
+    return real_fake_env(cfg)
+
+
+def spy_on_driver(env) -> list[np.ndarray]:
+    """Every joint velocity the fake arm receives, in order."""
+    sent: list[np.ndarray] = []
+    real = env.driver.set_joint_velocity
+
+    def set_joint_velocity(dq):
+        sent.append(np.array(dq, dtype=np.float64))
+        real(dq)
+
+    env.driver.set_joint_velocity = set_joint_velocity
+    return sent
+
+
+# -- keyboard --------------------------------------------------------------------------------------------------
+def test_terminal_bytes_decode_to_key_names():
+    assert decode_keys(b"qA \x1b[A\x1b[D\x1b\n+") == ["q", "A", "space", "up", "left", "esc", "enter", "+"]
+
+
+def test_the_keyboard_reader_never_blocks_and_delivers_keys_from_its_thread():
+    read_fd, write_fd = os.pipe()
+    reader = KeyboardReader(read_fd).start()
+    try:
+        start = time.monotonic()
+        assert reader.poll() == []  # nothing typed: returns at once
+        assert time.monotonic() - start < 0.01
+        os.write(write_fd, b"qa\x1b[A")
+        keys: list[str] = []
+        deadline = time.monotonic() + 2.0
+        while len(keys) < 3 and time.monotonic() < deadline:
+            keys += reader.poll()
+            time.sleep(0.01)
+        assert keys == ["q", "a", "up"]
+        os.close(write_fd)
+        deadline = time.monotonic() + 2.0
+        while not reader.closed_input and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.closed_input
+    finally:
+        reader.close()
+        os.close(read_fd)
+
+
+def test_gamepad_is_reported_unavailable_with_the_reason():
+    available, reason = gamepad_status()
+    assert available is False and ("pygame" in reason or "joystick" in reason or "not implemented" in reason)
+
+
+# -- key -> command -------------------------------------------------------------------------------------------
+def test_joint_keys_drive_one_joint_until_released_and_space_stops():
+    spec = EnvSpec.from_config(real_fake_config())
+    c = TeleopCommander(spec, "joint", speed=0.5, hold_s=0.6)
+    q = spec.robot.home
+    assert c.press("e", 0.0)  # joint 3 up
+    cmd = c.joint_command(0.3, q)
+    assert cmd[2] == pytest.approx(0.5 * spec.command_limits[2]) and np.count_nonzero(cmd) == 1
+    assert not c.joint_command(0.7, q).any()  # released: the key stopped repeating 0.6 s ago
+    c.press("d", 1.0)  # reversal
+    assert c.joint_command(1.1, q)[2] < 0
+    c.press("space", 1.2)
+    assert not c.joint_command(1.2, q).any()
+    assert c.press("c", 1.3) and c.action(1.3, q)[-1] == 1.0
+    assert not c.press("n", 1.3)  # not a motion key: left to the caller
+    with pytest.raises(ValueError, match="joint_velocity"):
+        cfg = real_fake_config()
+        cfg["control_mode"] = "joint_torque"
+        TeleopCommander(EnvSpec.from_config(cfg))
+
+
+def test_end_effector_keys_move_the_hand_along_the_base_axis_holding_orientation():
+    spec = EnvSpec.from_config(real_fake_config())
+    c = TeleopCommander(spec, "ee", ee_speed=0.05)
+    q = spec.robot.home + 0.1
+    c.press("w", 0.0)  # +x
+    dq = c.joint_command(0.1, q)
+    twist = jacobian(spec.robot, q) @ dq
+    assert twist[:3] == pytest.approx([0.05, 0.0, 0.0], abs=2e-3)
+    assert np.abs(twist[3:]).max() < 5e-3
+    # Integrated through the forward kinematics, 0.2 s of it moves the TCP ~1 cm along x.
+    moved = spec.robot.tcp_position(q + dq * 0.2) - spec.robot.tcp_position(q)
+    assert moved == pytest.approx([0.01, 0.0, 0.0], abs=1e-3)
+
+
+def test_jacobian_matches_forward_kinematics():
+    spec = EnvSpec.from_config(real_fake_config())
+    q = spec.robot.home + np.linspace(-0.2, 0.2, 7)
+    dq = np.linspace(0.01, -0.01, 7)
+    J = jacobian(spec.robot, q)
+    step = spec.robot.tcp_position(q + dq * 1e-3) - spec.robot.tcp_position(q)
+    assert J[:3] @ dq * 1e-3 == pytest.approx(step, abs=1e-7)
+
+
+# -- teleop demos ---------------------------------------------------------------------------------------------
+def test_teleop_demo_records_the_executed_safety_filtered_actions():
+    env = fake_env()
+    sent = spy_on_driver(env)
+    store = ReplayStorage(env.observation_space, env.action_space.shape, 200)
+    recorder = EpisodeRecorder(store)
+    # Full speed on joint 1 (the rate limiter ramps it), close the gripper, joint 2 down, then keep the episode.
+    script = {i: ["q"] for i in range(1, 8)} | {4: ["q", "c"]} | {10: ["s"]} | {14: ["n"]}
+    session = TeleopSession(env, ScriptedKeys(script), TeleopCommander(env.contract, "joint", speed=1.0), recorder, say=lambda m: None)
+    try:
+        episode = session.run_episode(seed=0)
+    finally:
+        env.close()
+    assert episode.kept and episode.ended_by == "operator" and episode.steps == 14
+    assert store.num_transitions() == 14 and store.episodes_added == 1
+    recorded = store.action[:14]
+    executed = np.stack(sent[-14:]) / env.contract.command_limits  # the last 14 commands are the steps'
+    np.testing.assert_allclose(recorded[:, :7], executed, atol=1e-6)
+    # The operator asked for 1.0 on joint 1 from step 1; the arm got a ramp: recorded != requested.
+    assert recorded[1, 0] < 0.5 and recorded[4, 0] == pytest.approx(1.0)
+    assert np.any((recorded[:, 0] > 0.01) & (recorded[:, 0] < 0.99))
+    assert recorded[3, 7] == -1.0 and recorded[5, 7] == 1.0  # the gripper command as sent
+    assert store.truncated[13] and not store.terminated[13]  # operator-ended: bootstrapped
+
+
+def test_a_discarded_teleop_episode_is_not_stored_and_demos_append_to_the_file(tmp_path):
+    env = fake_env()
+    path = tmp_path / "demos.npz"
+    try:
+        for script, keep in (({1: ["q"], 4: ["x"]}, False), ({1: ["w"], 3: ["n"]}, True), ({1: ["e"], 5: ["n"]}, True)):
+            recorder = EpisodeRecorder.open(path, env.observation_space, env.action_space.shape, room=100)
+            session = TeleopSession(env, ScriptedKeys(script), TeleopCommander(env.contract), recorder, say=lambda m: None)
+            assert session.run_episode(seed=0).kept is keep
+            if recorder.kept:
+                recorder.save()
+    finally:
+        env.close()
+    store = ReplayStorage.load(path, env.observation_space, env.action_space.shape)
+    assert store.episodes_added == 2 and store.num_transitions() == 3 + 5
+
+
+def test_teleop_cannot_bypass_a_latched_fault():
+    env = fake_env()
+    store = ReplayStorage(env.observation_space, env.action_space.shape, 100)
+    script = {i: ["q"] for i in range(1, 6)}
+    session = TeleopSession(env, ScriptedKeys(script), TeleopCommander(env.contract, speed=1.0), EpisodeRecorder(store), say=lambda m: None)
+    real_step = env.step
+
+    def step(action):
+        if env.driver.commands_received > 0 and session.keys.calls == 3:
+            env.driver.inject_reflex()
+        return real_step(action)
+
+    env.step = step
+    try:
+        episode = session.run_episode(seed=0)
+        assert episode.ended_by == "safety" and env.latched
+        # What was recorded for the faulted step is a stop (zeros), not the operator's request.
+        assert not store.action[episode.steps - 1, :7].any()
+    finally:
+        env.close()
+
+
+# -- interventions --------------------------------------------------------------------------------------------
+class ConstantPolicy:
+    def __init__(self, action):
+        self.action = np.asarray(action, dtype=np.float32)
+        self.resets = self.calls = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def act(self, obs):
+        self.calls += 1
+        return self.action.copy()
+
+
+def test_interventions_record_the_humans_executed_actions_in_the_policys_space():
+    env = fake_env(seconds=2.0)
+    sent = spy_on_driver(env)
+    policy_action = np.zeros(8, dtype=np.float32)
+    policy_action[0] = 0.4
+    inner = ConstantPolicy(policy_action)
+    # Poll i is made at step i: take over at step 3, drive joint 1 down at full speed, hand back at step 9.
+    keys = ScriptedKeys({3: ["i", "a"], 4: ["a"], 5: ["a"], 6: ["a", "c"], 7: ["a"], 9: ["i"]})
+    commander = TeleopCommander(env.contract, "joint", speed=1.0)
+    policy = InterventionPolicy(inner, keys, commander, env.clock, say=lambda m: None)
+    store = ReplayStorage(env.observation_space, env.action_space.shape, 100)
+    interventions = InterventionRecorder(EpisodeRecorder(store))
+    flags: list[bool] = []
+    try:
+        report = run_deployment(env, policy, episodes=1, interventions=interventions, say=lambda m: None,
+                                on_transition=lambda *args: flags.append(policy.intervening))
+    finally:
+        env.close()
+    episode = report.episodes[0]
+    assert episode.length == 20 and episode.intervention_steps == 6 and interventions.segments == 1
+    assert inner.calls == 20  # the policy saw every observation (frame stack kept current)
+    assert flags == [False] * 3 + [True] * 6 + [False] * 11
+    assert store.num_transitions() == 6 and store.episodes_added == 1
+    recorded = store.action[:6]
+    executed = np.stack(sent[-20:][3:9]) / env.contract.command_limits
+    np.testing.assert_allclose(recorded[:, :7], executed, atol=1e-6)
+    # From the policy's +0.4 on joint 1 the human's -1.0 arrives ramped by the rate limiter.
+    assert recorded[0, 0] > -1.0 and recorded[-1, 0] < recorded[0, 0] and np.all(np.diff(recorded[:4, 0]) < 0)
+    assert recorded[3:, 7].tolist() == [1.0, 1.0, 1.0]  # gripper closed at step 6
+    assert store.truncated[5] and not store.terminated[5]  # handed back: bootstrapped
