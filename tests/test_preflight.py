@@ -116,7 +116,7 @@ def test_a_safety_watchdog_that_never_runs_fails_the_self_test(monkeypatch):
 # -- the tracker sees its markers --------------------------------------------------------------------------
 @pytest.fixture
 def marker_scene(tmp_path):
-    from tests.test_hardware_env import BASE_FROM_CAMERA, K, MARKER, SIZE, marker_pose, render_markers
+    from tests.test_hardware_env import BASE_FROM_CAMERA, MARKER, SIZE, K, marker_pose, render_markers
 
     calibration = tmp_path / "bench" / "front.yaml"
     CameraCalibration(SIZE, K, __import__("numpy").zeros(5), BASE_FROM_CAMERA).save(calibration)

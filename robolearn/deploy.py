@@ -1,0 +1,110 @@
+"""Deploy a trained policy on the real-robot env (implementation: hardware/deploy.py).
+
+    python -m robolearn.deploy checkpoint=outputs/train/<run> episodes=5                # fake arm
+    python -m robolearn.deploy checkpoint=... robot@env.hardware.driver=franka env.robot=fr3 \
+        env.hardware.driver.host=172.16.0.2 safety@env.hardware.safety=conservative video=true
+
+Runs the pre-flight check first (preflight.run=true), then N evaluation episodes through the same actor
+path as training (robolearn.acting.AgentPolicy), and reports success, returns and every safety event
+(report.json in output_dir; the last stdout line is the summary as JSON). `mode=online` - the arm as an
+online-learning actor feeding a remote replay server - belongs to the transport work (robolearn/actor.py);
+`hardware.deploy.run_deployment(on_transition=...)` is the hook it feeds from.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from robolearn.config import ConfigError
+from robolearn.paths import CONFIG_DIR
+
+MODES = ("eval", "online")
+
+
+def run(cfg: DictConfig, say=print) -> dict:
+    # hardware is imported here, by the entry point, never by the core's modules at import time.
+    from hardware.deploy import run_deployment
+    from hardware.preflight import run_preflight
+    from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
+    from robolearn.acting import load_checkpoint_policy
+    from robolearn.envs import make_env
+    from robolearn.preflight import options_from
+
+    if cfg.mode not in MODES:
+        raise ConfigError(f"invalid value for mode: {cfg.mode!r} (one of {list(MODES)})")
+    if cfg.mode == "online":
+        raise ConfigError("invalid value for mode: 'online' (an online-learning actor feeding a remote replay server comes with the "
+                          "transport work - robolearn/actor.py - and is not in this tree yet; run mode=eval, see docs/deploy.md)")
+    if int(cfg.episodes) < 1:
+        raise ConfigError(f"invalid value for episodes: {cfg.episodes!r} (must be at least 1)")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint)}
+    if cfg.preflight.run:
+        report = run_preflight(env_cfg, options_from(cfg.preflight), say=lambda msg: None)
+        say(report.render())
+        result["preflight"] = report.as_dict()
+        if not report.ok:
+            result["stopped"] = "pre-flight check failed"
+            (out / "report.json").write_text(json.dumps(result, indent=1))
+            return result
+    keys = None
+    env = make_env(env_cfg)
+    try:
+        policy = load_checkpoint_policy(env, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device)
+        plan = ResetPlan(**OmegaConf.to_container(cfg.resets, resolve=True))
+        needs_keys = bool(cfg.intervention) or plan.human != "never"
+        if needs_keys:
+            from hardware.teleop import KeyboardReader
+
+            keys = KeyboardReader().start()
+        prompt = HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say) if keys is not None else None
+        resets = ResetRoutine(env, plan, prompt)
+        interventions = None
+        if cfg.intervention:
+            from hardware.teleop import InterventionPolicy, InterventionRecorder, TeleopCommander
+            from robolearn.replay.recording import EpisodeRecorder
+
+            t = cfg.teleop
+            commander = TeleopCommander(env.contract, t.mode, speed=t.speed, ee_speed=t.ee_speed, hold_s=t.hold_s)
+            policy = InterventionPolicy(policy, keys, commander, env.clock, say=say)
+            room = int(cfg.episodes) * (env.cfg.max_episode_steps + 1) * 2
+            interventions = InterventionRecorder(EpisodeRecorder.open(out / "interventions.npz", env.observation_space, env.action_space.shape, room))
+        report = run_deployment(
+            env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), resets=resets, interventions=interventions,
+            video_path=out / "deploy.mp4" if cfg.video else None, video_episodes=int(cfg.video_episodes),
+            say=say if cfg.progress else (lambda msg: None),
+        )
+        if interventions is not None and interventions.segments:
+            report.interventions_file = str(interventions.recorder.save())
+    finally:
+        if keys is not None:
+            keys.close()
+        env.close()
+    result.update(report.as_dict())
+    (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="deploy")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    summary = {k: v for k, v in result.items() if k not in ("per_episode", "between_episode_events", "preflight")}
+    if "preflight" in result:
+        summary["preflight_ok"] = result["preflight"]["ok"]
+    print(f"episodes={result.get('episodes', 0)} success_rate={result.get('success_rate', 0.0):.3f} "
+          f"mean_return={result.get('mean_return', 0.0):.2f} safety_events={sum(result.get('safety_event_counts', {}).values())}"
+          + (f" stopped: {result['stopped']}" if result.get("stopped") else ""))
+    print(json.dumps(summary, default=str))
+    if result.get("stopped") == "pre-flight check failed":
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Deploy: a checkpoint trained for a few updates in sim runs on the real-robot env backed by franky-sim
+(the libfranka protocol, in its own process) and fake cameras, through the same actor path as training,
+with the pre-flight check first and every safety event reported. Plus the fake-arm paths: the command
+line, a latched fault ending the run, and the online-mode hook."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+from hydra import compose, initialize_config_dir
+
+from robolearn.config import ConfigError
+from robolearn.paths import CONFIG_DIR
+from tests.hardware_franky_sim import FrankySim
+
+# A few DrQ updates on the pixel sim (two 84x84 cameras + proprioception, as the real env), FR3 robot.
+TINY_TRAIN = ["env=kettle_sink", "env.robot=fr3", "env.episode_seconds=1", "agent.hidden_dim=32", "agent.feature_dim=16",
+              "batch_size=8", "seed_steps=10", "total_steps=20", "eval.every=1000000", "eval.final=false", "progress=false",
+              "demos.episodes=0", "torch_threads=1", "replay.capacity=100", "save_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from robolearn.checkpoint import load_checkpoint
+    from robolearn.train import run
+
+    run_dir = tmp_path_factory.mktemp("train")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=TINY_TRAIN)
+    run(cfg, run_dir)
+    assert load_checkpoint(run_dir)["counters"]["updates"] == 11  # learning starts at step 10: steps 10..20 update once each
+    return run_dir
+
+
+def deploy_config(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="deploy", overrides=list(overrides))
+
+
+@pytest.mark.timeout(180)
+def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_reported(checkpoint, tmp_path):
+    pytest.importorskip("franky", reason="franky-control is not installed (pip install franky-control)")
+    from robolearn.deploy import run
+
+    sim = FrankySim("127.0.0.8")
+    try:
+        sim.start()
+    except RuntimeError as exc:
+        pytest.skip(f"franky-sim cannot run here: {exc}")
+    try:
+        cfg = deploy_config(
+            f"checkpoint={checkpoint}", "episodes=1", "resets=unattended", f"output_dir={tmp_path}", "video=true", "progress=false",
+            "robot@env.hardware.driver=franka_sim", "env.robot=fr3", f"env.hardware.driver.host={sim.host}", "env.episode_seconds=1",
+            "env.hardware.reset.max_speed=0.6", "env.hardware.reset.joint_noise_rad=0.0",
+            # franky-sim steps MuJoCo in Python and stalls on a loaded machine (see test_hardware_franka.py)
+            "env.hardware.safety.max_state_age_s=0.25", "preflight.camera_window_s=0.5",
+        )
+        result = run(cfg, say=lambda m: None)
+    finally:
+        sim.stop()
+    # Pre-flight ran against franky-sim first: reachable, no error, and both watchdogs tripped.
+    checks = {c["name"]: c for c in result["preflight"]["checks"]}
+    assert result["preflight"]["ok"], checks
+    assert checks["robot"]["status"] == "pass" and checks["watchdog"]["status"] == "pass"
+    assert checks["watchdog"]["data"]["vendor_watchdog_stop_ms"] < 200 + 300
+    # One episode of 10 steps through the safety layer, reported with its events.
+    assert result["episodes"] == 1 and not result["stopped"], result["stopped"]
+    episode = result["per_episode"][0]
+    assert episode["length"] == 10 and episode["ended_by"] == "truncated"
+    counters = result["safety_counters"]
+    assert counters["sent"] > 10 and counters["latched"] == 0
+    events = episode["safety_events"] + result["between_episode_events"]
+    assert sum(result["safety_event_counts"].values()) == len(events) > 0
+    assert {e["layer"] for e in events} <= {"clamp", "rate_limit", "joint_limit", "workspace", "estop"}
+    assert all({"time", "layer", "kind", "message", "fatal"} <= set(e) for e in events)
+    # The report and the camera video are written.
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["per_episode"][0]["length"] == 10
+    video = imageio.mimread(tmp_path / "deploy.mp4")
+    assert len(video) == 11 and video[0].shape[0] == 240
+
+
+def test_the_deploy_command_runs_a_checkpoint_on_the_fake_arm(checkpoint, tmp_path):
+    cmd = [sys.executable, "-m", "robolearn.deploy", f"checkpoint={checkpoint}", "episodes=2", "env.robot=fr3", "env.episode_seconds=0.5",
+           "env.hardware.loop.clock=virtual", "preflight.run=false", "resets=unattended", f"output_dir={tmp_path}", "progress=false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and summary["success_known"] is False and summary["stopped"] == ""
+    assert summary["safety_counters"]["sent"] >= 10
+    assert (tmp_path / "report.json").exists()
+
+
+def test_a_latched_fault_ends_the_run_and_is_never_cleared(checkpoint, tmp_path):
+    from hardware import make_real_robot_env
+    from hardware.deploy import run_deployment
+    from robolearn.acting import load_checkpoint_policy
+    from tests.hardware_cases import real_fake_config
+
+    cfg = real_fake_config()
+    cfg.update(robot="fr3", episode_seconds=1.0)
+    env = make_real_robot_env(cfg)
+    try:
+        policy = load_checkpoint_policy(env, str(checkpoint))
+
+        def reflex_at_step_3(obs, action, reward, terminated, truncated, next_obs, info):
+            if env.driver.commands_received and info["timing"] and reflex_at_step_3.steps == 3:
+                env.driver.inject_reflex("cartesian reflex: collision detected")
+            reflex_at_step_3.steps += 1
+
+        reflex_at_step_3.steps = 0
+        report = run_deployment(env, policy, episodes=3, on_transition=reflex_at_step_3, say=lambda m: None)
+        assert len(report.episodes) == 1 and report.episodes[0].ended_by == "safety"
+        assert "safety e-stop latched: driver: fake: cartesian reflex" in report.stopped and "clear it explicitly" in report.stopped
+        fatal = [e for e in report.events() if e["fatal"]]
+        assert fatal and fatal[0]["layer"] == "driver"
+        assert env.latched  # still latched: only an operator clears it
+    finally:
+        env.close()
+
+
+def test_online_mode_and_bad_settings_are_refused_naming_them(tmp_path):
+    from robolearn.deploy import run
+
+    with pytest.raises(ConfigError, match="mode: 'online'.*transport work"):
+        run(deploy_config("checkpoint=x", "mode=online", f"output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="mode: 'remote'"):
+        run(deploy_config("checkpoint=x", "mode=remote", f"output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="episodes: 0"):
+        run(deploy_config("checkpoint=x", "episodes=0", f"output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match=r"preflight: unknown keys \['camera_windw_s'\]"):
+        run(deploy_config("checkpoint=x", "+preflight.camera_windw_s=1", f"output_dir={tmp_path}"))
+
+
+def test_a_checkpoint_for_another_spec_is_refused_before_anything_moves(checkpoint, tmp_path):
+    from robolearn.checkpoint import CheckpointError
+    from robolearn.deploy import run
+
+    cfg = deploy_config(f"checkpoint={checkpoint}", "env.robot=fr3", "env.cameras=[{name: front, width: 84, height: 84}]",
+                        "env.hardware.loop.clock=virtual", "preflight.run=false", "resets=unattended", f"output_dir={tmp_path}")
+    with pytest.raises(CheckpointError, match="different observation/action spec"):
+        run(cfg, say=lambda m: None)
