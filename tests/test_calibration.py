@@ -120,3 +120,29 @@ def test_realsense_intrinsics_become_a_camera_matrix():
     assert size == (640, 480) and K_dev[0, 0] == 615.2 and K_dev[1, 2] == 238.9 and not dist.any()
     with pytest.raises(CalibrationError, match="not OpenCV's"):
         intrinsics_from_device({"width": 640, "height": 480, "fx": 1, "fy": 1, "ppx": 1, "ppy": 1, "model": "distortion.ftheta", "coeffs": [0.1, 0, 0, 0, 0]})
+
+
+def test_the_calibrate_command_writes_a_setup_file_from_image_folders(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.calibrate import run
+    from robolearn.paths import CONFIG_DIR
+
+    board_views, static = tmp_path / "views", tmp_path / "static"
+    board_views.mkdir()
+    static.mkdir()
+    for i, image in enumerate(views(12)):
+        cv2.imwrite(str(board_views / f"{i:02d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    base_from_camera = pose_from_xyz_rpy([1.1, 0.05, 0.75], [-2.3, 0.0, 1.6])
+    base_from_board = pose_from_xyz_rpy([0.45, 0.0, 0.0], [np.pi, 0, 0.2])
+    cv2.imwrite(str(static / "0.png"), cv2.cvtColor(render_target(BOARD, np.linalg.inv(base_from_camera) @ base_from_board), cv2.COLOR_RGB2BGR))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="calibrate", overrides=[
+            "setup=bench_1", f"calibration_dir={tmp_path / 'calibration'}", f"images={board_views}", f"extrinsics_images={static}",
+            "target_pose.xyz=[0.45,0.0,0.0]", f"target_pose.rpy=[{np.pi},0.0,0.2]"])
+    result = run(cfg, say=lambda m: None)
+    saved = CameraCalibration.load(tmp_path / "calibration" / "bench_1" / "front.yaml")
+    assert result["intrinsics"]["views"] == 12 and result["extrinsics"]["views"] == 1
+    assert saved.image_size == SIZE
+    np.testing.assert_allclose(saved.camera_matrix[0, 0], K[0, 0], rtol=0.02)
+    np.testing.assert_allclose(saved.base_from_camera[:3, 3], base_from_camera[:3, 3], atol=0.03)

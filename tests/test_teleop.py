@@ -233,3 +233,26 @@ def test_interventions_record_the_humans_executed_actions_in_the_policys_space()
     assert recorded[0, 0] > -1.0 and recorded[-1, 0] < recorded[0, 0] and np.all(np.diff(recorded[:4, 0]) < 0)
     assert recorded[3:, 7].tolist() == [1.0, 1.0, 1.0]  # gripper closed at step 6
     assert store.truncated[5] and not store.terminated[5]  # handed back: bootstrapped
+
+
+def test_the_teleop_command_records_demos_a_training_run_can_load(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.paths import CONFIG_DIR
+    from robolearn.teleop import run
+
+    demos = tmp_path / "demos.npz"
+    overrides = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", f"demos_path={demos}", "resets=unattended"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="teleop", overrides=overrides)
+        bad = compose(config_name="teleop", overrides=[*overrides, "device=gamepad"])
+    keys = ScriptedKeys({1: ["q"], 2: ["q"], 5: ["n"], 7: ["w"]})  # episode 1 ended by the operator, episode 2 runs out
+    result = run(cfg, keys=keys, say=lambda m: None)
+    assert result["kept"] == 2 and result["steps"] == [5, 10] and result["ended_by"] == ["operator", "env"]
+    spec = EnvSpec.from_config(cfg.env)
+    store = ReplayStorage.load(demos, spec.observation_space(), spec.action_space().shape)
+    assert store.num_transitions() == 15 and store.action[:15, :7].any()
+    from hardware.teleop import GamepadUnavailable
+
+    with pytest.raises(GamepadUnavailable, match="teleop device=gamepad"):
+        run(bad, keys=keys, say=lambda m: None)

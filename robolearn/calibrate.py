@@ -1,0 +1,125 @@
+"""Calibrate a camera of the real-robot setup (implementation: hardware/tracking/calibration.py).
+
+    python -m robolearn.calibrate setup=bench_1 camera=front                       # live, ChArUco board
+    python -m robolearn.calibrate setup=bench_1 camera=front intrinsics=device     # RealSense intrinsics
+    python -m robolearn.calibrate setup=bench_1 images=shots/ extrinsics_images=shots/static/
+
+Writes <calibration_dir>/<setup>/<camera>.yaml; point env.hardware.tracker.calibration at it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robolearn.config import ConfigError
+from robolearn.paths import CONFIG_DIR
+
+INTRINSICS = ("charuco", "device", "file")
+
+
+def read_images(folder: str) -> list[np.ndarray]:
+    import cv2
+
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    if not paths:
+        raise ConfigError(f"invalid value for images: {folder!r} (no png/jpg images there)")
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+
+
+def capture(camera, count: int, every_s: float, say) -> list[np.ndarray]:
+    frames, last = [], -1
+    while len(frames) < count:
+        time.sleep(every_s)
+        frame = camera.read_latest()
+        if frame.frame_number != last:
+            last = frame.frame_number
+            frames.append(frame.image.copy())
+            say(f"captured view {len(frames)}/{count}")
+    return frames
+
+
+def run(cfg: DictConfig, say=print) -> dict:
+    from hardware.cameras import make_camera
+    from hardware.config import load_hardware_config
+    from hardware.timing import MonotonicClock
+    from hardware.tracking.calibration import (
+        CalibrationTarget,
+        CameraCalibration,
+        calibrate_intrinsics,
+        calibration_path,
+        extrinsics_from_target,
+        intrinsics_from_device,
+        pose_from_xyz_rpy,
+    )
+    from robolearn.config import load_env_config
+
+    if cfg.intrinsics not in INTRINSICS:
+        raise ConfigError(f"invalid value for intrinsics: {cfg.intrinsics!r} (one of {list(INTRINSICS)})")
+    target = CalibrationTarget(**OmegaConf.to_container(cfg.target, resolve=True))
+    path = calibration_path(cfg.calibration_dir, cfg.setup, cfg.camera)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    # Only the cameras matter here; the tracker may name the very file this run is about to write.
+    env_cfg.setdefault("hardware", {})["tracker"] = {"kind": "none"}
+    env_cfg["privileged"] = False
+    hw = load_hardware_config(load_env_config(env_cfg))
+    if cfg.camera not in hw.cameras:
+        raise ConfigError(f"invalid value for camera: {cfg.camera!r} (configured cameras: {sorted(hw.cameras)})")
+    camera = None
+    if not cfg.images or (cfg.extrinsics and not cfg.extrinsics_images) or cfg.intrinsics == "device":
+        camera = make_camera(cfg.camera, hw.cameras[cfg.camera], MonotonicClock())
+        camera.start()
+        camera.wait_first_frame(max(2.0, hw.cameras[cfg.camera].timeout_s))
+    result: dict = {"setup": cfg.setup, "camera": cfg.camera, "file": str(path)}
+    try:
+        if cfg.intrinsics == "charuco":
+            images = read_images(cfg.images) if cfg.images else capture(camera, int(cfg.views), float(cfg.capture_every_s), say)
+            size, K, dist, rms = calibrate_intrinsics(images, target)
+            result["intrinsics"] = {"source": "charuco", "views": len(images), "rms_px": round(rms, 4)}
+        elif cfg.intrinsics == "device":
+            if camera.intrinsics is None:
+                raise ConfigError(f"invalid value for intrinsics: 'device' (camera {cfg.camera!r} ({camera.kind}) reports no intrinsics; use charuco)")
+            size, K, dist = intrinsics_from_device(camera.intrinsics)
+            result["intrinsics"] = {"source": "device"}
+        else:
+            old = CameraCalibration.load(cfg.intrinsics_file, key="intrinsics_file")
+            size, K, dist = old.image_size, old.camera_matrix, old.dist_coeffs
+            result["intrinsics"] = {"source": str(cfg.intrinsics_file)}
+        base_from_camera = np.eye(4)
+        if cfg.extrinsics:
+            images = read_images(cfg.extrinsics_images) if cfg.extrinsics_images else capture(camera, int(cfg.extrinsics_views), 0.1, say)
+            h, w = images[0].shape[:2]
+            if (w, h) != tuple(size):
+                sx, sy = w / size[0], h / size[1]
+                K = K.copy()
+                K[0] *= sx
+                K[1] *= sy
+                size = (w, h)
+            base_from_target = pose_from_xyz_rpy(cfg.target_pose.xyz, cfg.target_pose.rpy)
+            base_from_camera, summary = extrinsics_from_target(images, target, base_from_target, K, dist, max_rms_px=float(cfg.max_rms_px))
+            result["extrinsics"] = {**summary, "camera_position_m": np.round(base_from_camera[:3, 3], 4).tolist()}
+        else:
+            result["extrinsics"] = "not computed: base_from_camera is the identity (the tracker needs it for reward)"
+    finally:
+        if camera is not None:
+            camera.stop()
+    CameraCalibration(tuple(size), K, np.asarray(dist).ravel(), base_from_camera).save(path)
+    result["image_size"] = list(size)
+    result["fx_fy"] = [round(float(K[0, 0]), 2), round(float(K[1, 1]), 2)]
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="calibrate")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    print(f"calibration written to {result['file']}; set env.hardware.tracker.calibration={result['file']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
