@@ -58,7 +58,7 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
             "robot@env.hardware.driver=franka_sim", "env.robot=fr3", f"env.hardware.driver.host={sim.host}", "env.episode_seconds=1",
             "env.hardware.reset.max_speed=0.6", "env.hardware.reset.joint_noise_rad=0.0",
             # franky-sim steps MuJoCo in Python and stalls on a loaded machine (see test_hardware_franka.py)
-            "env.hardware.safety.max_state_age_s=0.25", "preflight.camera_window_s=0.5",
+            "env.hardware.safety.max_state_age_s=0.25", "preflight.camera_window_s=0.5", "+preflight.vendor_stop_margin_s=0.6",
         )
         result = run(cfg, say=lambda m: None)
     finally:
@@ -67,7 +67,7 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
     checks = {c["name"]: c for c in result["preflight"]["checks"]}
     assert result["preflight"]["ok"], checks
     assert checks["robot"]["status"] == "pass" and checks["watchdog"]["status"] == "pass"
-    assert checks["watchdog"]["data"]["vendor_watchdog_stop_ms"] < 200 + 300
+    assert checks["watchdog"]["data"]["vendor_watchdog_stop_ms"] < 200 + 600  # 250-290 ms measured here
     # One episode of 10 steps through the safety layer, reported with its events.
     assert result["episodes"] == 1 and not result["stopped"], result["stopped"]
     episode = result["per_episode"][0]
