@@ -177,6 +177,53 @@ def test_memory_per_transition():
     store = ReplayStorage(SPACE, (1,), 1000)
     for e in range(10):
         add_episode(store, 0, 99)
-    row = 12 + 4 + 4 + 4 + 1 + 1 + 8 + 8  # image, pos, action, reward, flags, links
+    row = 12 + 4 + 4 + 4 + 1 + 1 + 8 + 8 + 8  # image, pos, action, reward, flags, links, policy version
     assert store.bytes_per_row() == row
     assert store.bytes_per_transition() == pytest.approx(row * 100 / 99)
+
+
+def _store_state(store):
+    return {name: getattr(store, name).copy() for name in ("action", "reward", "terminated", "truncated", "policy_version", "prev", "next")} | {
+        f"obs/{k}": v.copy() for k, v in store.obs.items()} | {"total": store.total, "cursor": dict(store._cursor),
+                                                              "counts": (store.transitions_added, store.episodes_added)}
+
+
+@pytest.mark.parametrize("capacity", [7, 40, 1000])
+def test_extend_equals_record_by_record(capacity):
+    """The server's bulk write gives exactly the rows, links and counters of start_episode/add calls,
+    across chunk boundaries, several episodes per chunk, interleaved streams and wrap-around."""
+    rng = np.random.default_rng(capacity)
+    bulk, loop = ReplayStorage(SPACE, (1,), capacity), ReplayStorage(SPACE, (1,), capacity)
+    value = 0
+    for _ in range(60):
+        stream = int(rng.integers(0, 3))
+        n = int(rng.integers(1, 9))
+        starts = rng.random(n) < 0.2
+        if not loop.has_open_episode(stream):  # never opened, ended, or its start was overwritten
+            starts[0] = True
+        ends = rng.random(n) < 0.15
+        term, trunc = ends & (rng.random(n) < 0.5), ends & ~(rng.random(n) < 0.5)
+        term[starts], trunc[starts] = False, False
+        # After an end the next record must start an episode.
+        for i in range(1, n):
+            if term[i - 1] or trunc[i - 1]:
+                starts[i], term[i], trunc[i] = True, False, False
+        values = value + np.arange(n)
+        value += n
+        records = {"cam": np.stack([obs(v)["cam"] for v in values]), "pos": np.stack([obs(v)["pos"] for v in values])}
+        action = values[:, None].astype(np.float32)
+        reward, version = values.astype(np.float32), values.astype(np.int64)
+        bulk.extend(stream, starts, records, action, reward, term, trunc, version)
+        for i in range(n):
+            o = {"cam": records["cam"][i], "pos": records["pos"][i]}
+            if starts[i]:
+                loop.start_episode(o, stream)
+            else:
+                loop.add(action[i], float(reward[i]), bool(term[i]), bool(trunc[i]), o, stream, int(version[i]))
+        a, b = _store_state(bulk), _store_state(loop)
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], np.ndarray):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+            else:
+                assert a[key] == b[key], key

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "sim": "robolearn.bench.sim_bench",
     "learner": "robolearn.bench.learner_bench",
     "replay": "robolearn.bench.replay_bench",
+    "transport": "robolearn.bench.transport_bench",
 }
 
 

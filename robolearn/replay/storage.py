@@ -114,6 +114,59 @@ class ReplayStorage:
             self._cursor[stream] = new_row
         return new_row
 
+    def extend(self, stream: int, starts: np.ndarray, obs: dict[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray) -> int:
+        """Store a run of records of `stream` at once (the replay server's chunks); the same result as calling
+        start_episode (where `starts` is true) or add (elsewhere) record by record, at a fraction of the cost.
+        Record i's observation is the episode's first (start) or the next observation of transition i."""
+        starts = np.asarray(starts, dtype=bool)
+        n = len(starts)
+        cursor = self._cursor.get(stream)
+        if not starts[0] and (cursor is None or cursor < self.oldest):
+            raise RuntimeError(f"replay stream {stream}: add() before start_episode()")
+        rows = self.total + np.arange(n)
+        if n >= self.capacity or (not starts[0] and cursor + self.capacity < self.total + n):
+            # The run would overwrite rows it links to (a store smaller than a chunk): go record by record.
+            for i in range(n):
+                record = {k: v[i] for k, v in obs.items()}
+                if starts[i]:
+                    self.start_episode(record, stream)
+                else:
+                    self.add(action[i], float(reward[i]), bool(terminated[i]), bool(truncated[i]), record, stream, int(policy_version[i]))
+            return int((~starts).sum())
+        slots = rows % self.capacity
+        first, last = int(slots[0]), int(slots[-1])
+        index = slice(first, last + 1) if last >= first else slots  # contiguous unless it wraps
+        missing = set(self.obs) - set(obs)
+        if missing:
+            raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
+        for key, store in self.obs.items():
+            store[index] = obs[key]
+        prev = rows - 1
+        prev[0] = -1 if starts[0] else cursor
+        prev[starts] = -1
+        for field in (self.action, self.reward, self.terminated, self.truncated):
+            field[index] = 0
+        self.policy_version[index] = -1
+        self.prev[index] = prev
+        self.next[index] = -1
+        steps = ~starts
+        src = prev[steps] % self.capacity  # a transition's data lives in the row it leaves from
+        self.action[src] = action[steps]
+        self.reward[src] = reward[steps]
+        self.terminated[src] = terminated[steps]
+        self.truncated[src] = truncated[steps]
+        self.policy_version[src] = policy_version[steps]
+        self.next[src] = rows[steps]
+        self.total += n
+        self.transitions_added += int(steps.sum())
+        self.episodes_added += int(starts.sum())
+        if starts[-1] or not (terminated[-1] or truncated[-1]):
+            self._cursor[stream] = int(rows[-1])
+        else:
+            self._cursor.pop(stream, None)
+        return int(steps.sum())
+
     def _write_obs(self, obs: dict[str, np.ndarray], prev: int) -> int:
         missing = set(self.obs) - set(obs)
         if missing:

@@ -96,14 +96,6 @@ def check_continuity(arrays: dict[str, np.ndarray], episode_open: bool) -> None:
 
 def apply_chunk(storage: ReplayStorage, arrays: dict[str, np.ndarray], stream: int) -> int:
     """Store a checked chunk into `stream`; returns the number of transitions added."""
-    obs_keys = [name[4:] for name in arrays if name.startswith("obs/")]
-    added = 0
-    for i, kind in enumerate(arrays["kind"]):
-        obs = {key: arrays[f"obs/{key}"][i] for key in obs_keys}
-        if kind == KIND_START:
-            storage.start_episode(obs, stream=stream)
-        else:
-            storage.add(arrays["action"][i], float(arrays["reward"][i]), bool(arrays["terminated"][i]), bool(arrays["truncated"][i]),
-                        obs, stream=stream, policy_version=int(arrays["policy_version"][i]))
-            added += 1
-    return added
+    obs = {name[4:]: a for name, a in arrays.items() if name.startswith("obs/")}
+    return storage.extend(stream, arrays["kind"] == KIND_START, obs, arrays["action"], arrays["reward"], arrays["terminated"],
+                          arrays["truncated"], arrays["policy_version"])
