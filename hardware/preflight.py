@@ -339,8 +339,8 @@ class Preflight:
 
     # -- tracker -----------------------------------------------------------------------------------
     def _check_tracker(self, cameras_ok: bool) -> None:
-        from hardware.tracking import make_tracker
         from hardware.safety.kinematics import TcpKinematics
+        from hardware.tracking import make_tracker
         from robolearn.task import compute_reward
 
         t = self.hw.tracker
