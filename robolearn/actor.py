@@ -135,9 +135,10 @@ class Actor:
             self.events.append("resume")
             log.info("actor %s: link back; resuming with a new episode", self.name)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Send what is left and stop; True when the server acknowledged every transition."""
         try:
-            self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
+            return self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
         finally:
             self.env.close()
 
@@ -160,7 +161,8 @@ def main(cfg: DictConfig) -> None:
     try:
         result = actor.run()
     finally:
-        actor.close()
+        acknowledged = actor.close()
+    result.update(transitions_sent=actor.client.stats["transitions"], all_acknowledged=acknowledged)
     print(f"actor {actor.name} finished: {result}")
 
 

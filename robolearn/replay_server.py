@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> None:
         server.serve()
     finally:
         server.close()
-    log.info("replay server stopped with %d transitions stored", server.storage.num_transitions())
+    log.info("replay server stopped with %d transitions stored (%d accepted in all, %d duplicates dropped, %d messages rejected)",
+             server.storage.num_transitions(), server.storage.transitions_added, server.counters["duplicates"], server.counters["rejected"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU box of a remote run: the replay server and the learner, reachable from the robot PC with CURVE keys.
+#   python3 -m robolearn.transport.keys keys/          # once; copy keys/actor.key_secret + keys/server.key to the robot PC
+#   BIND=0.0.0.0 RUN_DIR=runs/robot1 bash launch/learner_box.sh [overrides shared with the actor]
+# Ports 5555 (requests) and 5556 (weights) must be open to the robot PC. See docs/remote.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR=${RUN_DIR:-runs/remote_$(date +%Y-%m-%d_%H-%M-%S)}
+common=(transport=remote "transport.host=${BIND:-0.0.0.0}" "transport.curve_keys=${KEYS:-keys}" "run_dir=$RUN_DIR" "$@")
+mkdir -p "$RUN_DIR"
+python3 -m robolearn.replay_server "${common[@]}" > "$RUN_DIR/replay_server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server' EXIT
+python3 -m robolearn.learner "${common[@]}" transport.client_key=learner
