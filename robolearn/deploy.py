@@ -7,8 +7,9 @@
 Runs the pre-flight check first (preflight.run=true), then N evaluation episodes through the same actor
 path as training (robolearn.acting.AgentPolicy), and reports success, returns and every safety event
 (report.json in output_dir; the last stdout line is the summary as JSON). `mode=online` - the arm as an
-online-learning actor feeding a remote replay server - belongs to the transport work (robolearn/actor.py);
-`hardware.deploy.run_deployment(on_transition=...)` is the hook it feeds from.
+online-learning actor feeding a remote replay server - is the transport work's actor (robolearn/actor.py,
+launch/robot_actor.sh); `hardware.deploy.run_deployment(on_transition=...)` is the per-step hook for
+feeding deploy episodes to it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def run(cfg: DictConfig, say=print) -> dict:
     if cfg.mode not in MODES:
         raise ConfigError(f"invalid value for mode: {cfg.mode!r} (one of {list(MODES)})")
     if cfg.mode == "online":
-        raise ConfigError("invalid value for mode: 'online' (an online-learning actor feeding a remote replay server comes with the "
-                          "transport work - robolearn/actor.py - and is not in this tree yet; run mode=eval, see docs/deploy.md)")
+        raise ConfigError("invalid value for mode: 'online' (online learning on the arm runs as the transport work's actor: "
+                          "python -m robolearn.actor --config-name async_real_fake ... or launch/robot_actor.sh, after "
+                          "python -m robolearn.preflight with the same env overrides; deploy runs mode=eval. See docs/deploy.md)")
     if int(cfg.episodes) < 1:
         raise ConfigError(f"invalid value for episodes: {cfg.episodes!r} (must be at least 1)")
     out = Path(cfg.output_dir)

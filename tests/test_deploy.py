@@ -127,7 +127,7 @@ def test_a_latched_fault_ends_the_run_and_is_never_cleared(checkpoint, tmp_path)
 def test_online_mode_and_bad_settings_are_refused_naming_them(tmp_path):
     from robolearn.deploy import run
 
-    with pytest.raises(ConfigError, match="mode: 'online'.*transport work"):
+    with pytest.raises(ConfigError, match="mode: 'online'.*robolearn.actor --config-name async_real_fake"):
         run(deploy_config("checkpoint=x", "mode=online", f"output_dir={tmp_path}"))
     with pytest.raises(ConfigError, match="mode: 'remote'"):
         run(deploy_config("checkpoint=x", "mode=remote", f"output_dir={tmp_path}"))
