@@ -118,25 +118,38 @@ class Preflight:
         from hardware.timing import MonotonicClock
 
         try:
-            config_ok = self._check_config()
-            self._check_calibration()
+            config_ok = self._guarded("config", self._check_config)
+            self._guarded("calibration", self._check_calibration)
             if not config_ok:
                 for name in ("robot", "cameras", "tracker", "watchdog"):
                     self._add(name, SKIP, "not run: the config is invalid")
                 return self.report
             self.clock = MonotonicClock(self.hw.loop.spin_s)  # always the wall clock: rates are measured
-            robot_ok = self._check_robot()
-            cameras_ok = self._check_cameras()
-            self._check_tracker(cameras_ok)
+            robot_ok = self._guarded("robot", self._check_robot)
+            cameras_ok = self._guarded("cameras", self._check_cameras)
+            self._guarded("tracker", lambda: self._check_tracker(cameras_ok))
             if not self.options.watchdog_test:
                 self._add("watchdog", WARN, "self-test disabled (preflight.watchdog_test=false)")
             elif robot_ok:
-                self._check_watchdogs()
+                self._guarded("watchdog", self._check_watchdogs)
             else:
                 self._add("watchdog", SKIP, "not run: the robot check failed")
         finally:
             self._close()
         return self.report
+
+    def _guarded(self, name: str, check: Callable[[], Any]) -> Any:
+        """Run a check; an unexpected exception fails it (naming the exception) instead of ending the report."""
+        try:
+            return check()
+        except Exception as exc:  # noqa: BLE001 - a crashed check is a failed check
+            if self.driver is not None:
+                try:
+                    self.driver.stop()
+                except Exception:  # noqa: BLE001 - the arm's own watchdog stops it
+                    pass
+            self._add(name, FAIL, f"check crashed: {type(exc).__name__}: {exc}")
+            return False
 
     def _close(self) -> None:
         for camera in self.cameras.values():
@@ -339,6 +352,7 @@ class Preflight:
 
     # -- tracker -----------------------------------------------------------------------------------
     def _check_tracker(self, cameras_ok: bool) -> None:
+        from hardware.cameras import CameraError
         from hardware.safety.kinematics import TcpKinematics
         from hardware.tracking import make_tracker
         from robolearn.task import compute_reward
@@ -356,7 +370,11 @@ class Preflight:
         last_number = -1
         end = time.monotonic() + self.options.tracker_window_s
         while time.monotonic() < end:
-            frame = camera.read_latest()
+            try:
+                frame = camera.read_latest()
+            except CameraError:
+                time.sleep(0.01)
+                continue
             if frame.frame_number != last_number:
                 last_number = frame.frame_number
                 poses = tracker.detect(frame.image)

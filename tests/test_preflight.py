@@ -160,3 +160,14 @@ def test_the_preflight_command_exits_nonzero_on_failure():
     bad = subprocess.run([*base, "env.hardware.safety.velocity_fraction=1.5"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1
     assert "[FAIL] config" in bad.stdout and "velocity_fraction" in bad.stdout
+
+
+def test_a_check_that_crashes_fails_by_name_and_the_report_goes_on():
+    def explode(what, obj):
+        if what == "camera:front":
+            raise RuntimeError("capture card on fire")
+
+    report = run_preflight(wall_clock_config(), QUICK, hook=explode)
+    cameras = report.get("cameras")
+    assert cameras.status == "FAIL" and cameras.detail == "check crashed: RuntimeError: capture card on fire"
+    assert report.get("watchdog").status == "pass" and not report.ok
