@@ -22,6 +22,22 @@ def test_arrays_round_trip_without_copies():
     assert np.shares_memory(msg.arrays["b"], np.frombuffer(frames[2], np.uint8))  # a view of the received buffer
 
 
+def test_rows_travel_as_separate_buffers_and_decode_to_views():
+    rows = [np.full((3, 4), i, np.float32) for i in range(5)]
+    frames = [bytes(f) for f in encode("chunk", {}, {"obs/x": rows, "kind": np.zeros(5, np.uint8)})]
+    assert len(frames) == 1 + 5 + 1
+    msg = decode(frames)
+    assert isinstance(msg.arrays["obs/x"], list) and len(msg.arrays["obs/x"]) == 5
+    for i, row in enumerate(msg.arrays["obs/x"]):
+        np.testing.assert_array_equal(row, rows[i])
+    with pytest.raises(ProtocolError, match="more buffers than the message carries"):
+        decode(frames[:4])
+    with pytest.raises(ProtocolError, match="describes 6 buffers, message carries 7"):
+        decode(frames + [b"extra"])
+    with pytest.raises(ProtocolError, match="equal shape"):
+        encode("chunk", {}, {"x": [np.zeros(2), np.zeros(3)]})
+
+
 def test_png_is_lossless_and_jpeg_is_close_and_smaller():
     y, x = np.mgrid[0:84, 0:84]
     smooth = np.stack([np.stack([(x * 3 + k) % 256, (y * 2) % 256, (x + y + 40 * k) % 256], -1) for k in range(4)]).astype(np.uint8)
@@ -44,7 +60,7 @@ def test_schema_version_mismatch_is_named():
     ([b"\xc1garbage"], "not msgpack"),
     ([msgpack.packb([1, 2])], "must be a map"),
     ([msgpack.packb({"v": SCHEMA_VERSION})], "no string 'type'"),
-    ([msgpack.packb({"v": SCHEMA_VERSION, "type": "x", "arrays": [["a", "float32", [4], "raw", 16]]})], "carries 0 buffers"),
+    ([msgpack.packb({"v": SCHEMA_VERSION, "type": "x", "arrays": [["a", "float32", [4], "raw", 16]]})], "more buffers than the message carries \\(0\\)"),
     ([msgpack.packb({"v": SCHEMA_VERSION, "type": "x", "arrays": [["a", "object", [1], "raw", 8]]}), b"12345678"], "bad name, dtype"),
     ([msgpack.packb({"v": SCHEMA_VERSION, "type": "x", "arrays": [["a", "float32", [-1], "raw", 4]]}), b"1234"], "bad shape"),
     ([msgpack.packb({"v": SCHEMA_VERSION, "type": "x", "arrays": [["a", "float32", [2, 2], "png", [3]]]}), b"123"], "carries uint8 images"),
@@ -100,7 +116,8 @@ def test_wire_bytes_per_transition_close_to_one_observation():
 
 @pytest.mark.parametrize("mutate, match", [
     (lambda a: a.__setitem__("reward", np.array([0, np.nan, 0, 0], np.float32)), "'reward' holds non-finite"),
-    (lambda a: a.__setitem__("obs/cam", a["obs/cam"][:, :6]), "'obs/cam' is uint8"),
+    (lambda a: a.__setitem__("obs/cam", [r[:6] for r in a["obs/cam"]]), "'obs/cam' is uint8"),
+    (lambda a: a.__setitem__("obs/cam", a["obs/cam"][:3]), "'obs/cam' is uint8 \\(3, 12, 12, 3\\)"),
     (lambda a: a.pop("action"), "missing \\['action'\\]"),
     (lambda a: a.__setitem__("extra", np.zeros(4)), "unexpected \\['extra'\\]"),
     (lambda a: a.__setitem__("kind", np.array([0, 1, 9, 1], np.uint8)), "unknown record kinds \\[9\\]"),

@@ -183,6 +183,15 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
                 time.sleep(0.0005)
             latencies.append(1000 * (time.perf_counter() - t0))
             actor.applied(version)
+        # Applying weights happens on the actor's control thread, between two steps.
+        from robolearn.acting import load_acting_weights
+        actor_agent = DrQAgent(space, __import__("gymnasium").spaces.Box(-1, 1, action_shape, np.float32), AgentConfig())
+        _, received = actor.take_weights() or (None, weights)
+        applies = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            load_acting_weights(actor_agent, received)
+            applies.append(1000 * (time.perf_counter() - t0))
         learner.close()
         actor.close(timeout_s=5)
     finally:
@@ -202,6 +211,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "weight_bytes": weight_bytes,
         "weight_broadcast_ms": round(statistics.median(latencies), 2),
         "weight_broadcast_ms_max": round(max(latencies), 2),
+        "weight_apply_ms": round(statistics.median(applies), 2),
         "chunk_transitions": CHUNK,
         "ceiling_wire_bytes_per_transition": round(wire_bytes(frames) / CHUNK, 1),
     }

@@ -118,7 +118,8 @@ class ReplayStorage:
                terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray) -> int:
         """Store a run of records of `stream` at once (the replay server's chunks); the same result as calling
         start_episode (where `starts` is true) or add (elsewhere) record by record, at a fraction of the cost.
-        Record i's observation is the episode's first (start) or the next observation of transition i."""
+        Record i's observation is the episode's first (start) or the next observation of transition i;
+        `obs` values are (n, ...) arrays or lists of n rows."""
         starts = np.asarray(starts, dtype=bool)
         n = len(starts)
         cursor = self._cursor.get(stream)
@@ -141,7 +142,12 @@ class ReplayStorage:
         if missing:
             raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
         for key, store in self.obs.items():
-            store[index] = obs[key]
+            value = obs[key]
+            if isinstance(value, list):  # rows as separate buffers (the wire's zero-copy form): one copy each
+                for slot, row in zip(slots, value):
+                    store[slot] = row
+            else:
+                store[index] = value
         prev = rows - 1
         prev[0] = -1 if starts[0] else cursor
         prev[starts] = -1

@@ -37,6 +37,10 @@ class TransportFatal(RuntimeError):
     """The server refused this peer for good (schema or spec mismatch, rejected data)."""
 
 
+def _nbytes(arrays: dict) -> int:
+    return sum(sum(r.nbytes for r in a) if isinstance(a, list) else a.nbytes for a in arrays.values())
+
+
 class Outbox:
     """FIFO of (seq, arrays): memory up to a byte budget, then files in `spill_dir`, order kept across both."""
 
@@ -53,7 +57,7 @@ class Outbox:
             return len(self._memory) + len(self._spilled)
 
     def push(self, seq: int, arrays: dict[str, np.ndarray]) -> None:
-        size = sum(a.nbytes for a in arrays.values())
+        size = _nbytes(arrays)
         with self._lock:
             if not self._spilled and self._memory_bytes + size <= self.max_bytes:
                 self._memory.append((seq, arrays))
@@ -71,7 +75,7 @@ class Outbox:
         with self._lock:
             if self._memory:
                 seq, arrays = self._memory.popleft()
-                self._memory_bytes -= sum(a.nbytes for a in arrays.values())
+                self._memory_bytes -= _nbytes(arrays)
                 return seq, arrays
             if not self._spilled:
                 return None

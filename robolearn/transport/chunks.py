@@ -55,7 +55,9 @@ class ChunkBuilder:
             "policy_version": np.array(version, np.int64),
         }
         for key in self.obs_keys:
-            arrays[f"obs/{key}"] = np.stack([o[key] for o in obs])
+            # The env's own arrays, one buffer each on the wire: nothing is gathered on the control thread.
+            # (Observations are not mutated after step returns them, as the frame stacker also assumes.)
+            arrays[f"obs/{key}"] = [np.asarray(o[key]) for o in obs]
         return arrays
 
 
@@ -74,10 +76,13 @@ def check_chunk(arrays: dict[str, np.ndarray], observation_space: spaces.Dict, a
         raise ProtocolError(f"chunk: arrays {sorted(arrays)} do not match the spec (missing {sorted(missing)}, unexpected {sorted(extra)})")
     for name, (shape, dtype) in expected.items():
         a = arrays[name]
-        if a.shape != shape or a.dtype != dtype:
-            raise ProtocolError(f"chunk: {name!r} is {a.dtype} {a.shape}, the spec says {dtype} {shape}")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ProtocolError(f"chunk: {name!r} holds non-finite values")
+        rows = a if isinstance(a, list) else [a]
+        for r in rows:
+            got = (len(a), *r.shape) if isinstance(a, list) else r.shape
+            if got != shape or r.dtype != dtype:
+                raise ProtocolError(f"chunk: {name!r} is {r.dtype} {got}, the spec says {dtype} {shape}")
+            if r.dtype.kind == "f" and not np.isfinite(r).all():
+                raise ProtocolError(f"chunk: {name!r} holds non-finite values")
     if not np.isin(kind, (KIND_START, KIND_STEP)).all():
         raise ProtocolError(f"chunk: unknown record kinds {sorted(set(kind.tolist()) - {KIND_START, KIND_STEP})}")
     return n

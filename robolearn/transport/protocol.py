@@ -6,8 +6,10 @@ A message is a ZeroMQ multipart: frame 0 is a msgpack header (a map with the sch
 a small whitelist of dtypes is accepted and every size is checked against its declared shape, so a
 truncated or forged message fails here with a ProtocolError that names the problem. No pickle.
 
-Codecs: `raw` (the array's bytes), `jpeg`/`png` (uint8 images (N, H, W, 3) encoded one by one with
-OpenCV, offsets in the header) for slow links.
+Codecs: `raw` (the array's bytes); `rows`: an array given as a list of N equal rows goes out as N
+buffers (an actor's observations are sent straight from the arrays the env returned, never gathered
+into one), and decodes to a list of row views; `jpeg`/`png` (uint8 images (N, H, W, 3) encoded one by one
+with OpenCV, offsets in the header) for slow links.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 DTYPES = {"uint8", "int32", "int64", "float32", "float64", "bool"}
-CODECS = {"raw", "jpeg", "png"}
+CODECS = {"raw", "rows", "jpeg", "png"}
 MAX_HEADER_BYTES = 1 << 20
 MAX_DIMS = 6
 
@@ -46,11 +48,22 @@ def encode(type_: str, header: dict[str, Any] | None = None, arrays: dict[str, n
     compress = compress or {}
     described, frames = [], []
     for name, array in (arrays or {}).items():
+        codec = compress.get(name, "raw")
+        if isinstance(array, (list, tuple)):
+            if codec == "raw":
+                rows = [np.ascontiguousarray(r) for r in array]
+                if not rows or any(r.shape != rows[0].shape or r.dtype != rows[0].dtype for r in rows):
+                    raise ProtocolError(f"array {name!r}: rows must be a non-empty list of equal shape and dtype")
+                if rows[0].dtype.name not in DTYPES:
+                    raise ProtocolError(f"array {name!r}: dtype {rows[0].dtype.name} cannot go on the wire (allowed: {sorted(DTYPES)})")
+                described.append([name, rows[0].dtype.name, [len(rows), *rows[0].shape], "rows", rows[0].nbytes])
+                frames.extend(memoryview(r).cast("B") if r.size else b"" for r in rows)
+                continue
+            array = np.stack(array)  # compressed images are encoded from one array
         array = np.ascontiguousarray(array)
         dtype = array.dtype.name
         if dtype not in DTYPES:
             raise ProtocolError(f"array {name!r}: dtype {dtype} cannot go on the wire (allowed: {sorted(DTYPES)})")
-        codec = compress.get(name, "raw")
         if codec == "raw":
             described.append([name, dtype, list(array.shape), "raw", array.nbytes])
             frames.append(memoryview(array).cast("B") if array.size else b"")
@@ -100,15 +113,41 @@ def decode(frames: Sequence) -> Message:
     if not isinstance(type_, str):
         raise ProtocolError("header has no string 'type'")
     described = head.pop("arrays", [])
-    if not isinstance(described, list) or len(described) != len(frames) - 1:
-        raise ProtocolError(f"header describes {len(described) if isinstance(described, list) else '?'} arrays, message carries {len(frames) - 1} buffers")
-    arrays = {}
-    for entry, frame in zip(described, frames[1:]):
-        name, array = _decode_array(entry, _buffer(frame))
+    if not isinstance(described, list):
+        raise ProtocolError("header field 'arrays' must be a list")
+    arrays, position = {}, 1
+    for entry in described:
+        count = _buffers_of(entry)
+        if position + count > len(frames):
+            raise ProtocolError(f"header describes more buffers than the message carries ({len(frames) - 1})")
+        if count == 1 and entry[3] != "rows":
+            name, array = _decode_array(entry, _buffer(frames[position]))
+        else:
+            name, array = _decode_rows(entry, [_buffer(f) for f in frames[position:position + count]])
+        position += count
         if name in arrays:
             raise ProtocolError(f"array {name!r} appears twice")
         arrays[name] = array
+    if position != len(frames):
+        raise ProtocolError(f"header describes {position - 1} buffers, message carries {len(frames) - 1}")
     return Message(type_, head, arrays)
+
+
+def _buffers_of(entry) -> int:
+    if not (isinstance(entry, list) and len(entry) == 5):
+        raise ProtocolError(f"array entry must be [name, dtype, shape, codec, size], got {entry!r:.200}")
+    if entry[3] != "rows":
+        return 1
+    shape = entry[2]
+    if not (isinstance(shape, list) and shape and isinstance(shape[0], int) and 0 < shape[0] <= 100_000):
+        raise ProtocolError(f"array entry {entry!r:.200}: rows need a leading row count")
+    return shape[0]
+
+
+def _decode_rows(entry, buffers) -> tuple[str, list[np.ndarray]]:
+    name, dtype, shape, codec, size = entry
+    row_entry = [name, dtype, shape[1:], "raw", size]
+    return name, [_decode_array(row_entry, buf)[1] for buf in buffers]
 
 
 def _decode_array(entry, buf) -> tuple[str, np.ndarray]:
