@@ -271,9 +271,18 @@ class RealRobotEnv(gym.Env):
         return self.contract.normalise_command(joints, -1.0 if gripper is None else gripper)
 
     def _move_to(self, target: np.ndarray) -> None:
-        """Joint-space P motion to `target` at the control rate, every command through the safety layer."""
+        """Joint-space P motion to `target` at the control rate, every command through the safety layer.
+
+        The motion ramps up over about a second, well inside the configured acceleration limits, so the
+        rate-limit layer never clips joints one by one (which bends the path, and at a workspace face can
+        bend it outward: the workspace layer then stops it and the reset stalls). Near a face the path is
+        also bent to slide along it (_keep_in_box)."""
         r = self.hw.reset
         safety = self.safety
+        limits = safety.limits
+        ramp_step = limits.nominal_period * min(0.5 * a / r.max_speed for a in limits.acceleration)
+        ramp = 0.0
+        clipped = safety.counters["workspace_clipped"]
         safety.command_gripper(-1.0)  # open
         deadline = self.clock.now() + r.timeout_s
         self.loop.restart()
@@ -289,10 +298,41 @@ class RealRobotEnv(gym.Env):
             if self.clock.now() > deadline:
                 safety.hold()
                 raise ResetFailed(f"home not reached within {r.timeout_s:g} s; joint errors (rad): {np.round(error, 4).tolist()}")
-            if not safety.command_velocity(np.clip(r.gain * error, -r.max_speed, r.max_speed)):
+            if safety.counters["workspace_clipped"] != clipped:  # the last command was cut short: ramp again
+                clipped, ramp = safety.counters["workspace_clipped"], 0.0
+            ramp = min(1.0, ramp + ramp_step)
+            command = ramp * self._keep_in_box(state.q, np.clip(r.gain * error, -r.max_speed, r.max_speed), r.max_speed)
+            if not safety.command_velocity(command):
                 raise ResetFailed(f"reset aborted: {safety.fault.message if safety.fault else 'command refused'}")
             self.loop.wait()
         safety.hold()
+
+    def _keep_in_box(self, q: np.ndarray, dq: np.ndarray, max_speed: float) -> np.ndarray:
+        """Bend a scripted joint motion so the TCP slides along a workspace face instead of pushing out.
+
+        A straight joint-space path home can leave the box when the policy parked the TCP at a face; the
+        workspace layer (which predicts the TCP one horizon ahead) then scales the whole command to zero and
+        the reset stalls. Here the predicted TCP is kept at least a little inside every face it would cross:
+        a least-squares joint correction through the position Jacobian, repeated a few times because the
+        arm's motion is curved. The safety layer still checks the result as usual."""
+        limits = self.safety.limits
+        lo, hi = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
+        h = limits.horizon
+        p = np.asarray(self._kin.position(q.tolist()))
+        inward = 0.02 * h  # 2 cm/s into the box on a face that would be crossed
+        floor, ceiling = np.minimum(p, lo) + inward, np.maximum(p, hi) - inward
+        jac = None
+        for _ in range(5):
+            ahead = np.asarray(self._kin.position((q + dq * h).tolist()))
+            target = np.clip(ahead, np.minimum(floor, ahead + (lo - ahead).clip(min=0) + inward), ceiling)
+            target = np.where(ahead < lo, np.maximum(ahead, floor), np.where(ahead > hi, np.minimum(ahead, ceiling), ahead))
+            if np.allclose(target, ahead):
+                break
+            if jac is None:
+                eps = 1e-4
+                jac = np.stack([(np.asarray(self._kin.position((q + eps * e).tolist())) - p) / eps for e in np.eye(len(q))], axis=1)
+            dq = np.clip(dq + np.linalg.lstsq(jac, (target - ahead) / h, rcond=None)[0], -max_speed, max_speed)
+        return dq
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         state = self.safety.read_state()

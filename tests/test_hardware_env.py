@@ -136,6 +136,26 @@ def test_reset_moves_home_through_the_safety_layer_with_limited_speed():
         env.close()
 
 
+def test_reset_from_a_tcp_parked_at_a_workspace_face_reaches_home():
+    """A pose a random policy reached: TCP on the box's x-min face, joint 1 far from home. The straight
+    joint path home first pushes the TCP out; before the reset ramped up and slid along the face, the
+    workspace layer scaled every homing command to zero and the reset stalled until its timeout."""
+    parked = [-2.1659, -0.6373, 0.3238, -2.0081, 1.1279, 1.3951, 0.8003]
+    env = build(with_hw(**{"hardware.driver.fake.initial_q": parked, "hardware.reset.joint_noise_rad": 0.0}))
+    try:
+        assert env._kin.position(parked)[0] == pytest.approx(env.hw.safety.workspace_min[0], abs=2e-3)
+        tcp = []
+        original = env.driver.set_joint_velocity
+        env.driver.set_joint_velocity = lambda dq: (tcp.append(env._kin.position(env.driver.read_state().q.tolist())), original(dq))[1]
+        obs, info = env.reset(seed=0)
+        np.testing.assert_allclose(obs["joint_pos"], PANDA.home, atol=env.hw.reset.tolerance_rad)
+        lo, hi = np.array(env.hw.safety.workspace_min), np.array(env.hw.safety.workspace_max)
+        assert np.all(np.array(tcp) >= lo - 1e-3) and np.all(np.array(tcp) <= hi + 1e-3)  # never left the box
+        assert not info["safety"]["estop"]
+    finally:
+        env.close()
+
+
 def test_reset_refuses_while_latched_and_reports_a_failed_homing():
     env = build(with_hw(**{"hardware.reset.timeout_s": 0.5, "hardware.reset.joint_noise_rad": 0.0, "hardware.safety.tracking_timeout_s": 5.0}))
     try:
