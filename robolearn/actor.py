@@ -41,7 +41,6 @@ class Actor:
         self.cfg, self.acfg = cfg, cfg.actor
         if self.acfg.on_learner_loss not in LOSS_MODES:
             raise ValueError(f"invalid value for actor.on_learner_loss: {self.acfg.on_learner_loss!r} (one of {LOSS_MODES})")
-        torch.set_num_threads(1)  # acting is one small forward pass; leave the cores to the env and the learner
         self.env = env if env is not None else make_env(cfg.env)
         self.agent = DrQAgent(self.env.observation_space, self.env.action_space, agent_config(cfg.agent), device="cpu")
         self.agent.eval()
@@ -154,6 +153,7 @@ def safe_hold_of(env):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
 def main(cfg: DictConfig) -> None:
+    torch.set_num_threads(1)  # acting is one small forward pass; leave the cores to the env and the learner
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the step, send what is left, then exit

@@ -6,10 +6,13 @@
 
 Runs the pre-flight check first (preflight.run=true), then N evaluation episodes through the same actor
 path as training (robolearn.acting.AgentPolicy), and reports success, returns and every safety event
-(report.json in output_dir; the last stdout line is the summary as JSON). `mode=online` - the arm as an
-online-learning actor feeding a remote replay server - is the transport work's actor (robolearn/actor.py,
-launch/robot_actor.sh); `hardware.deploy.run_deployment(on_transition=...)` is the per-step hook for
-feeding deploy episodes to it.
+(report.json in output_dir; the last stdout line is the summary as JSON).
+
+`mode=online`: after the same pre-flight, the arm becomes an online-learning actor (robolearn.actor)
+that starts from the checkpoint's policy and streams to a replay server (`transport.*`), taking new
+weights from the learner as they come; start the learner with `learner.init_from=<the same checkpoint>`
+(docs/remote.md). Losing the learner holds the arm (actor.on_learner_loss=hold). It runs until
+`actor.total_steps` or Ctrl-C and reports steps, episodes, success and the safety layer's counters.
 """
 
 from __future__ import annotations
@@ -38,11 +41,7 @@ def run(cfg: DictConfig, say=print) -> dict:
 
     if cfg.mode not in MODES:
         raise ConfigError(f"invalid value for mode: {cfg.mode!r} (one of {list(MODES)})")
-    if cfg.mode == "online":
-        raise ConfigError("invalid value for mode: 'online' (online learning on the arm runs as the transport work's actor: "
-                          "python -m robolearn.actor --config-name async_real_fake ... or launch/robot_actor.sh, after "
-                          "python -m robolearn.preflight with the same env overrides; deploy runs mode=eval. See docs/deploy.md)")
-    if int(cfg.episodes) < 1:
+    if cfg.mode == "eval" and int(cfg.episodes) < 1:
         raise ConfigError(f"invalid value for episodes: {cfg.episodes!r} (must be at least 1)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +55,10 @@ def run(cfg: DictConfig, say=print) -> dict:
             result["stopped"] = "pre-flight check failed"
             (out / "report.json").write_text(json.dumps(result, indent=1))
             return result
+    if cfg.mode == "online":
+        result.update(run_online(cfg, env_cfg, say))
+        (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
+        return result
     keys = None
     env = make_env(env_cfg)
     try:
@@ -92,6 +95,38 @@ def run(cfg: DictConfig, say=print) -> dict:
     result.update(report.as_dict())
     (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def run_online(cfg: DictConfig, env_cfg: dict, say=print) -> dict:
+    """The arm as an actor of asynchronous training, starting from the checkpoint's policy."""
+    import signal
+    import threading
+
+    from robolearn.actor import Actor
+    from robolearn.checkpoint import load_checkpoint, spec_signature
+    from robolearn.envs import make_env
+
+    env = make_env(env_cfg)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    try:
+        payload = load_checkpoint(cfg.checkpoint, spec_signature(env.observation_space, env.action_space))
+        actor_cfg = OmegaConf.create({"env": env_cfg, "agent": payload["agent_config"], "transport": OmegaConf.to_container(cfg.transport, resolve=True),
+                                     "actor": OmegaConf.to_container(cfg.actor, resolve=True)})
+        actor = Actor(actor_cfg, env=env, stop=stop)
+        actor.agent.load_training_state(payload["agent"])
+        actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)
+        actor.client.applied(0)
+        say(f"online actor {actor.name}: streaming to {cfg.transport.host}:{cfg.transport.port}; Ctrl-C stops")
+        try:
+            result = actor.run()
+        finally:
+            acknowledged = actor.close()  # also closes the env (the arm is held)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return {**result, "transitions_sent": actor.client.stats["transitions"], "all_acknowledged": acknowledged,
+            "link_events": actor.events, "safety_counters": dict(env.unwrapped.safety.counters)}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="deploy")

@@ -49,6 +49,11 @@ class Learner:
         self.signature = spec_signature(obs_space, act_space)
         self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=pick_device(cfg.device))
         self.updates = 0
+        if self.lcfg.get("init_from") and not (run_dir / "checkpoint.pt").exists():
+            # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
+            payload = load_checkpoint(self.lcfg.init_from, self.signature)
+            self.agent.load_training_state(payload["agent"])
+            log.info("learner initialised from %s", self.lcfg.init_from)
         if (run_dir / "checkpoint.pt").exists():
             payload = load_checkpoint(run_dir / "checkpoint.pt", self.signature)
             self.agent.load_training_state(payload["agent"])

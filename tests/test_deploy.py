@@ -124,11 +124,43 @@ def test_a_latched_fault_ends_the_run_and_is_never_cleared(checkpoint, tmp_path)
         env.close()
 
 
-def test_online_mode_and_bad_settings_are_refused_naming_them(tmp_path):
+@pytest.mark.timeout(120)
+def test_online_mode_streams_the_arm_to_a_replay_server_starting_from_the_checkpoint(checkpoint, tmp_path):
+    import numpy as np
+
+    from robolearn.deploy import run
+    from robolearn.spec import EnvSpec
+    from robolearn.transport.durable import ServerConfig
+    from robolearn.transport.learner_client import LearnerClient
+    from tests.transport_cases import running_server, transport
+
+    link = transport()
+    cfg = deploy_config(
+        f"checkpoint={checkpoint}", "mode=online", "env.robot=fr3", "env.episode_seconds=1", "env.hardware.loop.clock=virtual",
+        "preflight.run=false", f"output_dir={tmp_path}", f"transport.port={link.port}", f"transport.weights_port={link.weights_port}",
+        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "actor.total_steps=25", "actor.name=arm")
+    spec = EnvSpec.from_config(cfg.env)
+    space, action_shape = spec.observation_space(), (spec.action_dim,)
+    with running_server(tmp_path / "replay", link, ServerConfig(capacity=1000), space, action_shape) as server:
+        # A learner that is present (the arm holds without one) but has nothing to publish yet.
+        learner = LearnerClient(link, space, action_shape, batch_size=8, n_step=1, gamma=0.99, frame_stack=1, min_transitions=10**9)
+        try:
+            result = run(cfg, say=lambda m: None)
+        finally:
+            learner.close()
+        store = server.storage
+        rows = np.arange(store.total)
+        versions = store.policy_version[rows][store.next[rows] >= 0]
+    # total_steps=25 with 10-step episodes: the actor finishes the episode it is in, so three episodes.
+    assert result["mode"] == "online" and result["steps"] == 30 and result["episodes"] == 3 and result["all_acknowledged"]
+    assert store.transitions_added == 30 and set(versions.tolist()) == {0}  # the checkpoint's policy, from step one
+    assert result["safety_counters"]["sent"] >= 30  # every step's command went through the safety layer
+    assert json.loads((tmp_path / "report.json").read_text())["transitions_sent"] == 30
+
+
+def test_bad_settings_are_refused_naming_them(tmp_path):
     from robolearn.deploy import run
 
-    with pytest.raises(ConfigError, match="mode: 'online'.*robolearn.actor --config-name async_real_fake"):
-        run(deploy_config("checkpoint=x", "mode=online", f"output_dir={tmp_path}"))
     with pytest.raises(ConfigError, match="mode: 'remote'"):
         run(deploy_config("checkpoint=x", "mode=remote", f"output_dir={tmp_path}"))
     with pytest.raises(ConfigError, match="episodes: 0"):
