@@ -29,6 +29,7 @@ from robolearn.transport.config import TransportConfig, endpoint
 from robolearn.transport.protocol import ProtocolError, decode, encode
 from robolearn.transport.recordlog import pack_record, unpack_record
 from robolearn.transport.security import apply_client_keys
+from robolearn.transport.sockets import close_dealer, connect_dealer
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class ActorClient:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if dealer is None:
-                    dealer = self._dealer(context)
+                    dealer = connect_dealer(context, self.cfg)
                     self.connected = False
                     dealer.send_multipart(encode("hello", {"role": "actor", "name": self.name, "spec": self.spec}))
                     hello_at = now
@@ -242,21 +243,8 @@ class ActorClient:
                     dealer.send_multipart(encode("heartbeat", {"name": self.name, "state": self.state}))
                     last_beat = now
         finally:
-            if dealer is not None:
-                try:
-                    dealer.send_multipart(encode("bye", {"name": self.name}), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-                dealer.close(linger=200)
+            close_dealer(dealer, self.name)
             sub.close(0)
-
-    def _dealer(self, context: zmq.Context) -> zmq.Socket:
-        dealer = context.socket(zmq.DEALER)
-        dealer.linger = 0
-        if self.cfg.curve_keys:
-            apply_client_keys(dealer, self.cfg.curve_keys, self.cfg.client_key)
-        dealer.connect(endpoint(self.cfg.host, self.cfg.port))
-        return dealer
 
     def _send(self, dealer: zmq.Socket, frames: list) -> None:
         dealer.send_multipart(frames, copy=False)

@@ -19,9 +19,9 @@ from gymnasium import spaces
 from robolearn.replay import Batch
 from robolearn.transport.actor_client import TransportFatal
 from robolearn.transport.chunks import wire_spec
-from robolearn.transport.config import TransportConfig, endpoint
+from robolearn.transport.config import TransportConfig
 from robolearn.transport.protocol import ProtocolError, decode, encode
-from robolearn.transport.security import apply_client_keys
+from robolearn.transport.sockets import close_dealer, connect_dealer
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,7 @@ class LearnerClient:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if dealer is None:
-                    dealer = context.socket(zmq.DEALER)
-                    dealer.linger = 0
-                    if self.cfg.curve_keys:
-                        apply_client_keys(dealer, self.cfg.curve_keys, self.cfg.client_key)
-                    dealer.connect(endpoint(self.cfg.host, self.cfg.port))
+                    dealer = connect_dealer(context, self.cfg)
                     dealer.send_multipart(encode("hello", {"role": "learner", "name": self.name, "spec": self.spec}))
                     self.connected, outstanding, hello_at = False, set(), now
                 if dealer.poll(10):
@@ -134,12 +130,7 @@ class LearnerClient:
                     dealer.send_multipart(encode("heartbeat", {"name": self.name}))
                     last_beat = now
         finally:
-            if dealer is not None:
-                try:
-                    dealer.send_multipart(encode("bye", {"name": self.name}), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-                dealer.close(linger=200)
+            close_dealer(dealer, self.name)
 
     def _on_reply(self, frames, outstanding: set) -> str | None:
         try:

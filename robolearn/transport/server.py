@@ -254,6 +254,9 @@ class ReplayServer:
                 log.warning("no actor is alive (none heard from for %.1f s)", self.transport.peer_timeout_s)
             self._alive_state = alive
         now = time.monotonic()
+        forget = 10 * self.transport.peer_timeout_s  # connections replaced by a reconnect, or peers gone for good
+        for identity in [i for i, p in self.peers.items() if now - p.last_seen > forget]:
+            del self.peers[identity]
         if now - self._last_report > 10.0:
             self._last_report = now
             log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served, %d rejected, %d duplicates",
