@@ -220,6 +220,7 @@ def test_extend_equals_record_by_record(capacity):
                 loop.start_episode(o, stream)
             else:
                 loop.add(action[i], float(reward[i]), bool(term[i]), bool(trunc[i]), o, stream, int(version[i]))
+        assert bulk.num_transitions() == bulk._count_transitions() == loop.num_transitions() == loop._count_transitions()
         a, b = _store_state(bulk), _store_state(loop)
         assert a.keys() == b.keys()
         for key in a:

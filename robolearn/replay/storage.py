@@ -66,6 +66,7 @@ class ReplayStorage:
         self.prev = np.full(self.capacity, -1, dtype=np.int64)
         self.next = np.full(self.capacity, -1, dtype=np.int64)
         self.total = 0  # rows ever written
+        self._complete = 0  # held rows whose successor is stored: num_transitions() without a scan
         self.transitions_added = 0
         self.episodes_added = 0
         self._cursor: dict[int, int] = {}  # stream -> global row of its latest observation
@@ -100,14 +101,20 @@ class ReplayStorage:
         if action.shape != self.action_shape:
             raise ValueError(f"replay: action shape {action.shape}, expected {self.action_shape}")
         slot = row % self.capacity
-        self.action[slot] = action
-        self.reward[slot] = reward
-        self.terminated[slot] = terminated
-        self.truncated[slot] = truncated
-        self.policy_version[slot] = policy_version
-        new_row = self._write_obs(next_obs, prev=row)
-        self.next[slot] = new_row
         self.transitions_added += 1
+        if row + self.capacity == self.total:
+            # The next observation lands on the slot of the observation it follows (a stream left idle while
+            # the whole buffer turned over): that transition cannot be kept; the episode goes on from here.
+            new_row = self._write_obs(next_obs, prev=-1)
+        else:
+            self.action[slot] = action
+            self.reward[slot] = reward
+            self.terminated[slot] = terminated
+            self.truncated[slot] = truncated
+            self.policy_version[slot] = policy_version
+            new_row = self._write_obs(next_obs, prev=row)
+            self.next[slot] = new_row
+            self._complete += 1
         if terminated or truncated:
             del self._cursor[stream]
         else:
@@ -136,6 +143,8 @@ class ReplayStorage:
                     self.add(action[i], float(reward[i]), bool(terminated[i]), bool(truncated[i]), record, stream, int(policy_version[i]))
             return int((~starts).sum())
         slots = rows % self.capacity
+        evicted = slots[rows >= self.capacity]  # these slots held rows that are now overwritten
+        self._complete -= int(np.count_nonzero(self.next[evicted] >= 0))
         first, last = int(slots[0]), int(slots[-1])
         index = slice(first, last + 1) if last >= first else slots  # contiguous unless it wraps
         missing = set(self.obs) - set(obs)
@@ -164,6 +173,7 @@ class ReplayStorage:
         self.truncated[src] = truncated[steps]
         self.policy_version[src] = policy_version[steps]
         self.next[src] = rows[steps]
+        self._complete += int(steps.sum())
         self.total += n
         self.transitions_added += int(steps.sum())
         self.episodes_added += int(starts.sum())
@@ -179,6 +189,8 @@ class ReplayStorage:
             raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
         row = self.total
         slot = row % self.capacity
+        if row >= self.capacity and self.next[slot] >= 0:
+            self._complete -= 1  # the row overwritten here held a transition
         for key, store in self.obs.items():
             value = np.asarray(obs[key])
             if value.shape != store.shape[1:]:
@@ -195,7 +207,10 @@ class ReplayStorage:
 
     # -- reading -------------------------------------------------------------------------------------
     def num_transitions(self) -> int:
-        """Transitions currently sampleable (rows whose successor is stored)."""
+        """Transitions currently sampleable (rows whose successor is stored), kept as rows are written."""
+        return self._complete
+
+    def _count_transitions(self) -> int:
         if self.total == 0:
             return 0
         rows = self._slots(np.arange(self.oldest, self.total))
@@ -345,4 +360,5 @@ class ReplayStorage:
         store.transitions_added = meta["transitions_added"]
         store.episodes_added = meta["episodes_added"]
         store._cursor = {int(k): v for k, v in meta["cursor"].items()}
+        store._complete = store._count_transitions()
         return store

@@ -159,8 +159,9 @@ class ActorClient:
         return None
 
     def pending(self) -> int:
-        """Chunks not yet acknowledged (in memory, on disk or on the wire)."""
-        return len(self.outbox) + self._in_flight_count
+        """Chunks handed over but not yet acknowledged (in memory, on disk or on the wire). Sequence numbers
+        are consecutive and an acknowledgement covers all before it, so this needs no shared queue state."""
+        return self._seq - 1 - self.acked_through
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Send what is left (waiting up to timeout_s for acknowledgements), then stop. True if all was acknowledged."""
@@ -176,8 +177,6 @@ class ActorClient:
         return done
 
     # -- network thread ------------------------------------------------------------------------------
-    _in_flight_count = 0
-
     def _run(self) -> None:
         context = zmq.Context.instance()
         sub = context.socket(zmq.SUB)
@@ -238,7 +237,6 @@ class ActorClient:
                     in_flight[seq] = frames
                     self._send(dealer, frames)
                     self.stats["chunks_sent"] += 1
-                self._in_flight_count = len(in_flight)
                 if now - last_beat > self.cfg.heartbeat_s:
                     dealer.send_multipart(encode("heartbeat", {"name": self.name, "state": self.state}))
                     last_beat = now
@@ -265,6 +263,7 @@ class ActorClient:
             next_seq = int(h["next_seq"])
             for seq in [s for s in in_flight if s < next_seq]:
                 del in_flight[seq]  # stored before the reconnect
+            self.acked_through = max(self.acked_through, next_seq - 1)
             for seq in sorted(in_flight):
                 self._send(dealer, in_flight[seq])
                 self.stats["resent"] += 1
@@ -285,7 +284,6 @@ class ActorClient:
                 return "reconnect"  # the server restarted: say hello again and resend
             self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
             log.error("actor %s: %s", self.name, self.fatal)
-        self._in_flight_count = len(in_flight)
         return None
 
     def _update_status(self, h: dict) -> None:
