@@ -152,6 +152,8 @@ class ActorClient:
         if self.fatal:
             return f"refused by the replay server: {self.fatal}"
         silent = time.monotonic() - self.last_reply
+        if not self.connected and self.server_status == {}:
+            return f"not connected to the replay server at {endpoint(self.cfg.host, self.cfg.port)} yet"
         if not self.connected or silent > self.cfg.peer_timeout_s:
             return f"replay server unreachable (no reply for {silent:.1f} s)"
         if not self.learner_alive:
