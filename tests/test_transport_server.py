@@ -250,3 +250,30 @@ def test_wal_files_only_hold_data_in_the_run_directory(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_wal", "endpoints.json", "wal"]
     assert os.listdir(tmp_path / "wal") == []
+
+
+def test_batches_gathered_beside_ingestion_are_consistent(tmp_path):
+    """Sampler threads gather while an actor streams into a full, wrapping buffer: every sampled transition
+    is whole (its image, joints, reward and next observation belong together)."""
+    cfg = transport(chunk_steps=8)
+    with running_server(tmp_path, cfg, ServerConfig(capacity=600, sampler_threads=2)) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="writer")
+        stream_episodes(actor, episodes=3, length=150)
+        wait_for(lambda: actor.pending() == 0, what="buffer filled")
+        lc = learner(cfg, batch_size=64)
+        checked = 0
+        try:
+            first = stream_episodes(actor, episodes=1, length=1, first_id=10_000)
+            while checked < 40:
+                first = stream_episodes(actor, episodes=1, length=40, first_id=first)  # keeps overwriting the oldest rows
+                batch = lc.next_batch(timeout_s=10)
+                ids = batch.reward.astype(int)  # reward = id of the next observation
+                np.testing.assert_array_equal(batch.next_obs["joint_pos"][:, 0], ids)
+                np.testing.assert_array_equal(batch.next_obs["cam"][:, -1, 0, 0, 0], ids % 256)
+                np.testing.assert_array_equal(batch.obs["joint_pos"][:, 0], ids - 1)
+                np.testing.assert_array_equal(batch.obs["cam"][:, -1, 0, 0, 0], (ids - 1) % 256)
+                checked += 1
+        finally:
+            lc.close()
+            actor.close(timeout_s=5)
+        assert server.storage.total > 2 * 600  # it wrapped while being sampled

@@ -36,10 +36,19 @@ class MixedSampler:
         return count
 
     def sample(self, batch_size: int, rng: np.random.Generator, **kwargs) -> Batch:
+        return self.gather(self.draw(batch_size, rng), **kwargs)
+
+    def draw(self, batch_size: int, rng: np.random.Generator, skip_oldest: int = 0) -> list[tuple[ReplayStorage, np.ndarray]]:
+        """Which rows of which store make the batch (cheap: the replay server does this under its lock)."""
         n_demo = self.demo_count(batch_size) if self.demo_ratio > 0 else 0
-        parts = []
+        draws = []
         if n_demo:
-            parts.append(self.demos.sample(n_demo, rng, **kwargs))
+            draws.append((self.demos, self.demos.sample_starts(n_demo, rng, skip_oldest)))
         if batch_size - n_demo:
-            parts.append(self.online.sample(batch_size - n_demo, rng, **kwargs))
+            draws.append((self.online, self.online.sample_starts(batch_size - n_demo, rng, skip_oldest)))
+        return draws
+
+    @staticmethod
+    def gather(draws: list[tuple[ReplayStorage, np.ndarray]], **kwargs) -> Batch:
+        parts = [store.gather(starts, **kwargs) for store, starts in draws]
         return parts[0] if len(parts) == 1 else concat_batches(parts)

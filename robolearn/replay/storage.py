@@ -220,16 +220,21 @@ class ReplayStorage:
         starts = self.sample_starts(batch_size, rng)
         return self.gather(starts, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
 
-    def sample_starts(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        """Uniform over stored transitions: draw rows, redraw those with no successor yet."""
+    def sample_starts(self, batch_size: int, rng: np.random.Generator, skip_oldest: int = 0) -> np.ndarray:
+        """Uniform over stored transitions: draw rows, redraw those with no successor yet.
+
+        skip_oldest: once the store is full, leave out its oldest rows, which writes arriving while the
+        batch is gathered (on another thread) may overwrite."""
         if self.total == 0 or self.num_transitions() == 0:
             raise RuntimeError("replay: no complete transition stored yet")
-        starts = rng.integers(self.oldest, self.total, size=batch_size)
+        low = self.oldest + (skip_oldest if self.total >= self.capacity else 0)
+        low = min(low, self.total - 2)
+        starts = rng.integers(low, self.total, size=batch_size)
         for _ in range(1000):
             bad = self.next[self._slots(starts)] < 0
             if not bad.any():
                 return starts
-            starts[bad] = rng.integers(self.oldest, self.total, size=int(bad.sum()))
+            starts[bad] = rng.integers(low, self.total, size=int(bad.sum()))
         raise RuntimeError("replay: could not draw complete transitions (store almost empty?)")
 
     def gather(self, starts: np.ndarray, n_step: int = 1, gamma: float = 0.99, frame_stack: int = 1) -> Batch:

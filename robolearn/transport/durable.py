@@ -29,6 +29,7 @@ class ServerConfig:
     segment_mb: float = 256.0
     demo_capacity: int = 100_000
     demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
+    sampler_threads: int = 2  # threads gathering batches beside ingestion (0: in the server's loop)
     seed: int = 0
 
 

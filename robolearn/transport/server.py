@@ -22,10 +22,13 @@ logged (rate-limited), and changes nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +65,15 @@ class ReplayServer:
         self.spec = wire_spec(observation_space, action_shape)
         self.data = DurableReplay(self.dir, observation_space, action_shape, cfg, demos)
         self.storage, self.demos = self.data.storage, self.data.demos
-        self.rng = np.random.default_rng(cfg.seed)
         self.epoch = uuid.uuid4().hex[:12]
+        # Sampling: rows are drawn under a lock that ingestion also takes (cheap), then gathered by sampler
+        # threads (numpy releases the GIL while copying) while ingestion goes on; the oldest rows of a
+        # full buffer are not drawn, since writes arriving during a gather overwrite them.
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._thread_seeds = itertools.count()
+        self._samplers = ThreadPoolExecutor(cfg.sampler_threads, thread_name_prefix="sampler") if cfg.sampler_threads else None
+        self._skip_oldest = min(cfg.capacity // 10, 10_000)
         self.peers: dict[bytes, Peer] = {}
         self.actor_seen: dict[str, float] = {}
         self.learner_seen = -float("inf")
@@ -75,6 +85,9 @@ class ReplayServer:
         self.router = self._bind(zmq.ROUTER, transport.port)
         self.publisher = self._bind(zmq.PUB, transport.weights_port)
         self.endpoints = {"router": self.router.last_endpoint.decode(), "weights": self.publisher.last_endpoint.decode()}
+        self._replies_endpoint = f"inproc://sampled-{self.epoch}"
+        self._replies = self.context.socket(zmq.PULL)  # batches from sampler threads; only this thread uses the ROUTER
+        self._replies.bind(self._replies_endpoint)
         (self.dir / "endpoints.json").write_text(json.dumps({**self.endpoints, "epoch": self.epoch}))
         self._stopping = False
         self._last_report = time.monotonic()
@@ -95,11 +108,19 @@ class ReplayServer:
     def serve(self, duration_s: float | None = None) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self._replies, zmq.POLLIN)
         end = None if duration_s is None else time.monotonic() + duration_s
         log.info("replay server %s listening on %s (weights on %s)%s", self.epoch, self.endpoints["router"],
                  self.endpoints["weights"], " with CURVE" if self.security else "")
         while not self._stopping and (end is None or time.monotonic() < end):
-            if poller.poll(100):
+            events = dict(poller.poll(100))
+            if self._replies in events:
+                while True:
+                    try:
+                        self.router.send_multipart(self._replies.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                    except zmq.Again:
+                        break
+            if self.router in events:
                 for _ in range(64):  # a burst, then the periodic checks below
                     try:
                         frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -112,6 +133,9 @@ class ReplayServer:
         self._stopping = True
 
     def close(self) -> None:
+        if self._samplers is not None:
+            self._samplers.shutdown(wait=True)
+        self._replies.close(0)
         self.router.close(0)
         self.publisher.close(0)
         if self.security:
@@ -178,7 +202,8 @@ class ReplayServer:
         if seq > expected:
             return encode("resend", {"seq": expected})
         check_chunk(msg.arrays, self.observation_space, self.action_shape)
-        self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays, frames)
+        with self._lock:
+            self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays, frames)
         self.counters["chunks"] += 1
         return encode("ack", {"seq": seq})
 
@@ -202,14 +227,39 @@ class ReplayServer:
         have = self.storage.num_transitions()
         if have < max(min_transitions, 1):
             return encode("wait", {"req": h.get("req"), "reason": f"{have} transitions stored, waiting for {min_transitions}", **self._status()})
+        request = dict(req=h.get("req"), batch_size=batch_size, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+        self.counters["batches"] += 1
+        if self._samplers is None:
+            return self._batch(**request)
+        self._samplers.submit(self._sample_in_thread, identity, request)
+        return None  # the reply comes from a sampler thread, through the main loop
+
+    def _batch(self, req, batch_size: int, n_step: int, gamma: float, frame_stack: int) -> list:
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            rng = self._local.rng = np.random.default_rng([self.cfg.seed, next(self._thread_seeds)])
         demos = self.demos if self.demos.num_transitions() else None
         sampler = MixedSampler(self.storage, demos, self.cfg.demo_ratio if demos is not None else 0.0)
-        batch = sampler.sample(batch_size, self.rng, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+        with self._lock:
+            draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest if self._samplers else 0)
+        batch = sampler.gather(draws, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
         arrays = {"action": batch.action, "reward": batch.reward, "discount": batch.discount}
         arrays.update({f"obs/{k}": v for k, v in batch.obs.items()})
         arrays.update({f"next_obs/{k}": v for k, v in batch.next_obs.items()})
-        self.counters["batches"] += 1
-        return encode("batch", {"req": h.get("req"), **self._status()}, arrays)
+        return encode("batch", {"req": req, **self._status()}, arrays)
+
+    def _sample_in_thread(self, identity: bytes, request: dict) -> None:
+        sender = getattr(self._local, "sender", None)
+        if sender is None:
+            sender = self._local.sender = self.context.socket(zmq.PUSH)
+            sender.linger = 0
+            sender.connect(self._replies_endpoint)
+        try:
+            reply = self._batch(**request)
+        except Exception as exc:  # a failure here must reach the learner, not vanish in the pool
+            log.exception("sampling failed")
+            reply = encode("error", {"code": "rejected", "message": f"sampling failed: {type(exc).__name__}: {exc}", "ref_type": "sample"})
+        sender.send_multipart([identity, *reply], copy=False)
 
     def _on_weights(self, identity: bytes, msg: Message):
         if self.peers[identity].role != "learner":
@@ -238,7 +288,7 @@ class ReplayServer:
         timeout = self.transport.peer_timeout_s
         return {
             "learner_alive": now - self.learner_seen < timeout,
-            "actors_alive": sum(now - t < timeout for t in self.actor_seen.values()),
+            "actors_alive": sum(now - t < timeout for t in list(self.actor_seen.values())),  # list(): atomic, sampler threads call this too
             "weights_version": self.weights_version,
             "transitions": self.storage.num_transitions(),
             "demo_transitions": self.demos.num_transitions(),
