@@ -17,7 +17,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -29,8 +28,8 @@ from robolearn.agents import DrQAgent
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.train import agent_config
-from robolearn.transport.config import load_transport_config
 from robolearn.transport.actor_client import ActorClient, TransportFatal
+from robolearn.transport.config import load_transport_config
 
 log = logging.getLogger(__name__)
 LOSS_MODES = ("continue", "hold")

@@ -28,8 +28,8 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +38,8 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
-from robolearn.transport.config import TransportConfig
 from robolearn.transport.chunks import check_chunk, wire_spec
+from robolearn.transport.config import TransportConfig
 from robolearn.transport.durable import DurableReplay, ServerConfig
 from robolearn.transport.protocol import Message, ProtocolError, decode, encode
 from robolearn.transport.security import ServerSecurity
