@@ -277,3 +277,21 @@ def test_batches_gathered_beside_ingestion_are_consistent(tmp_path):
             lc.close()
             actor.close(timeout_s=5)
         assert server.storage.total > 2 * 600  # it wrapped while being sampled
+
+
+def test_compressed_images_arrive_intact_and_stay_compressed_in_the_log(tmp_path):
+    raw_cfg, png_cfg = transport(), transport(compression="png")
+    sizes = {}
+    for label, cfg in (("raw", raw_cfg), ("png", png_cfg)):
+        with running_server(tmp_path / label, cfg) as server:
+            actor = ActorClient(cfg, SPACE, ACTION, name=label)
+            end = stream_episodes(actor, episodes=2, length=20)
+            assert actor.close(timeout_s=10)
+            assert stored_ids(server.storage) == [i for i in range(end) if i % 21]
+            rows = np.arange(server.storage.total)
+            np.testing.assert_array_equal(server.storage.obs["cam"][rows, 0, 0, 0], server.storage.obs["joint_pos"][rows, 0] % 256)
+            sizes[label] = (actor.stats["wire_bytes"], sum(p.stat().st_size for p in (tmp_path / label / "wal").iterdir()))
+        recovered = DurableReplay(tmp_path / label, SPACE, ACTION, ServerConfig(capacity=10_000))
+        assert stored_ids(recovered.storage) == [i for i in range(end) if i % 21]
+        recovered.close()
+    assert sizes["png"][0] < sizes["raw"][0] / 2 and sizes["png"][1] < sizes["raw"][1] / 2
