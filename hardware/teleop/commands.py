@@ -6,7 +6,7 @@ the arm within `hold_s`. Space stops every axis at once. Commands are expressed 
 (`EnvSpec.normalise_command`), so the env scales them exactly as it scales a policy's, and the safety
 layer filters them like any other command.
 
-Joint mode: q/a w/s e/d r/f t/g y/h u/j move joints 1..7 up/down.
+Joint mode: q/a w/s e/d r/f t/g y/h u/j move joints 1..7 up/down (a gamepad sends joint1+ .. joint7-).
 End-effector mode: w/s +x/-x, a/d +y/-y, r/f +z/-z (robot base frame; arrows also move x/y); the hand's
 orientation is held. Joint velocities come from a damped least-squares inverse of the 6-D Jacobian of
 the shared robot description, scaled down uniformly so no joint exceeds its share of the action limit.
@@ -21,6 +21,9 @@ from robolearn.robots import RobotDescription
 from robolearn.spec import EnvSpec
 
 JOINT_KEYS = {k: (i, s) for i, (up, down) in enumerate(["qa", "ws", "ed", "rf", "tg", "yh", "uj"]) for k, s in ((up, 1.0), (down, -1.0))}
+# The gamepad's names for the same motions (hardware/teleop/gamepad.py): no terminal sends them, so a
+# stick can never be read as a control key (the reset prompt's y/s, say) the way these letters can.
+JOINT_KEYS |= {f"joint{i + 1}{'+' if s > 0 else '-'}": (i, s) for i in range(7) for s in (1.0, -1.0)}
 EE_KEYS = {
     "w": (0, 1.0), "s": (0, -1.0), "up": (0, 1.0), "down": (0, -1.0),
     "a": (1, 1.0), "d": (1, -1.0), "left": (1, 1.0), "right": (1, -1.0),

@@ -6,7 +6,8 @@ actually told after the safety layer, in the policy's action space.
 
 Control keys (besides the motion keys of `TeleopCommander`): n = end the episode and keep it,
 x = end it and throw it away, esc = quit after this episode (kept); during a policy episode, i toggles
-the human's takeover.
+the human's takeover. An input device that reports a `fault` (a gamepad that disappeared) ends the
+teleop episode at once, discarded, and the session (`quit`): nobody is steering any more.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class TeleopEpisode:
     kept: bool = False
     success: bool = False
     episode_return: float = 0.0
-    ended_by: str = ""  # env | operator | discard | quit | safety
+    ended_by: str = ""  # env | operator | discard | quit | safety | device
     safety_events: list[dict] = field(default_factory=list)
     quit: bool = False
 
@@ -58,6 +59,10 @@ class TeleopSession:
                     out.ended_by, keep = "discard", False
                 elif key == "esc":
                     out.ended_by, out.quit = "quit", True
+            fault = getattr(self.keys, "fault", None)
+            if fault and not out.ended_by:
+                out.ended_by, out.quit, keep = "device", True, False
+                self.say(f"input device lost, stopping: {fault}")
             if out.ended_by:
                 break
             action = commander.action(now, obs["joint_pos"])
