@@ -22,6 +22,7 @@ import numpy as np
 
 from hardware.env import EStopLatched, ResetFailed
 from hardware.resets import ResetRoutine
+from robolearn.evaluation import EvalSummary
 from robolearn.replay.recording import executed_action
 
 Transition = Callable[..., None]
@@ -41,21 +42,15 @@ class DeployEpisode:
 
 
 @dataclass
-class DeployReport:
+class DeployReport(EvalSummary):
+    """EvalSummary's success rate and mean return/length, plus what only a real arm has."""
+
     episodes: list[DeployEpisode] = field(default_factory=list)
     between_episode_events: list[dict] = field(default_factory=list)
     stopped: str = ""  # why the run stopped early, if it did
     safety_counters: dict = field(default_factory=dict)
     video: str | None = None
     interventions_file: str | None = None
-
-    @property
-    def success_rate(self) -> float:
-        return float(np.mean([e.success for e in self.episodes])) if self.episodes else 0.0
-
-    @property
-    def mean_return(self) -> float:
-        return float(np.mean([e.episode_return for e in self.episodes])) if self.episodes else 0.0
 
     def events(self) -> list[dict]:
         """Every safety event of the run, in order."""

@@ -195,9 +195,8 @@ class ActorClient:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if dealer is None:
-                    dealer = connect_dealer(context, self.cfg)
+                    dealer = connect_dealer(context, self.cfg, "actor", self.name, self.spec)
                     self.connected = False
-                    dealer.send_multipart(encode("hello", {"role": "actor", "name": self.name, "spec": self.spec}))
                     hello_at = now
                 poller = zmq.Poller()
                 poller.register(dealer, zmq.POLLIN)

@@ -89,8 +89,7 @@ class LearnerClient:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if dealer is None:
-                    dealer = connect_dealer(context, self.cfg)
-                    dealer.send_multipart(encode("hello", {"role": "learner", "name": self.name, "spec": self.spec}))
+                    dealer = connect_dealer(context, self.cfg, "learner", self.name, self.spec)
                     self.connected, outstanding, hello_at = False, set(), now
                 if dealer.poll(10):
                     while True:

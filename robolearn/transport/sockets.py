@@ -9,13 +9,15 @@ from robolearn.transport.protocol import encode
 from robolearn.transport.security import apply_client_keys
 
 
-def connect_dealer(context: zmq.Context, cfg: TransportConfig) -> zmq.Socket:
-    """A fresh DEALER to the server's ROUTER (a new connection: nothing queued for an old one survives)."""
+def connect_dealer(context: zmq.Context, cfg: TransportConfig, role: str, name: str, spec: dict) -> zmq.Socket:
+    """A fresh DEALER to the server's ROUTER (a new connection: nothing queued for an old one survives),
+    which says hello first, as every peer must after each (re)connect."""
     dealer = context.socket(zmq.DEALER)
     dealer.linger = 0
     if cfg.curve_keys:
         apply_client_keys(dealer, cfg.curve_keys, cfg.client_key)
     dealer.connect(endpoint(cfg.host, cfg.port))
+    dealer.send_multipart(encode("hello", {"role": role, "name": name, "spec": spec}))
     return dealer
 
 
