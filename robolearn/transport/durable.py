@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class ServerConfig:
     capacity: int = 200_000
     fsync: bool = False  # True: survive power loss too (an fsync per chunk); kill -9 is survived either way
-    segment_mb: float = 256.0
+    segment_mb: float | None = None  # None: a sixteenth of the replay capacity's bytes, 1 to 256 MB
     demo_capacity: int = 100_000
     demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
     sampler_threads: int = 2  # threads gathering batches beside ingestion (0: in the server's loop)
@@ -44,7 +44,7 @@ class DurableReplay:
         self.streams: dict[str, int] = {}  # actor name -> replay stream
         self.next_seq: dict[str, int] = {}  # actor name -> next chunk sequence number expected
         self._segment_transitions: dict[int, int] = {}
-        self.log = RecordLog(self.dir / "wal", segment_bytes=int(cfg.segment_mb * (1 << 20)), fsync=cfg.fsync)
+        self.log = RecordLog(self.dir / "wal", segment_bytes=segment_bytes(cfg, observation_space), fsync=cfg.fsync)
         self.demo_log = RecordLog(self.dir / "demo_wal", fsync=cfg.fsync)
         self.recover()
 
@@ -100,6 +100,15 @@ class DurableReplay:
     def close(self) -> None:
         self.log.close()
         self.demo_log.close()
+
+
+def segment_bytes(cfg: ServerConfig, observation_space: spaces.Dict) -> int:
+    """Log segment size: small enough that retired segments are recycled well before the log holds a
+    capacity twice over, large enough that rolling over is rare."""
+    if cfg.segment_mb is not None:
+        return int(cfg.segment_mb * (1 << 20))
+    obs_bytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in observation_space.spaces.values())
+    return int(np.clip(cfg.capacity * obs_bytes / 16, 1 << 20, 256 << 20))
 
 
 def _from_first_start(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
