@@ -95,8 +95,13 @@ def measure_ceiling(chunk_frames: list, chunks: int) -> float:
     return chunks * CHUNK / elapsed
 
 
-def _stream(actor, pool, action, transitions: int) -> float:
-    """Episodes of 100 steps handed over as fast as the control loop can; transitions/s until all are acknowledged."""
+def _stream(actor, pool, action, transitions: int, backlog_chunks: int) -> float:
+    """Episodes of 100 steps handed over as fast as the link takes them; transitions/s until all are acknowledged.
+
+    The producer waits while more than `backlog_chunks` chunks are unacknowledged, as the ceiling's PUSH socket
+    blocks at its high-water mark: a producer outrunning the link would measure the outbox's spill-to-disk
+    path instead (tested in tests/test_transport_server.py), which a real control loop at 10-100 Hz never takes.
+    """
     start = time.perf_counter()
     sent = 0
     while sent < transitions:
@@ -104,6 +109,8 @@ def _stream(actor, pool, action, transitions: int) -> float:
         for t in range(min(100, transitions - sent)):
             sent += 1
             actor.add(action, 0.0, False, t == 99, pool[sent % len(pool)], 0)
+            while actor.pending() > backlog_chunks:
+                time.sleep(0.0002)
     actor.flush()
     while actor.pending():
         time.sleep(0.0005)
@@ -154,9 +161,10 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         while not actor.connected:
             time.sleep(0.01)
         print(f"actor -> replay server: first fill of {args.capacity} transitions ...", flush=True)
-        first_fill = _stream(actor, pool, action, args.capacity)
+        first_fill = _stream(actor, pool, action, args.capacity, 2 * cfg.max_in_flight)
         print(f"actor -> replay server: {chunks * CHUNK} transitions ...", flush=True)
-        transitions_per_s = _stream(actor, pool, action, chunks * CHUNK)
+        transitions_per_s = _stream(actor, pool, action, chunks * CHUNK, 2 * cfg.max_in_flight)
+        spilled = actor.outbox.spilled_total
         sent = chunks * CHUNK
         wire_per_transition = actor.stats["wire_bytes"] / actor.stats["transitions"]
 
@@ -213,5 +221,6 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "weight_broadcast_ms_max": round(max(latencies), 2),
         "weight_apply_ms": round(statistics.median(applies), 2),
         "chunk_transitions": CHUNK,
+        "spilled_chunks": spilled,
         "ceiling_wire_bytes_per_transition": round(wire_bytes(frames) / CHUNK, 1),
     }

@@ -8,6 +8,8 @@ observation of one transition is the start of the following one, as in the repla
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from gymnasium import spaces
 
@@ -64,28 +66,49 @@ class ChunkBuilder:
 def check_chunk(arrays: dict[str, np.ndarray], observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> int:
     """Validate a decoded chunk against the observation/action spec; returns its number of records."""
     kind = arrays.get("kind")
-    if kind is None or kind.ndim != 1 or kind.dtype != np.uint8 or len(kind) == 0:
+    if not isinstance(kind, np.ndarray) or kind.ndim != 1 or kind.dtype != np.uint8 or len(kind) == 0:
         raise ProtocolError("chunk: 'kind' must be a non-empty uint8 vector")
     n = len(kind)
-    expected = {name: ((n,), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
-    expected["action"] = ((n, *action_shape), np.dtype(np.float32))
-    for key, space in observation_space.spaces.items():
-        expected[f"obs/{key}"] = ((n, *space.shape), np.dtype(space.dtype))
-    extra, missing = set(arrays) - set(expected), set(expected) - set(arrays)
-    if extra or missing:
+    expected = _chunk_fields(observation_space, tuple(action_shape))
+    if arrays.keys() != expected.keys():
+        extra, missing = set(arrays) - set(expected), set(expected) - set(arrays)
         raise ProtocolError(f"chunk: arrays {sorted(arrays)} do not match the spec (missing {sorted(missing)}, unexpected {sorted(extra)})")
-    for name, (shape, dtype) in expected.items():
+    for name, (row_shape, dtype) in expected.items():
         a = arrays[name]
-        rows = a if isinstance(a, list) else [a]
-        for r in rows:
+        for r in a if isinstance(a, list) else (a,):  # a list: the `rows` codec, one buffer per record
             got = (len(a), *r.shape) if isinstance(a, list) else r.shape
-            if got != shape or r.dtype != dtype:
-                raise ProtocolError(f"chunk: {name!r} is {r.dtype} {got}, the spec says {dtype} {shape}")
-            if r.dtype.kind == "f" and not np.isfinite(r).all():
+            if got != (n, *row_shape) or r.dtype != dtype:
+                raise ProtocolError(f"chunk: {name!r} is {r.dtype} {got}, the spec says {dtype} {(n, *row_shape)}")
+            if dtype.kind == "f" and not np.isfinite(r).all():
                 raise ProtocolError(f"chunk: {name!r} holds non-finite values")
-    if not np.isin(kind, (KIND_START, KIND_STEP)).all():
+    if kind.max() > KIND_STEP:  # uint8: KIND_START (0) and KIND_STEP (1) are the only kinds
         raise ProtocolError(f"chunk: unknown record kinds {sorted(set(kind.tolist()) - {KIND_START, KIND_STEP})}")
     return n
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_fields_cached(signature: tuple, action_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    fields = {name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
+    fields["action"] = (action_shape, np.dtype(np.float32))
+    for key, shape, dtype in signature:
+        fields[f"obs/{key}"] = (shape, np.dtype(dtype))
+    return fields
+
+
+_fields_by_space: dict[int, tuple[spaces.Dict, tuple, dict]] = {}
+
+
+def _chunk_fields(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> dict:
+    """Per-record shape and dtype of every array in a chunk (built once per spec: checked on every chunk)."""
+    known = _fields_by_space.get(id(observation_space))
+    if known is not None and known[0] is observation_space and known[1] == action_shape:
+        return known[2]
+    signature = tuple((key, tuple(s.shape), np.dtype(s.dtype).str) for key, s in observation_space.spaces.items())
+    fields = _chunk_fields_cached(signature, action_shape)
+    if len(_fields_by_space) > 64:
+        _fields_by_space.clear()
+    _fields_by_space[id(observation_space)] = (observation_space, action_shape, fields)  # keeps the space: its id stays its own
+    return fields
 
 
 def check_continuity(arrays: dict[str, np.ndarray], episode_open: bool) -> None:

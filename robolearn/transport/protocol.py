@@ -14,6 +14,7 @@ with OpenCV, offsets in the header) for slow links.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 DTYPES = {"uint8", "int32", "int64", "float32", "float64", "bool"}
+_ITEMSIZE = {name: np.dtype(name).itemsize for name in DTYPES}
 CODECS = {"raw", "rows", "jpeg", "png"}
 MAX_HEADER_BYTES = 1 << 20
 MAX_DIMS = 6
@@ -158,7 +160,7 @@ def _decode_array(entry, buf) -> tuple[str, np.ndarray]:
         raise ProtocolError(f"array entry {entry!r:.200}: bad name, dtype (allowed {sorted(DTYPES)}) or codec")
     if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape)):
         raise ProtocolError(f"array {name!r}: bad shape {shape!r:.200}")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * _ITEMSIZE[dtype]  # plain ints: np.prod cost more than the rest of decoding
     if codec == "raw":
         if size != expected or len(buf) != expected:
             raise ProtocolError(f"array {name!r}: {len(buf)} bytes for shape {shape} {dtype} (expected {expected}; truncated?)")
