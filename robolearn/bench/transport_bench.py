@@ -109,11 +109,9 @@ def _stream(actor, pool, action, transitions: int, backlog_chunks: int) -> float
         for t in range(min(100, transitions - sent)):
             sent += 1
             actor.add(action, 0.0, False, t == 99, pool[sent % len(pool)], 0)
-            while actor.pending() > backlog_chunks:
-                time.sleep(0.0002)
+            actor.wait_for_backlog(backlog_chunks, timeout_s=30)
     actor.flush()
-    while actor.pending():
-        time.sleep(0.0005)
+    actor.wait_for_backlog(0, timeout_s=60)
     return sent / (time.perf_counter() - start)
 
 

@@ -111,6 +111,7 @@ class ActorClient:
         self.fatal: str | None = None
         self.last_reply = time.monotonic()
         self.acked_through = -1
+        self._acked = threading.Condition()  # notified on every acknowledgement (producers waiting for a backlog to drain)
         self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0}
         self._weights: tuple[int, dict[str, np.ndarray]] | None = None
         self._weights_lock = threading.Lock()
@@ -165,13 +166,19 @@ class ActorClient:
         are consecutive and an acknowledgement covers all before it, so this needs no shared queue state."""
         return self._seq - 1 - self.acked_through
 
+    def wait_for_backlog(self, max_chunks: int, timeout_s: float) -> bool:
+        """Block until at most `max_chunks` are unacknowledged (True) or timeout_s passes (False).
+
+        For producers that would rather wait than spill: uploading stored episodes, or a benchmark. A robot's
+        control loop never calls this; its chunks queue in memory and then on disk.
+        """
+        with self._acked:
+            return self._acked.wait_for(lambda: self.pending() <= max_chunks or self.fatal is not None, timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> bool:
         """Send what is left (waiting up to timeout_s for acknowledgements), then stop. True if all was acknowledged."""
         self.flush()
-        deadline = time.monotonic() + timeout_s
-        while self.pending() and time.monotonic() < deadline and not self.fatal:
-            time.sleep(0.01)
-        done = self.pending() == 0
+        done = self.wait_for_backlog(0, timeout_s) and self.pending() == 0
         if not done:
             log.warning("actor %s: closing with %d chunks unacknowledged (spill dir %s)", self.name, self.pending(), self.outbox.spill_dir)
         self._stop.set()
@@ -264,7 +271,7 @@ class ActorClient:
             next_seq = int(h["next_seq"])
             for seq in [s for s in in_flight if s < next_seq]:
                 del in_flight[seq]  # stored before the reconnect
-            self.acked_through = max(self.acked_through, next_seq - 1)
+            self._acknowledged(next_seq - 1)
             for seq in sorted(in_flight):
                 self._send(dealer, in_flight[seq])
                 self.stats["resent"] += 1
@@ -273,7 +280,7 @@ class ActorClient:
             for seq in [s for s in in_flight if s <= h["seq"]]:
                 del in_flight[seq]
                 self.stats["acked"] += 1
-            self.acked_through = max(self.acked_through, h["seq"])
+            self._acknowledged(h["seq"])
         elif msg.type == "resend":
             for seq in sorted(s for s in in_flight if s >= h["seq"]):
                 self._send(dealer, in_flight[seq])
@@ -283,9 +290,16 @@ class ActorClient:
         elif msg.type == "error":
             if h.get("code") == "hello_first":
                 return "reconnect"  # the server restarted: say hello again and resend
-            self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
+            with self._acked:
+                self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
+                self._acked.notify_all()
             log.error("actor %s: %s", self.name, self.fatal)
         return None
+
+    def _acknowledged(self, seq: int) -> None:
+        with self._acked:
+            self.acked_through = max(self.acked_through, seq)
+            self._acked.notify_all()
 
     def _update_status(self, h: dict) -> None:
         self.learner_alive = bool(h.get("learner_alive"))
