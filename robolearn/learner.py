@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from robolearn.acting import acting_weights
 from robolearn.agents import DrQAgent
+from robolearn.allocator import keep_freed_memory
 from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
 from robolearn.paths import CONFIG_DIR
 from robolearn.spec import EnvSpec
@@ -43,6 +44,8 @@ class Learner:
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
+        if cfg.get("keep_freed_memory", False):
+            keep_freed_memory()
         torch.manual_seed(cfg.seed)
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()

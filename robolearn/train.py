@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from robolearn.acting import AgentPolicy
 from robolearn.agents import AgentConfig, DrQAgent
+from robolearn.allocator import keep_freed_memory
 from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
 from robolearn.envs import make_env
 from robolearn.evaluation import evaluate
@@ -231,6 +232,8 @@ class Workspace:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(cfg, run_dir)
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()  # after the replay is allocated: its arrays stay lazily committed pages
     try:
         return workspace.train()
     finally:

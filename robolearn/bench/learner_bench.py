@@ -6,6 +6,10 @@ DrQ-v2 encoder, a 50-wide trunk and 1024-wide heads, two critics. The baseline
 augmentation, separate critic networks, eager PyTorch. The project's update differs only in how it
 computes: uint8 integer-index augmentation, channels-last convolutions, batched critic ensemble, and
 `torch.compile` (its compile time is reported separately, not counted in the rate).
+
+Both run in this one process under the same malloc settings (`--allocator`). With glibc's defaults every
+large buffer is fresh pages from the kernel, and the plain update, which allocates more of them, pays
+twice as much for page faults as it computes differently; see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from gymnasium import spaces
 
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.augment import draw_shifts
+from robolearn.allocator import keep_freed_memory
 from robolearn.bench.reference_drqv2 import ReferenceDrQv2
 from robolearn.replay.storage import Batch
 
@@ -32,7 +37,12 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--updates", type=int, default=2 if quick else 5, help="timed updates per round")
     parser.add_argument("--rounds", type=int, default=2 if quick else 3)
     parser.add_argument("--no-compile", action="store_true", help="measure the project's update without torch.compile")
+    parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
+                        help="keep-freed: glibc keeps freed buffers, as the training job runs (robolearn/allocator.py); "
+                             "default: glibc's defaults. Both updates run in this one process under the same setting")
     args = parser.parse_args(argv or [])
+    if args.allocator == "keep-freed":
+        keep_freed_memory()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -95,6 +105,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "image": f"{size}x{size}x{3 * frames}",
         "hidden_dim": 1024,
         "compile": not args.no_compile,
+        "allocator": args.allocator,
         "warmup_s": round(warmup_s, 1),
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()} ({platform.machine()})",
         "torch": torch.__version__,
