@@ -82,13 +82,19 @@ class Learner:
         waited_since, alone_since = time.monotonic(), None
         started, start_updates = time.monotonic(), self.updates
         while (total is None or self.updates < total) and not self.stop_requested:
-            self._pace()
-            batch = self.client.next_batch(timeout_s=1.0)
             alone_since = self._check_actors(alone_since)
+            # At the update-to-data cap the learner waits here, in the loop: a stop request or the loss of every
+            # actor is still seen (a wait of its own once ignored SIGTERM and went silent when actors stopped).
+            capped = self._at_utd_cap()
+            batch = None if capped else self.client.next_batch(timeout_s=1.0)
             if batch is None:
                 if time.monotonic() - waited_since > 10.0:
-                    log.info("learner waiting for data: %s", self.client.waiting_reason or "no batch from the replay server")
+                    reason = (f"{self.updates} updates on {self.client.status.get('transitions') or 0} transitions is the "
+                              f"max_utd cap ({self.lcfg.max_utd})") if capped else self.client.waiting_reason or "no batch from the replay server"
+                    log.info("learner waiting for data: %s", reason)
                     waited_since = time.monotonic()
+                if capped:
+                    time.sleep(0.01)
                 continue
             waited_since = time.monotonic()
             metrics = self.agent.update(batch)
@@ -114,11 +120,10 @@ class Learner:
         self.save()
         return {"updates": self.updates, **metrics}
 
-    def _pace(self) -> None:
-        """Keep updates <= max_utd x stored transitions, so slow actors do not mean an over-fitted learner."""
+    def _at_utd_cap(self) -> bool:
+        """Updates are kept <= max_utd x stored transitions, so slow actors do not mean an over-fitted learner."""
         max_utd = self.lcfg.max_utd
-        while max_utd and self.updates >= max_utd * (self.client.status.get("transitions") or 0) and not self.client.fatal:
-            time.sleep(0.01)
+        return bool(max_utd) and self.updates >= max_utd * (self.client.status.get("transitions") or 0) and not self.client.fatal
 
     def _check_actors(self, alone_since: float | None) -> float | None:
         if self.client.status and self.client.actors_alive() == 0:

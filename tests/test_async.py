@@ -164,3 +164,34 @@ def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
             thread.join(timeout=10)
             actor.close()
     assert json.loads((tmp_path / "replay" / "endpoints.json").read_text())["router"].endswith(str(cfg.port))
+
+
+def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(tmp_path, caplog):
+    from robolearn.learner import Learner
+
+    cfg = transport()
+    lcfg = config("async_state", f"run_dir={tmp_path}", f"transport.port={cfg.port}", f"transport.weights_port={cfg.weights_port}",
+                  f"transport.heartbeat_s={cfg.heartbeat_s}", f"transport.peer_timeout_s={cfg.peer_timeout_s}", "progress=false",
+                  "learner.batch_size=8", "learner.min_transitions=10", "learner.max_utd=0.25", "learner.total_updates=null")
+    spec = EnvSpec.from_config(lcfg.env)
+    space, action_shape = spec.observation_space(), (spec.action_dim,)
+    rng = np.random.default_rng(0)
+    with running_server(tmp_path / "replay", cfg, ServerConfig(capacity=1000), space, action_shape):
+        actor = ActorClient(cfg, space, action_shape, name="brief")
+        for _ in range(2):
+            actor.start_episode({k: rng.normal(size=s.shape).astype(np.float32) for k, s in space.spaces.items()})
+            for t in range(20):
+                actor.add(np.zeros(action_shape, np.float32), 0.0, False, t == 19,
+                          {k: rng.normal(size=s.shape).astype(np.float32) for k, s in space.spaces.items()}, 0)
+        assert actor.close(timeout_s=10)  # 40 transitions, then the only actor is gone
+        learner = Learner(lcfg, tmp_path / "learner")
+        thread = threading.Thread(target=learner.train, daemon=True)
+        with caplog.at_level("INFO", logger="robolearn.learner"):
+            thread.start()
+            wait_for(lambda: learner.updates >= 10, timeout_s=60, what="the learner reaching its cap (0.25 x 40)")
+            wait_for(lambda: "no actor is alive" in caplog.text, timeout_s=10, what="the learner saying it is alone")
+            learner.stop_requested = True  # what SIGTERM does
+            thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert learner.updates == 10 and (tmp_path / "learner" / "checkpoint.pt").exists()
+        learner.close()
