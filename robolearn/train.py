@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from robolearn.acting import AgentPolicy
 from robolearn.agents import AgentConfig, DrQAgent
-from robolearn.allocator import keep_freed_memory
+from robolearn.allocator import keep_freed_memory, one_off_buffers
 from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
 from robolearn.envs import make_env
 from robolearn.evaluation import evaluate
@@ -201,7 +201,8 @@ class Workspace:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save(self) -> None:
-        self.replay.save(self.run_dir / "replay.npz")
+        with one_off_buffers():  # the save gathers a full copy of the replay: handed back once written
+            self.replay.save(self.run_dir / "replay.npz")
         save_checkpoint(self.run_dir / "checkpoint.pt", {
             "spec": self.signature,
             "agent": self.agent.training_state(),
