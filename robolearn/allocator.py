@@ -42,6 +42,7 @@ def keep_freed_memory() -> bool:
         log.warning("malloc tuning refused by the C library")
         return False
     _mallopt = mallopt
+    log.info("malloc: freed memory is kept for reuse (no mmap allocations, no heap trimming)")
     return True
 
 
