@@ -1,5 +1,7 @@
 """The write-ahead log's segments: rolling over, recycling retired segments, and what recovery reads back."""
 
+import pytest
+
 from robolearn.transport.recordlog import RecordLog
 
 
@@ -14,8 +16,9 @@ def write(log: RecordLog, ids, keep_segments: int = 2) -> None:
             log.remove(old)
 
 
-def test_retired_segments_are_recycled_and_their_old_records_never_come_back(tmp_path):
-    log = RecordLog(tmp_path, segment_bytes=5_000)  # four records per segment
+@pytest.mark.parametrize("fsync", [False, True])
+def test_retired_segments_are_recycled_and_their_old_records_never_come_back(tmp_path, fsync):
+    log = RecordLog(tmp_path, segment_bytes=5_000, fsync=fsync)  # four records per segment
     write(log, range(40))
     assert log.recycled >= 5 and len(list(tmp_path.glob("spare-*.log"))) <= 2
     # A crash while writing a recycled segment: it still holds its previous life's records past the new ones

@@ -78,9 +78,19 @@ class RecordLog:
         if spare is not None:
             os.replace(spare, path)  # its pages are still cached: overwritten in place, from the start
             self.recycled += 1
+        created = not path.exists()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         self._size = os.lseek(self._fd, 0, os.SEEK_END) if spare is None else 0
         os.lseek(self._fd, self._size, os.SEEK_SET)
+        if self.fsync and (created or spare is not None):
+            self._fsync_dir()  # the segment's name must survive a power loss as surely as the records in it
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _close_current(self) -> None:
         os.ftruncate(self._fd, self._size)  # a recycled segment's old records end here
