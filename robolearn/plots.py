@@ -12,15 +12,18 @@ from pathlib import Path
 import numpy as np
 
 
-def read_eval(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+METRICS = {"success_rate": "eval success rate", "mean_return": "eval mean return"}
+
+
+def read_eval(run_dir: Path, metric: str = "success_rate") -> tuple[np.ndarray, np.ndarray]:
     with open(run_dir / "eval.csv") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{run_dir}/eval.csv has no evaluations yet")
-    return np.array([float(r["step"]) for r in rows]), np.array([float(r["success_rate"]) for r in rows])
+    return np.array([float(r["step"]) for r in rows]), np.array([float(r[metric]) for r in rows])
 
 
-def plot(run_dirs: list[Path], out: Path, title: str) -> None:
+def plot(run_dirs: list[Path], out: Path, title: str, metric: str = "success_rate") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,11 +32,12 @@ def plot(run_dirs: list[Path], out: Path, title: str) -> None:
     plt.rcParams["svg.fonttype"] = "none"  # keep text as text
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for run_dir in run_dirs:
-        steps, success = read_eval(run_dir)
-        ax.plot(steps, success, marker="o", markersize=3, label=run_dir.name)
+        steps, values = read_eval(run_dir, metric)
+        ax.plot(steps, values, marker="o", markersize=3, label=run_dir.name)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("eval success rate")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(METRICS[metric])
+    if metric == "success_rate":
+        ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -48,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories with eval.csv")
     parser.add_argument("--out", type=Path, required=True, help="output .svg")
     parser.add_argument("--title", default="kettle-to-sink")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="success_rate")
     args = parser.parse_args(argv)
-    plot(args.runs, args.out, args.title)
+    plot(args.runs, args.out, args.title, args.metric)
     print(f"wrote {args.out}")
 
 
