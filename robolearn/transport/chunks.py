@@ -8,8 +8,6 @@ observation of one transition is the start of the following one, as in the repla
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from gymnasium import spaces
 
@@ -86,28 +84,21 @@ def check_chunk(arrays: dict[str, np.ndarray], observation_space: spaces.Dict, a
     return n
 
 
-@functools.lru_cache(maxsize=16)
-def _chunk_fields_cached(signature: tuple, action_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    fields = {name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
-    fields["action"] = (action_shape, np.dtype(np.float32))
-    for key, shape, dtype in signature:
-        fields[f"obs/{key}"] = (shape, np.dtype(dtype))
-    return fields
-
-
 _fields_by_space: dict[int, tuple[spaces.Dict, tuple, dict]] = {}
 
 
-def _chunk_fields(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> dict:
-    """Per-record shape and dtype of every array in a chunk (built once per spec: checked on every chunk)."""
+def _chunk_fields(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-record shape and dtype of every array in a chunk: built once per space, checked on every chunk."""
     known = _fields_by_space.get(id(observation_space))
     if known is not None and known[0] is observation_space and known[1] == action_shape:
         return known[2]
-    signature = tuple((key, tuple(s.shape), np.dtype(s.dtype).str) for key, s in observation_space.spaces.items())
-    fields = _chunk_fields_cached(signature, action_shape)
+    fields = {name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
+    fields["action"] = (action_shape, np.dtype(np.float32))
+    for key, space in observation_space.spaces.items():
+        fields[f"obs/{key}"] = (tuple(space.shape), np.dtype(space.dtype))
     if len(_fields_by_space) > 64:
         _fields_by_space.clear()
-    _fields_by_space[id(observation_space)] = (observation_space, action_shape, fields)  # keeps the space: its id stays its own
+    _fields_by_space[id(observation_space)] = (observation_space, action_shape, fields)  # holds the space: its id stays its own
     return fields
 
 
