@@ -120,13 +120,17 @@ class Workspace:
         collect = AgentPolicy(self.agent, deterministic=False)
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress, smoothing=0.05)
         last_eval: dict = {}
-        while self.step < cfg.total_steps:
+        # A wall-clock budget (a cluster slot, a lent GPU): at the limit the run saves and evaluates as at
+        # total_steps, so the budget's result is recorded and the run resumes from there.
+        limit_min = cfg.get("time_limit_min")
+        deadline = time.monotonic() + 60 * float(limit_min) if limit_min else math.inf
+        while self.step < cfg.total_steps and time.monotonic() < deadline:
             obs, _ = self.env.reset(seed=cfg.seed * 1_000_000 + self.episode)
             collect.reset()
             self.replay.start_episode(obs)
             episode_return, length, done, info = 0.0, 0, False, {}
             started = time.perf_counter()
-            while not done and self.step < cfg.total_steps:
+            while not done and self.step < cfg.total_steps and time.monotonic() < deadline:
                 policy_action = collect.act(obs)  # also keeps the frame stack current during seed steps
                 action = self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32) if self.step < cfg.seed_steps else policy_action
                 obs, reward, terminated, truncated, info = self.env.step(action)
@@ -139,7 +143,7 @@ class Workspace:
                     self._learn(self.step)
                 bar.update(1)
             if not done:
-                break  # the step budget ran out mid-episode
+                break  # the step or time budget ran out mid-episode
             self.episode += 1
             self._log("episode", {"return": episode_return, "length": length, "success": float(info["success"]),
                                   "steps_per_s": length / (time.perf_counter() - started)})
@@ -151,6 +155,8 @@ class Workspace:
                 self.save()
                 self.next_save += cfg.save_every
         bar.close()
+        if self.step < cfg.total_steps:
+            log.info("time limit of %s min reached at step %d of %d", limit_min, self.step, cfg.total_steps)
         self.save()
         final = self.evaluate() if cfg.eval.final else last_eval
         self.writer.close()

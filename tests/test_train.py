@@ -140,3 +140,13 @@ def _spaces(cfg):
 
     spec = EnvSpec.from_config(cfg.env)
     return spec.observation_space(), spec.action_space().shape
+
+
+def test_a_time_limit_ends_the_run_with_a_checkpoint_and_a_final_eval(tmp_path):
+    # A 0.5 s budget ends a 100k-step run early; the run saves and evaluates as it would at total_steps.
+    result = run(config("total_steps=100000", "save_every=1000000", "time_limit_min=0.0083", "eval.final=true",
+                        "eval.episodes=1"), tmp_path)
+    counters = load_checkpoint(tmp_path / "checkpoint.pt")["counters"]
+    assert 0 < counters["step"] < 100000
+    assert result["step"] == counters["step"]
+    assert (tmp_path / "eval.csv").read_text().splitlines()[-1].startswith(f"{counters['step']},")
