@@ -14,13 +14,7 @@ mkdir -p "$OUT" /tmp/runs
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-vendor=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-[ -f "$vendor" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$vendor
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=$PWD/.gpu_site:/tmp/site:$PWD MUJOCO_GL=egl PYOPENGL_PLATFORM=egl PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-nproc | tee -a "$OUT/gpu.txt"
+source launch/device_setup.sh
 stamp "installed"
 
 # Demos (20 scripted-expert episodes, rendered through EGL) beside the learner benchmark on the GPU.

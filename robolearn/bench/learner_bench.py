@@ -37,6 +37,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--updates", type=int, default=2 if quick else 5, help="timed updates per round")
     parser.add_argument("--rounds", type=int, default=2 if quick else 3)
     parser.add_argument("--no-compile", action="store_true", help="measure the project's update without torch.compile")
+    parser.add_argument("--layout", choices=("channels-last", "nchw"), default="channels-last",
+                        help="the project's conv activation layout (agent.channels_last)")
     parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
                         help="keep-freed: glibc keeps freed buffers, as the training job runs (robolearn/allocator.py); "
                              "default: glibc's defaults. Both updates run in this one process under the same setting")
@@ -57,7 +59,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     batch = Batch(images(), rng.uniform(-1, 1, (b, action_dim)).astype(np.float32),
                   rng.normal(size=b).astype(np.float32), np.full(b, 0.99**3, np.float32), images())
     agent = DrQAgent(obs_space, action_space, AgentConfig(hidden_dim=1024, frame_stack=frames, critic_layernorm=False,
-                                                          compile=not args.no_compile), device=device)
+                                                          compile=not args.no_compile, channels_last=args.layout == "channels-last"),
+                     device=device)
     reference = ReferenceDrQv2(3 * frames, size, action_dim, hidden_dim=1024).to(device)
 
     def nchw(x):  # the published replay's layout: (B, K * C, H, W), frames oldest first
@@ -105,6 +108,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "image": f"{size}x{size}x{3 * frames}",
         "hidden_dim": 1024,
         "compile": not args.no_compile,
+        "layout": args.layout,
         "allocator": args.allocator,
         "warmup_s": round(warmup_s, 1),
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()} ({platform.machine()})",
