@@ -81,7 +81,7 @@ def test_critic_loss_by_hand():
         a2, logp2 = by_hand_policy(S2[i], EPS[i])
         ys.append(R[i] + D[i] * (min(q1(S2[i], a2), q2(S2[i], a2)) - 0.5 * logp2))
     expected = sum(np.mean([(q(S[i], A[i]) - ys[i]) ** 2 for i in range(2)]) for q in (q1, q2))
-    assert metrics["critic_loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["critic_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_actor_and_temperature_losses_by_hand():
@@ -92,8 +92,8 @@ def test_actor_and_temperature_losses_by_hand():
         a, logp = by_hand_policy(S[i], EPS[i])
         actor_terms.append(0.5 * logp - min(q1(S[i], a), q2(S[i], a)))
         alpha_terms.append(-math.log(0.5) * (logp + -1.0))  # target entropy = -action_dim
-    assert metrics["actor_loss"] == pytest.approx(np.mean(actor_terms), rel=1e-5)
-    assert metrics["alpha_loss"] == pytest.approx(np.mean(alpha_terms), rel=1e-5)
+    assert metrics["actor_loss"].item() == pytest.approx(np.mean(actor_terms), rel=1e-5)
+    assert metrics["alpha_loss"].item() == pytest.approx(np.mean(alpha_terms), rel=1e-5)
 
 
 def test_actor_step_leaves_the_critic_untouched_and_alpha_moves_toward_target_entropy():
@@ -104,7 +104,7 @@ def test_actor_step_leaves_the_critic_untouched_and_alpha_moves_toward_target_en
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in agent.critic.parameters())
     # Entropy above target (policy too random) -> alpha decreases, and vice versa.
-    entropy_above_target = metrics["entropy"] > agent.target_entropy
+    entropy_above_target = metrics["entropy"].item() > agent.target_entropy
     assert (agent.alpha.item() < 0.5) == entropy_above_target
 
 

@@ -254,7 +254,8 @@ class DrQAgent(nn.Module):
         detached = None if features is None else features.detach()
         metrics.update(self.update_actor_and_alpha(detached, vector, noise.get("eps_actor")))
         self.update_target()
-        return metrics
+        # One device sync per update, at its end: a GPU runs the whole update while the CPU queues it.
+        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
 
     def critic_target_value(self, reward, discount, next_features, next_vector, eps=None, subset=None) -> torch.Tensor:
         with torch.no_grad():
@@ -266,7 +267,8 @@ class DrQAgent(nn.Module):
             min_q = target_q[subset].min(dim=0).values
             return reward + discount * (min_q - self.alpha.detach() * next_log_prob)
 
-    def update_critic(self, features, vector, action, reward, discount, next_features, next_vector, noise) -> dict[str, float]:
+    def update_critic(self, features, vector, action, reward, discount, next_features, next_vector, noise) -> dict[str, torch.Tensor]:
+        """One critic (and encoder) step; metrics as 0-dim tensors (`update` turns them into floats)."""
         target = self.critic_target_value(reward, discount, next_features, next_vector, noise.get("eps_target"), noise.get("subset"))
         q = self.critic(features, vector, action)
         # Sum over critics of each critic's mean squared error (as Q1 and Q2 losses are summed in SAC).
@@ -274,9 +276,10 @@ class DrQAgent(nn.Module):
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        return {"critic_loss": critic_loss.item(), "q_mean": q.mean().item(), "target_q_mean": target.mean().item()}
+        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), "target_q_mean": target.mean()}
 
-    def update_actor_and_alpha(self, features, vector, eps=None) -> dict[str, float]:
+    def update_actor_and_alpha(self, features, vector, eps=None) -> dict[str, torch.Tensor]:
+        """One actor and temperature step; metrics as 0-dim tensors (`update` turns them into floats)."""
         mean, log_std = self.actor(features, vector)
         action, log_prob = squashed_sample(mean, log_std, eps)
         # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
@@ -298,10 +301,10 @@ class DrQAgent(nn.Module):
         alpha_loss.backward()
         self.alpha_opt.step()
         return {
-            "actor_loss": actor_loss.item(),
-            "alpha_loss": alpha_loss.item(),
-            "alpha": self.alpha.item(),
-            "entropy": -log_prob.mean().item(),
+            "actor_loss": actor_loss.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": self.alpha.detach(),
+            "entropy": -log_prob.detach().mean(),
         }
 
     @torch.no_grad()
