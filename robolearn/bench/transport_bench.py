@@ -109,7 +109,8 @@ def _stream(actor, pool, action, transitions: int, backlog_chunks: int) -> float
         for t in range(min(100, transitions - sent)):
             sent += 1
             actor.add(action, 0.0, False, t == 99, pool[sent % len(pool)], 0)
-            actor.wait_for_backlog(backlog_chunks, timeout_s=30)
+            if sent % CHUNK == 0:  # look at the backlog once per chunk's worth of steps
+                actor.wait_for_backlog(backlog_chunks, timeout_s=30)
     actor.flush()
     actor.wait_for_backlog(0, timeout_s=60)
     return sent / (time.perf_counter() - start)

@@ -195,7 +195,7 @@ class ActorClient:
             apply_client_keys(sub, self.cfg.curve_keys, self.cfg.client_key)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(endpoint(self.cfg.host, self.cfg.weights_port))
-        dealer = None
+        dealer = poller = None
         in_flight: dict[int, list] = {}
         hello_at = last_beat = 0.0
         try:
@@ -205,9 +205,9 @@ class ActorClient:
                     dealer = connect_dealer(context, self.cfg, "actor", self.name, self.spec)
                     self.connected = False
                     hello_at = now
-                poller = zmq.Poller()
-                poller.register(dealer, zmq.POLLIN)
-                poller.register(sub, zmq.POLLIN)
+                    poller = zmq.Poller()  # one per connection, not per loop
+                    poller.register(dealer, zmq.POLLIN)
+                    poller.register(sub, zmq.POLLIN)
                 events = dict(poller.poll(10))
                 if sub in events:
                     self._receive_weights(sub)

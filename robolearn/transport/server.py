@@ -5,7 +5,8 @@ the learner's weights to actors. Messages (robolearn.transport.protocol):
 
     peer -> server                    server -> peer
     hello {role, name, spec}          welcome {epoch, next_seq, ...} | error
-    chunk {name, seq, demo} + arrays  ack {seq} | resend {seq} | error      (actors)
+    chunk {name, seq, demo} + arrays  ack {seq} | resend {seq} | error      (actors; an ack covers every
+                                                                             chunk up to seq: one per burst)
     heartbeat {name, ...}             status {epoch, learner_alive, actors_alive, transitions, ...}
     sample {req, batch_size, ...}     batch {req} + arrays | wait {req, reason}   (learners)
     weights {version} + arrays        ack {version}; the same frames go out on PUB
@@ -45,6 +46,7 @@ from robolearn.transport.protocol import Message, ProtocolError, decode, encode
 from robolearn.transport.security import ServerSecurity
 
 log = logging.getLogger(__name__)
+ACK_EVERY = 8  # chunks of one actor between acknowledgements within a burst (an actor keeps up to 32 in flight)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class ReplayServer:
         self.weights: list[bytes] | None = None
         self.weights_version = -1
         self.counters: Counter = Counter()
+        self._acks: dict[bytes, int] = {}  # per actor, the newest chunk stored but not yet acknowledged
         self.context = zmq.Context()
         self.security = ServerSecurity(self.context, transport.curve_keys) if transport.curve_keys else None
         self.router = self._bind(zmq.ROUTER, transport.port)
@@ -127,6 +130,7 @@ class ReplayServer:
                     except zmq.Again:
                         break
                     self._handle(frames[0].bytes, frames[1:])
+                self._send_acks()
             self._periodic()
 
     def stop(self) -> None:
@@ -205,7 +209,17 @@ class ReplayServer:
         with self._lock:
             self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays, frames)
         self.counters["chunks"] += 1
-        return encode("ack", {"seq": seq})
+        # Acknowledgements are cumulative: one per actor per burst (or per ACK_EVERY chunks, so an actor's
+        # window of unacknowledged chunks keeps moving) instead of one per chunk.
+        self._acks[identity] = seq
+        if seq % ACK_EVERY == ACK_EVERY - 1:
+            self._send_acks()
+        return None
+
+    def _send_acks(self) -> None:
+        for identity, seq in self._acks.items():
+            self.router.send_multipart([identity, *encode("ack", {"seq": seq})], copy=False)
+        self._acks.clear()
 
     def _on_heartbeat(self, identity: bytes, msg: Message):
         peer, state = self.peers[identity], msg.header.get("state")
