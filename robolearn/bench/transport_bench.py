@@ -52,16 +52,41 @@ def _serve(directory: str, port: int, weights_port: int, capacity: int, ready) -
         server.close()
 
 
-def _pull(port: int, messages: int, ready, done) -> None:
+def _pull(port: int, messages: int, ready, done, durable_dir: str | None = None) -> None:
+    """Receive `messages` multipart messages. With `durable_dir`, also do the two copies a durable replay
+    server cannot avoid, and nothing else: write each message to a log file (one `os.pwritev`, into pages
+    already cached, as the server's recycled log segments) and copy its frames into a ring of slots in memory
+    (the replay storage). No decoding, checking, acknowledging or Python bookkeeping beyond that."""
+    import os
+
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.PULL)
     sock.bind(f"tcp://127.0.0.1:{port}")
+    ring = log_fd = None
+    if durable_dir is not None:
+        log_fd = os.open(os.path.join(durable_dir, "floor.log"), os.O_RDWR | os.O_CREAT, 0o644)
     ready.set()
-    for _ in range(messages):
-        sock.recv_multipart(copy=False)
+    offset = 0
+    for i in range(messages):
+        frames = sock.recv_multipart(copy=False)
+        if durable_dir is None:
+            continue
+        buffers = [f.buffer for f in frames]
+        size = sum(b.nbytes for b in buffers)
+        if ring is None:  # slots sized by the first message; the log file and ring prefaulted, as in steady state
+            ring = np.ones((64, size), np.uint8)
+            os.pwrite(log_fd, bytes(64 * size), 0)
+        offset = offset if offset + size <= 64 * size else 0
+        offset += os.pwritev(log_fd, buffers, offset)
+        row, at = ring[i % 64], 0
+        for b in buffers:
+            row[at:at + b.nbytes] = np.frombuffer(b, np.uint8)
+            at += b.nbytes
     done.set()
     sock.close(0)
+    if log_fd is not None:
+        os.close(log_fd)
 
 
 def _free_port() -> int:
@@ -73,14 +98,15 @@ def _free_port() -> int:
 
 
 # -- measurements ----------------------------------------------------------------------------------------
-def measure_ceiling(chunk_frames: list, chunks: int) -> float:
-    """Transitions/s of raw PUSH/PULL with the same multipart frames."""
+def measure_ceiling(chunk_frames: list, chunks: int, durable_dir: str | None = None) -> float:
+    """Transitions/s of raw PUSH/PULL with the same multipart frames (with `durable_dir`: plus the receiver's
+    unavoidable log write and storage copy, see `_pull`)."""
     import zmq
 
     ctx = mp.get_context("spawn")
     ready, done = ctx.Event(), ctx.Event()
     port = _free_port()
-    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done), daemon=True)
+    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done, durable_dir), daemon=True)
     proc.start()
     ready.wait(30)
     sock = zmq.Context.instance().socket(zmq.PUSH)
@@ -146,6 +172,9 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     frames = encode("chunk", {"name": "bench", "seq": 0, "demo": False}, builder.take())
     print(f"ceiling: raw PUSH/PULL of {chunks} chunks of {CHUNK} transitions ...", flush=True)
     ceiling = measure_ceiling(frames, chunks)
+    print("floor of a durable server: the same, plus one log write and one storage copy per chunk ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="robolearn-bench-floor-") as floor_dir:
+        durable_ceiling = measure_ceiling(frames, chunks, floor_dir)
 
     # The replay server in its own process.
     ctx = mp.get_context("spawn")
@@ -211,6 +240,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "first_fill_transitions_per_s": round(first_fill, 1),
         "ceiling_transitions_per_s": round(ceiling, 1),
         "ratio": round(transitions_per_s / ceiling, 3),
+        "durable_ceiling_transitions_per_s": round(durable_ceiling, 1),
+        "durable_ratio": round(transitions_per_s / durable_ceiling, 3),
         "wire_bytes_per_transition": round(wire_per_transition, 1),
         "obs_bytes": obs_bytes,
         "wire_ratio": round(wire_per_transition / obs_bytes, 4),
