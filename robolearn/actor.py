@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from robolearn.acting import AgentPolicy, load_acting_weights
+from robolearn.allocator import keep_freed_memory
 from robolearn.agents import DrQAgent
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
@@ -157,6 +158,8 @@ def main(cfg: DictConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the step, send what is left, then exit
     actor = Actor(cfg, stop=stop)
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()  # every chunk gathers fresh buffers; kept for reuse instead of faulted in again
     try:
         result = actor.run()
     finally:

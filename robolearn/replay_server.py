@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from robolearn.allocator import keep_freed_memory
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay import ReplayStorage
 from robolearn.spec import EnvSpec
@@ -41,6 +42,10 @@ def build_server(cfg: DictConfig) -> ReplayServer:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
 def main(cfg: DictConfig) -> None:
     server = build_server(cfg)
+    if cfg.get("keep_freed_memory", False):
+        # After the replay is allocated. Every received chunk is fresh buffers; with glibc's defaults they
+        # are handed back and faulted in again: ~25 page faults and ~30% more CPU per chunk measured here.
+        keep_freed_memory()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop())
     try:

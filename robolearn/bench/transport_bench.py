@@ -19,9 +19,13 @@ import time
 
 import numpy as np
 
+from robolearn.allocator import keep_freed_memory
 from robolearn.spec import EnvSpec
 
 CHUNK = 16
+# The durable floor's receiver is slower than its sender: with ZeroMQ's default queues (1000 messages each
+# side) ~1.4 GB of chunks would pile up in fresh buffers. Our actor keeps at most ~100 chunks unacknowledged.
+FLOOR_HWM = 32
 
 
 def _contract():
@@ -36,13 +40,15 @@ def _observations(space, n: int = 32) -> list[dict]:
 
 
 # -- processes -------------------------------------------------------------------------------------------
-def _serve(directory: str, port: int, weights_port: int, capacity: int, ready) -> None:
+def _serve(directory: str, port: int, weights_port: int, capacity: int, ready, keep_freed: bool) -> None:
     from robolearn.transport.config import TransportConfig
     from robolearn.transport.server import ReplayServer, ServerConfig
 
     space, action_shape = _contract()
     server = ReplayServer(directory, space, action_shape, TransportConfig(port=port, weights_port=weights_port),
                           ServerConfig(capacity=capacity))
+    if keep_freed:
+        keep_freed_memory()  # after the replay is allocated, as python -m robolearn.replay_server does
     ready.set()
     import signal
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -52,7 +58,7 @@ def _serve(directory: str, port: int, weights_port: int, capacity: int, ready) -
         server.close()
 
 
-def _pull(port: int, messages: int, ready, done, durable_dir: str | None = None) -> None:
+def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: str | None = None) -> None:
     """Receive `messages` multipart messages. With `durable_dir`, also do the two copies a durable replay
     server cannot avoid, and nothing else: write each message to a log file (one `os.pwritev`, into pages
     already cached, as the server's recycled log segments) and copy its frames into a ring of slots in memory
@@ -61,7 +67,11 @@ def _pull(port: int, messages: int, ready, done, durable_dir: str | None = None)
 
     import zmq
 
+    if keep_freed:
+        keep_freed_memory()
     sock = zmq.Context.instance().socket(zmq.PULL)
+    if durable_dir is not None:
+        sock.rcvhwm = FLOOR_HWM
     sock.bind(f"tcp://127.0.0.1:{port}")
     ring = log_fd = None
     if durable_dir is not None:
@@ -98,7 +108,7 @@ def _free_port() -> int:
 
 
 # -- measurements ----------------------------------------------------------------------------------------
-def measure_ceiling(chunk_frames: list, chunks: int, durable_dir: str | None = None) -> float:
+def measure_ceiling(chunk_frames: list, chunks: int, keep_freed: bool, durable_dir: str | None = None) -> float:
     """Transitions/s of raw PUSH/PULL with the same multipart frames (with `durable_dir`: plus the receiver's
     unavoidable log write and storage copy, see `_pull`)."""
     import zmq
@@ -106,10 +116,12 @@ def measure_ceiling(chunk_frames: list, chunks: int, durable_dir: str | None = N
     ctx = mp.get_context("spawn")
     ready, done = ctx.Event(), ctx.Event()
     port = _free_port()
-    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done, durable_dir), daemon=True)
+    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done, keep_freed, durable_dir), daemon=True)
     proc.start()
     ready.wait(30)
     sock = zmq.Context.instance().socket(zmq.PUSH)
+    if durable_dir is not None:
+        sock.sndhwm = FLOOR_HWM
     sock.connect(f"tcp://127.0.0.1:{port}")
     start = time.perf_counter()
     for _ in range(chunks):
@@ -148,7 +160,13 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--capacity", type=int, default=4_096, help="server replay capacity (filled before timing)")
     parser.add_argument("--batches", type=int, default=20 if quick else 100)
     parser.add_argument("--broadcasts", type=int, default=10 if quick else 30)
+    parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
+                        help="glibc settings in every process of the run, the ceiling's included (robolearn/allocator.py): "
+                             "keep-freed, as the replay server and learner run; or glibc's defaults")
     args = parser.parse_args(argv or [])
+    keep_freed = args.allocator == "keep-freed"
+    if keep_freed:
+        keep_freed_memory()  # this process: the actor, and the ceiling's sender
 
     from robolearn.acting import acting_weights
     from robolearn.agents import AgentConfig, DrQAgent
@@ -171,17 +189,17 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         builder.step(action, 0.0, False, False, pool[(t + 1) % len(pool)], 0)
     frames = encode("chunk", {"name": "bench", "seq": 0, "demo": False}, builder.take())
     print(f"ceiling: raw PUSH/PULL of {chunks} chunks of {CHUNK} transitions ...", flush=True)
-    ceiling = measure_ceiling(frames, chunks)
+    ceiling = measure_ceiling(frames, chunks, keep_freed)
     print("floor of a durable server: the same, plus one log write and one storage copy per chunk ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="robolearn-bench-floor-") as floor_dir:
-        durable_ceiling = measure_ceiling(frames, chunks, floor_dir)
+        durable_ceiling = measure_ceiling(frames, chunks, keep_freed, floor_dir)
 
     # The replay server in its own process.
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     cfg = TransportConfig(port=_free_port(), weights_port=_free_port(), chunk_steps=CHUNK, max_in_flight=32)
     directory = tempfile.mkdtemp(prefix="robolearn-bench-transport-")
-    server = ctx.Process(target=_serve, args=(directory, cfg.port, cfg.weights_port, args.capacity, ready), daemon=True)
+    server = ctx.Process(target=_serve, args=(directory, cfg.port, cfg.weights_port, args.capacity, ready, keep_freed), daemon=True)
     server.start()
     try:
         ready.wait(60)
@@ -251,6 +269,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "weight_broadcast_ms_max": round(max(latencies), 2),
         "weight_apply_ms": round(statistics.median(applies), 2),
         "chunk_transitions": CHUNK,
+        "allocator": args.allocator,
         "spilled_chunks": spilled,
         "ceiling_wire_bytes_per_transition": round(wire_bytes(frames) / CHUNK, 1),
     }
