@@ -295,3 +295,43 @@ def test_compressed_images_arrive_intact_and_stay_compressed_in_the_log(tmp_path
         assert stored_ids(recovered.storage) == [i for i in range(end) if i % 21]
         recovered.close()
     assert sizes["png"][0] < sizes["raw"][0] / 2 and sizes["png"][1] < sizes["raw"][1] / 2
+
+
+def test_a_batch_overrun_by_writes_during_its_gather_is_gathered_again(tmp_path):
+    """More rows written while a sampler thread gathers than the skipped oldest rows cover: the batch could
+    mix rows from before and after; the server must notice and gather again (deterministic version of the
+    race the test above can only hit by chance)."""
+    from robolearn.replay import MixedSampler
+    from robolearn.transport.server import ReplayServer
+
+    server = ReplayServer(tmp_path, SPACE, ACTION, transport(), ServerConfig(capacity=600, sampler_threads=1))
+    try:
+        store, next_id = server.storage, 0
+        store.start_episode(observation(0))
+
+        def write(steps: int) -> None:  # one long episode: reward = id of the next observation
+            nonlocal next_id
+            for _ in range(steps):
+                next_id += 1
+                store.add(action(next_id), float(next_id), False, False, observation(next_id))
+
+        write(800)  # the buffer is full and has wrapped
+
+        # The writes land in the middle of the first gather: after the rewards are read, before the images.
+        observations, pending = store._observations, [200]  # far more than the 60 oldest rows never drawn
+
+        def observations_after_writes(rows, frame_stack):
+            if pending:
+                write(pending.pop())
+            return observations(rows, frame_stack)
+
+        store._observations = observations_after_writes
+        sampler = MixedSampler(store, None, 0.0)
+        batch = server._gather_beside_ingestion(sampler, 64, np.random.default_rng(0), dict(n_step=1, gamma=0.9, frame_stack=2))
+        assert server.counters["regathered"] == 1
+        ids = batch.reward.astype(int)
+        np.testing.assert_array_equal(batch.next_obs["joint_pos"][:, 0], ids)
+        np.testing.assert_array_equal(batch.obs["joint_pos"][:, 0], ids - 1)
+        np.testing.assert_array_equal(batch.obs["cam"][:, -1, 0, 0, 0], (ids - 1) % 256)
+    finally:
+        server.close()

@@ -254,13 +254,36 @@ class ReplayServer:
             rng = self._local.rng = np.random.default_rng([self.cfg.seed, next(self._thread_seeds)])
         demos = self.demos if self.demos.num_transitions() else None
         sampler = MixedSampler(self.storage, demos, self.cfg.demo_ratio if demos is not None else 0.0)
-        with self._lock:
-            draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest if self._samplers else 0)
-        batch = sampler.gather(draws, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+        gather = dict(n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+        if self._samplers is None:  # gathering in the serving loop: nothing is written meanwhile
+            batch = sampler.gather(sampler.draw(batch_size, rng), **gather)
+        else:
+            batch = self._gather_beside_ingestion(sampler, batch_size, rng, gather)
         arrays = {"action": batch.action, "reward": batch.reward, "discount": batch.discount}
         arrays.update({f"obs/{k}": v for k, v in batch.obs.items()})
         arrays.update({f"next_obs/{k}": v for k, v in batch.next_obs.items()})
         return encode("batch", {"req": req, **self._status()}, arrays)
+
+    def _gather_beside_ingestion(self, sampler: MixedSampler, batch_size: int, rng, gather: dict):
+        """Draw under the lock, gather outside it while chunks keep arriving. The oldest rows are not drawn,
+        as writes during the gather overwrite them; if more rows were written meanwhile than that margin
+        covers (a sampler thread held up, a burst of chunks), the batch may mix old and new rows: it is
+        gathered again, and on the last try under the lock."""
+        attempt = 0
+        while True:
+            with self._lock:
+                draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest)
+                # Per store: the lowest row the gather may read (frame stacks reach frame_stack - 1 rows back).
+                lowest = [max(store.oldest + (self._skip_oldest if store.total >= store.capacity else 0) - (gather["frame_stack"] - 1), 0)
+                          for store, _ in draws]
+                if attempt == 2:
+                    return sampler.gather(draws, **gather)
+            batch = sampler.gather(draws, **gather)
+            with self._lock:
+                if all(store.total - store.capacity <= low for (store, _), low in zip(draws, lowest)):
+                    return batch
+                self.counters["regathered"] += 1
+            attempt += 1
 
     def _sample_in_thread(self, identity: bytes, request: dict) -> None:
         sender = getattr(self._local, "sender", None)
@@ -323,7 +346,7 @@ class ReplayServer:
             del self.peers[identity]
         if now - self._last_report > 10.0:
             self._last_report = now
-            log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served, %d rejected, %d duplicates",
-                     status["transitions"], status["demo_transitions"], status["actors_alive"],
-                     "alive" if status["learner_alive"] else "absent", self.counters["batches"], self.counters["rejected"],
-                     self.counters["duplicates"])
+            log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served (%d gathered again), "
+                     "%d rejected, %d duplicates", status["transitions"], status["demo_transitions"], status["actors_alive"],
+                     "alive" if status["learner_alive"] else "absent", self.counters["batches"], self.counters["regathered"],
+                     self.counters["rejected"], self.counters["duplicates"])
