@@ -5,7 +5,8 @@
 #   .whl/       cp312 wheels: mujoco, pyzmq, dm-tree, dm-env, gymnasium, hydra-core, omegaconf, antlr4, pyopengl, glfw
 #   .gpu_site/  dm_control with only what `mjcf` needs (its wheel is 56 MB, over the call's size limit)
 #   .gl/        Debian's libEGL/libOpenGL (glvnd) packages for MuJoCo's EGL rendering on the NVIDIA driver
-# Results (logs, eval.csv, tensorboard) come back as $OUT/results.tgz.
+# (`bash launch/device_prepare.sh` builds all three here.) Results (logs, eval.csv, tensorboard) come back
+# as $OUT/results.tgz.
 #   TRAIN_MIN=4.5 bash launch/device_pixel_run.sh
 set -u
 TRAIN_MIN=${TRAIN_MIN:-4.5}
