@@ -274,8 +274,7 @@ class ReplayServer:
             with self._lock:
                 draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest)
                 # Per store: the lowest row the gather may read (frame stacks reach frame_stack - 1 rows back).
-                lowest = [max(store.oldest + (self._skip_oldest if store.total >= store.capacity else 0) - (gather["frame_stack"] - 1), 0)
-                          for store, _ in draws]
+                lowest = [int(starts.min()) - (gather["frame_stack"] - 1) for _, starts in draws]
                 if attempt == 2:
                     return sampler.gather(draws, **gather)
             batch = sampler.gather(draws, **gather)
