@@ -21,6 +21,7 @@ import numpy as np
 
 from robolearn.allocator import keep_freed_memory
 from robolearn.spec import EnvSpec
+from robolearn.transport.protocol import wire_bytes
 
 CHUNK = 16
 # The durable floor's receiver is slower than its sender: with ZeroMQ's default queues (1000 messages each
@@ -58,7 +59,7 @@ def _serve(directory: str, port: int, weights_port: int, capacity: int, ready, k
         server.close()
 
 
-def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: str | None = None) -> None:
+def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: str | None = None, message_bytes: int = 0) -> None:
     """Receive `messages` multipart messages. With `durable_dir`, also do the two copies a durable replay
     server cannot avoid, and nothing else: write each message to a log file (one `os.pwritev`, into pages
     already cached, as the server's recycled log segments) and copy its frames into a ring of slots in memory
@@ -70,32 +71,29 @@ def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: 
     if keep_freed:
         keep_freed_memory()
     sock = zmq.Context.instance().socket(zmq.PULL)
-    if durable_dir is not None:
+    durable = durable_dir is not None
+    if durable:
         sock.rcvhwm = FLOOR_HWM
-    sock.bind(f"tcp://127.0.0.1:{port}")
-    ring = log_fd = None
-    if durable_dir is not None:
+        # Log file and ring touched before timing starts, as a long-running server's are.
+        slots = 64
+        ring = np.ones((slots, message_bytes), np.uint8)
         log_fd = os.open(os.path.join(durable_dir, "floor.log"), os.O_RDWR | os.O_CREAT, 0o644)
+        os.pwrite(log_fd, bytes(slots * message_bytes), 0)
+    sock.bind(f"tcp://127.0.0.1:{port}")
     ready.set()
-    offset = 0
     for i in range(messages):
         frames = sock.recv_multipart(copy=False)
-        if durable_dir is None:
+        if not durable:
             continue
         buffers = [f.buffer for f in frames]
-        size = sum(b.nbytes for b in buffers)
-        if ring is None:  # slots sized by the first message; the log file and ring prefaulted, as in steady state
-            ring = np.ones((64, size), np.uint8)
-            os.pwrite(log_fd, bytes(64 * size), 0)
-        offset = offset if offset + size <= 64 * size else 0
-        offset += os.pwritev(log_fd, buffers, offset)
-        row, at = ring[i % 64], 0
+        os.pwritev(log_fd, buffers, (i % slots) * message_bytes)
+        row, at = ring[i % slots], 0
         for b in buffers:
             row[at:at + b.nbytes] = np.frombuffer(b, np.uint8)
             at += b.nbytes
     done.set()
     sock.close(0)
-    if log_fd is not None:
+    if durable:
         os.close(log_fd)
 
 
@@ -116,7 +114,7 @@ def measure_ceiling(chunk_frames: list, chunks: int, keep_freed: bool, durable_d
     ctx = mp.get_context("spawn")
     ready, done = ctx.Event(), ctx.Event()
     port = _free_port()
-    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done, keep_freed, durable_dir), daemon=True)
+    proc = ctx.Process(target=_pull, args=(port, chunks, ready, done, keep_freed, durable_dir, wire_bytes(chunk_frames)), daemon=True)
     proc.start()
     ready.wait(30)
     sock = zmq.Context.instance().socket(zmq.PUSH)
@@ -174,7 +172,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     from robolearn.transport.chunks import ChunkBuilder
     from robolearn.transport.config import TransportConfig
     from robolearn.transport.learner_client import LearnerClient
-    from robolearn.transport.protocol import encode, wire_bytes
+    from robolearn.transport.protocol import encode
 
     space, action_shape = _contract()
     pool = _observations(space)
