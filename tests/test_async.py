@@ -77,7 +77,7 @@ def test_kill_9_of_the_replay_server_loses_and_duplicates_nothing(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    data = DurableReplay(tmp_path / "replay", space, action_shape, ServerConfig(capacity=10_000))
+    data = DurableReplay(tmp_path / "replay", space, action_shape, ServerConfig(capacity=200_000))  # async_state's
     rows = np.arange(data.storage.total)
     complete = data.storage.next[rows] >= 0
     ids = sorted(data.storage.reward[rows][complete].astype(int).tolist())

@@ -199,37 +199,6 @@ def test_chunks_spill_to_disk_while_the_server_is_down_and_arrive_in_order(tmp_p
     assert not any((tmp_path / "spill").iterdir())
 
 
-def test_recovery_drops_a_torn_tail_and_keeps_everything_acknowledged(tmp_path):
-    cfg = transport()
-    with running_server(tmp_path, cfg) as server:
-        actor = ActorClient(cfg, SPACE, ACTION, name="a")
-        end = stream_episodes(actor, episodes=3, length=10)
-        assert actor.close(timeout_s=10)
-        expected = stored_ids(server.storage)
-    segment = sorted((tmp_path / "wal").glob("segment-*.log"))[-1]
-    with open(segment, "ab") as f:
-        f.write(b"\x10\x00\x00\x00partial")  # a crash in the middle of writing the next record
-    data = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=10_000))
-    assert stored_ids(data.storage) == expected and data.next_seq == {"a": actor._seq}
-    assert end == 33 and not segment.read_bytes().endswith(b"partial")
-    data.close()
-
-
-def test_old_log_segments_are_dropped_once_newer_ones_fill_the_capacity(tmp_path):
-    cfg = transport()
-    server_cfg = ServerConfig(capacity=50, segment_mb=0.01)  # ~10 kB segments: a few chunks each
-    with running_server(tmp_path, cfg, server_cfg) as server:
-        actor = ActorClient(cfg, SPACE, ACTION, name="a")
-        stream_episodes(actor, episodes=20, length=10)
-        assert actor.close(timeout_s=15)
-        live = stored_ids(server.storage)
-    segments = sorted((tmp_path / "wal").glob("segment-*.log"))
-    assert len(segments) < 10
-    recovered = DurableReplay(tmp_path, SPACE, ACTION, server_cfg)
-    assert stored_ids(recovered.storage)[-40:] == live[-40:]  # the newest capacity's worth survives a restart
-    recovered.close()
-
-
 def test_learner_is_told_when_no_actor_is_alive(tmp_path):
     cfg = transport()
     with running_server(tmp_path, cfg):
@@ -244,12 +213,12 @@ def test_learner_is_told_when_no_actor_is_alive(tmp_path):
             lc.close()
 
 
-def test_wal_files_only_hold_data_in_the_run_directory(tmp_path):
+def test_the_server_keeps_its_files_in_its_directory(tmp_path):
     cfg = transport()
     with running_server(tmp_path, cfg):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_wal", "endpoints.json", "wal"]
-    assert os.listdir(tmp_path / "wal") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_store", "endpoints.json", "state", "store"]
+    assert "layout.json" in os.listdir(tmp_path / "store")
 
 
 def test_batches_gathered_beside_ingestion_are_consistent(tmp_path):
@@ -279,7 +248,7 @@ def test_batches_gathered_beside_ingestion_are_consistent(tmp_path):
         assert server.storage.total > 2 * 600  # it wrapped while being sampled
 
 
-def test_compressed_images_arrive_intact_and_stay_compressed_in_the_log(tmp_path):
+def test_compressed_images_arrive_intact_and_survive_a_restart(tmp_path):
     raw_cfg, png_cfg = transport(), transport(compression="png")
     sizes = {}
     for label, cfg in (("raw", raw_cfg), ("png", png_cfg)):
@@ -290,11 +259,11 @@ def test_compressed_images_arrive_intact_and_stay_compressed_in_the_log(tmp_path
             assert stored_ids(server.storage) == [i for i in range(end) if i % 21]
             rows = np.arange(server.storage.total)
             np.testing.assert_array_equal(server.storage.obs["cam"][rows, 0, 0, 0], server.storage.obs["joint_pos"][rows, 0] % 256)
-            sizes[label] = (actor.stats["wire_bytes"], sum(p.stat().st_size for p in (tmp_path / label / "wal").iterdir()))
+            sizes[label] = actor.stats["wire_bytes"]
         recovered = DurableReplay(tmp_path / label, SPACE, ACTION, ServerConfig(capacity=10_000))
         assert stored_ids(recovered.storage) == [i for i in range(end) if i % 21]
         recovered.close()
-    assert sizes["png"][0] < sizes["raw"][0] / 2 and sizes["png"][1] < sizes["raw"][1] / 2
+    assert sizes["png"] < sizes["raw"] / 2
 
 
 def test_a_batch_overrun_by_writes_during_its_gather_is_gathered_again(tmp_path):

@@ -17,6 +17,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from gymnasium import spaces
@@ -42,29 +43,41 @@ class Batch:
         return len(self.action)
 
 
+Allocate = Callable[[str, tuple, np.dtype, int], np.ndarray]
+
+
+def _in_memory(name: str, shape: tuple, dtype: np.dtype, fill: int) -> np.ndarray:
+    return np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)  # zeros: pages touched on first write
+
+
 def image_keys_of(space: spaces.Dict) -> list[str]:
     return [k for k, s in space.spaces.items() if len(s.shape) == 3 and s.dtype == np.uint8]
 
 
 class ReplayStorage:
-    def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int):
+    def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int,
+                 allocate: Allocate | None = None):
+        """`allocate(name, shape, dtype, fill)` provides each array (default: in memory); the replay server
+        passes one that maps files, so that its storage is its own durable copy (robolearn.transport.durable)."""
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
         self.observation_space = observation_space
         self.action_shape = tuple(action_shape)
         self.capacity = int(capacity)
         self.image_keys = image_keys_of(observation_space)
+        allocate = allocate or _in_memory
         self.obs = {
-            key: np.zeros((self.capacity, *space.shape), dtype=np.uint8 if key in self.image_keys else np.float32)
+            key: allocate(f"obs/{key}", (self.capacity, *space.shape), np.dtype(np.uint8 if key in self.image_keys else np.float32), 0)
             for key, space in observation_space.spaces.items()
         }
-        self.action = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
-        self.reward = np.zeros(self.capacity, dtype=np.float32)
-        self.terminated = np.zeros(self.capacity, dtype=bool)
-        self.truncated = np.zeros(self.capacity, dtype=bool)
-        self.policy_version = np.full(self.capacity, -1, dtype=np.int64)  # of the policy that chose the action; -1 unknown
-        self.prev = np.full(self.capacity, -1, dtype=np.int64)
-        self.next = np.full(self.capacity, -1, dtype=np.int64)
+        self.action = allocate("action", (self.capacity, *self.action_shape), np.dtype(np.float32), 0)
+        self.reward = allocate("reward", (self.capacity,), np.dtype(np.float32), 0)
+        self.terminated = allocate("terminated", (self.capacity,), np.dtype(bool), 0)
+        self.truncated = allocate("truncated", (self.capacity,), np.dtype(bool), 0)
+        # of the policy that chose the action; -1 unknown
+        self.policy_version = allocate("policy_version", (self.capacity,), np.dtype(np.int64), -1)
+        self.prev = allocate("prev", (self.capacity,), np.dtype(np.int64), -1)
+        self.next = allocate("next", (self.capacity,), np.dtype(np.int64), -1)
         self.total = 0  # rows ever written
         self._complete = 0  # held rows whose successor is stored: num_transitions() without a scan
         self.transitions_added = 0
@@ -300,6 +313,57 @@ class ReplayStorage:
         return self.bytes_per_row() * len(self) / max(transitions, 1)
 
     # -- persistence ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a store keeps besides its arrays: counters and each stream's latest row (see `resume`)."""
+        return {"total": self.total, "transitions_added": self.transitions_added, "episodes_added": self.episodes_added,
+                "cursor": [[stream, row] for stream, row in self._cursor.items()]}
+
+    def resume(self, state: dict, written_until: int) -> int:
+        """Go on from `state()` over arrays that already hold its rows (a file-backed store reopened after a
+        kill). A write begun after that state may have reached rows up to `written_until` (exclusive); it is
+        undone: the links it made from its stream's latest row are cut, and the held rows whose slots it may
+        have overwritten are dropped (the oldest ones: it was evicting them). Returns the rows dropped."""
+        self.total = int(state["total"])
+        self.transitions_added, self.episodes_added = int(state["transitions_added"]), int(state["episodes_added"])
+        self._cursor = {int(stream): int(row) for stream, row in state["cursor"]}
+        for row in self._cursor.values():
+            if row >= self.oldest:
+                self.next[row % self.capacity] = -1  # a transition the interrupted write had begun
+        lost_until = min(max(written_until - self.capacity, self.oldest), self.total)
+        if lost_until > self.oldest:
+            self.next[self._slots(np.arange(self.oldest, lost_until))] = -1
+            held = self._slots(np.arange(lost_until, self.total))
+            self.prev[held[self.prev[held] < lost_until]] = -1  # frame stacks must not reach into them
+            self._cursor = {stream: row for stream, row in self._cursor.items() if row >= lost_until}
+        self._complete = self._count_transitions()
+        return max(lost_until - self.oldest, 0)
+
+    def assign(self, other: ReplayStorage) -> None:
+        """Take over the rows and counters of `other` (same spec; its held rows must fit this capacity)."""
+        if other.spec_signature() != self.spec_signature():
+            raise ReplayFormatError(f"cannot copy a replay of spec {other.spec_signature()} into one of spec {self.spec_signature()}")
+        slots = other._slots(np.arange(other.oldest, other.total))
+        arrays = {f"obs/{k}": v[slots] for k, v in other.obs.items()}
+        arrays.update({name: getattr(other, name)[slots] for name in ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")})
+        self._take_rows(arrays, other.state(), source="another replay")
+
+    def _take_rows(self, arrays: dict[str, np.ndarray], state: dict, source: str) -> None:
+        held = len(arrays["reward"])
+        if held > self.capacity:
+            raise ReplayFormatError(f"{source} holds {held} rows, more than capacity {self.capacity}")
+        first = state["total"] - held
+        slots = self._slots(np.arange(first, state["total"]))
+        for key in self.obs:
+            self.obs[key][slots] = arrays[f"obs/{key}"]
+        for name in ("action", "reward", "terminated", "truncated", "prev", "next"):
+            getattr(self, name)[slots] = arrays[name]
+        if "policy_version" in arrays:  # files written before policy versions were kept hold -1 (unknown)
+            self.policy_version[slots] = arrays["policy_version"]
+        self.total = int(state["total"])
+        self.transitions_added, self.episodes_added = int(state["transitions_added"]), int(state["episodes_added"])
+        self._cursor = {int(stream): int(row) for stream, row in state["cursor"]}
+        self._complete = self._count_transitions()
+
     def save(self, path: str | Path) -> None:
         """Write to a temporary file, fsync, then rename: a crash mid-save leaves the old file intact."""
         path = Path(path)
@@ -350,20 +414,5 @@ class ReplayStorage:
                 f"replay file {path} was written for a different observation/action spec: "
                 f"file {meta['spec']}, expected {store.spec_signature()}"
             )
-        held = len(arrays["reward"])
-        if held > store.capacity:
-            raise ReplayFormatError(f"replay file {path} holds {held} rows, more than capacity {store.capacity}")
-        first = meta["total"] - held
-        slots = store._slots(np.arange(first, meta["total"]))
-        for key in store.obs:
-            store.obs[key][slots] = arrays[f"obs/{key}"]
-        for name in ("action", "reward", "terminated", "truncated", "prev", "next"):
-            getattr(store, name)[slots] = arrays[name]
-        if "policy_version" in arrays:  # files written before policy versions were kept hold -1 (unknown)
-            store.policy_version[slots] = arrays["policy_version"]
-        store.total = meta["total"]
-        store.transitions_added = meta["transitions_added"]
-        store.episodes_added = meta["episodes_added"]
-        store._cursor = {int(k): v for k, v in meta["cursor"].items()}
-        store._complete = store._count_transitions()
+        store._take_rows(arrays, {**meta, "cursor": list(meta["cursor"].items())}, source=f"replay file {path}")
         return store

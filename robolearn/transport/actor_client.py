@@ -27,7 +27,7 @@ from gymnasium import spaces
 from robolearn.transport.chunks import ChunkBuilder, check_chunk, wire_spec
 from robolearn.transport.config import TransportConfig, endpoint
 from robolearn.transport.protocol import ProtocolError, decode, encode
-from robolearn.transport.recordlog import pack_record, unpack_record
+from robolearn.transport.records import pack_record, unpack_record
 from robolearn.transport.security import apply_client_keys
 from robolearn.transport.sockets import close_dealer, connect_dealer
 

@@ -12,10 +12,10 @@ the learner's weights to actors. Messages (robolearn.transport.protocol):
     weights {version} + arrays        ack {version}; the same frames go out on PUB
     bye {name}
 
-Durability: an accepted chunk is appended to a write-ahead log (robolearn.transport.recordlog) before
-it is stored and acknowledged; on start the log is replayed, which restores every acknowledged
-transition and each actor's next expected sequence number (so resent chunks are recognised and not
-stored twice). Old log segments are deleted once newer ones hold a full replay capacity.
+Durability (robolearn.transport.durable): the replay storage lives in files mapped into memory, and a
+chunk is acknowledged only once it is stored there and the state that covers it (each actor's next
+expected sequence number among it) is written; a restart reopens the files, with every acknowledged
+transition and each actor's next sequence number (so resent chunks are recognised and not stored twice).
 
 Any malformed message, schema mismatch or out-of-spec chunk gets an `error` reply naming the problem, is
 logged (rate-limited), and changes nothing.
@@ -166,7 +166,7 @@ class ReplayServer:
                     self.learner_seen = now
                 else:
                     self.actor_seen[peer.name] = now
-            reply = handler(identity, msg, frames) if msg.type == "chunk" else handler(identity, msg)
+            reply = handler(identity, msg)
         except ProtocolError as exc:
             self.counters["rejected"] += 1
             if self.counters["rejected"] <= 20 or self.counters["rejected"] % 1000 == 0:
@@ -194,7 +194,7 @@ class ReplayServer:
             self.router.send_multipart([identity, *self.weights], copy=False)  # PUB misses what was sent before it joined
         return encode("welcome", {"epoch": self.epoch, "next_seq": self.data.next_seq.get(name, 0), **self._status()})
 
-    def _on_chunk(self, identity: bytes, msg: Message, frames):
+    def _on_chunk(self, identity: bytes, msg: Message):
         peer = self.peers[identity]
         seq, demo = msg.header.get("seq"), bool(msg.header.get("demo", False))
         if peer.role != "actor" or not isinstance(seq, int) or msg.header.get("name") != peer.name:
@@ -207,7 +207,7 @@ class ReplayServer:
             return encode("resend", {"seq": expected})
         check_chunk(msg.arrays, self.observation_space, self.action_shape)
         with self._lock:
-            self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays, frames)
+            self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays)
         self.counters["chunks"] += 1
         # Acknowledgements are cumulative: one per actor per burst (or per ACK_EVERY chunks, so an actor's
         # window of unacknowledged chunks keeps moving) instead of one per chunk.

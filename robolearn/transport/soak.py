@@ -2,15 +2,15 @@
 
     python -m robolearn.transport.soak --minutes 10 --actors 4        # launch/soak.sh
 
-State-only kettle-to-sink (so the CPU goes to the transport, not rendering) with a small replay capacity
-and small log segments, so that the buffer wraps and old log segments are deleted many times. Every 10 s
-it samples each process's resident memory and the log's size on disk. At the end the actors are stopped
+State-only kettle-to-sink (so the CPU goes to the transport, not rendering) with a small replay capacity,
+so that the buffer wraps many times. Every 10 s it samples each process's resident memory and the replay
+directory's size on disk (blocks in use: the store's files are sparse until written). At the end the actors are stopped
 (each sends what it still holds) and the run passes when:
 
 - no loss: the server accepted exactly the transitions the actors sent, and every actor had all its
   transitions acknowledged;
 - bounded memory: over the second half of the run (the buffer long full and wrapping) no process's
-  resident memory grew by `--rss-slack-mb` or more; the log's size on disk is reported (`wal_max_mb`).
+  resident memory grew by `--rss-slack-mb` or more; the replay directory's size on disk is reported (`disk_max_mb`).
 
 The last stdout line is a JSON summary.
 """
@@ -39,8 +39,8 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / (1 << 20)
+def disk_mb(path: Path) -> float:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) / (1 << 20)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--actors", type=int, default=4)
     parser.add_argument("--capacity", type=int, default=20_000)
-    parser.add_argument("--segment-mb", type=float, default=1.0)
     parser.add_argument("--rss-slack-mb", type=float, default=64.0)
     parser.add_argument("--run-dir", default=None)
     args = parser.parse_args(argv)
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="robolearn-soak-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     base = [f"run_dir={run_dir}", "hydra/job_logging=stdout", "progress=false", "server.demos=null", "torch_threads=1",
-            f"server.capacity={args.capacity}", f"server.segment_mb={args.segment_mb}", "transport.port=0", "transport.weights_port=0",
+            f"server.capacity={args.capacity}", "transport.port=0", "transport.weights_port=0",
             "learner.total_updates=null", "learner.batch_size=128", "learner.min_transitions=1000", "learner.max_utd=0.5",
             "actor.log_every_episodes=50"]
     name = "async_state"
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             for role, proc in procs.items():
                 if proc.poll() is not None:
                     raise RoleFailed(f"{role} exited with code {proc.returncode} during the soak (see {run_dir / (role + '.log')})")
-            sample = {"t": round(time.monotonic() - end + 60 * args.minutes, 1), "wal_mb": round(dir_mb(run_dir / "replay" / "wal"), 1)}
+            sample = {"t": round(time.monotonic() - end + 60 * args.minutes, 1), "disk_mb": round(disk_mb(run_dir / "replay"), 1)}
             sample.update({role: round(rss_mb(proc.pid), 1) for role, proc in procs.items()})
             samples.append(sample)
             print(json.dumps(sample), flush=True)
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Memory: growth over the second half of the run, when the buffer has long been full and wrapping.
     half = samples[len(samples) // 2:] if len(samples) >= 4 else samples
     growth = {role: round(max(s[role] for s in half) - half[0][role], 1) for role in procs if role in half[0]}
-    wal_max = max(s["wal_mb"] for s in samples)
+    disk_max = max(s["disk_mb"] for s in samples)
     summary = {
         "benchmark": "soak",
         "minutes": args.minutes,
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "no_loss": all_acked and accepted == sent,
         "rss_growth_second_half_mb": growth,
         "rss_end_mb": {role: samples[-1][role] for role in procs if role in samples[-1]},
-        "wal_max_mb": wal_max,
+        "disk_max_mb": disk_max,
         "memory_bounded": all(v < args.rss_slack_mb for v in growth.values()),
         "run_dir": str(run_dir),
     }

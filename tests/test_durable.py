@@ -1,0 +1,124 @@
+"""The replay server's storage in mapped files: what a restart finds after a clean stop or a kill mid-chunk."""
+
+import numpy as np
+import pytest
+
+from robolearn.replay.storage import ReplayFormatError
+from robolearn.transport.actor_client import ActorClient
+from robolearn.transport.chunks import ChunkBuilder, apply_chunk
+from robolearn.transport.durable import DurableReplay, ServerConfig
+from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def stored_ids(store, from_row: int = 0) -> list[int]:
+    """Rewards of the stored transitions (reward = id of the next observation), of rows from `from_row` on."""
+    slots = np.arange(max(store.oldest, from_row), store.total) % store.capacity
+    return sorted(store.reward[slots][store.next[slots] >= 0].astype(int).tolist())
+
+
+def chunks(episodes: int, length: int, per_chunk: int = 4) -> list[dict]:
+    """An actor's chunks: episodes whose observation ids (and rewards) count up from 0."""
+    builder, out, i = ChunkBuilder(SPACE, ACTION), [], 0
+    for _ in range(episodes):
+        builder.start(observation(i))
+        for t in range(length):
+            i += 1
+            builder.step(action(i), float(i), False, t == length - 1, observation(i), 0)
+            if len(builder) >= per_chunk or t == length - 1:
+                out.append(builder.take())
+        i += 1
+    return out
+
+
+def assert_whole(store, frame_stack: int = 3) -> None:
+    """Every stored transition's observations, stacked frames and next observation belong together."""
+    batch = store.sample(256, np.random.default_rng(0), frame_stack=frame_stack)
+    ids = batch.reward.astype(int)
+    np.testing.assert_array_equal(batch.next_obs["joint_pos"][:, 0], ids)
+    np.testing.assert_array_equal(batch.obs["joint_pos"][:, 0], ids - 1)
+    cams = batch.obs["cam"][:, :, 0, 0, 0].astype(int)  # (B, frames): each frame is its predecessor + 1, or a repeat
+    assert np.all((cams[:, 1:] - cams[:, :-1]) % 256 <= 1)
+    np.testing.assert_array_equal(cams[:, -1], (ids - 1) % 256)
+
+
+@pytest.mark.parametrize("capacity", [10_000, 50])  # room to spare; full and turning over (the oldest rows evicted)
+def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp_path, capacity):
+    cfg = ServerConfig(capacity=capacity)
+    stream = chunks(episodes=6, length=10)
+    reference = DurableReplay(tmp_path / "reference", SPACE, ACTION, cfg)
+    for seq, chunk in enumerate(stream):
+        reference.accept("a", seq, False, chunk)
+    last = len(stream) - 2  # a chunk in the middle of an episode: it links from the row before it
+    assert stream[last]["kind"][0] == 1
+    crashed = DurableReplay(tmp_path / "crashed", SPACE, ACTION, cfg)
+    for seq, chunk in enumerate(stream[:last]):
+        crashed.accept("a", seq, False, chunk)
+    acknowledged = stored_ids(crashed.storage)
+    # Rows whose slots the interrupted chunk overwrites (capacity 50: its oldest rows) cannot be kept.
+    kept = stored_ids(crashed.storage, from_row=crashed.storage.total + len(stream[last]["kind"]) - capacity)
+    assert len(kept) < len(acknowledged) if capacity == 50 else kept == acknowledged
+    # The next chunk is written into the mapped store in full, links and evictions included, and the server
+    # dies before its state is written (so before it is acknowledged): the worst point to be killed at.
+    crashed.state_file.write_intent("online", crashed.storage.total + len(stream[last]["kind"]))
+    apply_chunk(crashed.storage, stream[last], crashed.streams["a"])
+
+    restarted = DurableReplay(tmp_path / "crashed", SPACE, ACTION, cfg)
+    assert restarted.next_seq == {"a": last}  # the actor resends the chunk that was being stored
+    assert stored_ids(restarted.storage) == kept and restarted.storage.num_transitions() == len(kept)
+    assert_whole(restarted.storage)
+    for seq in range(last, len(stream)):  # the resend and what followed: the same store as without the kill
+        restarted.accept("a", seq, False, stream[seq])
+    assert stored_ids(restarted.storage) == stored_ids(reference.storage)
+    assert restarted.storage.total == reference.storage.total and restarted.storage.num_transitions() == reference.storage.num_transitions()
+    assert_whole(restarted.storage)
+    for data in (reference, crashed, restarted):
+        data.close()
+
+
+def test_a_full_store_keeps_its_size_and_a_restart_finds_the_newest_capacity(tmp_path):
+    cfg = transport()
+    server_cfg = ServerConfig(capacity=50)
+    with running_server(tmp_path, cfg, server_cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="a")
+        stream_episodes(actor, episodes=3, length=10)
+        assert actor.close(timeout_s=10)
+        sizes = {p.name: p.stat().st_size for p in (tmp_path / "store").iterdir()}
+        actor = ActorClient(cfg, SPACE, ACTION, name="a")
+        stream_episodes(actor, episodes=20, length=10, first_id=1000)
+        assert actor.close(timeout_s=15)
+        live = stored_ids(server.storage)
+        assert server.storage.total > 4 * 50
+    assert {p.name: p.stat().st_size for p in (tmp_path / "store").iterdir()} == sizes
+    recovered = DurableReplay(tmp_path, SPACE, ACTION, server_cfg)
+    assert stored_ids(recovered.storage) == live and recovered.next_seq == {"a": actor._seq}
+    assert_whole(recovered.storage, frame_stack=2)
+    recovered.close()
+
+
+def test_a_store_made_for_another_capacity_or_spec_is_refused_with_the_reason(tmp_path):
+    DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100)).close()
+    with pytest.raises(ReplayFormatError, match="capacity"):
+        DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=200))
+    with pytest.raises(ReplayFormatError, match="spec"):
+        DurableReplay(tmp_path, SPACE, (3,), ServerConfig(capacity=100))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "wal").mkdir()
+    with pytest.raises(ReplayFormatError, match="write-ahead log"):
+        DurableReplay(tmp_path / "old", SPACE, ACTION, ServerConfig(capacity=100))
+
+
+def test_demos_given_at_the_first_start_are_kept_in_the_store_and_not_loaded_twice(tmp_path):
+    from robolearn.replay import ReplayStorage
+
+    demos = ReplayStorage(SPACE, ACTION, 100)
+    demos.start_episode(observation(0))
+    for i in range(1, 6):
+        demos.add(action(i), float(i), False, i == 5, observation(i))
+    data = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100, demo_capacity=100), demos)
+    assert stored_ids(data.demos) == [1, 2, 3, 4, 5]
+    data.close()
+    again = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100, demo_capacity=100), demos)
+    assert stored_ids(again.demos) == [1, 2, 3, 4, 5] and again.demos.episodes_added == 1
+    again.close()
