@@ -60,12 +60,9 @@ def _serve(directory: str, port: int, weights_port: int, capacity: int, ready, k
 
 
 def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: str | None = None, message_bytes: int = 0) -> None:
-    """Receive `messages` multipart messages. With `durable_dir`, also do the two copies a durable replay
-    server cannot avoid, and nothing else: write each message to a log file (one `os.pwritev`, into pages
-    already cached, as the server's recycled log segments) and copy its frames into a ring of slots in memory
-    (the replay storage). No decoding, checking, acknowledging or Python bookkeeping beyond that."""
-    import os
-
+    """Receive `messages` multipart messages. With `durable_dir`, also do the one copy a durable replay server
+    cannot avoid, and nothing else: each message's frames go into a ring of slots in a file mapped into memory
+    (as the server's store is). No decoding, checking, acknowledging or Python bookkeeping beyond that."""
     import zmq
 
     if keep_freed:
@@ -74,27 +71,22 @@ def _pull(port: int, messages: int, ready, done, keep_freed: bool, durable_dir: 
     durable = durable_dir is not None
     if durable:
         sock.rcvhwm = FLOOR_HWM
-        # Log file and ring touched before timing starts, as a long-running server's are.
         slots = 64
-        ring = np.ones((slots, message_bytes), np.uint8)
-        log_fd = os.open(os.path.join(durable_dir, "floor.log"), os.O_RDWR | os.O_CREAT, 0o644)
-        os.pwrite(log_fd, bytes(slots * message_bytes), 0)
+        ring = np.lib.format.open_memmap(f"{durable_dir}/floor.npy", mode="w+", dtype=np.uint8, shape=(slots, message_bytes))
+        ring[:] = 1  # touched before timing starts, as a long-running server's store is
     sock.bind(f"tcp://127.0.0.1:{port}")
     ready.set()
     for i in range(messages):
         frames = sock.recv_multipart(copy=False)
         if not durable:
             continue
-        buffers = [f.buffer for f in frames]
-        os.pwritev(log_fd, buffers, (i % slots) * message_bytes)
         row, at = ring[i % slots], 0
-        for b in buffers:
+        for f in frames:
+            b = f.buffer
             row[at:at + b.nbytes] = np.frombuffer(b, np.uint8)
             at += b.nbytes
     done.set()
     sock.close(0)
-    if durable:
-        os.close(log_fd)
 
 
 def _free_port() -> int:
@@ -108,7 +100,7 @@ def _free_port() -> int:
 # -- measurements ----------------------------------------------------------------------------------------
 def measure_ceiling(chunk_frames: list, chunks: int, keep_freed: bool, durable_dir: str | None = None) -> float:
     """Transitions/s of raw PUSH/PULL with the same multipart frames (with `durable_dir`: plus the receiver's
-    unavoidable log write and storage copy, see `_pull`)."""
+    unavoidable copy into a mapped file, see `_pull`)."""
     import zmq
 
     ctx = mp.get_context("spawn")
@@ -188,7 +180,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     frames = encode("chunk", {"name": "bench", "seq": 0, "demo": False}, builder.take())
     print(f"ceiling: raw PUSH/PULL of {chunks} chunks of {CHUNK} transitions ...", flush=True)
     ceiling = measure_ceiling(frames, chunks, keep_freed)
-    print("floor of a durable server: the same, plus one log write and one storage copy per chunk ...", flush=True)
+    print("floor of a durable server: the same, plus one copy per chunk into a mapped file ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="robolearn-bench-floor-") as floor_dir:
         durable_ceiling = measure_ceiling(frames, chunks, keep_freed, floor_dir)
 

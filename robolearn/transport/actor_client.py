@@ -95,7 +95,7 @@ class ActorClient:
         self.demo = demo
         self.observation_space, self.action_shape = observation_space, tuple(action_shape)
         self.spec = wire_spec(observation_space, action_shape)
-        self._builder = ChunkBuilder(observation_space, action_shape)
+        self._builder = ChunkBuilder(observation_space, action_shape, rows=cfg.chunk_steps)
         self._chunk_started = 0.0
         self._seq = 0
         spill = Path(cfg.spill_dir) if cfg.spill_dir else Path(tempfile.gettempdir()) / f"robolearn-spill-{self.name}"

@@ -24,6 +24,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 DTYPES = {"uint8", "int32", "int64", "float32", "float64", "bool"}
 _ITEMSIZE = {name: np.dtype(name).itemsize for name in DTYPES}
+_NAME_OF = {np.dtype(name): name for name in DTYPES}  # dtype.name is computed in Python on every access: costly per chunk
 CODECS = {"raw", "rows", "jpeg", "png"}
 MAX_HEADER_BYTES = 1 << 20
 MAX_DIMS = 6
@@ -62,10 +63,11 @@ def encode(type_: str, header: dict[str, Any] | None = None, arrays: dict[str, n
                 frames.extend(memoryview(r).cast("B") if r.size else b"" for r in rows)
                 continue
             array = np.stack(array)  # compressed images are encoded from one array
-        array = np.ascontiguousarray(array)
-        dtype = array.dtype.name
-        if dtype not in DTYPES:
-            raise ProtocolError(f"array {name!r}: dtype {dtype} cannot go on the wire (allowed: {sorted(DTYPES)})")
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous):
+            array = np.ascontiguousarray(array)
+        dtype = _NAME_OF.get(array.dtype)
+        if dtype is None:
+            raise ProtocolError(f"array {name!r}: dtype {array.dtype.name} cannot go on the wire (allowed: {sorted(DTYPES)})")
         if codec == "raw":
             described.append([name, dtype, list(array.shape), "raw", array.nbytes])
             frames.append(memoryview(array).cast("B") if array.size else b"")
