@@ -134,3 +134,31 @@ def test_a_transition_without_an_open_episode_is_rejected():
     with pytest.raises(ProtocolError, match="record 0 is a transition but its stream has no open episode"):
         check_continuity(arrays, episode_open=False)
     check_continuity(arrays, episode_open=True)  # a continuation of an open episode is fine
+
+
+def test_a_chunk_builder_grows_past_its_rows_and_never_reuses_a_taken_chunk():
+    builder = ChunkBuilder(SPACE, ACTION, rows=2)
+    builder.start(observation(0))
+    for i in range(1, 6):  # six records in arrays made for two
+        builder.step(action(i), float(i), False, False, observation(i), 0)
+    first = builder.take()
+    builder.start(observation(100))  # records after a take go into new arrays
+    builder.step(action(101), 101.0, False, False, observation(101), 0)
+    second = builder.take()
+    np.testing.assert_array_equal(first["obs/joint_pos"][:, 0], [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(first["reward"], [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(second["obs/joint_pos"][:, 0], [100, 101])
+    assert check_chunk(first, SPACE, ACTION) == 6 and check_chunk(second, SPACE, ACTION) == 2
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"cam": np.zeros((12, 12, 3), np.float32)}, "'cam' is float32 \\(12, 12, 3\\), the spec says uint8"),
+    ({"cam": np.zeros((12, 12), np.uint8)}, "'cam' is uint8 \\(12, 12\\)"),
+    ({"joint_pos": 0.5}, "'joint_pos' is float \\(\\)"),
+])
+def test_a_chunk_builder_refuses_out_of_spec_observations_where_they_come_from(bad, match):
+    builder = ChunkBuilder(SPACE, ACTION)
+    with pytest.raises(ValueError, match=match):
+        builder.start({**observation(0), **bad})
+    with pytest.raises(ValueError, match="action has shape \\(3,\\)"):
+        builder.step(np.zeros(3, np.float32), 0.0, False, False, observation(1), 0)
