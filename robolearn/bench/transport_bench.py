@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import statistics
 import tempfile
 import time
@@ -241,6 +242,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     finally:
         server.terminate()
         server.join(10)
+        shutil.rmtree(directory, ignore_errors=True)  # the server's store: the capacity's worth of files
     return {
         "benchmark": "transport",
         "transitions": sent,
