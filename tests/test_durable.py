@@ -122,3 +122,16 @@ def test_demos_given_at_the_first_start_are_kept_in_the_store_and_not_loaded_twi
     again = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100, demo_capacity=100), demos)
     assert stored_ids(again.demos) == [1, 2, 3, 4, 5] and again.demos.episodes_added == 1
     again.close()
+
+
+def test_the_store_reserves_its_disk_at_start_and_refuses_to_start_without_room(tmp_path, monkeypatch):
+    DurableReplay(tmp_path / "roomy", SPACE, ACTION, ServerConfig(capacity=1_000)).close()
+    cam = tmp_path / "roomy" / "store" / "obs_cam.npy"
+    assert cam.stat().st_blocks * 512 >= cam.stat().st_size  # blocks allocated, not sparse: no SIGBUS on a full disk
+
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))  # 1 MB free
+    with pytest.raises(RuntimeError, match="not enough disk space .* lower server.capacity"):
+        DurableReplay(tmp_path / "cramped", SPACE, ACTION, ServerConfig(capacity=1_000_000))
+    assert not (tmp_path / "cramped" / "store").exists()
+    DurableReplay(tmp_path / "roomy", SPACE, ACTION, ServerConfig(capacity=1_000)).close()  # an existing store needs no room

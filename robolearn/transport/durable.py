@@ -20,9 +20,11 @@ Kept apart from the sockets so that recovery can be run (and checked) without se
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ STORES = ("online", "demo")
 class ServerConfig:
     capacity: int = 200_000
     fsync: bool = False  # True: survive power loss too (msync + fsync per chunk); kill -9 is survived either way
-    demo_capacity: int = 100_000
+    demo_capacity: int = 20_000
     demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
     sampler_threads: int = 2  # threads gathering batches beside ingestion (0: in the server's loop)
     seed: int = 0
@@ -76,7 +78,8 @@ class MappedArrays:
     def __call__(self, name: str, shape: tuple, dtype: np.dtype, fill: int) -> np.ndarray:
         path = self.dir / (name.replace("/", "_") + ".npy")
         if self.fresh:
-            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # sparse: zero pages unwritten
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            _reserve(path)
             if fill:
                 array.fill(fill)
         else:
@@ -97,6 +100,25 @@ class MappedArrays:
     def flush(self) -> None:
         for array in self.arrays:
             array.flush()  # msync: the dirty pages of the mapping reach the disk
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the file's blocks now: a write into a mapped page the disk has no room for kills the process
+    (SIGBUS) instead of raising, so a full disk must show at start, not in the middle of a run."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            log.warning("%s: the file system cannot reserve space ahead (%s); the store stays sparse, and a disk that "
+                        "fills up later stops the server", path, exc)
+
+
+def store_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int) -> int:
+    """Disk the store's files take (their headers aside): capacity x one row."""
+    row = sum(int(np.prod(s.shape)) * (1 if len(s.shape) == 3 and s.dtype == np.uint8 else 4) for s in observation_space.spaces.values())
+    return capacity * (row + 4 * int(np.prod(action_shape)) + 4 + 1 + 1 + 8 + 8 + 8)
 
 
 class StateFile:
@@ -156,6 +178,8 @@ class DurableReplay:
                                     "replay in store/; start the server with another run directory")
         self.dir.mkdir(parents=True, exist_ok=True)
         spec = {"obs": space_signature(observation_space), "action": list(action_shape)}
+        _check_room(self.dir, {"store": store_bytes(observation_space, action_shape, cfg.capacity),
+                               "demo_store": store_bytes(observation_space, action_shape, cfg.demo_capacity)})
         self.files = {"online": MappedArrays(self.dir / "store", spec, cfg.capacity, cfg.fsync),
                       "demo": MappedArrays(self.dir / "demo_store", spec, cfg.demo_capacity, cfg.fsync)}
         self.storage = ReplayStorage(observation_space, action_shape, cfg.capacity, allocate=self.files["online"])
@@ -220,3 +244,13 @@ class DurableReplay:
 
     def close(self) -> None:
         self.state_file.close()
+
+
+def _check_room(directory: Path, needed: dict[str, int]) -> None:
+    """Refuse to start, with the numbers, when new stores would not fit on the disk."""
+    new = {name: size for name, size in needed.items() if not (directory / name / "layout.json").exists()}
+    free = shutil.disk_usage(directory).free
+    if new and sum(new.values()) > free:
+        sizes = ", ".join(f"{name}/ {size / 1e9:.1f} GB" for name, size in new.items())
+        raise RuntimeError(f"not enough disk space in {directory} for the replay store ({sizes}; {free / 1e9:.1f} GB free): "
+                                "lower server.capacity or server.demo_capacity, free some space, or use another run_dir")
