@@ -63,6 +63,7 @@ def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp
     # dies before its state is written (so before it is acknowledged): the worst point to be killed at.
     crashed.state_file.write_intent("online", crashed.storage.total + len(stream[last]["kind"]))
     apply_chunk(crashed.storage, stream[last], crashed.streams["a"])
+    crashed.close()  # its lock goes, as with the process
 
     restarted = DurableReplay(tmp_path / "crashed", SPACE, ACTION, cfg)
     assert restarted.next_seq == {"a": last}  # the actor resends the chunk that was being stored
@@ -73,7 +74,7 @@ def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp
     assert stored_ids(restarted.storage) == stored_ids(reference.storage)
     assert restarted.storage.total == reference.storage.total and restarted.storage.num_transitions() == reference.storage.num_transitions()
     assert_whole(restarted.storage)
-    for data in (reference, crashed, restarted):
+    for data in (reference, restarted):
         data.close()
 
 
@@ -135,3 +136,11 @@ def test_the_store_reserves_its_disk_at_start_and_refuses_to_start_without_room(
         DurableReplay(tmp_path / "cramped", SPACE, ACTION, ServerConfig(capacity=1_000_000))
     assert not (tmp_path / "cramped" / "store").exists()
     DurableReplay(tmp_path / "roomy", SPACE, ACTION, ServerConfig(capacity=1_000)).close()  # an existing store needs no room
+
+
+def test_a_second_server_on_the_same_directory_is_refused(tmp_path):
+    first = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
+    with pytest.raises(RuntimeError, match="another replay server is using"):
+        DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
+    first.close()
+    DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100)).close()

@@ -21,6 +21,7 @@ Kept apart from the sockets so that recovery can be run (and checked) without se
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -132,6 +133,11 @@ class StateFile:
     def __init__(self, path: Path, fsync: bool):
         self.path, self.fsync = path, fsync
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # one server per directory: two writing the same store would corrupt it (released when the process dies)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise RuntimeError(f"another replay server is using {path.parent}: stop it, or give this one another run_dir") from None
         self.number, self.state, self.intent = 0, None, None
         data = os.pread(self._fd, self._SLOTS_AT + 2 * self.SLOT_BYTES, 0)
         for slot in range(2):
