@@ -43,9 +43,10 @@ def assert_whole(store, frame_stack: int = 3) -> None:
     np.testing.assert_array_equal(cams[:, -1], (ids - 1) % 256)
 
 
-@pytest.mark.parametrize("capacity", [10_000, 50])  # room to spare; full and turning over (the oldest rows evicted)
-def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp_path, capacity):
-    cfg = ServerConfig(capacity=capacity)
+# Room to spare; full and turning over (the oldest rows evicted); the same with fsync (msync + fsync per chunk).
+@pytest.mark.parametrize("capacity, fsync", [(10_000, False), (50, False), (50, True)])
+def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp_path, capacity, fsync):
+    cfg = ServerConfig(capacity=capacity, demo_capacity=100, fsync=fsync)
     stream = chunks(episodes=6, length=10)
     reference = DurableReplay(tmp_path / "reference", SPACE, ACTION, cfg)
     for seq, chunk in enumerate(stream):
