@@ -145,3 +145,15 @@ def test_a_second_server_on_the_same_directory_is_refused(tmp_path):
         DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
     first.close()
     DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100)).close()
+
+
+def test_a_store_whose_files_were_deleted_starts_empty_instead_of_trusting_the_state(tmp_path):
+    data = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
+    for seq, chunk in enumerate(chunks(episodes=2, length=5)):
+        data.accept("a", seq, False, chunk)
+    data.close()
+    import shutil
+    shutil.rmtree(tmp_path / "store")
+    again = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
+    assert again.storage.total == 0 and again.storage.num_transitions() == 0
+    again.close()

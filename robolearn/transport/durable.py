@@ -225,6 +225,11 @@ class DurableReplay:
         self.streams, self.next_seq = dict(state["streams"]), dict(state["next_seq"])
         for which, store in self.stores.items():
             saved = state["stores"][which]
+            if self.files[which].fresh:
+                if saved["total"]:
+                    log.warning("%s store: its files were missing (%s) though the state says %d rows were stored: it starts empty",
+                                which, self.files[which].dir, saved["total"])
+                continue
             reach = self.state_file.intent[1] if self.state_file.intent and self.state_file.intent[0] == which else 0
             dropped = store.resume(saved, max(reach, saved["total"]))
             if dropped:
