@@ -183,6 +183,15 @@ class DurableReplay:
             raise ReplayFormatError(f"{self.dir} holds a write-ahead log of an earlier robolearn (wal/): this version keeps its "
                                     "replay in store/; start the server with another run directory")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = StateFile(self.dir / "state", cfg.fsync)  # first: it holds the directory's lock
+        try:
+            self._open(observation_space, action_shape, demos)
+        except BaseException:
+            self.state_file.close()
+            raise
+
+    def _open(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], demos: ReplayStorage | None) -> None:
+        cfg = self.cfg
         spec = {"obs": space_signature(observation_space), "action": list(action_shape)}
         _check_room(self.dir, {"store": store_bytes(observation_space, action_shape, cfg.capacity),
                                "demo_store": store_bytes(observation_space, action_shape, cfg.demo_capacity)})
@@ -193,7 +202,6 @@ class DurableReplay:
         self.stores = {"online": self.storage, "demo": self.demos}
         self.streams: dict[str, int] = {}  # actor name (demo streams: "demo:" + name) -> replay stream
         self.next_seq: dict[str, int] = {}  # actor name -> next chunk sequence number expected
-        self.state_file = StateFile(self.dir / "state", cfg.fsync)
         self._resume()
         for files in self.files.values():
             files.created()
