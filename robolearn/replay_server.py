@@ -1,6 +1,6 @@
 """The replay server process: python -m robolearn.replay_server --config-name async_sim run_dir=R
 
-Its data lives in `<run_dir>/replay` (a write-ahead log replayed on start), so it can be killed and
+Its data lives in `<run_dir>/replay` (the store in mapped files, reopened on start), so it can be killed and
 restarted at any time without losing an acknowledged transition. Stop it with SIGTERM or Ctrl-C.
 """
 
