@@ -54,6 +54,13 @@ def image_keys_of(space: spaces.Dict) -> list[str]:
     return [k for k, s in space.spaces.items() if len(s.shape) == 3 and s.dtype == np.uint8]
 
 
+def row_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> int:
+    """Bytes one stored row takes: images as uint8, other observations as float32, the transition's fields."""
+    images = image_keys_of(observation_space)
+    obs = sum(int(np.prod(s.shape)) * (1 if key in images else 4) for key, s in observation_space.spaces.items())
+    return obs + 4 * int(np.prod(action_shape)) + 4 + 1 + 1 + 8 + 8 + 8  # action, reward, flags, policy version, links
+
+
 class ReplayStorage:
     def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int,
                  allocate: Allocate | None = None):
@@ -303,9 +310,7 @@ class ReplayStorage:
 
     # -- accounting ----------------------------------------------------------------------------------
     def bytes_per_row(self) -> int:
-        per_row = sum(store[0].nbytes for store in self.obs.values())
-        per_row += self.action[0].nbytes + 4 + 1 + 1 + 8 + 8 + 8
-        return per_row
+        return row_bytes(self.observation_space, self.action_shape)
 
     def bytes_per_transition(self) -> float:
         """Stored bytes divided by the transitions they hold (each episode stores one extra row)."""
@@ -323,9 +328,7 @@ class ReplayStorage:
         kill). A write begun after that state may have reached rows up to `written_until` (exclusive); it is
         undone: the links it made from its stream's latest row are cut, and the held rows whose slots it may
         have overwritten are dropped (the oldest ones: it was evicting them). Returns the rows dropped."""
-        self.total = int(state["total"])
-        self.transitions_added, self.episodes_added = int(state["transitions_added"]), int(state["episodes_added"])
-        self._cursor = {int(stream): int(row) for stream, row in state["cursor"]}
+        self._set_counters(state)
         for row in self._cursor.values():
             if row >= self.oldest:
                 self.next[row % self.capacity] = -1  # a transition the interrupted write had begun
@@ -359,10 +362,13 @@ class ReplayStorage:
             getattr(self, name)[slots] = arrays[name]
         if "policy_version" in arrays:  # files written before policy versions were kept hold -1 (unknown)
             self.policy_version[slots] = arrays["policy_version"]
+        self._set_counters(state)
+        self._complete = self._count_transitions()
+
+    def _set_counters(self, state: dict) -> None:
         self.total = int(state["total"])
         self.transitions_added, self.episodes_added = int(state["transitions_added"]), int(state["episodes_added"])
         self._cursor = {int(stream): int(row) for stream, row in state["cursor"]}
-        self._complete = self._count_transitions()
 
     def save(self, path: str | Path) -> None:
         """Write to a temporary file, fsync, then rename: a crash mid-save leaves the old file intact."""

@@ -36,7 +36,7 @@ import numpy as np
 from gymnasium import spaces
 
 from robolearn.replay import ReplayStorage
-from robolearn.replay.storage import ReplayFormatError
+from robolearn.replay.storage import ReplayFormatError, row_bytes
 from robolearn.spec import space_signature
 from robolearn.transport.chunks import apply_chunk, check_continuity
 
@@ -118,8 +118,7 @@ def _reserve(path: Path) -> None:
 
 def store_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int) -> int:
     """Disk the store's files take (their headers aside): capacity x one row."""
-    row = sum(int(np.prod(s.shape)) * (1 if len(s.shape) == 3 and s.dtype == np.uint8 else 4) for s in observation_space.spaces.values())
-    return capacity * (row + 4 * int(np.prod(action_shape)) + 4 + 1 + 1 + 8 + 8 + 8)
+    return capacity * row_bytes(observation_space, action_shape)
 
 
 class StateFile:
