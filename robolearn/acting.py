@@ -53,17 +53,33 @@ def load_checkpoint_policy(env, path: str, deterministic: bool = True, device: s
     from omegaconf import OmegaConf
 
     from robolearn.agents import AgentConfig
-    from robolearn.checkpoint import load_checkpoint, spec_signature
+    from robolearn.checkpoint import load_policy_checkpoint
 
-    payload = load_checkpoint(path, spec_signature(env.observation_space, env.action_space))
+    payload = load_policy_checkpoint(path, env.observation_space, env.action_space)
     cfg = AgentConfig(**OmegaConf.to_container(OmegaConf.create(payload["agent_config"])))
-    agent = DrQAgent(env.observation_space, env.action_space, cfg, device=device)
-    agent.load_training_state(payload["agent"])
+    # A frozen encoder is rebuilt from the checkpoint, which carries its weights: the file is not needed.
+    agent = DrQAgent(env.observation_space, env.action_space, cfg, device=device, encoder_meta=payload.get("encoder_meta"))
+    if agent.critic_only_keys == cfg.critic_only_keys or not cfg.critic_only_keys:
+        agent.load_training_state(payload["agent"])
+    else:
+        # This env lacks a key only the critic saw (a real arm without a tracker): the critic's shapes
+        # differ, and acting needs none of it.
+        load_policy_weights(agent, payload["agent"]["model"])
     agent.eval()
     return AgentPolicy(agent, deterministic=deterministic)
 
 
 ACTING_MODULES = ("encoders.", "actor.")  # what choosing an action needs: no critics, no optimisers
+FROZEN_MODULES = ("frozen_encoder.",)  # also needed to act, but never changes: actors load it from its file
+
+
+def load_policy_weights(agent: DrQAgent, model_state: dict) -> None:
+    """Load only what acting needs from a checkpoint's model state."""
+    wanted = {k: v for k, v in model_state.items() if k.startswith(ACTING_MODULES + FROZEN_MODULES)}
+    missing = [k for k in agent.state_dict() if k.startswith(ACTING_MODULES + FROZEN_MODULES) and k not in wanted]
+    if missing:
+        raise ValueError(f"checkpoint lacks acting weights {missing[:5]}")
+    agent.load_state_dict(wanted, strict=False)
 
 
 def acting_weights(agent: DrQAgent) -> dict[str, np.ndarray]:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import signal
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import hydra
@@ -21,14 +24,14 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.acting import AgentPolicy
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.allocator import keep_freed_memory, one_off_buffers
-from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
+from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.envs import make_env
 from robolearn.evaluation import evaluate
 from robolearn.paths import CONFIG_DIR
@@ -55,9 +58,87 @@ def agent_config(node: DictConfig) -> AgentConfig:
     return AgentConfig(**OmegaConf.to_container(node, resolve=True))
 
 
+class StopRequests:
+    """SIGTERM (a scheduler, `timeout`) and the first Ctrl-C ask the run to stop at the next episode end
+    and save; a second Ctrl-C raises KeyboardInterrupt as usual. Handlers are installed only in the main
+    thread and restored on exit."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.warning("%s: finishing this episode, then saving (Ctrl-C again stops without saving)", self.requested)
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class WallClockSchedule:
+    """Evaluations and checkpoints by wall-clock as well as by steps: a first eval and checkpoint within
+    minutes of the start (on a CPU the step schedule's first ones are an hour away)."""
+
+    def __init__(self, now, cfg: DictConfig):
+        self.now = now
+        started = now()
+        self.eval_every = 60 * float(cfg.eval.get("every_min") or math.inf)
+        self.save_every = 60 * float(cfg.get("save_every_min") or math.inf)
+        self.next_eval = started + 60 * float(cfg.eval.get("first_min") or math.inf)
+        self.next_save = started + min(self.save_every, self.next_eval - started)
+
+    def eval_due(self) -> bool:
+        return self.now() >= self.next_eval
+
+    def save_due(self) -> bool:
+        return self.now() >= self.next_save
+
+    def evaluated(self) -> None:
+        self.next_eval = self.now() + self.eval_every
+
+    def saved(self) -> None:
+        self.next_save = self.now() + self.save_every
+
+
+def ensure_encoder(cfg: DictConfig) -> None:
+    """The pixel recipe's frozen encoder: made from the project's own sim data when its file is missing
+    (nothing is downloaded), so the main job runs on a fresh machine. Without `pretrain_if_missing` the
+    agent refuses the missing file with the command that makes it."""
+    if cfg.agent.get("encoder") != "pretrained" or not cfg.agent.get("encoder_weights") or not cfg.get("pretrain_if_missing"):
+        return
+    path = Path(cfg.agent.encoder_weights)
+    if path.is_file():
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from robolearn.pretrain import pretrain
+
+    log.warning("no pretrained encoder at %s: making it first (python -m robolearn.pretrain out=%s; see configs/pretrain.yaml)", path, path)
+    overrides = [f"out={path}", f"progress={cfg.progress}", f"torch_threads={cfg.torch_threads}", f"device={cfg.device}"]
+    if GlobalHydra.instance().is_initialized():
+        pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
+    else:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
+    with open_dict(pretrain_cfg):
+        pretrain_cfg.env = cfg.env  # the same cameras and scene as the run
+    pretrain(pretrain_cfg)
+
+
 class Workspace:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
+        ensure_encoder(cfg)
         for key in ("utd", "update_every", "batch_size", "total_steps"):
             if int(cfg[key]) < (0 if key == "total_steps" else 1):
                 raise ValueError(f"train config: {key} must be positive, got {cfg[key]}")
@@ -69,14 +150,23 @@ class Workspace:
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env, render_mode="rgb_array" if cfg.eval.video else None)
         obs_space, act_space = self.env.observation_space, self.env.action_space
-        self.signature = spec_signature(obs_space, act_space)
         self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=self.device)
-        self.replay = ReplayStorage(obs_space, act_space.shape, cfg.replay.capacity)
+        # Checkpoints are bound to what the policy reads: a critic-only key (the sim's privileged state)
+        # may be missing where the policy is deployed.
+        self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
+        if self.agent.critic_only_keys:
+            log.info("asymmetric critic: %s seen by the critic only", self.agent.critic_only_keys)
+        # With a frozen encoder the replay holds features, computed once per env step, instead of images.
+        self.replay = ReplayStorage(self.agent.learning_space, act_space.shape, cfg.replay.capacity)
         self.demos = self._demos()
         ratio = cfg.replay.demo_ratio if self.demos is not None else 0.0
         self.sampler = MixedSampler(self.replay, self.demos, ratio)
         self.step = self.episode = self.updates = 0
         self.next_eval, self.next_save = cfg.eval.every, cfg.save_every
+        self.last_eval: dict = {}
+        self.best: dict = {}  # the best evaluation so far; its agent is kept in best.pt
+        self.stop_reason = ""
+        self.clock = time.monotonic  # seconds; tests drive it
         self.writer = SummaryWriter(str(run_dir / "tb"))
         if cfg.resume:
             self._resume(Path(cfg.resume))
@@ -91,7 +181,7 @@ class Workspace:
         if path is not None and path.exists():
             store = ReplayStorage.load(path, obs_space, act_space.shape)
             log.info("loaded %d demo transitions from %s", store.num_transitions(), path)
-            return store
+            return self._as_learned(store)
         store = ReplayStorage(obs_space, act_space.shape, cfg.episodes * (self.env.unwrapped.cfg.max_episode_steps + 1))
         expert = instantiate(cfg.policy, env=self.env)
         successes = 0
@@ -112,55 +202,91 @@ class Workspace:
         log.info("collected %d demo episodes (%d successful, %d transitions)", cfg.episodes, successes, store.num_transitions())
         if path is not None:
             store.save(path)
-        return store
+        return self._as_learned(store)
+
+    def _as_learned(self, demos: ReplayStorage) -> ReplayStorage:
+        """Demos are cached with their images; a frozen encoder turns them into features once."""
+        if self.agent.learning_space is self.env.observation_space:
+            return demos
+        return demos.map_observations(self.agent.learning_space, lambda obs: self.agent.observe(obs, batched=True))
 
     # -- the loop ------------------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
         collect = AgentPolicy(self.agent, deterministic=False)
-        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress, smoothing=0.05)
-        last_eval: dict = {}
-        # A wall-clock budget (a cluster slot, a lent GPU): at the limit the run saves and evaluates as at
-        # total_steps, so the budget's result is recorded and the run resumes from there.
+        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress, smoothing=0.1)
+        # A wall-clock budget (a cluster slot, a lent GPU), SIGTERM or Ctrl-C: the episode under way is
+        # finished (at most one episode of steps), then the run saves and evaluates as at total_steps, so a
+        # resumed run is the same as one never stopped. A second Ctrl-C stops at once without saving.
         limit_min = cfg.get("time_limit_min")
-        deadline = time.monotonic() + 60 * float(limit_min) if limit_min else math.inf
-        while self.step < cfg.total_steps and time.monotonic() < deadline:
-            obs, _ = self.env.reset(seed=cfg.seed * 1_000_000 + self.episode)
-            collect.reset()
-            self.replay.start_episode(obs)
-            episode_return, length, done, info = 0.0, 0, False, {}
-            started = time.perf_counter()
-            while not done and self.step < cfg.total_steps and time.monotonic() < deadline:
-                policy_action = collect.act(obs)  # also keeps the frame stack current during seed steps
-                action = self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32) if self.step < cfg.seed_steps else policy_action
-                obs, reward, terminated, truncated, info = self.env.step(action)
-                self.replay.add(action, reward, terminated, truncated, obs)
-                episode_return += reward
-                length += 1
-                self.step += 1
-                done = terminated or truncated
-                if self.step >= cfg.seed_steps:
-                    self._learn(self.step)
-                bar.update(1)
-            if not done:
-                break  # the step or time budget ran out mid-episode
-            self.episode += 1
-            self._log("episode", {"return": episode_return, "length": length, "success": float(info["success"]),
-                                  "steps_per_s": length / (time.perf_counter() - started)})
-            bar.set_postfix(ep=self.episode, ret=f"{episode_return:.1f}", upd=self.updates, eval=f"{last_eval.get('success_rate', float('nan')):.2f}")
-            if self.step >= self.next_eval:
-                last_eval = self.evaluate()
-                self.next_eval += cfg.eval.every
-            if self.step >= self.next_save:
-                self.save()
-                self.next_save += cfg.save_every
+        started = self.clock()
+        deadline = started + 60 * float(limit_min) if limit_min else math.inf
+        clock = WallClockSchedule(self.clock, cfg)
+        recent: deque[float] = deque(maxlen=10)
+        with StopRequests() as stop:
+            while self.step < cfg.total_steps and not self._stopping(stop, deadline, bar):
+                obs, _ = self.env.reset(seed=cfg.seed * 1_000_000 + self.episode)
+                obs = self.agent.observe(obs)
+                collect.reset()
+                self.replay.start_episode(obs)
+                episode_return, length, done, info = 0.0, 0, False, {}
+                episode_started = time.perf_counter()
+                while not done and self.step < cfg.total_steps:
+                    policy_action = collect.act(obs)  # also keeps the frame stack current during seed steps
+                    action = self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32) if self.step < cfg.seed_steps else policy_action
+                    obs, reward, terminated, truncated, info = self.env.step(action)
+                    obs = self.agent.observe(obs)
+                    self.replay.add(action, reward, terminated, truncated, obs)
+                    episode_return += reward
+                    length += 1
+                    self.step += 1
+                    done = terminated or truncated
+                    if self.step >= cfg.seed_steps:
+                        self._learn(self.step)
+                    bar.update(1)
+                    if self.step % 10 == 0 or done:
+                        bar.set_postfix(self._postfix(recent), refresh=False)
+                if not done:
+                    break  # total_steps ran out mid-episode: the run is over
+                self.episode += 1
+                recent.append(float(info["success"]))
+                self._log("episode", {"return": episode_return, "length": length, "success": float(info["success"]),
+                                      "steps_per_s": length / (time.perf_counter() - episode_started)})
+                bar.set_postfix(self._postfix(recent))
+                if self.step >= self.next_eval or clock.eval_due():
+                    self.evaluate()
+                    self.next_eval = (self.step // cfg.eval.every + 1) * cfg.eval.every
+                    clock.evaluated()
+                    bar.unpause()  # the eval's time is not training's: keeps the bar's rate and ETA honest
+                if self.step >= self.next_save or clock.save_due():
+                    self.save()
+                    self.next_save = (self.step // cfg.save_every + 1) * cfg.save_every
+                    clock.saved()
+                    bar.unpause()
         bar.close()
         if self.step < cfg.total_steps:
-            log.info("time limit of %s min reached at step %d of %d", limit_min, self.step, cfg.total_steps)
+            log.info("stopped at step %d of %d (%s); resume with resume=%s", self.step, cfg.total_steps,
+                     self.stop_reason, self.run_dir)
+        if cfg.eval.final and self.last_eval.get("step") != self.step:
+            self.evaluate()
         self.save()
-        final = self.evaluate() if cfg.eval.final else last_eval
         self.writer.close()
-        return final
+        return self.last_eval
+
+    def _stopping(self, stop: StopRequests, deadline: float, bar) -> bool:
+        if stop.requested:
+            self.stop_reason = f"{stop.requested} received"
+        elif self.clock() >= deadline:
+            self.stop_reason = f"time limit of {self.cfg.time_limit_min} min reached"
+        else:
+            return False
+        return True
+
+    def _postfix(self, recent: deque) -> dict:
+        """Fresh counts on the bar: updates so far, the last eval's success and the recent training episodes'."""
+        last = self.last_eval.get("success_rate")
+        return {"upd": self.updates, "eval": "-" if last is None else f"{last:.2f}",
+                "train_success": "-" if not recent else f"{sum(recent) / len(recent):.1f}", "ep": self.episode}
 
     def _learn(self, step: int) -> None:
         cfg = self.cfg
@@ -198,6 +324,12 @@ class Workspace:
             writer.writerow(result)
         log.info("eval at step %d: success %.2f, return %.2f (replay: %d transitions, %.0f bytes each)", self.step,
                  summary.success_rate, summary.mean_return, self.replay.num_transitions(), self.replay.bytes_per_transition())
+        self.last_eval = result
+        if not self.best or (result["success_rate"], result["mean_return"]) >= (self.best["success_rate"], self.best["mean_return"]):
+            # What a run hands over may be its best evaluated policy, not its last: SAC's success swings
+            # from one evaluation to the next.
+            self.best = result
+            save_checkpoint(self.run_dir / "best.pt", {**self._payload(), "eval": result})
         return result
 
     def _log(self, prefix: str, values: dict) -> None:
@@ -209,24 +341,30 @@ class Workspace:
     def save(self) -> None:
         with one_off_buffers():  # the save gathers a full copy of the replay: handed back once written
             self.replay.save(self.run_dir / "replay.npz")
-        save_checkpoint(self.run_dir / "checkpoint.pt", {
+        save_checkpoint(self.run_dir / "checkpoint.pt", self._payload())
+
+    def _payload(self) -> dict:
+        return {
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": OmegaConf.to_container(self.cfg.agent, resolve=True),
+            "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"step": self.step, "episode": self.episode, "updates": self.updates,
                          "next_eval": self.next_eval, "next_save": self.next_save},
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
-        })
+            "last_eval": self.last_eval, "best": self.best,
+        }
 
     def _resume(self, run_dir: Path) -> None:
         payload = load_checkpoint(run_dir / "checkpoint.pt", self.signature)
         self.agent.load_training_state(payload["agent"])
-        self.replay = ReplayStorage.load(run_dir / "replay.npz", self.env.observation_space, self.env.action_space.shape,
+        self.replay = ReplayStorage.load(run_dir / "replay.npz", self.agent.learning_space, self.env.action_space.shape,
                                          capacity=self.cfg.replay.capacity)
         self.sampler.online = self.replay
         counters = payload["counters"]
         self.step, self.episode, self.updates = counters["step"], counters["episode"], counters["updates"]
         self.next_eval, self.next_save = counters["next_eval"], counters["next_save"]
+        self.last_eval, self.best = payload.get("last_eval", {}), payload.get("best", {})
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         torch.set_rng_state(payload["rng"]["torch"])
         log.info("resumed from %s at step %d (episode %d, %d updates)", run_dir, self.step, self.episode, self.updates)

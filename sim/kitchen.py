@@ -25,8 +25,8 @@ SINK = SinkGeometry(
 SINK.centre.setflags(write=False)
 
 
-FRONT_CAMERA_POS = (1.55, 0.05, 1.05)
-FRONT_CAMERA_TARGET = (0.3, 0.05, 0.1)
+FRONT_CAMERA_POS = (1.2, 0.04, 0.75)
+FRONT_CAMERA_TARGET = (0.42, 0.04, 0.08)
 
 
 def _box(body, name: str, x: tuple[float, float], y: tuple[float, float], z: tuple[float, float], rgba) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,57 @@ def test_a_time_limit_ends_the_run_with_a_checkpoint_and_a_final_eval(tmp_path):
     assert 0 < counters["step"] < 100000
     assert result["step"] == counters["step"]
     assert (tmp_path / "eval.csv").read_text().splitlines()[-1].startswith(f"{counters['step']},")
+
+
+def test_a_time_limit_mid_episode_finishes_the_episode_and_resumes_bit_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(config("total_steps=120", "save_every=1000"), straight)
+    workspace = Workspace(config("total_steps=120", "save_every=1000", "time_limit_min=0.8333"), split)  # 50 "s"
+    workspace.clock = lambda: float(workspace.step)  # one virtual second per env step: the limit falls at step 50
+    try:
+        workspace.train()
+    finally:
+        workspace.close()
+    counters = load_checkpoint(split)["counters"]
+    assert counters["step"] == 60 and counters["episode"] == 3  # the episode under way was finished
+    assert not ReplayStorage.load(split / "replay.npz", workspace.replay.observation_space, (8,)).has_open_episode(0)
+    run(config("total_steps=120", "save_every=1000", f"resume={split}"), split)
+    a, b = agent_state(straight), agent_state(split)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert load_checkpoint(straight)["counters"] == load_checkpoint(split)["counters"]
+
+
+def test_sigterm_saves_at_the_episode_end_and_the_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(config("total_steps=120", "save_every=1000"), straight)
+    workspace = Workspace(config("total_steps=120", "save_every=1000"), split)
+    real_step = workspace.env.step
+
+    def step(action):
+        if workspace.step == 45:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or a scheduler stops a run
+        return real_step(action)
+
+    monkeypatch.setattr(workspace.env, "step", step)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        workspace.train()
+    finally:
+        workspace.close()
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is the run's only while it runs
+    assert "SIGTERM" in workspace.stop_reason
+    assert load_checkpoint(split)["counters"]["step"] == 60
+    run(config("total_steps=120", "save_every=1000", f"resume={split}"), split)
+    a, b = agent_state(straight), agent_state(split)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_best_checkpoint_is_kept_by_evaluation_and_evaluates(tmp_path):
+    run(config("total_steps=60", "eval.every=20", "eval.episodes=1", "eval.video=false"), tmp_path)
+    best = load_checkpoint(tmp_path / "best.pt")
+    rows = (tmp_path / "eval.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3  # steps 20, 40, 60: the final eval is not repeated at the same step
+    top = max((float(r.split(",")[1]), float(r.split(",")[2])) for r in rows)
+    assert (best["eval"]["success_rate"], best["eval"]["mean_return"]) == top

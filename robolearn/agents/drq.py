@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from gymnasium import spaces
 
 from robolearn.agents.augment import draw_shifts, merge_frames, random_shift
 from robolearn.agents.encoders import build_image_encoder
+from robolearn.agents.pretrained import FEATURE_KEY, FrozenStateEncoder, build_encoder, load_encoder
 from robolearn.replay.storage import Batch, image_keys_of
 
 
@@ -50,8 +51,13 @@ class AgentConfig:
     log_std_max: float = 2.0
     frame_stack: int = 1
     augment_pad: int = 4
-    encoder: str = "drqv2"  # or a torchvision model name for a frozen pretrained encoder, e.g. "resnet18"
-    encoder_weights: str | None = None  # local file for the pretrained encoder (None: torchvision cache)
+    # "drqv2" (trained by the critic), "pretrained" (a frozen robolearn.pretrain file: features once per env
+    # step, updates at state-only cost), or a torchvision model name for a frozen ResNet, e.g. "resnet18"
+    encoder: str = "drqv2"
+    encoder_weights: str | None = None  # the file for "pretrained" or the torchvision encoder
+    # Observation keys only the critic sees (an asymmetric critic, e.g. the sim's privileged state); the
+    # actor never reads them, so the policy acts without them. Keys the env does not have are left out.
+    critic_only_keys: list[str] = field(default_factory=list)
     channels_last: bool = True
     compile: bool = False
 
@@ -154,7 +160,9 @@ def nchw_float(images: torch.Tensor) -> torch.Tensor:
 class DrQAgent(nn.Module):
     """SAC/DrQ over a dict observation space: uint8 HxWx3 images plus float vectors."""
 
-    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, cfg: AgentConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, cfg: AgentConfig | None = None, device: str | torch.device = "cpu",
+                 encoder_meta: dict | None = None):
+        """`encoder_meta` builds the frozen pretrained encoder without its file (a checkpoint carries both)."""
         super().__init__()
         self.cfg = cfg = cfg or AgentConfig()
         if cfg.target_subset > cfg.num_critics:
@@ -162,10 +170,23 @@ class DrQAgent(nn.Module):
         if cfg.actor_q not in ("min", "mean"):
             raise ValueError(f"agent.actor_q must be 'min' or 'mean', got {cfg.actor_q!r}")
         self.device = torch.device(device)
+        self.frozen: FrozenStateEncoder | None = None
+        if cfg.encoder == "pretrained":
+            if encoder_meta is not None:
+                self.frozen = FrozenStateEncoder(build_encoder(encoder_meta), encoder_meta, self.device)
+            else:
+                self.frozen = load_encoder(cfg.encoder_weights, observation_space, self.device)
+            self.frozen_encoder = self.frozen.net  # a submodule: checkpoints carry its weights
+            observation_space = self.frozen.feature_space(observation_space)
+        self.learning_space = observation_space  # what the replay stores: features instead of images when frozen
         self.image_keys = image_keys_of(observation_space)
-        self.vector_keys = [k for k in observation_space.spaces if k not in self.image_keys]
+        vectors = [k for k in observation_space.spaces if k not in self.image_keys]
+        self.actor_keys = [k for k in vectors if k not in cfg.critic_only_keys]
+        self.critic_only_keys = [k for k in vectors if k in cfg.critic_only_keys]
+        self.vector_keys = self.actor_keys + self.critic_only_keys  # the actor reads the leading part
         self.action_dim = int(np.prod(action_space.shape))
         vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.vector_keys)
+        self.actor_vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.actor_keys)
         self.encoders = nn.ModuleDict(
             {
                 k: build_image_encoder(cfg.encoder, observation_space[k].shape, cfg.frame_stack, cfg.encoder_weights)
@@ -173,7 +194,7 @@ class DrQAgent(nn.Module):
             }
         )
         image_dim = sum(enc.out_dim for enc in self.encoders.values())
-        self.actor = Actor(image_dim, vector_dim, self.action_dim, cfg)
+        self.actor = Actor(image_dim, self.actor_vector_dim, self.action_dim, cfg)
         self.critic = Critic(image_dim, vector_dim, self.action_dim, cfg)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
@@ -194,16 +215,27 @@ class DrQAgent(nn.Module):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
-    def to_tensors(self, obs: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Numpy batch -> (uint8 frames (B, K, H, W, C), concatenated float vector (B, D)).
+    def observe(self, obs: dict[str, np.ndarray], batched: bool = False) -> dict[str, np.ndarray]:
+        """An env observation as the agent learns from it: with a frozen encoder, images become features."""
+        if self.frozen is None or FEATURE_KEY in obs:
+            return obs
+        return self.frozen.featurize(obs, batched=batched)
+
+    def to_tensors(self, obs: dict[str, np.ndarray], keys: list[str] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Numpy batch -> (uint8 frames (B, K, H, W, C), concatenated float vector (B, D)) of `keys`
+        (default: every vector key, the critic's view; the actor's is the leading `actor_vector_dim`).
 
         On the CPU `torch.as_tensor` shares numpy's memory: no copy of the images."""
+        keys = self.vector_keys if keys is None else keys
         images = {k: torch.as_tensor(obs[k], device=self.device) for k in self.image_keys}
-        if self.vector_keys:
-            vector = torch.cat([torch.as_tensor(obs[k], device=self.device, dtype=torch.float32).flatten(1) for k in self.vector_keys], dim=-1)
+        if keys:
+            vector = torch.cat([torch.as_tensor(obs[k], device=self.device, dtype=torch.float32).flatten(1) for k in keys], dim=-1)
         else:
-            vector = torch.zeros(len(next(iter(images.values()))), 0, device=self.device)
+            vector = torch.zeros(len(next(iter(obs.values()))), 0, device=self.device)
         return images, vector
+
+    def _actor_view(self, vector: torch.Tensor) -> torch.Tensor:
+        return vector[:, : self.actor_vector_dim]
 
     def _encode_images(self, images: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if not self.image_keys:
@@ -223,9 +255,10 @@ class DrQAgent(nn.Module):
     # -- acting --------------------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
-        """One observation (no batch axis; images as (K, H, W, C) frame stacks) -> action in [-1, 1]."""
-        batched = {k: np.asarray(v)[None] for k, v in obs.items()}
-        images, vector = self.to_tensors(batched)
+        """One observation (no batch axis; images as (K, H, W, C) frame stacks) -> action in [-1, 1].
+        Reads only what the actor sees: critic-only keys may be absent (a real arm without a tracker)."""
+        batched = {k: np.asarray(v)[None] for k, v in self.observe(obs).items()}
+        images, vector = self.to_tensors(batched, self.actor_keys)
         features = self._encode({k: nchw_float(merge_frames(v)) for k, v in images.items()})
         mean, log_std = self.actor(features, vector)
         action = torch.tanh(mean) if deterministic else squashed_sample(mean, log_std)[0]
@@ -259,7 +292,7 @@ class DrQAgent(nn.Module):
 
     def critic_target_value(self, reward, discount, next_features, next_vector, eps=None, subset=None) -> torch.Tensor:
         with torch.no_grad():
-            mean, log_std = self.actor(next_features, next_vector)
+            mean, log_std = self.actor(next_features, self._actor_view(next_vector))
             next_action, next_log_prob = squashed_sample(mean, log_std, eps)
             target_q = self.critic_target(next_features, next_vector, next_action)
             if subset is None:
@@ -280,7 +313,7 @@ class DrQAgent(nn.Module):
 
     def update_actor_and_alpha(self, features, vector, eps=None) -> dict[str, torch.Tensor]:
         """One actor and temperature step; metrics as 0-dim tensors (`update` turns them into floats)."""
-        mean, log_std = self.actor(features, vector)
+        mean, log_std = self.actor(features, self._actor_view(vector))
         action, log_prob = squashed_sample(mean, log_std, eps)
         # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
         # (which the critic would discard anyway).

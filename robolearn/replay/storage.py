@@ -350,6 +350,21 @@ class ReplayStorage:
         arrays.update({name: getattr(other, name)[slots] for name in ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")})
         self._take_rows(arrays, other.state(), source="another replay")
 
+    def map_observations(self, observation_space: spaces.Dict, transform: Callable[[dict], dict], chunk: int = 1024) -> ReplayStorage:
+        """A copy of this store (same rows, links and counters) whose observations went through `transform`
+        (a batch of observations -> a batch in `observation_space`), e.g. images to frozen-encoder features."""
+        out = ReplayStorage(observation_space, self.action_shape, self.capacity)
+        slots = self._slots(np.arange(self.oldest, self.total))
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(slots), chunk):
+            mapped = transform({k: v[slots[start : start + chunk]] for k, v in self.obs.items()})
+            for key, value in mapped.items():
+                parts.setdefault(f"obs/{key}", []).append(value)
+        arrays = {key: np.concatenate(values) for key, values in parts.items()}
+        arrays.update({name: getattr(self, name)[slots] for name in ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")})
+        out._take_rows(arrays, self.state(), source="a mapped replay")
+        return out
+
     def _take_rows(self, arrays: dict[str, np.ndarray], state: dict, source: str) -> None:
         held = len(arrays["reward"])
         if held > self.capacity:

@@ -1,0 +1,169 @@
+"""An image encoder pretrained in sim to regress the privileged state, used frozen by SAC.
+
+Frozen, its features are computed once per env step (and stored in the replay instead of the images), so
+an update costs what a state-only update costs (SERL freezes its ResNet for the same reason). The
+features are the fused embedding of both cameras and the joint encoders plus the regressed state itself
+(normalised), which is what the policy needs to find the kettle and the sink.
+
+The file is made by `python -m robolearn.pretrain` and holds the weights with what it was made for
+(camera names and shapes, proprioception keys and sizes, target layout); loading it against another
+observation spec is a clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from gymnasium import spaces
+
+FORMAT = "robolearn-pretrained-encoder/1"
+FEATURE_KEY = "image_features"  # the observation key that replaces the image keys in the replay
+
+
+class EncoderFileError(RuntimeError):
+    """A pretrained encoder file that is missing, unreadable, or made for another observation spec."""
+
+
+class StridedConvEncoder(nn.Module):
+    """Four 3x3 convs with 32 channels, strides 2, 2, 2, 1: ~12x cheaper than DrQ-v2's (stride 2, 1, 1, 1)."""
+
+    def __init__(self, channels: int, height: int, width: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, h, w = channels, height, width
+        for stride in (2, 2, 2, 1):
+            layers += [nn.Conv2d(c, 32, 3, stride=stride), nn.ReLU()]
+            c, h, w = 32, (h - 3) // stride + 1, (w - 3) // stride + 1
+        self.convnet = nn.Sequential(*layers)
+        self.out_dim = 32 * h * w
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, H, W, C) uint8 -> (B, out_dim)."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        return self.convnet(x).flatten(1)
+
+
+class StateRegressionEncoder(nn.Module):
+    """Both cameras and the joint encoders -> an embedding, and from it the (normalised) privileged state."""
+
+    def __init__(self, image_shapes: dict[str, tuple[int, int, int]], proprio_dims: dict[str, int], target_dim: int,
+                 embed_dim: int = 64, hidden_dim: int = 256):
+        super().__init__()
+        self.image_keys = list(image_shapes)
+        self.proprio_keys = list(proprio_dims)
+        self.convs = nn.ModuleDict({k: StridedConvEncoder(s[2], s[0], s[1]) for k, s in image_shapes.items()})
+        conv_dim = sum(c.out_dim for c in self.convs.values())
+        self.fuse = nn.Sequential(
+            nn.Linear(conv_dim + sum(proprio_dims.values()), hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, embed_dim), nn.LayerNorm(embed_dim), nn.Tanh(),
+        )
+        self.head = nn.Linear(embed_dim, target_dim)
+        self.register_buffer("target_mean", torch.zeros(target_dim))
+        self.register_buffer("target_std", torch.ones(target_dim))
+        self.out_dim = embed_dim + target_dim
+
+    def embed_and_predict(self, images: dict[str, torch.Tensor], proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([self.convs[k](images[k]) for k in self.image_keys] + [proprio], dim=-1)
+        embedding = self.fuse(x)
+        return embedding, self.head(embedding)  # the prediction is in normalised units
+
+    def predict_state(self, images, proprio) -> torch.Tensor:
+        """The privileged state in its own units (metres, quaternion)."""
+        return self.embed_and_predict(images, proprio)[1] * self.target_std + self.target_mean
+
+    def features(self, images, proprio) -> torch.Tensor:
+        embedding, prediction = self.embed_and_predict(images, proprio)
+        return torch.cat([embedding, prediction], dim=-1)
+
+
+def proprio_tensor(obs: dict[str, Any], keys: list[str], device: torch.device) -> torch.Tensor:
+    return torch.cat([torch.as_tensor(np.asarray(obs[k]), dtype=torch.float32, device=device).flatten(1) for k in keys], dim=-1)
+
+
+class FrozenStateEncoder:
+    """The loaded encoder, frozen: numpy observations in, float32 features out."""
+
+    def __init__(self, net: StateRegressionEncoder, meta: dict, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.meta = meta
+        self.image_keys, self.proprio_keys = net.image_keys, net.proprio_keys
+        self.out_dim = net.out_dim
+
+    @torch.no_grad()
+    def features(self, obs: dict[str, np.ndarray], batch_size: int = 512) -> np.ndarray:
+        """Batched observations (B, ...) -> (B, out_dim) float32, in chunks to bound memory."""
+        n = len(obs[self.image_keys[0]])
+        out = np.empty((n, self.out_dim), dtype=np.float32)
+        for start in range(0, n, batch_size):
+            part = {k: np.asarray(obs[k][start : start + batch_size]) for k in (*self.image_keys, *self.proprio_keys)}
+            images = {k: torch.as_tensor(part[k], device=self.device) for k in self.image_keys}
+            out[start : start + len(part[self.image_keys[0]])] = (
+                self.net.features(images, proprio_tensor(part, self.proprio_keys, self.device)).cpu().numpy())
+        return out
+
+    def featurize(self, obs: dict[str, np.ndarray], batched: bool = True) -> dict[str, np.ndarray]:
+        """Replace the image keys of an observation by one `image_features` vector."""
+        if not batched:
+            return {k: v[0] for k, v in self.featurize({k: np.asarray(v)[None] for k, v in obs.items()}).items()}
+        out = {k: v for k, v in obs.items() if k not in self.image_keys}
+        out[FEATURE_KEY] = self.features(obs)
+        return out
+
+    def feature_space(self, observation_space: spaces.Dict) -> spaces.Dict:
+        """The observation space with the image keys replaced by the feature vector (what the replay stores)."""
+        rest = {k: s for k, s in observation_space.spaces.items() if k not in self.image_keys}
+        return spaces.Dict({**rest, FEATURE_KEY: spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)})
+
+
+def input_signature(observation_space: spaces.Dict, image_keys: list[str], proprio_keys: list[str]) -> dict:
+    """What an encoder file is bound to: each input key with its shape."""
+    missing = [k for k in (*image_keys, *proprio_keys) if k not in observation_space.spaces]
+    if missing:
+        raise EncoderFileError(f"the observation space has no {missing} (it has {sorted(observation_space.spaces)})")
+    return {k: list(observation_space[k].shape) for k in (*image_keys, *proprio_keys)}
+
+
+def save_encoder(path: str | Path, net: StateRegressionEncoder, meta: dict) -> None:
+    from robolearn.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {"format": FORMAT, "meta": meta, "state_dict": net.state_dict()})
+
+
+def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device: str | torch.device = "cpu") -> FrozenStateEncoder:
+    """Load and check an encoder file against the observation space it will see."""
+    if not path:
+        raise EncoderFileError("agent.encoder=pretrained needs agent.encoder_weights: a file made by "
+                               "`python -m robolearn.pretrain` (e.g. encoders/kettle_sink.pt)")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise EncoderFileError(f"pretrained encoder {path} does not exist; make it with "
+                               f"`python -m robolearn.pretrain out={path}` (minutes on a CPU)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise EncoderFileError(f"pretrained encoder {path} is unreadable: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EncoderFileError(f"{path} is not a robolearn pretrained encoder (format {FORMAT})")
+    meta = payload["meta"]
+    expected = meta["inputs"]
+    actual = input_signature(observation_space, meta["image_keys"], meta["proprio_keys"])
+    if actual != expected:
+        raise EncoderFileError(f"pretrained encoder {path} was made for other observations:\n"
+                               f"  encoder: {expected}\n  this env: {actual}")
+    net = build_encoder(meta)
+    net.load_state_dict(payload["state_dict"])
+    return FrozenStateEncoder(net, meta, device)
+
+
+def build_encoder(meta: dict) -> StateRegressionEncoder:
+    inputs = meta["inputs"]
+    return StateRegressionEncoder(
+        {k: tuple(inputs[k]) for k in meta["image_keys"]},
+        {k: int(np.prod(inputs[k])) for k in meta["proprio_keys"]},
+        meta["target_dim"], embed_dim=meta["embed_dim"], hidden_dim=meta["hidden_dim"],
+    )

@@ -1,0 +1,216 @@
+"""Pretrain the frozen image encoder of the pixel recipe in sim: regress the privileged state from both cameras.
+
+    python -m robolearn.pretrain                          # -> encoders/kettle_sink.pt (about 15 minutes on 2 CPU cores)
+    python -m robolearn.pretrain episodes=20 epochs=2     # a quick, rough one
+
+Two resumable stages. Collecting: episodes of the scripted expert with action noise and random detours,
+and some episodes of uniform random actions (what an untrained policy does), on randomised colours,
+lighting and camera poses; images, joints and the privileged state are saved to `data` after every
+episode batch. Training: the encoder (`robolearn.agents.pretrained`) regresses the normalised privileged
+state; a state file next to `out` is written every epoch, so a stopped run goes on from its last epoch.
+The held-out episodes' errors (median, p90, in cm) are printed and stored in the encoder file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm import tqdm
+
+from robolearn.agents.augment import random_shift
+from robolearn.agents.pretrained import StateRegressionEncoder, build_encoder, input_signature, proprio_tensor, save_encoder
+from robolearn.checkpoint import save_checkpoint
+from robolearn.envs import make_env
+from robolearn.paths import CONFIG_DIR
+from robolearn.replay.storage import image_keys_of
+
+log = logging.getLogger(__name__)
+
+PROPRIO_KEYS = ["joint_pos", "gripper"]
+TARGET_KEY = "privileged"
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def collect(cfg: DictConfig, env, path: Path) -> dict[str, np.ndarray]:
+    """Run (or continue) the collection; returns the dataset. Episodes are seeded by their index, so a
+    resumed collection is the same as an uninterrupted one."""
+    image_keys = image_keys_of(env.observation_space)
+    keys = [*image_keys, *PROPRIO_KEYS, TARGET_KEY, "episode"]
+    data: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    done_episodes = 0
+    if path.exists():
+        with np.load(path) as saved:
+            data = {k: [saved[k]] for k in keys}
+        done_episodes = int(data["episode"][0].max()) + 1 if len(data["episode"][0]) else 0
+        log.info("continuing the collection in %s from episode %d", path, done_episodes)
+    expert = instantiate(cfg.expert, env=env)
+    bar = tqdm(range(done_episodes, cfg.episodes), initial=done_episodes, total=cfg.episodes, desc="collect", unit="ep",
+               disable=not cfg.progress)
+    for episode in bar:
+        rng = np.random.default_rng([cfg.seed, episode])
+        obs, _ = env.reset(seed=20_000_000 + cfg.seed * 100_000 + episode)  # disjoint from train, eval and demo seeds
+        expert.reset()
+        random_episode = rng.uniform() < cfg.random_fraction
+        noise = rng.choice(cfg.noise_scales)
+        detour_left, done = 0, False
+        while not done:
+            for key in data:
+                if key != "episode":
+                    data[key].append(obs[key][None])
+            data["episode"].append(np.array([episode]))
+            action = expert.act(obs)  # keeps the expert's phase machine current even when it is overridden
+            if random_episode or detour_left > 0:
+                action = rng.uniform(-1, 1, action.shape)
+                detour_left -= 1
+            else:
+                action = action + noise * rng.standard_normal(action.shape)
+                if rng.uniform() < cfg.detour_probability:
+                    detour_left = int(rng.integers(1, cfg.detour_max_steps + 1))
+            obs, _, terminated, truncated, _ = env.step(np.clip(action, -1, 1).astype(np.float32))
+            done = terminated or truncated
+        bar.set_postfix(frames=sum(len(x) for x in data["episode"]))
+        if (episode + 1) % cfg.save_every_episodes == 0 or episode + 1 == cfg.episodes:
+            arrays = {k: np.concatenate(v) for k, v in data.items()}
+            data = {k: [v] for k, v in arrays.items()}
+            _save_npz(path, arrays)
+    return {k: np.concatenate(v) for k, v in data.items()}
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def position_errors_cm(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Median and p90 errors of the kettle position (0:3) and handle position (7:10), in cm."""
+    out = {}
+    for name, part in (("kettle", slice(0, 3)), ("handle", slice(7, 10))):
+        err = 100 * np.linalg.norm(pred[:, part] - target[:, part], axis=1)
+        out[f"{name}_median_cm"], out[f"{name}_p90_cm"] = float(np.median(err)), float(np.percentile(err, 90))
+    return out
+
+
+def train_encoder(cfg: DictConfig, data: dict[str, np.ndarray], meta: dict, state_path: Path, device: torch.device):
+    image_keys = meta["image_keys"]
+    episodes = np.unique(data["episode"])
+    rng = np.random.default_rng(cfg.seed)
+    held_out = rng.choice(episodes, size=max(1, int(round(cfg.val_fraction * len(episodes)))), replace=False)
+    val_mask = np.isin(data["episode"], held_out)
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    target = data[TARGET_KEY].astype(np.float32)
+    mean, std = target[train_idx].mean(0), target[train_idx].std(0) + 1e-3  # the sink never moves: std ~0
+
+    net = build_encoder(meta).to(device)
+    net.target_mean.copy_(torch.as_tensor(mean))
+    net.target_std.copy_(torch.as_tensor(std))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    first_epoch = 0
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["meta"] == meta and state["epochs"] == cfg.epochs:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state = state["numpy_rng"]
+            first_epoch = state["epoch"] + 1
+            log.info("continuing the training from epoch %d (%s)", first_epoch, state_path)
+        else:
+            log.warning("ignoring %s: it was made with another dataset or settings", state_path)
+
+    def batch(idx: np.ndarray, augment: bool):
+        images = {}
+        for k in image_keys:
+            frames = torch.as_tensor(data[k][idx], device=device)
+            images[k] = random_shift(frames[:, None], cfg.augment_pad) if augment and cfg.augment_pad else frames
+        return images, proprio_tensor({k: data[k][idx] for k in meta["proprio_keys"]}, meta["proprio_keys"], device)
+
+    metrics: dict[str, float] = {}
+    bar = tqdm(range(first_epoch, cfg.epochs), initial=first_epoch, total=cfg.epochs, desc="pretrain", unit="epoch",
+               disable=not cfg.progress)
+    for epoch in bar:
+        net.train()
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[start : start + cfg.batch_size])
+            images, proprio = batch(idx, augment=True)
+            _, prediction = net.embed_and_predict(images, proprio)
+            goal = (torch.as_tensor(target[idx], device=device) - net.target_mean) / net.target_std
+            loss = torch.nn.functional.smooth_l1_loss(prediction, goal, beta=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        metrics = {"train_loss": total / len(order), **evaluate_encoder(net, batch, val_idx, target, cfg.batch_size)}
+        bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", kettle_cm=f"{metrics['kettle_median_cm']:.2f}",
+                        handle_cm=f"{metrics['handle_median_cm']:.2f}")
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+        save_checkpoint(state_path, {"meta": meta, "epochs": cfg.epochs, "epoch": epoch, "net": net.state_dict(),
+                                     "opt": opt.state_dict(), "sched": sched.state_dict(), "metrics": metrics,
+                                     "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state})
+    if not metrics and state_path.exists():  # every epoch was done before: report the stored result
+        metrics = torch.load(state_path, map_location="cpu", weights_only=False)["metrics"]
+    return net.cpu().eval(), metrics
+
+
+@torch.no_grad()
+def evaluate_encoder(net: StateRegressionEncoder, batch, idx: np.ndarray, target: np.ndarray, batch_size: int) -> dict[str, float]:
+    net.eval()
+    preds = [net.predict_state(*batch(idx[s : s + batch_size], augment=False)).cpu().numpy() for s in range(0, len(idx), batch_size)]
+    return position_errors_cm(np.concatenate(preds), target[idx])
+
+
+def pretrain(cfg: DictConfig) -> dict:
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    env_cfg = cfg.env.copy()
+    with open_dict(env_cfg):
+        env_cfg.privileged = True  # the regression target; the policy never sees it
+    env = make_env(env_cfg)
+    try:
+        image_keys = image_keys_of(env.observation_space)
+        if not image_keys:
+            raise ValueError("pretrain: the env has no cameras (env.cameras is empty)")
+        meta = {
+            "image_keys": image_keys, "proprio_keys": PROPRIO_KEYS, "target_key": TARGET_KEY,
+            "inputs": input_signature(env.observation_space, image_keys, PROPRIO_KEYS),
+            "target_dim": int(env.observation_space[TARGET_KEY].shape[0]),
+            "embed_dim": int(cfg.embed_dim), "hidden_dim": int(cfg.hidden_dim),
+            "episodes": int(cfg.episodes), "seed": int(cfg.seed),
+        }
+        out = Path(cfg.out)
+        data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))
+    finally:
+        env.close()
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    net, metrics = train_encoder(cfg, data, meta, out.with_suffix(".state.pt"), device)
+    save_encoder(out, net, {**meta, "validation": metrics, "frames": int(len(data["episode"]))})
+    log.info("wrote %s: %s", out, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    metrics = pretrain(cfg)
+    print(f"encoder: {cfg.out}")
+    print(f"held-out errors: {OmegaConf.to_yaml(OmegaConf.create(metrics)).strip()}")
+
+
+if __name__ == "__main__":
+    main()
