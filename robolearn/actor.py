@@ -45,7 +45,8 @@ class Actor:
         self.agent = DrQAgent(self.env.observation_space, self.env.action_space, agent_config(cfg.agent), device="cpu")
         self.agent.eval()
         self.policy = AgentPolicy(self.agent, deterministic=bool(self.acfg.deterministic))
-        self.client = ActorClient(load_transport_config(cfg.transport), self.env.observation_space, self.env.action_space.shape,
+        # With a frozen encoder the actor sends features (computed once per step, as it acts on them).
+        self.client = ActorClient(load_transport_config(cfg.transport), self.agent.learning_space, self.env.action_space.shape,
                                   name=self.acfg.name)
         self.name = self.client.name
         self.version = -1  # no weights yet
@@ -63,6 +64,7 @@ class Actor:
                 self._hold()
                 continue
             obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
+            obs = self.agent.observe(obs)
             self.policy.reset()
             self.client.start_episode(obs)
             episode_return, done, info, interrupted = 0.0, False, {}, False
@@ -76,6 +78,7 @@ class Actor:
                     break
                 action = self._act(obs)
                 obs, reward, terminated, truncated, info = self.env.step(action)
+                obs = self.agent.observe(obs)
                 self.client.add(action, reward, terminated, truncated, obs, self.version if self.steps >= acfg.seed_steps else -1)
                 episode_return += reward
                 self.steps += 1

@@ -103,18 +103,19 @@ def run_online(cfg: DictConfig, env_cfg: dict, say=print) -> dict:
     import threading
 
     from robolearn.actor import Actor
-    from robolearn.checkpoint import load_checkpoint, spec_signature
+    from robolearn.acting import load_policy_weights
+    from robolearn.checkpoint import load_policy_checkpoint
     from robolearn.envs import make_env
 
     env = make_env(env_cfg)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
     try:
-        payload = load_checkpoint(cfg.checkpoint, spec_signature(env.observation_space, env.action_space))
+        payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
         actor_cfg = OmegaConf.create({"env": env_cfg, "agent": payload["agent_config"], "transport": OmegaConf.to_container(cfg.transport, resolve=True),
                                      "actor": OmegaConf.to_container(cfg.actor, resolve=True)})
         actor = Actor(actor_cfg, env=env, stop=stop)
-        actor.agent.load_training_state(payload["agent"])
+        load_policy_weights(actor.agent, payload["agent"]["model"])  # the actor acts: its critic (if any) is the learner's
         actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)
         actor.client.applied(0)
         say(f"online actor {actor.name}: streaming to {cfg.transport.host}:{cfg.transport.port}; Ctrl-C stops")

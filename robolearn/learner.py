@@ -26,7 +26,7 @@ from tqdm import tqdm
 from robolearn.acting import acting_weights
 from robolearn.agents import DrQAgent
 from robolearn.allocator import keep_freed_memory
-from robolearn.checkpoint import load_checkpoint, save_checkpoint, spec_signature
+from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.paths import CONFIG_DIR
 from robolearn.spec import EnvSpec
 from robolearn.train import TrainingDiverged, agent_config, pick_device
@@ -49,8 +49,8 @@ class Learner:
         torch.manual_seed(cfg.seed)
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()
-        self.signature = spec_signature(obs_space, act_space)
         self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=pick_device(cfg.device))
+        self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
         if self.lcfg.get("init_from") and not (run_dir / "checkpoint.pt").exists():
             # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
@@ -63,7 +63,7 @@ class Learner:
             self.updates = payload["counters"]["updates"]
             log.info("resumed the learner from %s at update %d", run_dir, self.updates)
         self.client = LearnerClient(
-            load_transport_config(cfg.transport), obs_space, act_space.shape, batch_size=self.lcfg.batch_size,
+            load_transport_config(cfg.transport), self.agent.learning_space, act_space.shape, batch_size=self.lcfg.batch_size,
             n_step=self.agent.cfg.n_step, gamma=self.agent.cfg.gamma, frame_stack=self.agent.cfg.frame_stack,
             min_transitions=self.lcfg.min_transitions,
         )
@@ -141,6 +141,7 @@ class Learner:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": OmegaConf.to_container(self.cfg.agent, resolve=True),
+            "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"updates": self.updates},
         })
 

@@ -155,7 +155,7 @@ def train_encoder(cfg: DictConfig, data: dict[str, np.ndarray], meta: dict, stat
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         metrics = {"train_loss": total / len(order), **evaluate_encoder(net, batch, val_idx, target, cfg.batch_size)}
         bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", kettle_cm=f"{metrics['kettle_median_cm']:.2f}",
                         handle_cm=f"{metrics['handle_median_cm']:.2f}")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.allocator import keep_freed_memory
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay import ReplayStorage
+from robolearn.agents.pretrained import learning_space
 from robolearn.spec import EnvSpec
 from robolearn.transport.config import load_transport_config
 from robolearn.transport.server import ReplayServer, ServerConfig
@@ -25,13 +26,17 @@ log = logging.getLogger(__name__)
 
 def build_server(cfg: DictConfig) -> ReplayServer:
     contract = EnvSpec.from_config(cfg.env)
-    obs_space, act_space = contract.observation_space(), contract.action_space()
+    env_space, act_space = contract.observation_space(), contract.action_space()
+    # With a frozen encoder (the pixel recipe) actors send features, and the store holds those.
+    obs_space, frozen = learning_space(env_space, cfg.agent.get("encoder"), cfg.agent.get("encoder_weights"))
     node = OmegaConf.to_container(cfg.server, resolve=True)
     demos_path = node.pop("demos", None)
     server_cfg = ServerConfig(**node, seed=cfg.seed)
     demos = None
     if demos_path and Path(demos_path).exists():
-        demos = ReplayStorage.load(demos_path, obs_space, act_space.shape, capacity=server_cfg.demo_capacity)
+        demos = ReplayStorage.load(demos_path, env_space, act_space.shape, capacity=server_cfg.demo_capacity)
+        if frozen is not None:
+            demos = demos.map_observations(obs_space, frozen.featurize)
         log.info("loaded %d demo transitions from %s", demos.num_transitions(), demos_path)
     elif demos_path:
         log.warning("no demo file at %s: batches are online data only (collect demos with python -m robolearn.train, "

@@ -167,3 +167,12 @@ def build_encoder(meta: dict) -> StateRegressionEncoder:
         {k: int(np.prod(inputs[k])) for k in meta["proprio_keys"]},
         meta["target_dim"], embed_dim=meta["embed_dim"], hidden_dim=meta["hidden_dim"],
     )
+
+
+def learning_space(observation_space: spaces.Dict, encoder: str, encoder_weights: str | None) -> tuple[spaces.Dict, FrozenStateEncoder | None]:
+    """What the replay stores for an agent config: the env's observations, or with a frozen pretrained
+    encoder its features in place of the images (and the encoder, to featurize demos with)."""
+    if encoder != "pretrained":
+        return observation_space, None
+    frozen = load_encoder(encoder_weights, observation_space)
+    return frozen.feature_space(observation_space), frozen

@@ -1,0 +1,207 @@
+"""The pixel recipe's pieces: encoder pretraining (resumable), the file's checks, the frozen-feature agent
+with its asymmetric critic, and training, checkpoints and exact resume on top of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from robolearn.acting import load_checkpoint_policy
+from robolearn.agents import AgentConfig, DrQAgent
+from robolearn.agents.pretrained import FEATURE_KEY, EncoderFileError, load_encoder
+from robolearn.checkpoint import CheckpointError, load_checkpoint
+from robolearn.envs import make_env
+from robolearn.paths import CONFIG_DIR
+from robolearn.pretrain import pretrain
+from robolearn.train import run
+
+TINY_ENV = ["env.episode_seconds=1"]  # 10 steps an episode
+
+
+def pretrain_config(out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="pretrain", overrides=[
+            f"out={out}", "episodes=3", "epochs=2", "batch_size=8", "progress=false", "torch_threads=1",
+            "save_every_episodes=1", "embed_dim=8", "hidden_dim=16", *TINY_ENV, *overrides])
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("encoder") / "enc.pt"
+    metrics = pretrain(pretrain_config(out))
+    assert np.isfinite(metrics["kettle_median_cm"]) and metrics["kettle_median_cm"] > 0
+    return out
+
+
+def train_config(encoder: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=[
+            f"agent.encoder_weights={encoder}", "agent.hidden_dim=32", "batch_size=16", "seed_steps=20", "utd=1",
+            "eval.every=1000000", "eval.first_min=null", "save_every_min=null", "eval.final=false", "progress=false",
+            "demos.episodes=0", "replay.capacity=500", *TINY_ENV, *overrides])
+
+
+def env_of(cfg):
+    return make_env(cfg.env)
+
+
+# -- pretraining ----------------------------------------------------------------------------------------
+def test_encoder_file_records_its_inputs_and_held_out_errors(encoder_file):
+    payload = torch.load(encoder_file, map_location="cpu", weights_only=False)
+    meta = payload["meta"]
+    assert meta["image_keys"] == ["front", "wrist"]
+    assert meta["inputs"]["front"] == [84, 84, 3] and meta["inputs"]["joint_pos"] == [7]
+    assert meta["frames"] == 3 * 10
+    assert set(meta["validation"]) >= {"kettle_median_cm", "handle_p90_cm"}
+
+
+def test_collection_resumes_where_it_stopped(tmp_path, encoder_file):
+    # Episodes are seeded by index: collecting 2 then going on to 3 gives the same frames as 3 at once.
+    data_dir = encoder_file.parent
+    straight = dict(np.load(data_dir / "enc.data.npz"))
+    out = tmp_path / "enc.pt"
+    pretrain(pretrain_config(out, "episodes=2", "epochs=1"))
+    pretrain(pretrain_config(out, "episodes=3", "epochs=1"))
+    resumed = dict(np.load(tmp_path / "enc.data.npz"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+
+
+def test_training_resumes_from_its_last_epoch(tmp_path, encoder_file):
+    # The state file of a finished run: a rerun trains no epoch again and writes the same weights.
+    out = tmp_path / "enc.pt"
+    for suffix in (".data.npz", ".state.pt"):
+        (tmp_path / f"enc{suffix}").write_bytes((encoder_file.parent / f"enc{suffix}").read_bytes())
+    pretrain(pretrain_config(out))
+    a = torch.load(encoder_file, weights_only=False)["state_dict"]
+    b = torch.load(out, weights_only=False)["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# -- the file's checks ----------------------------------------------------------------------------------
+def test_missing_unreadable_and_foreign_encoder_files_fail_clearly(tmp_path, encoder_file):
+    env = env_of(train_config(encoder_file))
+    try:
+        space = env.observation_space
+        with pytest.raises(EncoderFileError, match="needs agent.encoder_weights"):
+            load_encoder(None, space)
+        with pytest.raises(EncoderFileError, match=r"does not exist; make it with `python -m robolearn.pretrain"):
+            load_encoder(tmp_path / "nope.pt", space)
+        (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+        with pytest.raises(EncoderFileError, match="unreadable"):
+            load_encoder(tmp_path / "junk.pt", space)
+        torch.save({"something": 1}, tmp_path / "other.pt")
+        with pytest.raises(EncoderFileError, match="not a robolearn pretrained encoder"):
+            load_encoder(tmp_path / "other.pt", space)
+    finally:
+        env.close()
+    small = env_of(train_config(encoder_file, "env.cameras=[{name: front, width: 64, height: 64}, {name: wrist, width: 64, height: 64}]"))
+    try:
+        with pytest.raises(EncoderFileError, match="made for other observations"):
+            load_encoder(encoder_file, small.observation_space)
+    finally:
+        small.close()
+    with pytest.raises(EncoderFileError, match="does not exist"):
+        run(train_config(tmp_path / "missing.pt", "pretrain_if_missing=false", "total_steps=10"), tmp_path / "run")
+
+
+# -- the frozen-feature agent ---------------------------------------------------------------------------
+def test_frozen_agent_learns_from_features_and_acts_from_images(encoder_file):
+    env = env_of(train_config(encoder_file))
+    try:
+        cfg = AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"], hidden_dim=32)
+        agent = DrQAgent(env.observation_space, env.action_space, cfg)
+        assert agent.image_keys == [] and FEATURE_KEY in agent.learning_space.spaces
+        assert "front" not in agent.learning_space.spaces
+        assert agent.critic_only_keys == ["privileged"] and "privileged" not in agent.actor_keys
+        assert agent.actor.net[0].in_features == agent.actor_vector_dim  # the actor never reads privileged
+        obs, _ = env.reset(seed=0)
+        features = agent.observe(obs)
+        assert features[FEATURE_KEY].shape == (agent.frozen.out_dim,)
+        # Acting from raw images equals acting from precomputed features, and needs no privileged state.
+        np.testing.assert_array_equal(agent.act(obs, deterministic=True), agent.act(features, deterministic=True))
+        without = {k: v for k, v in obs.items() if k != "privileged"}
+        np.testing.assert_array_equal(agent.act(without, deterministic=True), agent.act(obs, deterministic=True))
+        # The critic does read it: a different privileged state changes Q.
+        batch_obs = {k: np.repeat(np.asarray(v)[None], 2, 0) for k, v in features.items()}
+        batch_obs["privileged"][1] += 0.5
+        _, vector = agent.to_tensors(batch_obs)
+        q = agent.critic(None, vector, torch.zeros(2, 8))
+        assert not torch.equal(q[:, 0], q[:, 1])
+        frozen_before = {k: v.clone() for k, v in agent.frozen_encoder.state_dict().items()}
+        from robolearn.replay import ReplayStorage
+
+        store = ReplayStorage(agent.learning_space, (8,), 100)
+        store.start_episode(features)
+        for _ in range(9):  # one 10-step episode, left open
+            o, r, term, trunc, _ = env.step(env.action_space.sample())
+            store.add(env.action_space.sample(), r, term, trunc, agent.observe(o))
+        metrics = agent.update(store.sample(8, np.random.default_rng(0), n_step=3))
+        assert all(np.isfinite(v) for v in metrics.values())
+        for key, value in agent.frozen_encoder.state_dict().items():
+            assert torch.equal(value, frozen_before[key]), f"the frozen encoder moved: {key}"
+    finally:
+        env.close()
+
+
+def test_demos_with_images_become_features_once(encoder_file, tmp_path):
+    from robolearn.train import Workspace
+
+    cfg = train_config(encoder_file, "demos.episodes=1", f"demos.path={tmp_path / 'demos.npz'}", "total_steps=10")
+    workspace = Workspace(cfg, tmp_path / "run")
+    try:
+        assert "front" in ReplayStorageKeys.of(tmp_path / "demos.npz")  # the cache keeps the images
+        assert workspace.demos.observation_space is workspace.agent.learning_space
+        assert workspace.demos.num_transitions() == 10
+        batch = workspace.sampler.sample(4, np.random.default_rng(0))
+        assert batch.obs[FEATURE_KEY].shape == (4, workspace.agent.frozen.out_dim)
+    finally:
+        workspace.close()
+
+
+class ReplayStorageKeys:
+    @staticmethod
+    def of(path: Path) -> set[str]:
+        with np.load(path) as data:
+            return {k.split("/", 1)[1] for k in data.files if k.startswith("obs/")}
+
+
+# -- training, checkpoints, exact resume ----------------------------------------------------------------
+def test_frozen_recipe_resumes_exactly_and_its_checkpoint_acts_without_privileged_state(encoder_file, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(train_config(encoder_file, "total_steps=60"), straight)
+    run(train_config(encoder_file, "total_steps=30"), split)
+    run(train_config(encoder_file, "total_steps=60", f"resume={split}"), split)
+    a, b = (load_checkpoint(d)["agent"]["model"] for d in (straight, split))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The checkpoint carries the encoder: it acts where the encoder file is gone and, in an env with no
+    # privileged state (a real arm without a tracker), with the same actions.
+    moved = tmp_path / "elsewhere.pt"
+    encoder_copy = tmp_path / "enc_copy.pt"
+    encoder_copy.write_bytes(encoder_file.read_bytes())
+    (straight / "checkpoint.pt").rename(moved)
+    with_priv = env_of(train_config(encoder_file))
+    without_priv = env_of(train_config(encoder_file, "env.privileged=false"))
+    try:
+        p1 = load_checkpoint_policy(with_priv, str(moved))
+        p2 = load_checkpoint_policy(without_priv, str(moved))
+        obs, _ = with_priv.reset(seed=5)
+        obs2, _ = without_priv.reset(seed=5)
+        assert "privileged" not in obs2
+        np.testing.assert_array_equal(p1.act(obs), p2.act(obs2))
+    finally:
+        with_priv.close()
+        without_priv.close()
+    no_cameras = env_of(train_config(encoder_file, "env.cameras=[]"))
+    try:
+        with pytest.raises(CheckpointError, match="different observation/action spec"):
+            load_checkpoint_policy(no_cameras, str(moved))
+    finally:
+        no_cameras.close()
