@@ -81,7 +81,31 @@ def collect(cfg: DictConfig, env, path: Path) -> dict[str, np.ndarray]:
             arrays = {k: np.concatenate(v) for k, v in data.items()}
             data = {k: [v] for k, v in arrays.items()}
             _save_npz(path, arrays)
+    if not data["episode"]:
+        return {}  # episodes=0: recordings only
     return {k: np.concatenate(v) for k, v in data.items()}
+
+
+def load_recordings(paths, image_keys: list[str]) -> dict[str, np.ndarray]:
+    """Frames from replay files recorded on a real arm (teleop demos, deploy runs) to fine-tune on its own
+    cameras. Their labels are the privileged state from the ArUco tracker, so it must have been on."""
+    keys = [*image_keys, *PROPRIO_KEYS, TARGET_KEY]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "episode"]}
+    for number, path in enumerate(paths):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrain.recordings: no such file {path}")
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if f"obs/{k}" not in data.files]
+            if missing:
+                hint = " (record with the ArUco tracker configured: env.tracker, docs/deploy.md)" if TARGET_KEY in missing else ""
+                raise ValueError(f"pretrain.recordings: {path} has no {missing}{hint}")
+            for k in keys:
+                parts[k].append(data[f"obs/{k}"])
+            # Episodes are told apart by their rows' links: a row without a predecessor starts one.
+            starts = np.cumsum(data["prev"] < 0)
+            parts["episode"].append(1_000_000 * (number + 1) + starts)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -105,15 +129,25 @@ def train_encoder(cfg: DictConfig, data: dict[str, np.ndarray], meta: dict, stat
     image_keys = meta["image_keys"]
     episodes = np.unique(data["episode"])
     rng = np.random.default_rng(cfg.seed)
-    held_out = rng.choice(episodes, size=max(1, int(round(cfg.val_fraction * len(episodes)))), replace=False)
+    n_held = min(max(1, int(round(cfg.val_fraction * len(episodes)))), len(episodes) - 1)
+    held_out = rng.choice(episodes, size=n_held, replace=False)
     val_mask = np.isin(data["episode"], held_out)
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if not n_held:
+        log.warning("pretrain: one episode only: the errors reported are on the training frames")
+        val_idx = train_idx
     target = data[TARGET_KEY].astype(np.float32)
     mean, std = target[train_idx].mean(0), target[train_idx].std(0) + 1e-3  # the sink never moves: std ~0
 
     net = build_encoder(meta).to(device)
     net.target_mean.copy_(torch.as_tensor(mean))
     net.target_std.copy_(torch.as_tensor(std))
+    if cfg.get("init_from"):
+        # Fine-tuning (e.g. the sim encoder on a real arm's recordings): its weights and target scaling.
+        start = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        if start.get("meta", {}).get("inputs") != meta["inputs"]:
+            raise ValueError(f"pretrain.init_from: {cfg.init_from} was made for other observations")
+        net.load_state_dict(start["state_dict"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -198,6 +232,13 @@ def pretrain(cfg: DictConfig) -> dict:
         data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))
     finally:
         env.close()
+    if not data and not cfg.get("recordings"):
+        raise ValueError("pretrain: no frames (episodes=0 and no recordings)")
+    if cfg.get("recordings"):
+        recorded = load_recordings(cfg.recordings, image_keys)
+        data = {k: np.concatenate([data[k], recorded[k]]) for k in recorded} if data else recorded
+        meta["recorded_frames"] = int(len(recorded["episode"]))
+        log.info("added %d recorded frames from %s", meta["recorded_frames"], list(cfg.recordings))
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
     net, metrics = train_encoder(cfg, data, meta, out.with_suffix(".state.pt"), device)
     save_encoder(out, net, {**meta, "validation": metrics, "frames": int(len(data["episode"]))})

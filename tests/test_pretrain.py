@@ -205,3 +205,34 @@ def test_frozen_recipe_resumes_exactly_and_its_checkpoint_acts_without_privilege
             load_checkpoint_policy(no_cameras, str(moved))
     finally:
         no_cameras.close()
+
+
+def test_fine_tuning_on_recorded_arm_episodes_needs_their_tracked_state(tmp_path, encoder_file):
+    from robolearn.replay import ReplayStorage
+
+    env = env_of(train_config(encoder_file))  # cameras + privileged: what a recording with the tracker holds
+    try:
+        store = ReplayStorage(env.observation_space, (8,), 50)
+        obs, _ = env.reset(seed=1)
+        store.start_episode(obs)
+        for _ in range(10):
+            obs, r, term, trunc, _ = env.step(env.action_space.sample())
+            store.add(np.zeros(8, np.float32), r, term, trunc, obs)
+        store.save(tmp_path / "arm.npz")
+    finally:
+        env.close()
+    out = tmp_path / "arm_enc.pt"
+    metrics = pretrain(pretrain_config(out, "episodes=0", f"recordings=[{tmp_path / 'arm.npz'}]", f"init_from={encoder_file}",
+                                       "epochs=1"))
+    assert np.isfinite(metrics["kettle_median_cm"])
+    assert torch.load(out, weights_only=False)["meta"]["recorded_frames"] == 11
+    # A recording without the tracker's state cannot label anything: said, with the fix.
+    no_tracker = env_of(train_config(encoder_file, "env.privileged=false"))
+    try:
+        store = ReplayStorage(no_tracker.observation_space, (8,), 5)
+        store.start_episode(no_tracker.reset(seed=0)[0])
+        store.save(tmp_path / "blind.npz")
+    finally:
+        no_tracker.close()
+    with pytest.raises(ValueError, match=r"blind.npz has no \['privileged'\].*ArUco tracker"):
+        pretrain(pretrain_config(tmp_path / "x.pt", "episodes=0", f"recordings=[{tmp_path / 'blind.npz'}]"))

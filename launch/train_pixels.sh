@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The pixel recipe (the main job's default) for several seeds side by side on a CPU, as in docs/benchmarks.md:
+# one shared pretraining of the frozen encoder, the demos once, then the seeds (one torch thread each), the
+# plot, and each run's best checkpoint evaluated again on 50 fresh seeds.
+# SEEDS="1 2 3" RUNS=outputs/pixels bash launch/train_pixels.sh [train overrides]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-outputs/pixels}
+ENCODER=${ENCODER:-encoders/kettle_sink.pt}
+mkdir -p "$RUNS"
+python3 -m robolearn.pretrain out="$ENCODER" progress=false > "$RUNS/pretrain.log" 2>&1
+# The demos are cached on first use: collect them once, not in three runs at the same time.
+python3 -m robolearn.train total_steps=0 eval.final=false agent.encoder_weights="$ENCODER" progress=false \
+  hydra.run.dir="$RUNS/demos" > "$RUNS/demos.log" 2>&1
+pids=()
+for seed in ${SEEDS:-1 2 3}; do
+  python3 -m robolearn.train seed="$seed" agent.encoder_weights="$ENCODER" eval.video=false progress=false \
+    hydra.run.dir="$RUNS/seed$seed" "$@" > "$RUNS/seed$seed.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"
+python3 -m robolearn.plots "$RUNS"/seed* --out "$RUNS/success.svg" --title "pixels: frozen pretrained encoder + asymmetric critic"
+for seed in ${SEEDS:-1 2 3}; do
+  for which in best.pt checkpoint.pt; do
+    echo "seed $seed $which: $(python3 -m robolearn.eval policy=checkpoint policy.path="$RUNS/seed$seed/$which" episodes=50 \
+      seed=500000000 progress=false hydra.run.dir="$RUNS/eval_seed${seed}_${which%.pt}" 2>/dev/null | tail -n 1)"
+  done
+done | tee "$RUNS/reeval.txt"
