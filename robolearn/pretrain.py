@@ -98,7 +98,7 @@ def load_recordings(paths, image_keys: list[str]) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in keys if f"obs/{k}" not in data.files]
             if missing:
-                hint = " (record with the ArUco tracker configured: env.tracker, docs/deploy.md)" if TARGET_KEY in missing else ""
+                hint = " (record with the ArUco tracker configured: env.hardware.tracker.kind=aruco env.privileged=true, docs/deploy.md)" if TARGET_KEY in missing else ""
                 raise ValueError(f"pretrain.recordings: {path} has no {missing}{hint}")
             for k in keys:
                 parts[k].append(data[f"obs/{k}"])

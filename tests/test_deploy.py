@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("train")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=TINY_TRAIN)
+        cfg = compose(config_name="train_drq", overrides=TINY_TRAIN)
     run(cfg, run_dir)
     assert load_checkpoint(run_dir)["counters"]["updates"] == 11  # learning starts at step 10: steps 10..20 update once each
     return run_dir

@@ -236,3 +236,18 @@ def test_fine_tuning_on_recorded_arm_episodes_needs_their_tracked_state(tmp_path
         no_tracker.close()
     with pytest.raises(ValueError, match=r"blind.npz has no \['privileged'\].*ArUco tracker"):
         pretrain(pretrain_config(tmp_path / "x.pt", "episodes=0", f"recordings=[{tmp_path / 'blind.npz'}]"))
+
+
+def test_frozen_recipe_checkpoint_runs_on_the_real_robot_env_with_the_fake_arm(encoder_file, tmp_path):
+    # Trained in sim with the privileged critic; the real-robot env has no privileged state (no tracker):
+    # the policy reads only the cameras and joints, so the eval command runs it through the safety layer.
+    from robolearn.eval import run as eval_run
+
+    run(train_config(encoder_file, "total_steps=30"), tmp_path / "run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[
+            "env=real_fake", "env.episode_seconds=1", "policy=checkpoint", f"policy.path={tmp_path / 'run'}",
+            "episodes=1", "progress=false"])
+    assert not cfg.env.get("privileged")
+    result = eval_run(cfg)
+    assert result["episodes"] == 1 and result["mean_length"] == 10.0

@@ -31,6 +31,40 @@ from robolearn.bench.reference_drqv2 import ReferenceDrQv2
 from robolearn.replay.storage import Batch
 
 
+def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator) -> dict[str, float]:
+    """The default pixel recipe's costs, with an encoder of the pretrained one's shape (random weights)."""
+    from robolearn.spec import PRIVILEGED_DIM
+
+    cams = {k: [84, 84, 3] for k in ("front", "wrist")}
+    meta = {"image_keys": list(cams), "proprio_keys": ["joint_pos", "gripper"], "target_key": "privileged",
+            "inputs": {**cams, "joint_pos": [7], "gripper": [1]}, "target_dim": PRIVILEGED_DIM, "embed_dim": 64, "hidden_dim": 256}
+    obs_space = spaces.Dict({**{k: spaces.Box(0, 255, tuple(v), np.uint8) for k, v in cams.items()},
+                             "joint_pos": spaces.Box(-np.inf, np.inf, (7,), np.float32), "joint_vel": spaces.Box(-np.inf, np.inf, (7,), np.float32),
+                             "gripper": spaces.Box(0, 1, (1,), np.float32), "privileged": spaces.Box(-np.inf, np.inf, (PRIVILEGED_DIM,), np.float32)})
+    action_space = spaces.Box(-1, 1, (8,), np.float32)
+    agent = DrQAgent(obs_space, action_space, AgentConfig(encoder="pretrained", critic_only_keys=["privileged"]), encoder_meta=meta)
+    one = {k: (rng.integers(0, 256, s.shape, dtype=np.uint8) if s.dtype == np.uint8 else rng.normal(size=s.shape).astype(np.float32))
+           for k, s in obs_space.spaces.items()}
+
+    def features_batch():
+        return {k: rng.normal(size=(b, *s.shape)).astype(np.float32) for k, s in agent.learning_space.spaces.items()}
+
+    batch = Batch(features_batch(), rng.uniform(-1, 1, (b, 8)).astype(np.float32), rng.normal(size=b).astype(np.float32),
+                  np.full(b, 0.99**3, np.float32), features_batch())
+    agent.update(batch)
+    update_s, feature_s = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(updates):
+            agent.update(batch)
+        update_s.append((time.perf_counter() - start) / updates)
+        start = time.perf_counter()
+        for _ in range(updates):
+            agent.observe(one)
+        feature_s.append((time.perf_counter() - start) / updates)
+    return {"update_ms": 1000 * statistics.median(update_s), "features_ms_per_step": 1000 * statistics.median(feature_s)}
+
+
 def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m robolearn.bench learner")
     parser.add_argument("--batch", type=int, default=256)
@@ -105,6 +139,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
             rates.append(args.updates / (time.perf_counter() - start))
         print(f"round {r + 1}/{args.rounds}: ours {ours[-1]:.3f} updates/s, reference {ref[-1]:.3f} updates/s", flush=True)
     rate, ref_rate = statistics.median(ours), statistics.median(ref)
+    frozen = frozen_recipe(b, args.updates * 10, args.rounds, rng)
+    print(f"frozen-encoder recipe: update {frozen['update_ms']:.1f} ms, features {frozen['features_ms_per_step']:.2f} ms per env step", flush=True)
     return {
         "benchmark": "learner",
         "updates_per_s": round(rate, 4),
@@ -112,6 +148,11 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "speedup": round(rate / ref_rate, 3),
         "update_ms": round(1000 / rate, 1),
         "reference_update_ms": round(1000 / ref_rate, 1),
+        # The main job's recipe (configs/agent/sac_pretrained.yaml): SAC on frozen features of both 84x84
+        # cameras + joints, asymmetric critic; what it costs per update and per env step (the features).
+        "frozen_recipe_update_ms": round(frozen["update_ms"], 2),
+        "frozen_recipe_features_ms_per_step": round(frozen["features_ms_per_step"], 2),
+        "frozen_recipe_update_vs_reference": round((1000 / ref_rate) / frozen["update_ms"], 1),
         "batch": b,
         "image": f"{size}x{size}x{3 * frames}",
         "hidden_dim": 1024,
