@@ -124,7 +124,8 @@ def ensure_encoder(cfg: DictConfig) -> None:
     from robolearn.pretrain import pretrain
 
     log.warning("no pretrained encoder at %s: making it first (python -m robolearn.pretrain out=%s; see configs/pretrain.yaml)", path, path)
-    overrides = [f"out={path}", f"progress={cfg.progress}", f"torch_threads={cfg.torch_threads}", f"device={cfg.device}"]
+    overrides = [f"out={path}", f"progress={cfg.progress}", f"torch_threads={cfg.torch_threads}", f"device={cfg.device}",
+                 *cfg.get("pretrain_overrides", [])]
     if GlobalHydra.instance().is_initialized():
         pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
     else:

@@ -251,3 +251,11 @@ def test_frozen_recipe_checkpoint_runs_on_the_real_robot_env_with_the_fake_arm(e
     assert not cfg.env.get("privileged")
     result = eval_run(cfg)
     assert result["episodes"] == 1 and result["mean_length"] == 10.0
+
+
+def test_the_main_job_makes_a_missing_encoder_first(tmp_path):
+    encoder = tmp_path / "made" / "enc.pt"
+    cfg = train_config(encoder, "total_steps=10", "pretrain_overrides=['episodes=2','epochs=1','embed_dim=8','hidden_dim=16','batch_size=8']")
+    run(cfg, tmp_path / "run")
+    assert encoder.is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert torch.load(encoder, weights_only=False)["meta"]["episodes"] == 2
