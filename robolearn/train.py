@@ -268,9 +268,10 @@ class Workspace:
         if self.step < cfg.total_steps:
             log.info("stopped at step %d of %d (%s); resume with resume=%s", self.step, cfg.total_steps,
                      self.stop_reason, self.run_dir)
+        self.save()  # first: a scheduler's grace period may end during the final evaluation
         if cfg.eval.final and self.last_eval.get("step") != self.step:
             self.evaluate()
-        self.save()
+            self.save(replay=False)  # the checkpoint records that evaluation too; the replay is unchanged
         self.writer.close()
         return self.last_eval
 
@@ -339,9 +340,10 @@ class Workspace:
                 self.writer.add_scalar(f"{prefix}/{name}", value, self.step)
 
     # -- checkpoints ---------------------------------------------------------------------------------
-    def save(self) -> None:
-        with one_off_buffers():  # the save gathers a full copy of the replay: handed back once written
-            self.replay.save(self.run_dir / "replay.npz")
+    def save(self, replay: bool = True) -> None:
+        if replay:
+            with one_off_buffers():  # the save gathers a full copy of the replay: handed back once written
+                self.replay.save(self.run_dir / "replay.npz")
         save_checkpoint(self.run_dir / "checkpoint.pt", self._payload())
 
     def _payload(self) -> dict:
