@@ -59,18 +59,25 @@ def load_checkpoint_policy(env, path: str, deterministic: bool = True, device: s
     cfg = AgentConfig(**OmegaConf.to_container(OmegaConf.create(payload["agent_config"])))
     # A frozen encoder is rebuilt from the checkpoint, which carries its weights: the file is not needed.
     agent = DrQAgent(env.observation_space, env.action_space, cfg, device=device, encoder_meta=payload.get("encoder_meta"))
-    if agent.critic_only_keys == cfg.critic_only_keys or not cfg.critic_only_keys:
-        agent.load_training_state(payload["agent"])
-    else:
-        # This env lacks a key only the critic saw (a real arm without a tracker): the critic's shapes
-        # differ, and acting needs none of it.
-        load_policy_weights(agent, payload["agent"]["model"])
+    load_agent_state(agent, payload)
     agent.eval()
     return AgentPolicy(agent, deterministic=deterministic)
 
 
 ACTING_MODULES = ("encoders.", "actor.")  # what choosing an action needs: no critics, no optimisers
 FROZEN_MODULES = ("frozen_encoder.",)  # also needed to act, but never changes: actors load it from its file
+
+
+def load_agent_state(agent: DrQAgent, payload: dict) -> bool:
+    """A checkpoint's whole training state, or only its policy when its critic read keys this agent's
+    does not (the sim's privileged state on an arm without a tracker: the critic's shapes differ, and
+    acting needs none of it). Returns whether the critic and optimisers were loaded too."""
+    saved_critic_only = list((payload.get("agent_config") or {}).get("critic_only_keys") or [])
+    if saved_critic_only == agent.critic_only_keys:
+        agent.load_training_state(payload["agent"])
+        return True
+    load_policy_weights(agent, payload["agent"]["model"])
+    return False
 
 
 def load_policy_weights(agent: DrQAgent, model_state: dict) -> None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from robolearn.acting import acting_weights, load_policy_weights
+from robolearn.acting import acting_weights, load_agent_state
 from robolearn.agents import DrQAgent
 from robolearn.allocator import keep_freed_memory
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
@@ -55,16 +55,11 @@ class Learner:
         if self.lcfg.get("init_from") and not (run_dir / "checkpoint.pt").exists():
             # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
             payload = load_checkpoint(self.lcfg.init_from, self.signature)
-            saved_critic_only = (payload.get("agent_config") or {}).get("critic_only_keys") or []
-            if list(saved_critic_only) == self.agent.critic_only_keys:
-                self.agent.load_training_state(payload["agent"])
+            if load_agent_state(self.agent, payload):
                 log.info("learner initialised from %s", self.lcfg.init_from)
             else:
-                # The critic read other inputs there (e.g. the sim's privileged state, absent on an arm
-                # without a tracker): the policy carries over, the critic and optimisers start fresh.
-                load_policy_weights(self.agent, payload["agent"]["model"])
-                log.warning("learner: policy initialised from %s; its critic read %s, this one reads %s: the critic starts fresh",
-                            self.lcfg.init_from, saved_critic_only, self.agent.critic_only_keys)
+                log.warning("learner: policy initialised from %s; its critic read other keys than this one's %s: "
+                            "the critic starts fresh", self.lcfg.init_from, self.agent.critic_only_keys)
         if (run_dir / "checkpoint.pt").exists():
             payload = load_checkpoint(run_dir / "checkpoint.pt", self.signature)
             self.agent.load_training_state(payload["agent"])

@@ -225,7 +225,7 @@ class Workspace:
         clock = WallClockSchedule(self.clock, cfg)
         recent: deque[float] = deque(maxlen=10)
         with StopRequests() as stop:
-            while self.step < cfg.total_steps and not self._stopping(stop, deadline, bar):
+            while self.step < cfg.total_steps and not self._stopping(stop, deadline):
                 obs, _ = self.env.reset(seed=cfg.seed * 1_000_000 + self.episode)
                 obs = self.agent.observe(obs)
                 collect.reset()
@@ -275,7 +275,7 @@ class Workspace:
         self.writer.close()
         return self.last_eval
 
-    def _stopping(self, stop: StopRequests, deadline: float, bar) -> bool:
+    def _stopping(self, stop: StopRequests, deadline: float) -> bool:
         if stop.requested:
             self.stop_reason = f"{stop.requested} received"
         elif self.clock() >= deadline:
