@@ -259,3 +259,40 @@ def test_the_main_job_makes_a_missing_encoder_first(tmp_path):
     run(cfg, tmp_path / "run")
     assert encoder.is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
     assert torch.load(encoder, weights_only=False)["meta"]["episodes"] == 2
+
+
+# -- the asynchronous roles ----------------------------------------------------------------------------
+def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file, tmp_path):
+    from robolearn.actor import Actor
+    from robolearn.replay import ReplayStorage
+    from robolearn.replay_server import build_server
+    from tests.transport_cases import free_port
+
+    # A demo file as python -m robolearn.train caches it: images and the privileged state.
+    env = env_of(train_config(encoder_file))
+    try:
+        demos = ReplayStorage(env.observation_space, (8,), 20)
+        demos.start_episode(env.reset(seed=0)[0])
+        for _ in range(5):
+            obs, r, term, trunc, _ = env.step(np.zeros(8, np.float32))
+            demos.add(np.zeros(8, np.float32), r, term, trunc, obs)
+        demos.save(tmp_path / "demos.npz")
+    finally:
+        env.close()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="async_pixels", overrides=[
+            f"run_dir={tmp_path}", f"agent.encoder_weights={encoder_file}", f"server.demos={tmp_path / 'demos.npz'}",
+            "server.capacity=100", "server.demo_capacity=100", f"transport.port={free_port()}",
+            f"transport.weights_port={free_port()}", *TINY_ENV])
+    server = build_server(cfg)
+    try:
+        assert FEATURE_KEY in server.observation_space.spaces and "front" not in server.observation_space.spaces
+        assert server.demos.num_transitions() == 5 and FEATURE_KEY in server.demos.obs
+        actor = Actor(cfg)
+        try:
+            # The actor's wire spec is the server's: it sends features, not images.
+            assert actor.client.spec == server.spec
+        finally:
+            actor.close()
+    finally:
+        server.close()
