@@ -296,3 +296,27 @@ def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file,
             actor.close()
     finally:
         server.close()
+
+
+def test_actor_only_features_make_the_critic_the_state_critic(encoder_file):
+    env = env_of(train_config(encoder_file))
+    try:
+        cfg = AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"],
+                          actor_only_keys=[FEATURE_KEY], hidden_dim=32)
+        agent = DrQAgent(env.observation_space, env.action_space, cfg)
+        proprio = 7 + 7 + 1
+        assert agent.actor.net[0].in_features == agent.frozen.out_dim + proprio  # features + joints, no privileged
+        assert agent.critic.heads[0].weight.shape[1] == proprio + 13 + 8  # joints + privileged + action, no features
+        features = agent.observe(env.reset(seed=0)[0])
+        batch = {k: np.repeat(np.asarray(v)[None], 2, 0) for k, v in features.items()}
+        batch[FEATURE_KEY][1] += 1.0
+        _, vector = agent.to_tensors(batch)
+        q = agent.critic(None, agent._critic_view(vector), torch.zeros(2, 8))
+        assert torch.equal(q[:, 0], q[:, 1])  # the critic never reads the features
+        mean0, _ = agent.actor(None, agent._actor_view(vector))
+        assert not torch.equal(mean0[0], mean0[1])  # the actor does
+        with pytest.raises(ValueError, match="share"):
+            DrQAgent(env.observation_space, env.action_space, AgentConfig(
+                encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"], actor_only_keys=["privileged"]))
+    finally:
+        env.close()

@@ -58,6 +58,9 @@ class AgentConfig:
     # Observation keys only the critic sees (an asymmetric critic, e.g. the sim's privileged state); the
     # actor never reads them, so the policy acts without them. Keys the env does not have are left out.
     critic_only_keys: list[str] = field(default_factory=list)
+    # Observation keys only the actor sees, e.g. the frozen encoder's `image_features` when the critic has
+    # the privileged state: the critic is then the state-only critic, which learns fastest.
+    actor_only_keys: list[str] = field(default_factory=list)
     channels_last: bool = True
     compile: bool = False
 
@@ -181,12 +184,19 @@ class DrQAgent(nn.Module):
         self.learning_space = observation_space  # what the replay stores: features instead of images when frozen
         self.image_keys = image_keys_of(observation_space)
         vectors = [k for k in observation_space.spaces if k not in self.image_keys]
-        self.actor_keys = [k for k in vectors if k not in cfg.critic_only_keys]
+        if set(cfg.actor_only_keys) & set(cfg.critic_only_keys):
+            raise ValueError(f"agent.actor_only_keys and agent.critic_only_keys share {sorted(set(cfg.actor_only_keys) & set(cfg.critic_only_keys))}")
+        actor_only = [k for k in vectors if k in cfg.actor_only_keys]
+        shared = [k for k in vectors if k not in cfg.actor_only_keys and k not in cfg.critic_only_keys]
         self.critic_only_keys = [k for k in vectors if k in cfg.critic_only_keys]
-        self.vector_keys = self.actor_keys + self.critic_only_keys  # the actor reads the leading part
+        self.actor_keys = actor_only + shared
+        # One vector [actor-only | shared | critic-only]: the actor reads the leading part, the critic the trailing.
+        self.vector_keys = self.actor_keys + self.critic_only_keys
         self.action_dim = int(np.prod(action_space.shape))
-        vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.vector_keys)
-        self.actor_vector_dim = sum(int(np.prod(observation_space[k].shape)) for k in self.actor_keys)
+        width = {k: int(np.prod(observation_space[k].shape)) for k in self.vector_keys}
+        self.actor_vector_dim = sum(width[k] for k in self.actor_keys)
+        self.actor_only_dim = sum(width[k] for k in actor_only)
+        vector_dim = sum(width.values()) - self.actor_only_dim  # the critic's part
         self.encoders = nn.ModuleDict(
             {
                 k: build_image_encoder(cfg.encoder, observation_space[k].shape, cfg.frame_stack, cfg.encoder_weights)
@@ -236,6 +246,9 @@ class DrQAgent(nn.Module):
 
     def _actor_view(self, vector: torch.Tensor) -> torch.Tensor:
         return vector[:, : self.actor_vector_dim]
+
+    def _critic_view(self, vector: torch.Tensor) -> torch.Tensor:
+        return vector[:, self.actor_only_dim :]
 
     def _encode_images(self, images: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if not self.image_keys:
@@ -294,7 +307,7 @@ class DrQAgent(nn.Module):
         with torch.no_grad():
             mean, log_std = self.actor(next_features, self._actor_view(next_vector))
             next_action, next_log_prob = squashed_sample(mean, log_std, eps)
-            target_q = self.critic_target(next_features, next_vector, next_action)
+            target_q = self.critic_target(next_features, self._critic_view(next_vector), next_action)
             if subset is None:
                 subset = torch.randperm(self.cfg.num_critics, device=self.device)[: self.cfg.target_subset]
             min_q = target_q[subset].min(dim=0).values
@@ -303,7 +316,7 @@ class DrQAgent(nn.Module):
     def update_critic(self, features, vector, action, reward, discount, next_features, next_vector, noise) -> dict[str, torch.Tensor]:
         """One critic (and encoder) step; metrics as 0-dim tensors (`update` turns them into floats)."""
         target = self.critic_target_value(reward, discount, next_features, next_vector, noise.get("eps_target"), noise.get("subset"))
-        q = self.critic(features, vector, action)
+        q = self.critic(features, self._critic_view(vector), action)
         # Sum over critics of each critic's mean squared error (as Q1 and Q2 losses are summed in SAC).
         critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -319,7 +332,7 @@ class DrQAgent(nn.Module):
         # (which the critic would discard anyway).
         self.critic.requires_grad_(False)
         try:
-            q = self.critic(features, vector, action)
+            q = self.critic(features, self._critic_view(vector), action)
         finally:
             self.critic.requires_grad_(True)
         q = q.min(dim=0).values if self.cfg.actor_q == "min" else q.mean(dim=0)
