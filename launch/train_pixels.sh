@@ -19,7 +19,7 @@ for seed in ${SEEDS:-1 2 3}; do
   pids+=($!)
 done
 wait "${pids[@]}"
-python3 -m robolearn.plots "$RUNS"/seed* --out "$RUNS/success.svg" --title "pixels: frozen pretrained encoder + asymmetric critic"
+python3 -m robolearn.plots "$RUNS"/seed*/ --out "$RUNS/success.svg" --title "pixels: frozen pretrained encoder + asymmetric critic"
 for seed in ${SEEDS:-1 2 3}; do
   for which in best.pt checkpoint.pt; do
     echo "seed $seed $which: $(python3 -m robolearn.eval policy=checkpoint policy.path="$RUNS/seed$seed/$which" episodes=50 \

@@ -76,6 +76,7 @@ class Actor:
                 if problem and acfg.on_learner_loss == "hold":
                     interrupted = True
                     break
+                self._pace()
                 action = self._act(obs)
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 obs = self.agent.observe(obs)
@@ -96,6 +97,19 @@ class Actor:
                              self.client.link_problem() or "ok")
         return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "version": self.version,
                 "success_rate": float(np.mean(successes)) if successes else 0.0}
+
+    def _pace(self) -> None:
+        """`actor.max_steps_per_s`: a sim actor outruns the learner on a CPU (cheap frozen features: ~45 steps/s
+        each against ~10 updates/s); pacing it keeps the update-to-data ratio the recipe was tuned for.
+        A real arm is paced by its control rate already."""
+        rate = self.acfg.get("max_steps_per_s")
+        if not rate:
+            return
+        now = time.monotonic()
+        self._next_step_at = max(getattr(self, "_next_step_at", now), now)  # late: go now, no burst to catch up
+        if self._next_step_at > now:
+            time.sleep(self._next_step_at - now)
+        self._next_step_at += 1.0 / float(rate)
 
     def _act(self, obs) -> np.ndarray:
         policy_action = self.policy.act(obs)  # keeps the frame stack current even while acting randomly

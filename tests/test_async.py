@@ -195,3 +195,35 @@ def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(t
         assert not thread.is_alive()
         assert learner.updates == 10 and (tmp_path / "learner" / "checkpoint.pt").exists()
         learner.close()
+
+
+def test_actor_pacing_spaces_steps_on_absolute_deadlines(monkeypatch):
+    # `actor.max_steps_per_s` on a virtual clock: steps are 1/rate apart whatever each step costs, and a
+    # stall does not earn a burst of catch-up steps.
+    from omegaconf import OmegaConf
+
+    import robolearn.actor as actor_module
+
+    now = {"t": 100.0}
+    slept: list[float] = []
+    monkeypatch.setattr(actor_module.time, "monotonic", lambda: now["t"])
+
+    def sleep(s):
+        slept.append(round(s, 6))
+        now["t"] += s
+
+    monkeypatch.setattr(actor_module.time, "sleep", sleep)
+    actor = actor_module.Actor.__new__(actor_module.Actor)
+    actor.acfg = OmegaConf.create({"max_steps_per_s": 5})
+    starts = []
+    for cost in (0.05, 0.05, 0.3, 0.05):
+        actor._pace()
+        starts.append(round(now["t"], 6))
+        now["t"] += cost
+    assert starts == [100.0, 100.2, 100.4, 100.7]  # the 0.3 s step overran its slot: the next starts at once
+    now["t"] += 5.0  # a stall (a reset, a hold)
+    actor._pace()
+    assert round(now["t"], 6) == 105.75  # at once ...
+    actor._pace()
+    assert round(now["t"], 6) == 105.95  # ... and the next a full period later: no burst of catch-up steps
+    assert slept == [0.15, 0.15, 0.2]
