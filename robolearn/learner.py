@@ -50,6 +50,7 @@ class Learner:
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()
         self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=pick_device(cfg.device))
+        self.agent.check_trainable()
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
         if self.lcfg.get("init_from") and not (run_dir / "checkpoint.pt").exists():

@@ -152,6 +152,7 @@ class Workspace:
         self.eval_env = make_env(cfg.env, render_mode="rgb_array" if cfg.eval.video else None)
         obs_space, act_space = self.env.observation_space, self.env.action_space
         self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=self.device)
+        self.agent.check_trainable()
         # Checkpoints are bound to what the policy reads: a critic-only key (the sim's privileged state)
         # may be missing where the policy is deployed.
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)

@@ -320,3 +320,12 @@ def test_actor_only_features_make_the_critic_the_state_critic(encoder_file):
                 encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"], actor_only_keys=["privileged"]))
     finally:
         env.close()
+
+
+def test_training_refuses_a_critic_left_with_the_joints_only(encoder_file, tmp_path):
+    # The default hides the features from the critic, which reads the privileged state instead; in an env
+    # without it (an arm with no tracker) the critic would be blind to the task: refused, naming the fix.
+    with pytest.raises(ValueError, match=r"actor_only_keys=\[\]"):
+        run(train_config(encoder_file, "env.privileged=false", "total_steps=10"), tmp_path / "run")
+    run(train_config(encoder_file, "env.privileged=false", "agent.critic_only_keys=[]", "agent.actor_only_keys=[]",
+                     "total_steps=10"), tmp_path / "ok")

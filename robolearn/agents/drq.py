@@ -225,6 +225,17 @@ class DrQAgent(nn.Module):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
+    def check_trainable(self) -> None:
+        """For the training roles: a critic that would see neither the actor-only keys nor any critic-only
+        key (actor_only_keys set, and an env without the privileged state: a real arm without a tracker)
+        sees only the joints and cannot learn the task. Acting does not need the critic."""
+        actor_only = [k for k in self.actor_keys if k in self.cfg.actor_only_keys]
+        if actor_only and self.cfg.critic_only_keys and not self.critic_only_keys:
+            raise ValueError(
+                f"agent.actor_only_keys={actor_only} hides them from the critic, and this env has none of "
+                f"agent.critic_only_keys={list(self.cfg.critic_only_keys)}: the critic would see only the joints. "
+                f"Set agent.actor_only_keys=[] (and agent.critic_only_keys=[]) here, e.g. on an arm without a tracker")
+
     def observe(self, obs: dict[str, np.ndarray], batched: bool = False) -> dict[str, np.ndarray]:
         """An env observation as the agent learns from it: with a frozen encoder, images become features."""
         if self.frozen is None or FEATURE_KEY in obs:
