@@ -48,7 +48,8 @@ def collect(cfg: DictConfig, env, path: Path) -> dict[str, np.ndarray]:
     done_episodes = 0
     if path.exists():
         with np.load(path) as saved:
-            data = {k: [saved[k]] for k in keys}
+            kept = saved["episode"] < cfg.episodes  # a file made with more episodes gives its first ones
+            data = {k: [saved[k][kept]] for k in keys}
         done_episodes = int(data["episode"][0].max()) + 1 if len(data["episode"][0]) else 0
         log.info("continuing the collection in %s from episode %d", path, done_episodes)
     expert = instantiate(cfg.expert, env=env)
