@@ -148,7 +148,7 @@ class RealRobotEnv(gym.Env):
         # Called from the capture thread: a blind policy must not keep moving the arm.
         safety = self.safety
         if safety is not None:
-            safety.trigger_fault("camera", message, still_active=self.cameras[name].unhealthy_reason)
+            safety.trigger_fault("camera", message, still_active=self.cameras[name].unhealthy_reason, cause=f"camera:{name}")
 
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -232,12 +232,17 @@ class RealRobotEnv(gym.Env):
         recover_robot_errors: also clear the robot's own error (after a reflex) - look at the arm first.
         reconnect: reconnect a lost robot connection first.
         """
-        self.safety.reset(recover_robot_errors=recover_robot_errors, reconnect=reconnect)
+        # Cameras first: the layer is cleared last, and only if nothing is still wrong (a camera that cannot
+        # be cleared keeps the arm latched, whatever else was fixed).
+        problems = []
         for camera in self.cameras.values():
             try:
                 camera.clear_fault()
             except CameraError as exc:
-                raise ResetRefused(str(exc)) from None
+                problems.append(str(exc))
+        if problems:
+            raise ResetRefused("; ".join(problems))
+        self.safety.reset(recover_robot_errors=recover_robot_errors, reconnect=reconnect)
 
     @property
     def latched(self) -> bool:

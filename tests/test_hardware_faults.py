@@ -56,6 +56,14 @@ class Commander:
         return self.last_sent
 
 
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
+        time.sleep(0.01)
+
+
 def moving_rig(**safety):
     clock = MonotonicClock()
     fake = FakeOptions()
@@ -289,6 +297,29 @@ def test_frame_gap_is_counted_and_reported_not_fatal(env):
     assert front["dropped_total"] == 3
     assert any("3 frame(s) dropped" in e for e in front["events"])
     assert not env.latched
+
+
+def test_a_camera_stalling_behind_stale_robot_state_keeps_the_arm_latched(env):
+    env.step(SLOW_SPIN)
+    env.driver.freeze_state()
+    time.sleep(0.08)  # older than max_state_age
+    env.step(SLOW_SPIN)
+    assert env.latched and env.safety.fault.layer == "state"
+    env.cameras["front"].stall()
+    wait_until(lambda: any(f.layer == "camera" for f in env.safety.faults), 2.0, "the camera fault joins the stale state")
+    env.driver.unfreeze_state()
+    with pytest.raises(ResetRefused, match="front"):
+        env.clear_fault()  # the state is fresh again; the camera is still stalled
+    assert env.latched
+    with pytest.raises(EStopLatched):
+        env.reset(seed=1)  # and nothing homes the arm
+    env.cameras["front"].resume()
+    wait_until(lambda: env.cameras["front"].unhealthy_reason() is None or "since its fault" in env.cameras["front"].unhealthy_reason(),
+               2.0, "frames again")
+    time.sleep(0.1)
+    env.clear_fault()
+    assert not env.latched
+    env.reset(seed=1)
 
 
 def test_stale_frame_is_flagged_in_info_not_fatal(env):

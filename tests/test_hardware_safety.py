@@ -361,6 +361,54 @@ def test_external_fault_resets_only_once_its_cause_is_gone():
     assert [e.kind for e in layer.drain_events()] == ["fault", "reset_refused", "reset"]
 
 
+def test_a_second_fault_behind_the_first_stays_active_until_its_own_cause_is_gone():
+    clock, driver, layer = rig()
+    layer.command_velocity([0.2] * 7)
+    driver.freeze_state()
+    clock.advance(0.06)
+    layer.poll()
+    assert layer.fault.kind == "stale"
+    camera = {"active": "camera front delivers no new frames"}
+    layer.trigger_fault("camera", "camera front timed out", still_active=lambda: camera["active"], cause="camera:front")
+    assert [f.layer for f in layer.faults] == ["state", "camera"] and layer.fault.kind == "stale"  # the first is reported
+    driver.unfreeze_state()
+    with pytest.raises(ResetRefused, match="no new frames"):
+        layer.reset()  # the state is fresh again, but the camera is not
+    assert layer.latched and len(layer.faults) == 2
+    before = driver.commands_received
+    assert not layer.command_velocity([0.1] * 7) and driver.commands_received == before  # nothing moves the arm
+    camera["active"] = None
+    layer.reset()
+    assert not layer.latched and layer.faults == []
+
+
+def test_two_cameras_faulted_one_after_the_other_each_keep_the_layer_latched():
+    _clock, _driver, layer = rig()
+    causes = {"front": "camera front delivers no new frames", "wrist": "camera wrist is frozen at frame 12"}
+    for name in ("front", "wrist"):
+        layer.trigger_fault("camera", f"camera {name} failed", still_active=lambda n=name: causes[n], cause=f"camera:{name}")
+    causes["front"] = None
+    with pytest.raises(ResetRefused, match="wrist is frozen"):
+        layer.reset()
+    assert layer.latched
+    causes["wrist"] = None
+    layer.reset()
+    assert not layer.latched
+
+
+@pytest.mark.parametrize("method", ["set_joint_velocity", "read_state"])
+def test_any_exception_from_the_driver_latches_at_once(method, monkeypatch):
+    clock, driver, layer = rig()
+    step(clock, layer, [0.1] * 7)
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("socket closed under us")
+
+    monkeypatch.setattr(driver, method, broken)
+    assert not layer.command_velocity([0.1] * 7)
+    assert layer.latched and layer.fault.layer == "driver" and "RuntimeError: socket closed" in layer.fault.message
+
+
 def test_safety_cost_per_command_stays_small():
     # A regression guard, not the benchmark (python -m robolearn.bench control measures it).
     _clock, _driver, layer = rig(clock=MonotonicClock())

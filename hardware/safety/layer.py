@@ -12,6 +12,9 @@
    of the policy loop; the vendor's own watchdog backs it up.
 7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
    `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
+   Every active fault is tracked until its own cause is gone (`faults`, a set keyed by cause, not the
+   first one only): a camera that stalls while stale state is latched keeps the layer latched after the
+   state is fresh again, and a refused reset leaves every fault in place.
 
 Also latched: driver faults (reflexes, disconnects), stale robot state, a joint that stops following
 its velocity command (tracking), and faults raised by others through `trigger_fault` (cameras, loop).
@@ -40,6 +43,13 @@ class ResetRefused(RuntimeError):
     """An explicit reset was refused because the cause of the fault is still present."""
 
 
+class _ActiveFault:
+    __slots__ = ("event", "still_active")
+
+    def __init__(self, event: SafetyEvent, still_active: Callable[[], str | None] | None):
+        self.event, self.still_active = event, still_active
+
+
 class SafetyLayer:
     def __init__(
         self,
@@ -62,8 +72,10 @@ class SafetyLayer:
         self._kin = TcpKinematics(driver.robot)
         self._lock = threading.RLock()
         n = limits.n
-        self._fault: SafetyEvent | None = None
-        self._fault_check: Callable[[], str | None] | None = None  # external cause still active?
+        # Active faults by cause ("driver", "state", "camera:front", ...), in the order they latched. An
+        # external fault brings its own check (is its cause still there?); the robot-side ones are checked
+        # against the robot itself on reset.
+        self._faults: dict[str, _ActiveFault] = {}
         self._mode: str | None = None  # mode of the last command sent; None after a hold
         self._prev = [0.0] * n  # last command sent
         self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
@@ -87,12 +99,19 @@ class SafetyLayer:
     # -- status ------------------------------------------------------------------------------------
     @property
     def latched(self) -> bool:
-        return self._fault is not None
+        return bool(self._faults)
 
     @property
     def fault(self) -> SafetyEvent | None:
-        """The event that latched the e-stop, or None."""
-        return self._fault
+        """The event that latched the e-stop (the first of the active faults), or None."""
+        for active in list(self._faults.values()):
+            return active.event
+        return None
+
+    @property
+    def faults(self) -> list[SafetyEvent]:
+        """Every active fault, the first first: each stays until its own cause is gone and a reset clears it."""
+        return [active.event for active in list(self._faults.values())]
 
     @property
     def last_command(self) -> tuple[str, tuple[float, ...]] | None:
@@ -121,7 +140,7 @@ class SafetyLayer:
         without fresh robot state (the last two latch a fault)."""
         now = self.clock.now()
         self.counters["commands"] += 1
-        if self._fault is not None:
+        if self._faults:
             self.counters["ignored_while_latched"] += 1
             return None
         checked = self._checked(values, now, kind)
@@ -283,7 +302,7 @@ class SafetyLayer:
         with self._lock:
             now = self.clock.now()
             self.counters["commands"] += 1
-            if self._fault is not None:
+            if self._faults:
                 self.counters["ignored_while_latched"] += 1
                 return False
             try:
@@ -297,8 +316,8 @@ class SafetyLayer:
             g = min(1.0, max(-1.0, g))
             try:
                 self.driver.set_gripper(self.driver.robot.gripper_max_width * (1.0 - g) / 2.0)
-            except DriverError as exc:
-                self._driver_fault(str(exc), now)
+            except Exception as exc:  # any exception from a driver latches, not only DriverError
+                self._driver_fault(_driver_message(exc), now)
                 return False
             self.counters["sent"] += 1
             self._gripper_sent = g
@@ -311,8 +330,8 @@ class SafetyLayer:
             self._disarm()
             try:
                 self.driver.stop()
-            except DriverError as exc:
-                self._driver_fault(f"stop failed: {exc}", self.clock.now())
+            except Exception as exc:
+                self._driver_fault(f"stop failed: {_driver_message(exc)}", self.clock.now())
 
     def kick(self) -> None:
         """The control loop is alive and the command in effect still stands: refresh the watchdog.
@@ -328,20 +347,22 @@ class SafetyLayer:
             return self._state(now)
 
     # -- faults ------------------------------------------------------------------------------------
-    def trigger_fault(self, layer: str, message: str, still_active: Callable[[], str | None] | None = None) -> None:
+    def trigger_fault(self, layer: str, message: str, still_active: Callable[[], str | None] | None = None,
+                      cause: str | None = None) -> None:
         """Latch a fault raised outside the layer (camera, control loop, operator). `still_active`
-        returns a reason while the cause persists; reset is refused until it returns None."""
+        returns a reason while the cause persists; reset is refused until it returns None. `cause` keys
+        the fault (default: the layer): one entry per cause, so a second camera's fault is its own."""
         with self._lock:
-            if self._fault is None:
+            key = cause or layer
+            if key not in self._faults:
                 self.counters["external_faults"] += 1
-                self._fault_check = still_active
-            self._latch(layer, "fault", message, self.clock.now())
+            self._latch(layer, "fault", message, self.clock.now(), cause=key, still_active=still_active)
 
     def poll(self) -> None:
         """Watchdog and driver checks; the watchdog thread calls this every `watchdog_poll` seconds
         (on a virtual clock, the loop calls it instead)."""
         with self._lock:
-            if self._fault is not None:
+            if self._faults:
                 return
             now = self.clock.now()
             if self._armed:
@@ -360,14 +381,15 @@ class SafetyLayer:
                     self._driver_fault(fault.message, now)
 
     def reset(self, *, recover_robot_errors: bool = False, reconnect: bool = False) -> None:
-        """Explicitly clear a latched fault. Refused (ResetRefused) while its cause remains.
+        """Explicitly clear the latched faults. Refused (ResetRefused) while any cause remains: then
+        every fault whose cause is still there stays active (and the layer latched).
 
         recover_robot_errors: also ask the robot to clear its own error state (after a reflex).
         reconnect: reconnect the driver first if the connection was lost.
         """
         with self._lock:
             now = self.clock.now()
-            if self._fault is None:
+            if not self._faults:
                 return
             try:
                 self._check_cause_gone(recover_robot_errors, reconnect)
@@ -375,12 +397,11 @@ class SafetyLayer:
                 self.counters["reset_refused"] += 1
                 self._record(SafetyEvent(now, "estop", "reset_refused", str(exc), False))
                 raise
-            cause = self._fault
-            self._fault = None
-            self._fault_check = None
+            cleared = " + ".join(active.event.message for active in self._faults.values())
+            self._faults.clear()
             self._disarm()
             self.counters["resets"] += 1
-            self._record(SafetyEvent(now, "estop", "reset", f"cleared: {cause.message}", False))
+            self._record(SafetyEvent(now, "estop", "reset", f"cleared: {cleared}", False))
 
     def close(self) -> None:
         self._stop_thread.set()
@@ -413,8 +434,8 @@ class SafetyLayer:
     def _state(self, now: float):
         try:
             state = self.driver.read_state()
-        except DriverError as exc:
-            self._driver_fault(str(exc), now)
+        except Exception as exc:  # any exception from a driver latches, not only DriverError
+            self._driver_fault(_driver_message(exc), now)
             return None
         fault = self.driver.fault
         if fault is not None:
@@ -491,8 +512,8 @@ class SafetyLayer:
                 self.driver.set_joint_velocity(values)
             else:
                 self.driver.set_joint_torque(values)
-        except DriverError as exc:
-            self._driver_fault(str(exc), now)
+        except Exception as exc:  # any exception from a driver latches, not only DriverError
+            self._driver_fault(_driver_message(exc), now)
             return False
         self.counters["sent"] += 1
         self._mode = mode
@@ -527,22 +548,30 @@ class SafetyLayer:
             self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
 
     def _driver_fault(self, message: str, now: float) -> None:
-        if self._fault is None:
+        if "driver" not in self._faults:
             self.counters["driver_faults"] += 1
         self._latch("driver", "fault", message, now)
 
-    def _latch(self, layer: str, kind: str, message: str, now: float) -> None:
-        """Layer 7: stop the arm and latch. The first fault is the one reported; later ones are recorded."""
+    def _latch(self, layer: str, kind: str, message: str, now: float, cause: str | None = None,
+               still_active: Callable[[], str | None] | None = None) -> None:
+        """Layer 7: stop the arm and latch. Each cause is kept until a reset finds it gone; the first one
+        is the one `fault` reports, later ones are added to `faults` (and recorded as events)."""
         event = SafetyEvent(now, layer, kind, message, True)
         self._record(event)
-        if self._fault is not None:
+        key = cause or layer
+        if key in self._faults:
+            if still_active is not None and self._faults[key].still_active is None:
+                self._faults[key].still_active = still_active
             return
-        self._fault = event
+        first = not self._faults
+        self._faults[key] = _ActiveFault(event, still_active)
+        if not first:
+            return
         self.counters["latched"] += 1
         self._disarm()
         try:
             self.driver.stop()
-        except DriverError:
+        except Exception:
             pass  # unreachable arm: its own watchdog stops it
 
     def _disarm(self) -> None:
@@ -557,10 +586,18 @@ class SafetyLayer:
         self._unread.append(event)
 
     def _check_cause_gone(self, recover_robot_errors: bool, reconnect: bool) -> None:
+        """Raise ResetRefused naming what is still wrong: the robot itself, then every external fault."""
+        still = []
+        for key, active in list(self._faults.items()):
+            reason = active.still_active() if active.still_active is not None else None
+            if reason:
+                still.append(f"{active.event.layer} fault still active: {reason}")
+        if still:
+            raise ResetRefused("; ".join(still))
         d = self.driver
         if not d.is_connected:
             if not reconnect:
-                raise ResetRefused(f"robot not connected ({self._fault.message}); reconnect first (reset(reconnect=True))")
+                raise ResetRefused(f"robot not connected ({self.fault.message}); reconnect first (reset(reconnect=True))")
             try:
                 d.connect()
             except DriverError as exc:
@@ -588,10 +625,6 @@ class SafetyLayer:
         p = self._kin.position(q)
         if not L.inside_workspace(p, L.workspace_breach):
             raise ResetRefused(f"TCP at {[round(x, 3) for x in p]} m is outside the workspace box; guide the arm back by hand first")
-        if self._fault_check is not None:
-            reason = self._fault_check()
-            if reason:
-                raise ResetRefused(f"{self._fault.layer} fault still active: {reason}")
 
     def _watchdog_loop(self) -> None:
         period = self.limits.watchdog_poll
@@ -601,6 +634,10 @@ class SafetyLayer:
             except Exception as exc:  # noqa: BLE001 - the watchdog must keep running; latch what broke it
                 with self._lock:
                     self._latch("watchdog", "error", f"watchdog check failed: {type(exc).__name__}: {exc}", self.clock.now())
+
+
+def _driver_message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DriverError) else f"driver raised {type(exc).__name__}: {exc}"
 
 
 def _joints(indices) -> str:

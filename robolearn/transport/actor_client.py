@@ -290,6 +290,10 @@ class ActorClient:
         elif msg.type == "error":
             if h.get("code") == "hello_first":
                 return "reconnect"  # the server restarted: say hello again and resend
+            if h.get("code") == "name_in_use":  # our own previous connection (a restart), or another peer using our name
+                log.warning("actor %s: %s; retrying", self.name, h.get("message"))
+                time.sleep(self.cfg.heartbeat_s)
+                return "reconnect"
             with self._acked:
                 self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
                 self._acked.notify_all()

@@ -53,6 +53,15 @@ class ServerConfig:
     demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
     sampler_threads: int = 2  # threads gathering batches beside ingestion (0: in the server's loop)
     seed: int = 0
+    # Limits on what peers may ask of the server (docs/remote.md, "Limits"):
+    max_message_mb: float = 64.0  # larger messages are dropped by ZeroMQ before they are read (and the peer disconnected)
+    max_batch_mb: float = 512.0  # sample requests whose batch would be larger are refused
+    max_name_chars: int = 64  # actor and learner names
+    max_actors: int = 64  # live actors at once
+    max_peers: int = 1024  # connections remembered (stale ones are forgotten first)
+    max_pending_per_peer: int = 4  # sample requests being gathered for one peer; more are refused
+    max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped
+    peer_log_per_min: int = 30  # log lines about peers (connections, refusals); the rest are counted
 
 
 class MappedArrays:

@@ -158,6 +158,14 @@ class LearnerClient:
         elif msg.type == "error":
             if h.get("code") == "hello_first":
                 return "reconnect"
+            if h.get("code") == "name_in_use":  # a learner connection of ours not yet timed out (a restart), or another learner
+                log.warning("learner: %s; retrying", h.get("message"))
+                time.sleep(self.cfg.heartbeat_s)
+                return "reconnect"
+            if h.get("code") == "busy":  # too many requests in flight: ask again when a batch arrives
+                outstanding.discard(h.get("req"))
+                time.sleep(0.01)
+                return None
             self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
             log.error("learner: %s", self.fatal)
         return None

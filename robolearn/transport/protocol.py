@@ -28,6 +28,8 @@ _NAME_OF = {np.dtype(name): name for name in DTYPES}  # dtype.name is computed i
 CODECS = {"raw", "rows", "jpeg", "png"}
 MAX_HEADER_BYTES = 1 << 20
 MAX_DIMS = 6
+MAX_DECODED_BYTES = 1 << 28  # an array that declares more (after decompression) is refused before anything is allocated
+MAX_IMAGE_SIDE = 4096
 
 # Step records inside a chunk: an episode's first observation, or a transition with its next observation.
 KIND_START, KIND_STEP = 0, 1
@@ -97,8 +99,11 @@ def _encode_images(name: str, array: np.ndarray, codec: str, quality: int) -> tu
 
 
 # -- decoding ----------------------------------------------------------------------------------------
-def decode(frames: Sequence) -> Message:
-    """Frames (bytes or zmq.Frame) -> Message. Raises ProtocolError with the reason on any defect."""
+def decode(frames: Sequence, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Message:
+    """Frames (bytes or zmq.Frame) -> Message. Raises ProtocolError with the reason on any defect.
+
+    Every field is checked by type and range before anything is allocated from it: a peer cannot make the
+    decoder allocate more than `max_decoded_bytes` per array, whatever its header declares."""
     if not frames:
         raise ProtocolError("empty message")
     raw_head = _buffer(frames[0])
@@ -125,9 +130,9 @@ def decode(frames: Sequence) -> Message:
         if position + count > len(frames):
             raise ProtocolError(f"header describes more buffers than the message carries ({len(frames) - 1})")
         if count == 1 and entry[3] != "rows":
-            name, array = _decode_array(entry, _buffer(frames[position]))
+            name, array = _decode_array(entry, _buffer(frames[position]), max_decoded_bytes)
         else:
-            name, array = _decode_rows(entry, [_buffer(f) for f in frames[position:position + count]])
+            name, array = _decode_rows(entry, [_buffer(f) for f in frames[position:position + count]], max_decoded_bytes)
         position += count
         if name in arrays:
             raise ProtocolError(f"array {name!r} appears twice")
@@ -140,6 +145,8 @@ def decode(frames: Sequence) -> Message:
 def _buffers_of(entry) -> int:
     if not (isinstance(entry, list) and len(entry) == 5):
         raise ProtocolError(f"array entry must be [name, dtype, shape, codec, size], got {entry!r:.200}")
+    if not isinstance(entry[3], str) or entry[3] not in CODECS:
+        raise ProtocolError(f"array entry {entry!r:.200}: codec must be one of {sorted(CODECS)}")
     if entry[3] != "rows":
         return 1
     shape = entry[2]
@@ -148,21 +155,25 @@ def _buffers_of(entry) -> int:
     return shape[0]
 
 
-def _decode_rows(entry, buffers) -> tuple[str, list[np.ndarray]]:
+def _decode_rows(entry, buffers, max_decoded_bytes: int) -> tuple[str, list[np.ndarray]]:
     name, dtype, shape, codec, size = entry
     row_entry = [name, dtype, shape[1:], "raw", size]
-    return name, [_decode_array(row_entry, buf)[1] for buf in buffers]
+    return name, [_decode_array(row_entry, buf, max_decoded_bytes)[1] for buf in buffers]
 
 
-def _decode_array(entry, buf) -> tuple[str, np.ndarray]:
+def _decode_array(entry, buf, max_decoded_bytes: int = MAX_DECODED_BYTES) -> tuple[str, np.ndarray]:
     if not (isinstance(entry, list) and len(entry) == 5):
         raise ProtocolError(f"array entry must be [name, dtype, shape, codec, size], got {entry!r:.200}")
     name, dtype, shape, codec, size = entry
-    if not isinstance(name, str) or dtype not in DTYPES or codec not in CODECS:
-        raise ProtocolError(f"array entry {entry!r:.200}: bad name, dtype (allowed {sorted(DTYPES)}) or codec")
-    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(isinstance(d, int) and 0 <= d < 1 << 31 for d in shape)):
+    # isinstance first: `in` on a set hashes its operand, and a list or map from the wire is unhashable.
+    if not (isinstance(name, str) and len(name) <= 256 and isinstance(dtype, str) and dtype in DTYPES
+            and isinstance(codec, str) and codec in CODECS):
+        raise ProtocolError(f"array entry {entry!r:.200}: bad name, dtype (allowed {sorted(DTYPES)}) or codec (allowed {sorted(CODECS)})")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(type(d) is int and 0 <= d < 1 << 31 for d in shape)):
         raise ProtocolError(f"array {name!r}: bad shape {shape!r:.200}")
     expected = math.prod(shape) * _ITEMSIZE[dtype]  # plain ints: np.prod cost more than the rest of decoding
+    if expected > max_decoded_bytes:
+        raise ProtocolError(f"array {name!r}: shape {shape} {dtype} is {expected} bytes, above the limit of {max_decoded_bytes}")
     if codec == "raw":
         if size != expected or len(buf) != expected:
             raise ProtocolError(f"array {name!r}: {len(buf)} bytes for shape {shape} {dtype} (expected {expected}; truncated?)")
@@ -175,18 +186,51 @@ def _decode_images(name, dtype, shape, codec, offsets, buf) -> np.ndarray:
 
     if dtype != "uint8" or len(shape) != 4 or shape[-1] != 3:
         raise ProtocolError(f"array {name!r}: {codec} carries uint8 images (N, H, W, 3), header says {dtype} {shape}")
-    if not (isinstance(offsets, list) and len(offsets) == shape[0] and all(isinstance(o, int) for o in offsets)
-            and offsets == sorted(offsets) and (not offsets or offsets[-1] == len(buf))):
+    if not (isinstance(offsets, list) and len(offsets) == shape[0] and all(type(o) is int for o in offsets)
+            and all(a < b for a, b in zip([0, *offsets], offsets)) and (not offsets or offsets[-1] == len(buf))):
         raise ProtocolError(f"array {name!r}: {codec} offsets do not match the {len(buf)}-byte buffer")
+    if max(shape[1:3]) > MAX_IMAGE_SIDE:
+        raise ProtocolError(f"array {name!r}: images of {shape[1]}x{shape[2]} exceed the {MAX_IMAGE_SIDE}-pixel side limit")
     out = np.empty(shape, dtype=np.uint8)
     start = 0
     for i, end in enumerate(offsets):
-        image = cv2.imdecode(np.frombuffer(buf[start:end], dtype=np.uint8), cv2.IMREAD_COLOR)
+        blob = buf[start:end]
+        # The image's own header is read before decoding: OpenCV would allocate whatever size it declares.
+        declared = image_size(blob, codec)
+        if declared != (shape[1], shape[2]):
+            raise ProtocolError(f"array {name!r}: image {i} declares {declared} pixels, the header says {tuple(shape[1:3])}")
+        image = cv2.imdecode(np.frombuffer(blob, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None or image.shape != tuple(shape[1:]):
             raise ProtocolError(f"array {name!r}: image {i} does not decode to {shape[1:]}")
         out[i] = image[..., ::-1]
         start = end
     return out
+
+
+def image_size(blob, codec: str) -> tuple[int, int] | None:
+    """(height, width) as a PNG or JPEG file declares it, read from its header; None if there is none."""
+    data = bytes(blob[:65536]) if codec == "jpeg" else bytes(blob[:24])
+    if codec == "png":
+        if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):  # walk the markers up to the first start-of-frame
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
 
 
 def _buffer(frame) -> memoryview:

@@ -7,20 +7,27 @@ writes a server keypair and one keypair per client name. Layout of KEYS_DIR:
     server.key, server.key_secret         the server's keypair (server.key_secret stays on the server)
     <client>.key, <client>.key_secret     a client's keypair (copy to that client with server.key)
     authorized/<client>.key               public keys the server accepts; delete one to revoke it
+    authorized/roles.json                 what each key may be: {"<client>": {"role": "actor", "names": ["arm-*"]}}
 
 The server authenticates clients with ZAP (pyzmq's ThreadAuthenticator) against `authorized/`: a peer
 without an authorized key, or without the server's public key, never completes the handshake, so it can
-neither send nor receive anything.
+neither send nor receive anything. An authenticated connection carries its key's client name (ZeroMQ's
+User-Id), and `roles.json` binds that name to one role and, for actors, to the actor names (glob patterns)
+it may say hello under: the learner's key cannot act, an actor's key can neither publish weights nor use
+another arm's name. A key with no entry in roles.json is refused.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import shutil
 from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
@@ -30,7 +37,16 @@ class CurveKeyError(RuntimeError):
     """Missing or unusable CURVE key files."""
 
 
-def generate_keys(directory: str | Path, clients: list[str]) -> Path:
+ROLES_FILE = "roles.json"
+
+
+def default_role(client: str) -> dict:
+    """A client named learner* is the learner; any other is an actor that may use any name (restrict with names)."""
+    return {"role": "learner"} if client.startswith("learner") else {"role": "actor", "names": ["*"]}
+
+
+def generate_keys(directory: str | Path, clients: list[str], names: dict[str, list[str]] | None = None) -> Path:
+    """Keypairs for the server and each client; `names` restricts an actor client to those name patterns."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     authorized = directory / "authorized"
@@ -41,6 +57,13 @@ def generate_keys(directory: str | Path, clients: list[str]) -> Path:
         if not (directory / f"{name}.key_secret").exists():
             zmq.auth.create_certificates(directory, name)
         shutil.copy(directory / f"{name}.key", authorized / f"{name}.key")
+    roles_path = authorized / ROLES_FILE
+    roles = json.loads(roles_path.read_text()) if roles_path.exists() else {}
+    for name in clients:
+        roles[name] = default_role(name)
+        if names and name in names and roles[name]["role"] == "actor":
+            roles[name]["names"] = list(names[name])
+    roles_path.write_text(json.dumps(roles, indent=2) + "\n")
     for secret in directory.glob("*.key_secret"):
         secret.chmod(0o600)
     return directory
@@ -55,6 +78,46 @@ def _load(path: Path, secret: bool):
     return public, private
 
 
+def load_roles(path: Path) -> dict[str, dict]:
+    """roles.json, checked: each entry a role (actor or learner) and, for actors, a list of name patterns."""
+    if not path.is_file():
+        raise CurveKeyError(f"{path} does not exist: it says which role each key has (regenerate the keys, or write it: docs/remote.md)")
+    try:
+        roles = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CurveKeyError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(roles, dict):
+        raise CurveKeyError(f"{path} must map client names to roles")
+    for client, entry in roles.items():
+        ok = isinstance(entry, dict) and entry.get("role") in ("actor", "learner")
+        if ok and entry["role"] == "actor":
+            ok = isinstance(entry.get("names"), list) and all(isinstance(n, str) for n in entry["names"])
+        if not ok:
+            raise CurveKeyError(f"{path}: entry {client!r} must be {{'role': 'learner'}} or {{'role': 'actor', 'names': [patterns]}}, got {entry!r}")
+    return roles
+
+
+def role_allows(roles: dict[str, dict], client: str | None, role: str, name: str) -> bool:
+    entry = roles.get(client) if client else None
+    if entry is None or entry["role"] != role:
+        return False
+    return role == "learner" or any(fnmatch.fnmatchcase(name, pattern) for pattern in entry["names"])
+
+
+class _NamedKeys(ThreadAuthenticator):
+    """ZAP that names each authenticated connection by its key file (`authorized/<client>.key` -> client)."""
+
+    def __init__(self, context, authorized: Path):
+        super().__init__(context, log=logging.getLogger("robolearn.transport.zap"))
+        self.clients = {}
+        for path in authorized.glob("*.key"):
+            public, _ = zmq.auth.load_certificate(path)
+            self.clients[public] = path.stem
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.clients.get(zmq.utils.z85.encode(client_public_key), "")
+
+
 class ServerSecurity:
     """Starts ZAP authentication on a context and makes server sockets CURVE servers."""
 
@@ -64,9 +127,19 @@ class ServerSecurity:
         authorized = self.keys_dir / "authorized"
         if not authorized.is_dir() or not any(authorized.glob("*.key")):
             raise CurveKeyError(f"no authorized client keys in {authorized}")
-        self.auth = ThreadAuthenticator(context, log=logging.getLogger("robolearn.transport.zap"))
+        self.roles_path = authorized / ROLES_FILE
+        self.roles = load_roles(self.roles_path)
+        self.auth = _NamedKeys(context, authorized)
         self.auth.start()
         self.auth.configure_curve(domain="*", location=str(authorized))
+
+    @staticmethod
+    def user_of(frame) -> str | None:
+        """The client name of the key that sent this frame (received with copy=False)."""
+        try:
+            return frame.get("User-Id") or None
+        except (AttributeError, zmq.ZMQError):
+            return None
 
     def apply(self, socket: zmq.Socket) -> None:
         socket.curve_secretkey = self.secret

@@ -18,13 +18,21 @@ expected sequence number among it) is written; a restart reopens the files, with
 transition and each actor's next sequence number (so resent chunks are recognised and not stored twice).
 
 Any malformed message, schema mismatch or out-of-spec chunk gets an `error` reply naming the problem, is
-logged (rate-limited), and changes nothing.
+counted and logged (rate-limited), and changes nothing. Nothing a peer sends can raise out of the serving
+loop: every field is checked by type, range and size before anything is allocated from it, and an
+unexpected exception in a handler is answered (`code: internal`), counted and logged like a refusal.
+
+Identity (docs/remote.md, "Roles and threat model"): a name is held by one live connection at a time (a
+second hello under a live actor's name, or a second live learner, is refused); with CURVE each key is
+authorised for one role and, for actors, for the names it may use (robolearn.transport.security); only
+the learner's connection publishes weights, and their versions only go forward.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import logging
 import threading
 import time
@@ -43,7 +51,7 @@ from robolearn.transport.chunks import check_chunk, wire_spec
 from robolearn.transport.config import TransportConfig
 from robolearn.transport.durable import DurableReplay, ServerConfig
 from robolearn.transport.protocol import Message, ProtocolError, decode, encode
-from robolearn.transport.security import ServerSecurity
+from robolearn.transport.security import ServerSecurity, role_allows
 
 log = logging.getLogger(__name__)
 ACK_EVERY = 8  # chunks of one actor between acknowledgements within a burst (an actor keeps up to 32 in flight)
@@ -55,6 +63,49 @@ class Peer:
     name: str
     last_seen: float
     state: str = ""
+    pending: int = 0  # sample requests being gathered for it
+
+
+class PeerLog:
+    """Log lines about peers, at most `per_min` a minute: a peer cannot flood the server's log."""
+
+    def __init__(self, per_min: int, clock=time.monotonic):
+        self.per_min, self.clock = per_min, clock
+        self.window, self.count, self.suppressed = clock(), 0, 0
+
+    def __call__(self, level: int, fmt: str, *args) -> None:
+        now = self.clock()
+        if now - self.window >= 60.0:
+            if self.suppressed:
+                log.warning("%d log lines about peers suppressed in the last minute", self.suppressed)
+            self.window, self.count, self.suppressed = now, 0, 0
+        if self.count < self.per_min:
+            self.count += 1
+            log.log(level, fmt, *args)
+        else:
+            self.suppressed += 1
+
+
+class Refused(ProtocolError):
+    """A well-formed request the server will not grant (a name in use, a limit reached): `code` says which."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _int_field(header: dict, key: str, low: int, high: int, default: int | None = None) -> int:
+    value = header.get(key, default)
+    if type(value) is not int or not low <= value <= high:  # bool is an int, NaN and inf are floats: all refused
+        raise ProtocolError(f"field {key!r} must be an integer in [{low}, {high}], got {value!r:.80}")
+    return value
+
+
+def _float_field(header: dict, key: str, low: float, high: float, default: float) -> float:
+    value = header.get(key, default)
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise ProtocolError(f"field {key!r} must be a finite number in [{low}, {high}], got {value!r:.80}")
+    return float(value)
 
 
 class ReplayServer:
@@ -76,12 +127,16 @@ class ReplayServer:
         self._thread_seeds = itertools.count()
         self._samplers = ThreadPoolExecutor(cfg.sampler_threads, thread_name_prefix="sampler") if cfg.sampler_threads else None
         self._skip_oldest = min(cfg.capacity // 10, 10_000)
+        self._row_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in observation_space.spaces.values())
         self.peers: dict[bytes, Peer] = {}
         self.actor_seen: dict[str, float] = {}
         self.learner_seen = -float("inf")
         self.weights: list[bytes] | None = None
         self.weights_version = -1
+        self._weights_from: bytes | None = None  # the learner connection that published the current weights
         self.counters: Counter = Counter()
+        self.peer_log = PeerLog(cfg.peer_log_per_min)
+        self._max_message = int(cfg.max_message_mb * 2**20)
         self._acks: dict[bytes, int] = {}  # per actor, the newest chunk stored but not yet acknowledged
         self.context = zmq.Context()
         self.security = ServerSecurity(self.context, transport.curve_keys) if transport.curve_keys else None
@@ -101,6 +156,10 @@ class ReplayServer:
         socket.linger = 0
         if kind == zmq.PUB:
             socket.sndhwm = 4  # weights: a slow subscriber gets the newest, not a backlog
+        else:
+            socket.maxmsgsize = self._max_message  # ZeroMQ drops larger messages (and their peer) before reading them
+            socket.sndhwm = self.cfg.max_queued_replies  # per peer: a peer that does not read holds at most this many
+            socket.router_mandatory = True  # a full or gone peer raises (counted) instead of dropping silently
         if self.security:
             self.security.apply(socket)
         endpoint = f"tcp://{self.transport.host}:{port if port else '*'}"
@@ -120,9 +179,13 @@ class ReplayServer:
             if self._replies in events:
                 while True:
                     try:
-                        self.router.send_multipart(self._replies.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                        identity, *reply = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    peer = self.peers.get(identity.bytes)
+                    if peer is not None:
+                        peer.pending = max(peer.pending - 1, 0)
+                    self._send(identity.bytes, reply)
             if self.router in events:
                 for _ in range(64):  # a burst, then the periodic checks below
                     try:
@@ -147,17 +210,31 @@ class ReplayServer:
         self.context.term()
         self.data.close()
 
+    def _send(self, identity: bytes, frames) -> bool:
+        """Send on the ROUTER without blocking; a peer that is gone or does not read loses the reply (counted)."""
+        try:
+            self.router.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.counters["replies_dropped_peer_full"] += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["replies_dropped_peer_gone"] += 1
+        return False
+
+    _HANDLERS = ("hello", "chunk", "heartbeat", "sample", "weights", "bye")
+
     def _handle(self, identity: bytes, frames) -> None:
         now = time.monotonic()
         msg = None
         try:
             msg = decode(frames)
-            handler = getattr(self, f"_on_{msg.type}", None)
-            if handler is None:
-                raise ProtocolError(f"unknown message type {msg.type!r}")
+            if msg.type not in self._HANDLERS:
+                raise ProtocolError(f"unknown message type {msg.type!r:.80}")
             if msg.type != "hello" and identity not in self.peers:
                 # Not an error of the peer's data: after a server restart every peer must say hello again.
-                self.router.send_multipart([identity, *encode("error", {"code": "hello_first", "message": f"'{msg.type}' before 'hello'"})])
+                self._send(identity, encode("error", {"code": "hello_first", "message": f"'{msg.type}' before 'hello'"}))
                 return
             peer = self.peers.get(identity)
             if peer is not None:
@@ -166,39 +243,71 @@ class ReplayServer:
                     self.learner_seen = now
                 else:
                     self.actor_seen[peer.name] = now
-            reply = handler(identity, msg)
+            reply = getattr(self, f"_on_{msg.type}")(identity, frames[0], msg)
         except ProtocolError as exc:
+            code = exc.code if isinstance(exc, Refused) else "rejected"
             self.counters["rejected"] += 1
-            if self.counters["rejected"] <= 20 or self.counters["rejected"] % 1000 == 0:
-                log.warning("rejected a message from peer %s (%d rejected so far): %s", identity.hex(), self.counters["rejected"], exc)
-            ref = {"ref_type": msg.type, "seq": msg.header.get("seq")} if msg is not None else {}
-            reply = encode("error", {"code": "rejected", "message": str(exc), **ref})
+            self.counters[f"rejected_{code}"] += 1
+            self.peer_log(logging.WARNING, "refused a message from peer %s (%d refused so far): %s", identity.hex()[:16], self.counters["rejected"], exc)
+            reply = encode("error", {"code": code, "message": str(exc), **self._reference(msg)})
+        except Exception as exc:  # a defect of the server's own: answered and counted, never fatal to the loop
+            self.counters["internal_errors"] += 1
+            log.exception("handling a message from peer %s failed (%d internal errors so far)", identity.hex()[:16], self.counters["internal_errors"])
+            reply = encode("error", {"code": "internal", "message": f"the server failed on this message: {type(exc).__name__}: {exc!s:.200}",
+                                     **self._reference(msg)})
         if reply is not None:
-            self.router.send_multipart([identity, *reply], copy=False)
+            self._send(identity, reply)
+
+    @staticmethod
+    def _reference(msg: Message | None) -> dict:
+        """Which message an error answers: its type and seq, if they are plain values."""
+        if msg is None:
+            return {}
+        seq, req = msg.header.get("seq"), msg.header.get("req")
+        return {"ref_type": msg.type[:64], "seq": seq if type(seq) is int else None, "req": req if type(req) is int else None}
 
     # -- handlers ------------------------------------------------------------------------------------
-    def _on_hello(self, identity: bytes, msg: Message):
+    def _on_hello(self, identity: bytes, head_frame, msg: Message):
         role, name = msg.header.get("role"), msg.header.get("name")
-        if role not in ("actor", "learner") or not isinstance(name, str) or not name:
-            raise ProtocolError(f"hello needs role 'actor' or 'learner' and a name, got role={role!r} name={name!r}")
+        if not (isinstance(role, str) and role in ("actor", "learner")):
+            raise ProtocolError(f"field 'role' must be 'actor' or 'learner', got {role!r:.80}")
+        if not (isinstance(name, str) and 0 < len(name) <= self.cfg.max_name_chars and name.isprintable()):
+            raise ProtocolError(f"field 'name' must be 1-{self.cfg.max_name_chars} printable characters, got {name!r:.80}"
+                                + (f" ({len(name)} characters)" if isinstance(name, str) else ""))
         if msg.header.get("spec") != self.spec:
-            raise ProtocolError(f"observation/action spec mismatch: peer {name!r} has {msg.header.get('spec')}, server has {self.spec}")
+            raise ProtocolError(f"observation/action spec mismatch: peer {name!r} has {msg.header.get('spec')!s:.500}, server has {self.spec}")
+        if self.security is not None:
+            user = self.security.user_of(head_frame)
+            if not role_allows(self.security.roles, user, role, name):
+                raise Refused("not_authorised", f"key {user!r} is not authorised as {role} {name!r} (see {self.security.roles_path})")
         now = time.monotonic()
+        live = [(i, p) for i, p in self.peers.items() if i != identity and now - p.last_seen < self.transport.peer_timeout_s]
+        if role == "actor" and any(p.role == "actor" and p.name == name for _, p in live):
+            raise Refused("name_in_use", f"actor name {name!r} is held by a live connection: say hello again once it is gone "
+                                         f"({self.transport.peer_timeout_s} s of silence)")
+        if role == "learner" and any(p.role == "learner" for _, p in live):
+            raise Refused("name_in_use", "a learner is already connected and alive: only one learner publishes weights")
+        if role == "actor" and identity not in self.peers and sum(p.role == "actor" for _, p in live) >= self.cfg.max_actors:
+            raise Refused("too_many_actors", f"{self.cfg.max_actors} actors are live (server.max_actors)")
+        if identity not in self.peers and len(self.peers) >= self.cfg.max_peers:
+            self._forget_peers(now, older_than=self.transport.peer_timeout_s)
+            if len(self.peers) >= self.cfg.max_peers:
+                raise Refused("too_many_peers", f"{self.cfg.max_peers} connections are live (server.max_peers)")
         self.peers[identity] = Peer(role, name, now)
         if role == "learner":
             self.learner_seen = now
         else:
             self.actor_seen[name] = now
-        log.info("%s %r connected (%s)", role, name, identity.hex())
+        self.peer_log(logging.INFO, "%s %r connected (%s)", role, name, identity.hex()[:16])
         if role == "actor" and self.weights is not None:
-            self.router.send_multipart([identity, *self.weights], copy=False)  # PUB misses what was sent before it joined
+            self._send(identity, self.weights)  # PUB misses what was sent before it joined
         return encode("welcome", {"epoch": self.epoch, "next_seq": self.data.next_seq.get(name, 0), **self._status()})
 
-    def _on_chunk(self, identity: bytes, msg: Message):
+    def _on_chunk(self, identity: bytes, head_frame, msg: Message):
         peer = self.peers[identity]
-        seq, demo = msg.header.get("seq"), bool(msg.header.get("demo", False))
-        if peer.role != "actor" or not isinstance(seq, int) or msg.header.get("name") != peer.name:
-            raise ProtocolError("chunk needs an actor peer, an integer seq and the actor's name")
+        seq, demo = msg.header.get("seq"), msg.header.get("demo", False)
+        if peer.role != "actor" or type(seq) is not int or seq < 0 or type(demo) is not bool or msg.header.get("name") != peer.name:
+            raise ProtocolError("chunk needs an actor peer, a non-negative integer 'seq', a boolean 'demo' and the actor's 'name'")
         expected = self.data.next_seq.get(peer.name, 0)
         if seq < expected:
             self.counters["duplicates"] += 1
@@ -218,33 +327,44 @@ class ReplayServer:
 
     def _send_acks(self) -> None:
         for identity, seq in self._acks.items():
-            self.router.send_multipart([identity, *encode("ack", {"seq": seq})], copy=False)
+            self._send(identity, encode("ack", {"seq": seq}))
         self._acks.clear()
 
-    def _on_heartbeat(self, identity: bytes, msg: Message):
+    def _on_heartbeat(self, identity: bytes, head_frame, msg: Message):
         peer, state = self.peers[identity], msg.header.get("state")
         if isinstance(state, str) and state != peer.state:
+            state = state[:200]
             if peer.state or state != "acting":
-                log.warning("%s %r reports: %s", peer.role, peer.name, state)
+                self.peer_log(logging.WARNING, "%s %r reports: %s", peer.role, peer.name, state)
             peer.state = state
         return encode("status", {"epoch": self.epoch, **self._status()})
 
-    def _on_sample(self, identity: bytes, msg: Message):
-        h = msg.header
-        try:
-            batch_size, n_step, frame_stack = int(h["batch_size"]), int(h.get("n_step", 1)), int(h.get("frame_stack", 1))
-            gamma, min_transitions = float(h.get("gamma", 0.99)), int(h.get("min_transitions", 1))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"sample request needs integer batch_size, n_step, frame_stack: {exc}") from None
-        if not (0 < batch_size <= 65536 and 0 < n_step <= 100 and 0 < frame_stack <= 16):
-            raise ProtocolError(f"sample request out of range: batch_size={batch_size} n_step={n_step} frame_stack={frame_stack}")
+    def _on_sample(self, identity: bytes, head_frame, msg: Message):
+        h, peer = msg.header, self.peers[identity]
+        if peer.role != "learner":
+            raise ProtocolError("only a learner samples batches")
+        batch_size = _int_field(h, "batch_size", 1, 65536)
+        n_step = _int_field(h, "n_step", 1, 100, default=1)
+        frame_stack = _int_field(h, "frame_stack", 1, 16, default=1)
+        min_transitions = _int_field(h, "min_transitions", 0, 1 << 40, default=1)
+        gamma = _float_field(h, "gamma", 0.0, 1.0, default=0.99)
+        req = h.get("req")
+        if req is not None and type(req) is not int:
+            raise ProtocolError(f"field 'req' must be an integer, got {req!r:.80}")
+        size = batch_size * 2 * frame_stack * self._row_bytes  # obs and next_obs, each frame of the stack
+        if size > self.cfg.max_batch_mb * 2**20:
+            raise Refused("too_large", f"a batch of {batch_size} x {frame_stack} frames is {size / 2**20:.0f} MB, above server.max_batch_mb={self.cfg.max_batch_mb}")
+        if peer.pending >= self.cfg.max_pending_per_peer:
+            raise Refused("busy", f"{peer.pending} sample requests of this peer are being gathered (server.max_pending_per_peer): "
+                                  "read the batches before asking for more")
         have = self.storage.num_transitions()
         if have < max(min_transitions, 1):
-            return encode("wait", {"req": h.get("req"), "reason": f"{have} transitions stored, waiting for {min_transitions}", **self._status()})
-        request = dict(req=h.get("req"), batch_size=batch_size, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
+            return encode("wait", {"req": req, "reason": f"{have} transitions stored, waiting for {min_transitions}", **self._status()})
+        request = dict(req=req, batch_size=batch_size, n_step=n_step, gamma=gamma, frame_stack=frame_stack)
         self.counters["batches"] += 1
         if self._samplers is None:
             return self._batch(**request)
+        peer.pending += 1
         self._samplers.submit(self._sample_in_thread, identity, request)
         return None  # the reply comes from a sampler thread, through the main loop
 
@@ -297,26 +417,35 @@ class ReplayServer:
             reply = encode("error", {"code": "rejected", "message": f"sampling failed: {type(exc).__name__}: {exc}", "ref_type": "sample"})
         sender.send_multipart([identity, *reply], copy=False)
 
-    def _on_weights(self, identity: bytes, msg: Message):
+    def _on_weights(self, identity: bytes, head_frame, msg: Message):
         if self.peers[identity].role != "learner":
-            raise ProtocolError("only a learner publishes weights")
+            raise Refused("not_authorised", "only the learner publishes weights")
         version = msg.header.get("version")
-        if not isinstance(version, int):
-            raise ProtocolError("weights need an integer version")
+        if type(version) is not int or version < 0:
+            raise ProtocolError(f"field 'version' must be a non-negative integer, got {version!r:.80}")
+        if identity == self._weights_from and version <= self.weights_version:
+            raise ProtocolError(f"weights version {version} does not go forward (the last was {self.weights_version})")
+        self._weights_from = identity
         self.weights = encode("weights", {"version": version}, msg.arrays)
         self.weights = [bytes(f) for f in self.weights]  # kept for actors that connect later
         self.weights_version = version
         self.publisher.send_multipart(self.weights, copy=False)
         return encode("ack", {"version": version})
 
-    def _on_bye(self, identity: bytes, msg: Message):
+    def _on_bye(self, identity: bytes, head_frame, msg: Message):
         peer = self.peers.pop(identity)
         if peer.role == "learner":
             self.learner_seen = -float("inf")
         else:
             self.actor_seen.pop(peer.name, None)
-        log.info("%s %r said goodbye", peer.role, peer.name)
+        self.peer_log(logging.INFO, "%s %r said goodbye", peer.role, peer.name)
         return None
+
+    def _forget_peers(self, now: float, older_than: float) -> None:
+        for identity in [i for i, p in self.peers.items() if now - p.last_seen > older_than]:
+            del self.peers[identity]
+        for name in [n for n, t in self.actor_seen.items() if now - t > older_than]:
+            del self.actor_seen[name]
 
     # -- liveness ------------------------------------------------------------------------------------
     def _status(self) -> dict:
@@ -340,9 +469,8 @@ class ReplayServer:
                 log.warning("no actor is alive (none heard from for %.1f s)", self.transport.peer_timeout_s)
             self._alive_state = alive
         now = time.monotonic()
-        forget = 10 * self.transport.peer_timeout_s  # connections replaced by a reconnect, or peers gone for good
-        for identity in [i for i, p in self.peers.items() if now - p.last_seen > forget]:
-            del self.peers[identity]
+        # Connections replaced by a reconnect, or peers gone for good (and the names they used).
+        self._forget_peers(now, older_than=10 * self.transport.peer_timeout_s)
         if now - self._last_report > 10.0:
             self._last_report = now
             log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served (%d gathered again), "
