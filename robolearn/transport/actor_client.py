@@ -241,7 +241,8 @@ class ActorClient:
                     if item is None:
                         break
                     seq, arrays = item
-                    frames = encode("chunk", {"name": self.name, "seq": seq, "demo": self.demo}, arrays, self.compress, self.cfg.jpeg_quality)
+                    frames = encode("chunk", {"name": self.name, "seq": seq + self._seq_offset, "demo": self.demo}, arrays,
+                                    self.compress, self.cfg.jpeg_quality)
                     in_flight[seq] = frames
                     self._send(dealer, frames)
                     self.stats["chunks_sent"] += 1
@@ -268,7 +269,12 @@ class ActorClient:
             self._update_status(h)
         if msg.type == "welcome":
             self.connected = True
-            next_seq = int(h["next_seq"])
+            if self._seq_offset is None:
+                # This client's first welcome: the server may already hold chunks under this name (an actor
+                # restarted under its old name). Our chunks are numbered on from there, not from 0, so none
+                # is taken for a duplicate of its predecessor's.
+                self._seq_offset = int(h["next_seq"])
+            next_seq = int(h["next_seq"]) - self._seq_offset
             for seq in [s for s in in_flight if s < next_seq]:
                 del in_flight[seq]  # stored before the reconnect
             self._acknowledged(next_seq - 1)
@@ -277,12 +283,13 @@ class ActorClient:
                 self.stats["resent"] += 1
             log.info("actor %s: connected to replay server %s (%d chunks resent)", self.name, h.get("epoch"), len(in_flight))
         elif msg.type == "ack":
-            for seq in [s for s in in_flight if s <= h["seq"]]:
+            acked = h["seq"] - self._seq_offset
+            for seq in [s for s in in_flight if s <= acked]:
                 del in_flight[seq]
                 self.stats["acked"] += 1
-            self._acknowledged(h["seq"])
+            self._acknowledged(acked)
         elif msg.type == "resend":
-            for seq in sorted(s for s in in_flight if s >= h["seq"]):
+            for seq in sorted(s for s in in_flight if s >= h["seq"] - self._seq_offset):
                 self._send(dealer, in_flight[seq])
                 self.stats["resent"] += 1
         elif msg.type == "weights":
@@ -330,6 +337,7 @@ class ActorClient:
                 self._weights = (version, msg.arrays)
 
     _applied_version = -1
+    _seq_offset: int | None = None  # the server's next sequence number for our name at our first welcome
 
     def applied(self, version: int) -> None:
         """The control loop applied weights of this version (older broadcasts are ignored from now on)."""
