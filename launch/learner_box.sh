@@ -3,10 +3,12 @@
 #   python3 -m robolearn.transport.keys keys/          # once; copy keys/actor.key_secret + keys/server.key to the robot PC
 #   BIND=0.0.0.0 RUN_DIR=runs/robot1 bash launch/learner_box.sh [overrides shared with the actor]
 # Ports 5555 (requests) and 5556 (weights) must be open to the robot PC. See docs/remote.md.
+# The real-arm config, as launch/robot_actor.sh uses (no sim demos; pass server.demos=<recorded demos> to mix some in).
+# With learner.min_transitions=1000 at the arm's ~8-10 env steps/s, the first update comes ~2 minutes in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-runs/remote_$(date +%Y-%m-%d_%H-%M-%S)}
-common=(transport=remote "transport.host=${BIND:-0.0.0.0}" "transport.curve_keys=${KEYS:-keys}" "run_dir=$RUN_DIR" "$@")
+common=(--config-name "${CONFIG:-async_real_fake}" transport=remote "transport.host=${BIND:-0.0.0.0}" "transport.curve_keys=${KEYS:-keys}" "run_dir=$RUN_DIR" "$@")
 mkdir -p "$RUN_DIR"
 python3 -m robolearn.replay_server "${common[@]}" > "$RUN_DIR/replay_server.log" 2>&1 &
 server=$!

@@ -1,7 +1,7 @@
 """Calibrate a camera of the real-robot setup (implementation: hardware/tracking/calibration.py).
 
-    python -m robolearn.calibrate setup=bench_1 camera=front                       # live, ChArUco board
-    python -m robolearn.calibrate setup=bench_1 camera=front intrinsics=device     # RealSense intrinsics
+    python -m robolearn.calibrate setup=bench_1 camera_name=front                       # live, ChArUco board
+    python -m robolearn.calibrate setup=bench_1 camera_name=front intrinsics=device     # RealSense intrinsics
     python -m robolearn.calibrate setup=bench_1 images=shots/ extrinsics_images=shots/static/
 
 Writes <calibration_dir>/<setup>/<camera>.yaml; point env.hardware.tracker.calibration at it.
@@ -62,20 +62,20 @@ def run(cfg: DictConfig, say=print) -> dict:
     if cfg.intrinsics not in INTRINSICS:
         raise ConfigError(f"invalid value for intrinsics: {cfg.intrinsics!r} (one of {list(INTRINSICS)})")
     target = CalibrationTarget(**OmegaConf.to_container(cfg.target, resolve=True))
-    path = calibration_path(cfg.calibration_dir, cfg.setup, cfg.camera)
+    path = calibration_path(cfg.calibration_dir, cfg.setup, cfg.camera_name)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     # Only the cameras matter here; the tracker may name the very file this run is about to write.
     env_cfg.setdefault("hardware", {})["tracker"] = {"kind": "none"}
     env_cfg["privileged"] = False
     hw = load_hardware_config(load_env_config(env_cfg))
-    if cfg.camera not in hw.cameras:
-        raise ConfigError(f"invalid value for camera: {cfg.camera!r} (configured cameras: {sorted(hw.cameras)})")
+    if cfg.camera_name not in hw.cameras:
+        raise ConfigError(f"invalid value for camera_name: {cfg.camera_name!r} (configured cameras: {sorted(hw.cameras)})")
     camera = None
     if not cfg.images or (cfg.extrinsics and not cfg.extrinsics_images) or cfg.intrinsics == "device":
-        camera = make_camera(cfg.camera, hw.cameras[cfg.camera], MonotonicClock())
+        camera = make_camera(cfg.camera_name, hw.cameras[cfg.camera_name], MonotonicClock())
         camera.start()
-        camera.wait_first_frame(max(2.0, hw.cameras[cfg.camera].timeout_s))
-    result: dict = {"setup": cfg.setup, "camera": cfg.camera, "file": str(path)}
+        camera.wait_first_frame(max(2.0, hw.cameras[cfg.camera_name].timeout_s))
+    result: dict = {"setup": cfg.setup, "camera": cfg.camera_name, "file": str(path)}
     try:
         if cfg.intrinsics == "charuco":
             images = read_images(cfg.images) if cfg.images else capture(camera, int(cfg.views), float(cfg.capture_every_s), say)
@@ -83,7 +83,7 @@ def run(cfg: DictConfig, say=print) -> dict:
             result["intrinsics"] = {"source": "charuco", "views": len(images), "rms_px": round(rms, 4)}
         elif cfg.intrinsics == "device":
             if camera.intrinsics is None:
-                raise ConfigError(f"invalid value for intrinsics: 'device' (camera {cfg.camera!r} ({camera.kind}) reports no intrinsics; use charuco)")
+                raise ConfigError(f"invalid value for intrinsics: 'device' (camera {cfg.camera_name!r} ({camera.kind}) reports no intrinsics; use charuco)")
             size, K, dist = intrinsics_from_device(camera.intrinsics)
             result["intrinsics"] = {"source": "device"}
         else:

@@ -47,8 +47,10 @@ def run(cfg: DictConfig, say=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint)}
+    preflight_options = options_from(cfg.preflight)  # settings first, then the checkpoint, then anything that moves
+    check_checkpoint(cfg.checkpoint, env_cfg)  # before the pre-flight, whose self-test moves the wrist
     if cfg.preflight.run:
-        report = run_preflight(env_cfg, options_from(cfg.preflight), say=lambda msg: None)
+        report = run_preflight(env_cfg, preflight_options, say=lambda msg: None)
         say(report.render())
         result["preflight"] = report.as_dict()
         if not report.ok:
@@ -95,6 +97,16 @@ def run(cfg: DictConfig, say=print) -> dict:
     result.update(report.as_dict())
     (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def check_checkpoint(path, env_cfg: dict) -> None:
+    """Refuse a checkpoint made for another observation/action spec from the env's contract alone,
+    before any driver connects or anything moves (CheckpointError names both specs)."""
+    from robolearn.checkpoint import load_policy_checkpoint
+    from robolearn.spec import EnvSpec
+
+    contract = EnvSpec.from_config(env_cfg)
+    load_policy_checkpoint(path, contract.observation_space(), contract.action_space())
 
 
 def run_online(cfg: DictConfig, env_cfg: dict, say=print) -> dict:

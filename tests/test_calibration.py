@@ -146,3 +146,13 @@ def test_the_calibrate_command_writes_a_setup_file_from_image_folders(tmp_path):
     assert saved.image_size == SIZE
     np.testing.assert_allclose(saved.camera_matrix[0, 0], K[0, 0], rtol=0.02)
     np.testing.assert_allclose(saved.base_from_camera[:3, 3], base_from_camera[:3, 3], atol=0.03)
+
+
+def test_the_calibrate_command_takes_the_camera_name_from_the_command_line():
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="calibrate", overrides=["setup=bench_1", "camera_name=wrist"])  # `camera=` is the kinds group
+    assert cfg.camera_name == "wrist" and "wrist" in cfg.env.hardware.cameras

@@ -169,11 +169,18 @@ def test_bad_settings_are_refused_naming_them(tmp_path):
         run(deploy_config("checkpoint=x", "+preflight.camera_windw_s=1", f"output_dir={tmp_path}"))
 
 
-def test_a_checkpoint_for_another_spec_is_refused_before_anything_moves(checkpoint, tmp_path):
+def test_a_checkpoint_for_another_spec_is_refused_before_anything_moves(checkpoint, tmp_path, monkeypatch):
+    import hardware.preflight
+    import robolearn.envs
     from robolearn.checkpoint import CheckpointError
     from robolearn.deploy import run
 
+    def must_not_run(*_a, **_kw):
+        raise AssertionError("the pre-flight (which moves the wrist) or the env ran before the checkpoint was checked")
+
+    monkeypatch.setattr(hardware.preflight, "run_preflight", must_not_run)
+    monkeypatch.setattr(robolearn.envs, "make_env", must_not_run)
     cfg = deploy_config(f"checkpoint={checkpoint}", "env.robot=fr3", "env.cameras=[{name: front, width: 84, height: 84}]",
-                        "env.hardware.loop.clock=virtual", "preflight.run=false", "resets=unattended", f"output_dir={tmp_path}")
+                        "env.hardware.loop.clock=virtual", "preflight.run=true", "resets=unattended", f"output_dir={tmp_path}")
     with pytest.raises(CheckpointError, match="different observation/action spec"):
         run(cfg, say=lambda m: None)
