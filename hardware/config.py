@@ -127,8 +127,8 @@ class SafetyConfig:
     workspace_min: list[float] = field(default_factory=lambda: [0.15, -0.6, -0.05])
     workspace_max: list[float] = field(default_factory=lambda: [0.85, 0.6, 0.9])
     workspace_breach_m: float = 0.02
-    # No fresh command for this long while moving: stop, then latch a fault.
-    watchdog_timeout_s: float = 0.15
+    # No fresh command for this long after the last one, while moving: stop, then latch a fault.
+    watchdog_timeout_s: float = 0.18  # + a poll: trips within two control periods of the last command
     watchdog_poll_s: float = 0.005
     max_state_age_s: float = 0.05  # older robot state is a fault
     # Velocity mode: a joint that lags its command by more than the tolerance for this long is a fault.
@@ -272,10 +272,10 @@ def _check_safety(s: SafetyConfig, env_cfg: EnvConfig) -> None:
     check(s.workspace_breach_m >= 0, "env.hardware.safety.workspace_breach_m", s.workspace_breach_m, "must be >= 0")
     # The watchdog must not fire between two on-time commands.
     check(
-        s.watchdog_timeout_s > period,
+        period < s.watchdog_timeout_s and s.watchdog_timeout_s + s.watchdog_poll_s <= 2 * period + 1e-9,
         "env.hardware.safety.watchdog_timeout_s",
         s.watchdog_timeout_s,
-        f"must exceed the control period {period:.3f} s",
+        f"must exceed the control period {period:.3f} s, and with a poll ({s.watchdog_poll_s} s) stay within two periods ({2 * period:.3f} s)",
     )
     check(0 < s.watchdog_poll_s < s.watchdog_timeout_s, "env.hardware.safety.watchdog_poll_s", s.watchdog_poll_s, "must be positive and below watchdog_timeout_s")
     check(s.max_state_age_s > 0, "env.hardware.safety.max_state_age_s", s.max_state_age_s, "must be positive")

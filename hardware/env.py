@@ -190,8 +190,8 @@ class RealRobotEnv(gym.Env):
         truncated = bool(not terminated and (self._steps >= self.cfg.max_episode_steps or safety.latched))
         if terminated or truncated:
             safety.hold()  # between episodes the arm rests and the watchdog is disarmed
-        else:
-            safety.kick()  # the loop is alive: the agent now has until the watchdog timeout to act
+        # Otherwise the command stands until the next step's: the watchdog counts from it, so the agent's
+        # time counts against watchdog_timeout_s (two control periods by default).
         info = self._info(terms, success, known, obs_info, tick, agent_s)
         info["executed_action"] = executed
         self._returned_at = self.clock.now()

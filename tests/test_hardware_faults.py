@@ -291,7 +291,7 @@ def test_camera_fault_latches_the_estop_and_the_env_refuses_to_reset_until_clear
 def test_frame_gap_is_counted_and_reported_not_fatal(env):
     env.step(SLOW_SPIN)
     env.cameras["front"].drop_frames(3)
-    time.sleep(0.1)
+    time.sleep(0.05)  # with the step's wait for its tick, > 3 frames (100 ms); the agent's time stays inside the watchdog
     *_, info = env.step(SLOW_SPIN)
     front = info["cameras"]["front"]
     assert front["dropped_total"] == 3
@@ -325,7 +325,7 @@ def test_a_camera_stalling_behind_stale_robot_state_keeps_the_arm_latched(env):
 def test_stale_frame_is_flagged_in_info_not_fatal(env):
     env.step(SLOW_SPIN)
     env.cameras["front"].stall()
-    time.sleep(0.12)  # older than max_age_s (0.1 s), younger than timeout_s (0.3 s)
+    time.sleep(0.04)  # + the step's wait for its tick: older than max_age_s (0.1 s), younger than timeout_s (0.3 s)
     *_, info = env.step(SLOW_SPIN)
     assert info["cameras"]["front"]["stale"] and info["cameras"]["front"]["age_ms"] > 100
     assert not info["cameras"]["wrist"]["stale"]
@@ -337,8 +337,10 @@ def test_stale_frame_is_flagged_in_info_not_fatal(env):
 
 def test_loop_overrun_is_counted_and_the_schedule_reanchors(env):
     env.step(SLOW_SPIN)
-    time.sleep(0.13)  # the agent took longer than a period (still inside the watchdog timeout)
-    *_, late = env.step(SLOW_SPIN)
+    time.sleep(0.08)
+    env.step(SLOW_SPIN)  # commands go out 80 ms after each tick ...
+    time.sleep(0.13)  # ... then the agent takes longer than a period: a missed deadline, ~150 ms after the
+    *_, late = env.step(SLOW_SPIN)  # last command, inside the watchdog timeout (180 ms)
     *_, next_ = env.step(SLOW_SPIN)
     assert late["timing"]["deadline_missed"] and late["timing"]["deadline_misses"] == 1
     assert not next_["timing"]["deadline_missed"]  # no burst of catch-up steps after the overrun

@@ -279,7 +279,77 @@ def test_workspace_clips_then_a_real_breach_stops():
     assert not layer.latched
 
 
+def test_a_tight_loop_never_exceeds_the_acceleration_limit_and_faster_than_the_driver_is_refused():
+    clock, driver, layer = rig()
+    a = layer.limits.acceleration[1]
+    layer.command_velocity([0.0] * 7)  # at rest
+    times, speeds = [clock.now()], [0.0]
+    for i in range(400):
+        clock.advance(0.0005 if i % 3 == 0 else 0.001)  # a caller in a tight loop, some commands too close together
+        if layer.command_velocity([0, 1.0, 0, 0, 0, 0, 0]):
+            times.append(clock.now())
+            speeds.append(sent_values(driver)[1])
+    accel = np.diff(speeds) / np.diff(times)
+    assert accel.max() <= a * (1 + 1e-6)  # the old 1 ms floor let 0.25 ms commands reach 4x
+    assert speeds[-1] <= a * (times[-1] - times[0]) + 1e-9
+    assert layer.counters["too_fast"] > 0 and not layer.latched
+
+
+def test_the_rate_limit_scales_the_whole_command_and_keeps_its_direction():
+    clock, driver, layer = rig()
+    layer.command_velocity([0.0] * 7)
+    clock.advance(PERIOD)
+    request = np.array([0.8, 0.8, 0.0, -0.8, 0.0, 0.8, 0.8])  # joints with different acceleration limits
+    layer.command_velocity(request)
+    sent = sent_values(driver)
+    assert np.linalg.norm(sent) < np.linalg.norm(request)  # limited ...
+    np.testing.assert_allclose(sent / np.linalg.norm(sent), request / np.linalg.norm(request), atol=1e-9)  # ... not bent
+    assert np.all(np.abs(sent) / PERIOD <= np.array(layer.limits.acceleration) + 1e-9)
+
+
+def test_workspace_scaling_and_the_rate_limit_compose_within_the_acceleration_limit():
+    home_z = PANDA.tcp_position(PANDA.home)[2]
+    top = home_z + 0.04
+    clock, driver, layer = rig(workspace_max=[0.85, 0.6, top])
+    up = 0.5 * _tcp_up_direction()
+    amax = np.array(layer.limits.acceleration)
+    previous = np.zeros(7)
+    for _ in range(40):  # full speed at the face: the workspace cuts the speed, the rate limit bounds the cut
+        step(clock, layer, up)
+        sent = sent_values(driver) if driver.last_command else np.zeros(7)
+        assert np.all(np.abs(sent - previous) / PERIOD <= amax * (1 + 1e-6)), np.abs(sent - previous) / PERIOD / amax
+        previous = sent
+    assert layer.counters["workspace_clipped"] > 0 and not layer.latched
+
+
+def test_a_stuck_sequence_number_is_stale_state_even_with_a_fresh_timestamp(monkeypatch):
+    clock, driver, layer = rig()
+    step(clock, layer, [0.1] * 7)
+    frozen = driver.read_state()
+    real_read = driver.read_state
+
+    def restamped():
+        state = real_read()
+        state.seq = frozen.seq  # a driver thread that re-stamps the last sample instead of reading a new one
+        return state
+
+    monkeypatch.setattr(driver, "read_state", restamped)
+    for _ in range(3):
+        clock.advance(0.02)
+        layer.poll()
+    assert layer.fault is not None and layer.fault.kind == "stale" and "sequence number stuck" in layer.fault.message
+
+
 # -- layer 6: watchdog ---------------------------------------------------------------------------------
+def test_the_watchdog_trips_within_two_control_periods_of_the_last_command():
+    clock, driver, layer = rig()
+    step(clock, layer, [0.3, 0, 0, 0, 0, 0, 0])
+    sent_at = clock.now() - PERIOD
+    while not layer.latched:
+        clock.advance(layer.limits.watchdog_poll)
+        layer.poll()  # the watchdog thread's check, on the virtual clock
+    assert layer.fault.layer == "watchdog"
+    assert clock.now() - sent_at <= 2 * PERIOD + 1e-9
 def test_watchdog_stops_then_latches_when_commands_stop():
     clock, driver, layer = rig()
     for _ in range(5):

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 COUNTERS = (
     "commands",  # commands offered to the layer (velocity, torque, gripper)
     "sent",  # commands that reached the driver
+    "too_fast",  # refused: closer to the last command than the driver's command period (the last one stays in effect)
     "ignored_while_latched",
     "input_rejected",  # layer 1
     "clamped",  # layer 2

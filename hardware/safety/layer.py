@@ -7,8 +7,8 @@
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
 5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
    command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
-6. Watchdog: no fresh command (or `kick()` from a live control loop, as RTDE's kickWatchdog) within the
-   timeout while moving -> stop (the vendor ramps to rest), then fault. A thread checks it, independent
+6. Watchdog: no fresh command within the timeout (counted from the last command sent, so the policy's own
+   time counts against it) while moving -> stop (the vendor ramps to rest), then fault. A thread checks it, independent
    of the policy loop; the vendor's own watchdog backs it up.
 7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
    `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
@@ -80,10 +80,10 @@ class SafetyLayer:
         self._prev = [0.0] * n  # last command sent
         self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
         self._t_prev = 0.0  # when the last command was sent
-        self._t_alive = 0.0  # ... or the control loop last said it is alive (kick)
         self._armed = False  # a motion command is in effect: the watchdog is watching
         self._gripper_sent: float | None = None  # last gripper command that reached the driver (-1..1)
         self._lagging_since: list[float | None] = [None] * n
+        self._seq, self._seq_since = None, 0.0  # the driver's sample number, and since when it has not changed
         self._stop_thread = threading.Event()
         self._thread: threading.Thread | None = None
         if watchdog_thread:
@@ -167,7 +167,9 @@ class SafetyLayer:
                 self._prev_rate = [0.0] * n
             elif self._check_tracking(state.dq.tolist(), now):
                 return False
-            dt = min(max(now - self._t_prev, 1e-3), L.nominal_period) if self._mode == _VELOCITY else L.nominal_period
+            dt = self._interval(now, _VELOCITY)
+            if dt is None:
+                return False
 
             # 2. Clamp.
             vmax = L.velocity
@@ -179,22 +181,6 @@ class SafetyLayer:
                 elif v[i] < -vmax[i]:
                     v[i] = -vmax[i]
                     clamped.append(i)
-            # 3. Rate limit: acceleration, and change of acceleration (jerk), against the last command.
-            prev, prev_rate, amax, jmax = self._prev, self._prev_rate, L.acceleration, L.jerk
-            rate = [0.0] * n
-            limited = []
-            for i in range(n):
-                a = (v[i] - prev[i]) / dt
-                lo, hi = max(-amax[i], prev_rate[i] - jmax[i] * dt), min(amax[i], prev_rate[i] + jmax[i] * dt)
-                if a > hi or a < lo:
-                    a = hi if a > hi else lo
-                    limited.append(i)
-                    v[i] = prev[i] + a * dt
-                    if v[i] > vmax[i]:
-                        v[i] = vmax[i]
-                    elif v[i] < -vmax[i]:
-                        v[i] = -vmax[i]
-                rate[i] = a
             # 4./5. A joint past its soft limit or the TCP out of the box latches.
             p = self._position_ok(q, now)
             if p is None:
@@ -216,11 +202,39 @@ class SafetyLayer:
                 if cap != x:
                     v[i] = cap
                     tapered.append(i)
-            # 5. Scale the command so the TCP stays in the box over the horizon.
+            # 5. Scale the command so the TCP stays in the box over the horizon (before the rate limit, so
+            #    the two compose: the rate limit has the last word on acceleration).
             scale = self._workspace_scale(q, p, v)
             if scale < 1.0:
                 for i in range(n):
                     v[i] *= scale
+            # 3. Rate limit: acceleration, and change of acceleration (jerk), against the last command. The
+            #    change is scaled as a whole (clipping joint by joint would bend the commanded direction);
+            #    zero acceleration is always allowed, so the jerk limit never forces speeding up.
+            prev, prev_rate, amax, jmax = self._prev, self._prev_rate, L.acceleration, L.jerk
+            fraction = 1.0
+            limited = []
+            for i in range(n):
+                a = (v[i] - prev[i]) / dt
+                lo, hi = min(0.0, max(-amax[i], prev_rate[i] - jmax[i] * dt)), max(0.0, min(amax[i], prev_rate[i] + jmax[i] * dt))
+                if a > hi:
+                    fraction = min(fraction, hi / a)
+                    limited.append(i)
+                elif a < lo:
+                    fraction = min(fraction, lo / a)
+                    limited.append(i)
+            rate = [0.0] * n
+            for i in range(n):
+                if fraction < 1.0:
+                    v[i] = prev[i] + (v[i] - prev[i]) * fraction
+                rate[i] = (v[i] - prev[i]) / dt
+            # 4. Never more toward a limit than the horizon can cover (a hard cap, after the rate limit).
+            for i in range(n):
+                if v[i] > 0.0 and v[i] * h > qmax[i] - q[i]:
+                    v[i] = max(0.0, (qmax[i] - q[i]) / h)
+                    rate[i] = (v[i] - prev[i]) / dt
+                elif v[i] < 0.0 and -v[i] * h > q[i] - qmin[i]:
+                    v[i] = -max(0.0, (q[i] - qmin[i]) / h)
                     rate[i] = (v[i] - prev[i]) / dt
             return self._send(_VELOCITY, v, rate, now, clamped, limited, tapered, scale)
 
@@ -236,7 +250,9 @@ class SafetyLayer:
             q, dq = state.q.tolist(), state.dq.tolist()
             if self._mode != _TORQUE:
                 self._prev = [0.0] * n  # torque commands start from gravity compensation only
-            dt = min(max(now - self._t_prev, 1e-3), L.nominal_period) if self._mode == _TORQUE else L.nominal_period
+            dt = self._interval(now, _TORQUE)
+            if dt is None:
+                return False
             # 2. Clamp.
             tmax = L.torque
             clamped = []
@@ -333,13 +349,6 @@ class SafetyLayer:
             except Exception as exc:
                 self._driver_fault(f"stop failed: {_driver_message(exc)}", self.clock.now())
 
-    def kick(self) -> None:
-        """The control loop is alive and the command in effect still stands: refresh the watchdog.
-        The env kicks at the end of every step, so the agent's own time counts against the timeout."""
-        with self._lock:
-            if self._armed:
-                self._t_alive = self.clock.now()
-
     def read_state(self):
         """The driver's state, checked for staleness and driver faults (latching as commands do)."""
         with self._lock:
@@ -366,7 +375,7 @@ class SafetyLayer:
                 return
             now = self.clock.now()
             if self._armed:
-                age = now - self._t_alive
+                age = now - self._t_prev  # from the last command: the policy's time counts, kicks do not extend it
                 if age > self.limits.watchdog_timeout:
                     self.counters["watchdog_trips"] += 1
                     self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms (limit {self.limits.watchdog_timeout * 1000:.0f} ms)", now)
@@ -431,6 +440,18 @@ class SafetyLayer:
             return None
         return v
 
+    def _interval(self, now: float, mode: str) -> float | None:
+        """The real time since the last command, for the rate limits (no floor: a caller in a tight loop
+        gets amax * its real interval per command, never more); None for a command closer to the last
+        one than the driver's command period (refused, counted; the last command stays in effect)."""
+        if self._mode != mode:
+            return self.limits.nominal_period  # (re)starting from the measured motion
+        dt = now - self._t_prev
+        if dt < self.limits.min_command_interval:
+            self.counters["too_fast"] += 1
+            return None
+        return min(dt, self.limits.nominal_period)
+
     def _state(self, now: float):
         try:
             state = self.driver.read_state()
@@ -445,6 +466,14 @@ class SafetyLayer:
         if age > self.limits.max_state_age:
             self.counters["stale_state"] += 1
             self._latch("state", "stale", f"robot state is {age * 1000:.0f} ms old (limit {self.limits.max_state_age * 1000:.0f} ms, seq {state.seq})", now)
+            return None
+        # A sample re-stamped with a fresh host time but a stuck sequence number is just as stale.
+        if state.seq != self._seq:
+            self._seq, self._seq_since = state.seq, now
+        elif now - self._seq_since > self.limits.max_state_age:
+            self.counters["stale_state"] += 1
+            self._latch("state", "stale", f"robot state sequence number stuck at {state.seq} for {(now - self._seq_since) * 1000:.0f} ms "
+                                          f"(limit {self.limits.max_state_age * 1000:.0f} ms) although its timestamp is fresh", now)
             return None
         return state
 
@@ -520,7 +549,7 @@ class SafetyLayer:
         self._prev = values
         if rate is not None:
             self._prev_rate = rate
-        self._t_prev = self._t_alive = now
+        self._t_prev = now
         self._armed = True
         if clamped or limited or tapered or braked or scale < 1.0:
             self._report(mode, now, clamped, limited, tapered, scale, braked)

@@ -37,6 +37,7 @@ class SafetyLimits:
     tracking_timeout: float  # s
     horizon: float  # s: how long the vendor may execute one command (the workspace/limit look-ahead)
     nominal_period: float  # s: the command period rate limits are computed over, at most
+    min_command_interval: float = 0.001  # s: commands closer together than the driver takes them (1 kHz) are refused
 
     @classmethod
     def from_config(
