@@ -13,6 +13,12 @@ waits, reporting it, until the link is back; then it starts a new episode (a rea
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a SIGTERM while starting (a whole run stopped as it starts) ends cleanly: nothing is produced yet
+    import signal as _signal
+    import sys as _sys
+
+    _signal.signal(_signal.SIGTERM, lambda *_: _sys.exit(0))
+
 import logging
 import signal
 import threading
@@ -28,6 +34,7 @@ from robolearn.allocator import keep_freed_memory
 from robolearn.agents import DrQAgent
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
+from robolearn.signals import ignore_late_stop_signals
 from robolearn.train import agent_config
 from robolearn.transport.actor_client import ActorClient, TransportFatal
 from robolearn.transport.config import load_transport_config
@@ -183,6 +190,7 @@ def main(cfg: DictConfig) -> None:
         acknowledged = actor.close()
     result.update(transitions_sent=actor.client.stats["transitions"], all_acknowledged=acknowledged)
     print(f"actor {actor.name} finished: {result}")
+    ignore_late_stop_signals()
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def run(cfg: DictConfig) -> dict:
         common = base + ports
         procs["learner"] = _start("robolearn.learner", name, common, run_dir / "learner.log")
         for i in range(cfg.actors):
+            # Each actor's spill dir is in the run: what it leaves unacknowledged is sent by the next run in this dir.
             procs[f"actor{i}"] = _start("robolearn.actor", name, common + [f"actor.name=actor{i}", f"actor.seed={cfg.seed * 1000 + i}",
+                                                                       f"transport.spill_dir={run_dir / 'spill' / f'actor{i}'}",
                                                                        "progress=false"], run_dir / f"actor{i}.log")
         log.info("async training in %s: replay server, learner, %d actors (logs: %s/*.log)", run_dir, cfg.actors, run_dir)
         while not stop["flag"]:
@@ -82,12 +84,18 @@ def run(cfg: DictConfig) -> dict:
                     raise RoleFailed(f"{role} exited with code {proc.returncode} (see {run_dir / (role + '.log')})")
             time.sleep(0.5)
     finally:
-        _stop_all(procs)
+        _stop_all(procs, signalled=stop["flag"])
     return {role: proc.returncode for role, proc in procs.items()}
 
 
-def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    """Actors first (they flush what they hold), then the learner, then the server."""
+def _stop_all(procs: dict[str, subprocess.Popen], signalled: bool = False, grace_s: float = 20.0) -> None:
+    """Actors first (they flush what they hold), then the learner, then the server. After a signal, which a
+    SIGTERM to the process group (timeout, a scheduler) delivered to every role too, they get `grace_s` to
+    finish on their own before anything is sent to them."""
+    if signalled:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
+            time.sleep(0.1)
     order = [r for r in procs if r.startswith("actor")] + [r for r in ("learner", "replay_server") if r in procs]
     for role in order:
         proc = procs[role]

@@ -28,6 +28,7 @@ from robolearn.agents import DrQAgent
 from robolearn.allocator import keep_freed_memory
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.paths import CONFIG_DIR
+from robolearn.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
 from robolearn.train import TrainingDiverged, agent_config, pick_device
 from robolearn.transport.config import load_transport_config
@@ -164,6 +165,7 @@ def main(cfg: DictConfig) -> None:
     finally:
         learner.close()
     print(f"learner finished: {result}")
+    ignore_late_stop_signals()
 
 
 if __name__ == "__main__":

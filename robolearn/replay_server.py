@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.allocator import keep_freed_memory
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay import ReplayStorage
+from robolearn.signals import ignore_late_stop_signals
 from robolearn.agents.pretrained import learning_space
 from robolearn.spec import EnvSpec
 from robolearn.transport.config import load_transport_config
@@ -52,13 +53,15 @@ def main(cfg: DictConfig) -> None:
         # are handed back and faulted in again: ~25 page faults and ~30% more CPU per chunk measured here.
         keep_freed_memory()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.stop())
+        # Drain first: a SIGTERM to the whole run reaches the actors too, and they flush what they hold.
+        signal.signal(sig, lambda *_: server.stop(drain_s=server.cfg.drain_s))
     try:
         server.serve()
     finally:
         server.close()
     log.info("replay server stopped with %d transitions stored (%d accepted in all, %d duplicates dropped, %d messages rejected)",
              server.storage.num_transitions(), server.storage.transitions_added, server.counters["duplicates"], server.counters["rejected"])
+    ignore_late_stop_signals()
 
 
 if __name__ == "__main__":

@@ -227,3 +227,46 @@ def test_actor_pacing_spaces_steps_on_absolute_deadlines(monkeypatch):
     actor._pace()
     assert round(now["t"], 6) == 105.95  # ... and the next a full period later: no burst of catch-up steps
     assert slept == [0.15, 0.15, 0.2]
+
+
+def test_a_sigterm_to_the_whole_run_stops_every_role_cleanly_and_loses_nothing(tmp_path):
+    """What `timeout` or a cluster scheduler does: SIGTERM to the process group, all roles at once."""
+    import os
+    import re
+    import signal
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "robolearn.async_train", "--config-name", "async_state", f"run_dir={run_dir}", "actors=2",
+           "transport.port=0", "transport.weights_port=0", "server.demos=null", "learner.total_updates=100000",
+           "learner.min_transitions=200", "learner.batch_size=64", "actor.seed_steps=100", "actor.max_steps_per_s=100",
+           "progress=false", "torch_threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        spec = EnvSpec.from_config(config("async_state").env)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:  # until both actors are streaming
+            logs = [run_dir / f"actor{i}.log" for i in range(2)]
+            if all(p.exists() and "connected to replay server" in p.read_text() for p in logs):
+                break
+            time.sleep(0.5)
+        time.sleep(3.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "exit codes {'replay_server': 0, 'learner': 0, 'actor0': 0, 'actor1': 0}" in out, out[-3000:]
+    sent = 0
+    for i in range(2):
+        text = (run_dir / f"actor{i}.log").read_text()
+        found = re.search(r"'transitions_sent': (\d+), 'all_acknowledged': (True|False)", text)
+        assert found, text[-2000:]
+        sent += int(found.group(1))
+        assert found.group(2) == "True", text[-2000:]
+    data = DurableReplay(run_dir / "replay", spec.observation_space(), (spec.action_dim,), ServerConfig(capacity=200_000))
+    try:
+        stored = data.storage.num_transitions()
+    finally:
+        data.close()
+    assert sent > 0 and stored == sent, (stored, sent)  # the server drained while the actors flushed: every one stored once

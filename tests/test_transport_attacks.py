@@ -323,3 +323,59 @@ def test_fuzz_thousands_of_generated_malformed_messages_against_a_server_process
         assert ids == [i for i in range(end) if i % 11], "every acknowledged transition of the good actor, exactly once"
     finally:
         data.close()
+
+
+# -- stopping: nothing produced is lost -------------------------------------------------------------------
+def test_what_an_actor_leaves_unacknowledged_is_sent_first_by_the_next_one(tmp_path):
+    cfg = transport(spill_dir=str(tmp_path / "spill"))
+    with running_server(tmp_path / "srv", cfg) as server:
+        first = ActorClient(cfg, SPACE, ACTION, name="arm")
+        end = stream_episodes(first, 2, 10)
+        wait_for(lambda: first.pending() == 0, what="acknowledged")
+    # The server stopped first (as under a group SIGTERM); the actor goes on producing, then closes.
+    end = stream_episodes(first, 2, 10, first_id=end)
+    assert not first.close(timeout_s=0.5)
+    kept = sorted(p.name for p in (tmp_path / "spill" / "unacknowledged").iterdir())
+    assert kept and all(name.endswith(".chunk") for name in kept)
+    with running_server(tmp_path / "srv", cfg) as server:  # the same replay directory, restarted
+        second = ActorClient(cfg, SPACE, ACTION, name="arm")
+        assert second.restored == len(kept)
+        end = stream_episodes(second, 1, 10, first_id=end)
+        assert second.close(timeout_s=10)
+        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # all of it, each once
+    assert not any((tmp_path / "spill" / "unacknowledged").iterdir())
+
+
+def test_a_chunk_stored_but_never_acknowledged_is_not_stored_twice_by_the_next_actor(tmp_path):
+    cfg = transport(spill_dir=str(tmp_path / "spill"))
+    with running_server(tmp_path / "srv", cfg) as server:
+        first = ActorClient(cfg, SPACE, ACTION, name="arm")
+        end = stream_episodes(first, 2, 10)
+        wait_for(lambda: first.pending() == 0, what="acknowledged")
+        first._stop.set()
+        first._thread.join()
+        # The server stored its last two chunks, but their acknowledgement never arrived before it closed.
+        last = first._seq - 1
+        for local in (last - 1, last):
+            first._in_flight[local] = one_chunk("arm", local + first._seq_offset, 90_000 + 10 * local)
+        first.acked_through = last - 2
+        assert first._keep_unacknowledged() == 2
+        second = ActorClient(cfg, SPACE, ACTION, name="arm")
+        assert second.restored == 2
+        end = stream_episodes(second, 1, 10, first_id=end)
+        assert second.close(timeout_s=10)
+        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # nothing of the restored copies twice
+    assert not any((tmp_path / "spill" / "unacknowledged").iterdir())
+
+
+def test_the_server_drains_on_stop_until_its_actors_said_goodbye(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="late")
+        stream_episodes(actor, 1, 5)
+        wait_for(lambda: actor.pending() == 0, what="connected")
+        server.stop(drain_s=30.0)  # SIGTERM: it goes on serving while the actor finishes
+        end = stream_episodes(actor, 3, 10, first_id=100)
+        assert actor.close(timeout_s=10)
+        wait_for(lambda: server._drained(), timeout_s=5, what="drained once the actor said goodbye")
+        assert max(stored_ids(server.storage)) == end - 1

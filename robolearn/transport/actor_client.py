@@ -7,6 +7,11 @@ server drops duplicates by sequence number), heartbeats, and receives weights.
 
 Unsent chunks wait in an ordered outbox: in memory up to `outbox_mb`, then in spill files on disk, so a
 long outage costs disk space, not data. The order of chunks is kept across memory and disk.
+
+What is still unacknowledged when the client closes (a SIGTERM to the whole run, a server that stopped
+first) is written to `<spill dir>/unacknowledged/`, with the server's sequence numbers where they are
+known, and sent first by the next client with the same name and spill dir: nothing produced is lost,
+and nothing the server already stored is stored twice.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class ActorClient:
         self._seq = 0
         spill = Path(cfg.spill_dir) if cfg.spill_dir else Path(tempfile.gettempdir()) / f"robolearn-spill-{self.name}"
         self.outbox = Outbox(int(cfg.outbox_mb * (1 << 20)), spill)
+        self.unacknowledged_dir = spill / "unacknowledged"
         self.compress = {} if cfg.compression == "none" else {f"obs/{k}": cfg.compression for k, s in observation_space.spaces.items()
                                                                if len(s.shape) == 3 and s.dtype == np.uint8}
         # Shared with the network thread (simple values: assignments are atomic under the GIL).
@@ -112,6 +118,9 @@ class ActorClient:
         self.last_reply = time.monotonic()
         self.acked_through = -1
         self._acked = threading.Condition()  # notified on every acknowledgement (producers waiting for a backlog to drain)
+        self._in_flight: dict[int, list] = {}  # local seq -> frames sent, not yet acknowledged (the network thread's)
+        self._welcomed = False
+        self.restored = self._restore_unacknowledged()
         self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0}
         self._weights: tuple[int, dict[str, np.ndarray]] | None = None
         self._weights_lock = threading.Lock()
@@ -179,10 +188,12 @@ class ActorClient:
         """Send what is left (waiting up to timeout_s for acknowledgements), then stop. True if all was acknowledged."""
         self.flush()
         done = self.wait_for_backlog(0, timeout_s) and self.pending() == 0
-        if not done:
-            log.warning("actor %s: closing with %d chunks unacknowledged (spill dir %s)", self.name, self.pending(), self.outbox.spill_dir)
         self._stop.set()
         self._thread.join(timeout=5.0)
+        if not done and self.pending() > 0:
+            kept = self._keep_unacknowledged()
+            log.warning("actor %s: closing with %d chunks unacknowledged: kept in %s, sent first by the next actor with this "
+                        "name and spill dir", self.name, kept, self.unacknowledged_dir)
         return done
 
     # -- network thread ------------------------------------------------------------------------------
@@ -196,7 +207,7 @@ class ActorClient:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(endpoint(self.cfg.host, self.cfg.weights_port))
         dealer = poller = None
-        in_flight: dict[int, list] = {}
+        in_flight = self._in_flight
         hello_at = last_beat = 0.0
         try:
             while not self._stop.is_set():
@@ -269,14 +280,24 @@ class ActorClient:
             self._update_status(h)
         if msg.type == "welcome":
             self.connected = True
-            if self._seq_offset is None:
+            if not self._welcomed:
+                self._welcomed = True
                 # This client's first welcome: the server may already hold chunks under this name (an actor
                 # restarted under its old name). Our chunks are numbered on from there, not from 0, so none
-                # is taken for a duplicate of its predecessor's.
-                self._seq_offset = int(h["next_seq"])
+                # is taken for a duplicate of its predecessor's; restored chunks keep their numbers.
+                server_next = int(h["next_seq"])
+                if self._seq_offset is None or server_next > self._seq_offset:
+                    if self._seq_offset is not None:  # their acknowledgement was lost: none is sent twice
+                        log.info("actor %s: the server already stored the restored chunks", self.name)
+                        for seq in [s for s in in_flight if s < 0]:
+                            del in_flight[seq]
+                            (self.unacknowledged_dir / f"{seq + self._seq_offset:012d}.chunk").unlink(missing_ok=True)
+                    self._seq_offset = server_next
             next_seq = int(h["next_seq"]) - self._seq_offset
             for seq in [s for s in in_flight if s < next_seq]:
                 del in_flight[seq]  # stored before the reconnect
+                if seq < 0:
+                    (self.unacknowledged_dir / f"{seq + self._seq_offset:012d}.chunk").unlink(missing_ok=True)
             self._acknowledged(next_seq - 1)
             for seq in sorted(in_flight):
                 self._send(dealer, in_flight[seq])
@@ -287,6 +308,8 @@ class ActorClient:
             for seq in [s for s in in_flight if s <= acked]:
                 del in_flight[seq]
                 self.stats["acked"] += 1
+                if seq < 0:  # a restored chunk: its file goes once it is stored
+                    (self.unacknowledged_dir / f"{seq + self._seq_offset:012d}.chunk").unlink(missing_ok=True)
             self._acknowledged(acked)
         elif msg.type == "resend":
             for seq in sorted(s for s in in_flight if s >= h["seq"] - self._seq_offset):
@@ -306,6 +329,60 @@ class ActorClient:
                 self._acked.notify_all()
             log.error("actor %s: %s", self.name, self.fatal)
         return None
+
+    # -- what a previous client left unacknowledged --------------------------------------------------
+    def _restore_unacknowledged(self) -> int:
+        """Load chunks a previous client with this name left unacknowledged: numbered ones (`<server seq>.chunk`)
+        are resent with their numbers first; never-sent ones (`new-<n>.chunk`) join the outbox, numbered after."""
+        directory = self.unacknowledged_dir
+        if not directory.is_dir():
+            return 0
+        numbered = sorted(directory.glob("[0-9]*.chunk"))
+        fresh = sorted(directory.glob("new-*.chunk"))
+        if numbered:
+            seqs = [int(p.stem) for p in numbered]
+            self._seq_offset = seqs[-1] + 1
+            for server_seq, path in zip(seqs, numbered):
+                arrays = decode(unpack_record(path.read_bytes())).arrays
+                self._in_flight[server_seq - self._seq_offset] = encode(
+                    "chunk", {"name": self.name, "seq": server_seq, "demo": self.demo}, arrays, self.compress, self.cfg.jpeg_quality)
+            self.acked_through = -len(numbered) - 1
+        for path in fresh:
+            self.outbox.push(self._seq, decode(unpack_record(path.read_bytes())).arrays)
+            self._seq += 1
+            path.unlink()
+        if numbered or fresh:
+            log.info("actor %s: restored %d unacknowledged chunks from %s", self.name, len(numbered) + len(fresh), directory)
+        return len(numbered) + len(fresh)
+
+    def _keep_unacknowledged(self) -> int:
+        """After the network thread stopped: write every chunk not acknowledged to the unacknowledged dir."""
+        directory = self.unacknowledged_dir
+        kept = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def write(name: str, arrays: dict) -> None:
+            tmp = directory / (name + ".tmp")
+            tmp.write_bytes(pack_record(encode("chunk", {}, arrays)))
+            os.replace(tmp, directory / name)
+
+        for seq in sorted(self._in_flight):
+            if seq <= self.acked_through:
+                continue
+            arrays = decode(self._in_flight[seq]).arrays
+            if seq >= 0 or not (directory / f"{seq + self._seq_offset:012d}.chunk").exists():
+                write(f"{seq + self._seq_offset:012d}.chunk", arrays)
+            kept += 1
+        n = 0
+        while (item := self.outbox.pop()) is not None:
+            seq, arrays = item
+            if self._seq_offset is not None:
+                write(f"{seq + self._seq_offset:012d}.chunk", arrays)  # never sent, but its number is known
+            else:
+                write(f"new-{n:012d}.chunk", arrays)
+                n += 1
+            kept += 1
+        return kept
 
     def _acknowledged(self, seq: int) -> None:
         with self._acked:

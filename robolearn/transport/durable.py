@@ -62,6 +62,7 @@ class ServerConfig:
     max_pending_per_peer: int = 4  # sample requests being gathered for one peer; more are refused
     max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped
     peer_log_per_min: int = 30  # log lines about peers (connections, refusals); the rest are counted
+    drain_s: float = 10.0  # on SIGTERM: serve this long at most while actors (stopped by the same signal) flush
 
 
 class MappedArrays:

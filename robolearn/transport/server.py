@@ -148,6 +148,7 @@ class ReplayServer:
         self._replies.bind(self._replies_endpoint)
         (self.dir / "endpoints.json").write_text(json.dumps({**self.endpoints, "epoch": self.epoch}))
         self._stopping = False
+        self._drain_until = 0.0
         self._last_report = time.monotonic()
         self._alive_state = (None, None)
 
@@ -174,7 +175,7 @@ class ReplayServer:
         end = None if duration_s is None else time.monotonic() + duration_s
         log.info("replay server %s listening on %s (weights on %s)%s", self.epoch, self.endpoints["router"],
                  self.endpoints["weights"], " with CURVE" if self.security else "")
-        while not self._stopping and (end is None or time.monotonic() < end):
+        while not self._drained() and (end is None or time.monotonic() < end):
             events = dict(poller.poll(100))
             if self._replies in events:
                 while True:
@@ -196,8 +197,23 @@ class ReplayServer:
                 self._send_acks()
             self._periodic()
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop serving: at once, or (drain_s > 0, as on SIGTERM) once every actor has said goodbye or
+        drain_s has passed, so actors stopped by the same signal still get their last chunks acknowledged.
+        A second call stops at once."""
+        if self._stopping or drain_s <= 0:
+            self._drain_until = 0.0
+        else:
+            self._drain_until = time.monotonic() + drain_s
+            log.info("replay server stopping: serving up to %.0f s more while actors send what they hold", drain_s)
         self._stopping = True
+
+    def _drained(self) -> bool:
+        if not self._stopping:
+            return False
+        now = time.monotonic()
+        actors_live = any(p.role == "actor" and now - p.last_seen < self.transport.peer_timeout_s for p in self.peers.values())
+        return now >= self._drain_until or not actors_live
 
     def close(self) -> None:
         if self._samplers is not None:
