@@ -50,7 +50,11 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         flush=True,
     )
     trips, timeout = _watchdog(args.trips)
-    print(f"watchdog (timeout {timeout * 1000:.0f} ms): trip after the last command median {statistics.median(trips):.1f} ms, max {max(trips):.1f} ms", flush=True)
+    print(f"watchdog (timeout {timeout * 1000:.0f} ms): trip after the last command median {statistics.median(trips):.1f} ms, max {max(trips):.1f} ms "
+          f"(two control periods: 200 ms)", flush=True)
+    tight = _tight_loop()
+    print(f"tight loop ({tight['commands']} commands in {tight['seconds']:.2f} s, {tight['too_fast']} refused as faster than 1 kHz): "
+          f"peak acceleration {tight['peak_accel_ratio']:.3f} x the limit", flush=True)
     return {
         "benchmark": "control",
         "jitter_p50_ms": round(jitter["p50"], 3),
@@ -60,6 +64,10 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "watchdog_trip_ms": round(max(trips), 2),
         "watchdog_trip_median_ms": round(statistics.median(trips), 2),
         "watchdog_timeout_ms": round(timeout * 1000, 1),
+        "watchdog_trip_periods": round(max(trips) / 100.0, 3),
+        "tight_loop_peak_accel_ratio": round(tight["peak_accel_ratio"], 4),
+        "tight_loop_commands": tight["commands"],
+        "tight_loop_too_fast": tight["too_fast"],
         "control_hz": 10.0,
         "lateness_p99_ms": round(jitter["lateness_p99"], 3),
         "deadline_misses": jitter["misses"],
@@ -137,16 +145,17 @@ class _NullDriver:
 
     kind = "null"
 
-    def __init__(self, robot):
+    def __init__(self, robot, clock):
         from hardware.drivers.base import RobotState
 
-        self.robot = robot
+        self.robot, self.clock = robot, clock
         self.fault = None
         self.is_connected = True
         self.state = RobotState(robot.home.copy(), np.zeros(robot.n_joints), np.zeros(robot.n_joints), 0.04, 0.0, 0)
 
     def read_state(self):
-        self.state.host_time = time.monotonic()
+        self.state.host_time = self.clock.now()
+        self.state.seq += 1  # a new sample every read, as a 1 kHz robot gives
         return self.state
 
     def set_joint_velocity(self, dq):
@@ -163,12 +172,14 @@ def _safety_cost(commands: int) -> dict:
     from hardware.config import SafetyConfig
     from hardware.safety.layer import SafetyLayer
     from hardware.safety.limits import SafetyLimits
-    from hardware.timing import MonotonicClock
+    from hardware.timing import VirtualClock
     from robolearn.robots import PANDA
 
-    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
-    driver = _NullDriver(PANDA)
-    layer = SafetyLayer(driver, limits, MonotonicClock(), watchdog_thread=False)
+    # The null arm never moves: its tracking check runs on every command but must not latch.
+    limits = SafetyLimits.from_config(SafetyConfig(tracking_timeout_s=1e9), PANDA, command_hold_s=0.2, control_hz=10)
+    clock = VirtualClock()  # a control period between commands (outside the timed part): the full path, not refusals
+    driver = _NullDriver(PANDA, clock)
+    layer = SafetyLayer(driver, limits, clock, watchdog_thread=False)
     rng = np.random.default_rng(0)
     # Policy-like commands: mostly inside the limits, some over (clamped), each a fresh array.
     velocity = [rng.uniform(-1.2, 1.2, 7) * np.asarray(limits.velocity) for _ in range(256)]
@@ -177,10 +188,12 @@ def _safety_cost(commands: int) -> dict:
     out = {}
     for name, batch, send in (("velocity", velocity, layer.command_velocity), ("torque", torque, layer.command_torque)):
         for i in range(1000):  # warm up
+            clock.advance(0.1)
             send(batch[i % 256])
         samples = np.empty(commands)
         for i in range(commands):
             command = batch[i & 255]
+            clock.advance(0.1)
             start = timer()
             send(command)
             samples[i] = timer() - start
@@ -203,6 +216,39 @@ def _safety_cost(commands: int) -> dict:
         PANDA.forward_kinematics(PANDA.home)
     out["numpy_fk_us"] = (timer() - start) / 2000 * 1e6
     return out
+
+
+def _tight_loop(seconds: float = 0.5) -> dict:
+    """A caller commanding a step to full speed as fast as it can, on the wall clock: the peak acceleration
+    between commands the driver received, against the layer's limit (the old 1 ms floor on the interval let
+    such a loop reach 4x)."""
+    from hardware.config import FakeOptions, SafetyConfig
+    from hardware.drivers.fake import FakeDriver
+    from hardware.safety.layer import SafetyLayer
+    from hardware.safety.limits import SafetyLimits
+    from hardware.timing import MonotonicClock
+    from robolearn.robots import PANDA
+
+    clock = MonotonicClock()
+    fake = FakeOptions()
+    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver.connect()
+    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
+    layer = SafetyLayer(driver, limits, clock, watchdog_thread=False)
+    command = [0.0] * 6 + [limits.velocity[6]]
+    sent = []
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            if layer.command_velocity(command):
+                # Stamped when the layer admitted it (as its rate limit is): a stamp taken after the call
+                # returns includes whatever preempted us in between.
+                sent.append((layer._t_prev, driver.last_command[1][6]))
+    finally:
+        layer.hold()
+        layer.close()
+    ratio = max(abs(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(sent, sent[1:])) / limits.acceleration[6]
+    return {"commands": len(sent), "seconds": seconds, "too_fast": layer.counters["too_fast"], "peak_accel_ratio": ratio}
 
 
 def _watchdog(trials: int) -> tuple[list[float], float]:
