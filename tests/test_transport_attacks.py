@@ -227,6 +227,23 @@ def test_a_learner_that_never_reads_is_held_to_a_few_requests(tmp_path):
         assert actor.close(timeout_s=10)
 
 
+def test_the_names_persisted_with_the_replay_are_bounded(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg, ServerConfig(capacity=1000, max_actor_names=3)) as server:
+        for i in range(3):
+            p = Peer(cfg)
+            assert p.hello(name=f"arm{i}").type == "welcome"
+            assert p.ask(one_chunk(f"arm{i}", 0, 10 * i)).type == "ack"
+            p.sock.send_multipart(encode("bye", {"name": f"arm{i}"}))
+            p.close()
+        newcomer = Peer(cfg)
+        assert newcomer.hello(name="arm3").header["code"] == "too_many_names"
+        back = Peer(cfg)
+        assert back.hello(name="arm1").type == "welcome"  # a known name is always welcome
+        newcomer.close(), back.close()
+        assert sorted(server.data.next_seq) == ["arm0", "arm1", "arm2"]
+
+
 def test_names_of_actors_gone_for_good_are_forgotten(tmp_path):
     cfg = transport()
     with running_server(tmp_path, cfg) as server:

@@ -58,6 +58,7 @@ class ServerConfig:
     max_batch_mb: float = 512.0  # sample requests whose batch would be larger are refused
     max_name_chars: int = 64  # actor and learner names
     max_actors: int = 64  # live actors at once
+    max_actor_names: int = 2000  # names ever stored under (persisted with their sequence numbers in a 1 MB state slot)
     max_peers: int = 1024  # connections remembered (stale ones are forgotten first)
     max_pending_per_peer: int = 4  # sample requests being gathered for one peer; more are refused
     max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped

@@ -303,6 +303,9 @@ class ReplayServer:
                                          f"({self.transport.peer_timeout_s} s of silence)")
         if role == "learner" and any(p.role == "learner" for _, p in live):
             raise Refused("name_in_use", "a learner is already connected and alive: only one learner publishes weights")
+        if role == "actor" and name not in self.data.next_seq and len(self.data.next_seq) >= self.cfg.max_actor_names:
+            raise Refused("too_many_names", f"{len(self.data.next_seq)} actor names already hold data in this replay "
+                                            f"(server.max_actor_names): reuse a name, or start a new run directory")
         if role == "actor" and identity not in self.peers and sum(p.role == "actor" for _, p in live) >= self.cfg.max_actors:
             raise Refused("too_many_actors", f"{self.cfg.max_actors} actors are live (server.max_actors)")
         if identity not in self.peers and len(self.peers) >= self.cfg.max_peers:
