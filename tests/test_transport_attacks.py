@@ -62,7 +62,7 @@ def png_declaring(shape, real=(12, 12)) -> list:
     ok, buf = cv2.imencode(".png", np.zeros((*real, 3), np.uint8))
     blob = buf.tobytes()
     head = {"v": SCHEMA_VERSION, "type": "chunk", "name": "raw", "seq": 0,
-            "arrays": [["obs/cam", "uint8", list(shape), "png", [len(blob)] * 1]]}
+            "arrays": [["obs/cam", "uint8", list(shape), "png", [len(blob)]]]}
     return [msgpack.packb(head), blob]
 
 

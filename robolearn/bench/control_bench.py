@@ -218,10 +218,8 @@ def _safety_cost(commands: int) -> dict:
     return out
 
 
-def _tight_loop(seconds: float = 0.5) -> dict:
-    """A caller commanding a step to full speed as fast as it can, on the wall clock: the peak acceleration
-    between commands the driver received, against the layer's limit (the old 1 ms floor on the interval let
-    such a loop reach 4x)."""
+def _fake_arm(watchdog_thread: bool):
+    """The configured fake Panda behind a default safety layer, on the wall clock, at 10 Hz."""
     from hardware.config import FakeOptions, SafetyConfig
     from hardware.drivers.fake import FakeDriver
     from hardware.safety.layer import SafetyLayer
@@ -234,7 +232,15 @@ def _tight_loop(seconds: float = 0.5) -> dict:
     driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
-    layer = SafetyLayer(driver, limits, clock, watchdog_thread=False)
+    return driver, SafetyLayer(driver, limits, clock, watchdog_thread=watchdog_thread)
+
+
+def _tight_loop(seconds: float = 0.5) -> dict:
+    """A caller commanding a step to full speed as fast as it can, on the wall clock: the peak acceleration
+    between commands the driver received, against the layer's limit (the old 1 ms floor on the interval let
+    such a loop reach 4x)."""
+    driver, layer = _fake_arm(watchdog_thread=False)
+    clock, limits = layer.clock, layer.limits
     command = [0.0] * 6 + [limits.velocity[6]]
     sent = []
     end = time.monotonic() + seconds
@@ -252,19 +258,8 @@ def _tight_loop(seconds: float = 0.5) -> dict:
 
 
 def _watchdog(trials: int) -> tuple[list[float], float]:
-    from hardware.config import FakeOptions, SafetyConfig
-    from hardware.drivers.fake import FakeDriver
-    from hardware.safety.layer import SafetyLayer
-    from hardware.safety.limits import SafetyLimits
-    from hardware.timing import MonotonicClock
-    from robolearn.robots import PANDA
-
-    clock = MonotonicClock()
-    fake = FakeOptions()
-    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
-    driver.connect()
-    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
-    layer = SafetyLayer(driver, limits, clock, watchdog_thread=True)
+    driver, layer = _fake_arm(watchdog_thread=True)
+    limits = layer.limits
     spin = [0.0] * 6 + [0.3]  # flange roll: moves the arm, not the TCP
     trips = []
     try:
