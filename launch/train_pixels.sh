@@ -20,9 +20,17 @@ for seed in ${SEEDS:-1 2 3}; do
 done
 wait "${pids[@]}"
 python3 -m robolearn.plots "$RUNS"/seed*/ --out "$RUNS/success.svg" --title "pixels: frozen pretrained encoder + asymmetric critic"
+# The re-evaluations run side by side (one torch thread each); REEVAL="best.pt checkpoint.pt" for both.
 for seed in ${SEEDS:-1 2 3}; do
-  for which in best.pt checkpoint.pt; do
-    echo "seed $seed $which: $(python3 -m robolearn.eval policy=checkpoint policy.path="$RUNS/seed$seed/$which" episodes=50 \
-      seed=500000000 progress=false hydra.run.dir="$RUNS/eval_seed${seed}_${which%.pt}" 2>/dev/null | tail -n 1)"
+  for which in ${REEVAL:-best.pt}; do
+    OMP_NUM_THREADS=1 python3 -m robolearn.eval policy=checkpoint policy.path="$RUNS/seed$seed/$which" episodes=50 seed=500000000 \
+      progress=false hydra.run.dir="$RUNS/eval_seed${seed}_${which%.pt}" \
+      > "$RUNS/eval_seed${seed}_${which%.pt}.log" 2>&1 &
+  done
+done
+wait
+for seed in ${SEEDS:-1 2 3}; do
+  for which in ${REEVAL:-best.pt}; do
+    echo "seed $seed $which: $(tail -n 1 "$RUNS/eval_seed${seed}_${which%.pt}.log")"
   done
 done | tee "$RUNS/reeval.txt"
