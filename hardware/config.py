@@ -134,6 +134,9 @@ class SafetyConfig:
     # Velocity mode: a joint that lags its command by more than the tolerance for this long is a fault.
     tracking_tolerance: float = 0.4  # rad/s
     tracking_timeout_s: float = 0.5
+    # Torque mode: each command is limited so that the joint speeds the model predicts at the end of its
+    # hold stay within this fraction of the velocity limits (the rest is margin for model error).
+    torque_speed_headroom: float = 0.9
 
 
 @dataclass
@@ -281,6 +284,7 @@ def _check_safety(s: SafetyConfig, env_cfg: EnvConfig) -> None:
     check(s.max_state_age_s > 0, "env.hardware.safety.max_state_age_s", s.max_state_age_s, "must be positive")
     check(s.tracking_tolerance > 0, "env.hardware.safety.tracking_tolerance", s.tracking_tolerance, "must be positive")
     check(s.tracking_timeout_s > 0, "env.hardware.safety.tracking_timeout_s", s.tracking_timeout_s, "must be positive")
+    check(0 < s.torque_speed_headroom <= 1, "env.hardware.safety.torque_speed_headroom", s.torque_speed_headroom, "must be in (0, 1] of the velocity limits")
 
 
 def _check_tracker(t: TrackerConfig, cams: dict[str, CameraDeviceConfig], env_cfg: EnvConfig) -> None:

@@ -20,10 +20,10 @@ from robolearn.robots import FR3, PANDA
 PERIOD = 0.1
 
 
-def rig(q0=None, clock=None, **safety):
+def rig(q0=None, clock=None, inertia=None, driver_class=FakeDriver, **safety):
     clock = clock or VirtualClock()
     fake = FakeOptions()  # the configured fake arm's torque-mode dynamics
-    driver = FakeDriver(PANDA, clock, initial_q=q0, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver = driver_class(PANDA, clock, initial_q=q0, command_hold_s=0.2, inertia=inertia or fake.inertia, damping=fake.damping)
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(**safety), PANDA, command_hold_s=0.2, control_hz=10)
     return clock, driver, SafetyLayer(driver, limits, clock, watchdog_thread=False)
@@ -138,7 +138,8 @@ def test_over_limit_velocity_is_clamped_and_flagged():
 
 
 def test_over_limit_torque_is_clamped_and_flagged():
-    _clock, driver, layer = rig(torque_rate_fraction=1.0)
+    # A heavy arm: the full torque cannot reach the speed bound within a hold, so only the clamp acts.
+    _clock, driver, layer = rig(torque_rate_fraction=1.0, inertia=[100.0] * 7)
     assert layer.command_torque([-100.0, 0, 0, 0, 0, 0, 100.0])
     limit = layer.limits.torque
     assert sent_values(driver)[[0, 6]] == pytest.approx([-limit[0], limit[6]])
@@ -176,7 +177,7 @@ def test_jerk_limits_how_fast_the_acceleration_changes_at_high_command_rates():
 
 
 def test_torque_step_is_rate_limited():
-    clock, driver, layer = rig()
+    clock, driver, layer = rig(inertia=[100.0] * 7)  # heavy: only the rate limit acts
     rate = layer.limits.torque_rate[0] * PERIOD  # 25 N·m per period
     assert layer.command_torque([40.0, 0, 0, 0, 0, 0, 0])
     assert sent_values(driver)[0] == pytest.approx(rate)
@@ -195,6 +196,80 @@ def test_torque_mode_stops_pushing_a_joint_over_its_speed_limit():
     assert layer.counters["overspeed_limited"] > 0
     assert max(speeds) < 1.25 * layer.limits.velocity[6] and not layer.latched
     assert driver.fault is None  # never reached the arm's own velocity reflex
+
+
+class _NoModelFake(FakeDriver):
+    """A backend without a dynamics model (as the UR driver is)."""
+
+    def joint_dynamics(self, state):
+        return None
+
+
+class _BrokenModelFake(FakeDriver):
+    def joint_dynamics(self, state):
+        raise ValueError("model library returned garbage")
+
+
+def _fine_speeds(clock, driver, steps=10):
+    """Advance one control period in `steps` slices, sampling the arm between commands."""
+    out = []
+    for _ in range(steps):
+        clock.advance(PERIOD / steps)
+        out.append(np.abs(driver.read_state().dq))
+    return out
+
+
+def test_torque_prediction_keeps_random_torques_under_the_speed_bound_and_inside_the_joint_range():
+    clock, driver, layer = rig(torque_rate_fraction=1.0)
+    rng = np.random.default_rng(3)
+    limits = layer.limits
+    bound = np.asarray(limits.velocity) * limits.torque_speed_headroom
+    worst, sent = np.zeros(7), 0
+    for _ in range(300):
+        sent += layer.command_torque(rng.uniform(-1.0, 1.0, 7) * np.asarray(limits.torque))
+        for speeds in _fine_speeds(clock, driver):
+            worst = np.maximum(worst, speeds)
+        layer.poll()
+        if layer.latched:  # a random walk can leave the workspace box; that fault is not what is tested
+            assert layer.fault.layer == "workspace", layer.fault
+            layer.hold()
+            driver.move_by_hand(PANDA.home)
+            clock.advance(1.0)
+            layer.reset()
+    assert sent > 250 and layer.counters["overspeed_limited"] > 100  # random torques mostly need limiting
+    assert np.all(worst <= bound + 1e-9), (worst / bound).round(3)  # the fake's model is exact: no margin used
+    assert driver.fault is None and layer.counters["overspeed"] == 0
+    q = driver.read_state().q
+    assert np.all(q >= np.asarray(limits.soft_q_min)) and np.all(q <= np.asarray(limits.soft_q_max))
+
+
+def test_torque_toward_a_joint_limit_brakes_before_the_soft_limit():
+    q0 = PANDA.home.copy()
+    q0[6] = PANDA.q_max[6] - 0.05 - 0.6  # flange roll: only the joint limit acts
+    clock, driver, layer = rig(q0=q0, torque_rate_fraction=1.0)
+    soft_max = layer.limits.soft_q_max[6]
+    for _ in range(40):
+        assert layer.command_torque([0, 0, 0, 0, 0, 0, layer.limits.torque[6]])
+        _fine_speeds(clock, driver)
+        assert driver.read_state().q[6] < soft_max
+    assert not layer.latched and driver.fault is None
+    assert soft_max - driver.read_state().q[6] < 0.05  # it got there, and stopped short of the soft limit
+
+
+def test_torque_without_a_model_fades_out_near_the_speed_bound():
+    clock, driver, layer = rig(driver_class=_NoModelFake)
+    speeds = []
+    for _ in range(15):  # flange roll; 1.5 N·m settles at 1.5 rad/s without the layer
+        layer.command_torque([0, 0, 0, 0, 0, 0, 1.5])
+        speeds.extend(s[6] for s in _fine_speeds(clock, driver))
+    assert layer.counters["overspeed_limited"] > 0
+    assert max(speeds) < layer.limits.velocity[6] and not layer.latched and driver.fault is None
+
+
+def test_a_model_that_raises_latches_before_any_torque_is_sent():
+    _clock, driver, layer = rig(driver_class=_BrokenModelFake)
+    assert not layer.command_torque([1.0] * 7)
+    assert layer.latched and "ValueError" in layer.fault.message and driver.last_command is None
 
 
 def test_torque_mode_latches_far_over_the_speed_limit():

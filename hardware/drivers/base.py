@@ -57,6 +57,16 @@ class RobotState:
         return f"RobotState(seq={self.seq}, host_time={self.host_time:.4f}, q={np.round(self.q, 4).tolist()})"
 
 
+@dataclass(frozen=True)
+class JointDynamics:
+    """The arm's joint-space dynamics at one state, to predict its motion under a torque command:
+    ddq ~= mobility @ tau + drift, with tau on top of the controller's gravity compensation."""
+
+    mass: np.ndarray  # (n, n) M(q), kg·m^2
+    mobility: np.ndarray  # (n, n) M(q)^-1: joint acceleration per N·m
+    drift: np.ndarray  # (n,) rad/s^2: the acceleration with no torque commanded (Coriolis, damping)
+
+
 class RobotDriver(ABC):
     kind: ClassVar[str]
     supports_torque: ClassVar[bool] = True
@@ -94,6 +104,11 @@ class RobotDriver(ABC):
     @property
     def reported_limits(self) -> dict[str, np.ndarray] | None:
         """Limits the vendor library enforces (e.g. `dq_max`), once connected; None if it reports none."""
+        return None
+
+    def joint_dynamics(self, state: RobotState) -> JointDynamics | None:
+        """The model at `state` (the last one read), for the safety layer's torque prediction; None when
+        the backend has none (the layer then only damps torque near the speed limit)."""
         return None
 
     # -- commands ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hardware.drivers.base import DriverConnectError, DriverError, RobotDriver, RobotState
+from hardware.drivers.base import DriverConnectError, DriverError, JointDynamics, RobotDriver, RobotState
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -120,6 +120,11 @@ class FakeDriver(RobotDriver):
             return self._fault
 
     # -- commands ----------------------------------------------------------------------------------
+    def joint_dynamics(self, state: RobotState) -> JointDynamics:
+        """Its own model, exactly: a damped inertia per joint, no coupling."""
+        return JointDynamics(mass=np.diag(self._inertia), mobility=np.diag(1.0 / self._inertia),
+                             drift=-self._damping * np.asarray(state.dq) / self._inertia)
+
     def set_joint_velocity(self, dq: Sequence[float]) -> None:
         self._command(_VELOCITY, self._vector(dq, "joint velocity"))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError, RobotDriver, RobotState
+from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError, JointDynamics, RobotDriver, RobotState
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -106,6 +106,7 @@ class FrankaDriver(RobotDriver):
         self._torque_motion = None
         self._last_seq = -1
         self._seq_host_time = 0.0
+        self._franky_state = None  # the last sample as franky gives it: its model reads the same one
         self._gripper = None
         self._gripper_thread: threading.Thread | None = None
         self._gripper_wake = threading.Condition()
@@ -182,6 +183,7 @@ class FrankaDriver(RobotDriver):
         except Exception as exc:  # noqa: BLE001 - libfranka raises several unrelated types
             self._on_motion_error(exc)
             raise DriverError(f"franka: cannot read state: {exc}") from None
+        self._franky_state = s
         now = self.clock.now()
         robot_time = s.time.to_sec()
         seq = int(round(robot_time * 1000.0))
@@ -204,6 +206,19 @@ class FrankaDriver(RobotDriver):
             robot_time=robot_time,
             mode=mode,
         )
+
+    def joint_dynamics(self, state: RobotState) -> JointDynamics:
+        """libfranka's model (with the configured load) at the last sample read: mass matrix and Coriolis."""
+        robot, s = self._require(), self._franky_state
+        if s is None:
+            raise DriverError("franka: no state read yet, so no model to predict torque commands with")
+        try:
+            mass = np.asarray(robot.model.mass(s), dtype=np.float64).reshape(7, 7)
+            coriolis = np.asarray(robot.model.coriolis(s), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - libfranka raises several unrelated types
+            raise DriverError(f"franka: the dynamics model failed: {type(exc).__name__}: {exc}") from None
+        mobility = np.linalg.inv(mass)
+        return JointDynamics(mass=mass, mobility=mobility, drift=-(mobility @ coriolis))
 
     # -- commands ----------------------------------------------------------------------------------
     def set_joint_velocity(self, dq: Sequence[float]) -> None:

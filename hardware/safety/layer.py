@@ -1,8 +1,10 @@
 """The safety layer: every command that can move the arm passes through here, in this order.
 
 1. Input check: non-finite or wrongly shaped -> fault, nothing sent.
-2. Clamp to the configured velocity / torque limits (in torque mode, a joint measured over its speed
-   limit gets no torque along its motion, and one far over it latches).
+2. Clamp to the configured velocity / torque limits. In torque mode the torque is also limited before it
+   is sent: the driver's model predicts each joint's speed at the end of the command's hold, and no
+   joint may end over its speed bound or faster toward a joint limit than it can brake from (without a
+   model, torque along the motion fades out near the bound); a joint far over its limit latches.
 3. Rate limit: acceleration and jerk for velocity commands, torque rate for torque commands.
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
 5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
@@ -18,7 +20,8 @@
 
 Also latched: driver faults (reflexes, disconnects), stale robot state, a joint that stops following
 its velocity command (tracking), and faults raised by others through `trigger_fault` (cameras, loop).
-The per-command path is scalar Python over tuples (7 joints): no numpy, no allocation beyond a list.
+The velocity path is scalar Python over tuples (7 joints): no numpy, no allocation beyond a list; the
+torque prediction uses numpy for its 7x7 products.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from hardware.drivers.base import DriverError, RobotDriver
 from hardware.safety.events import COUNTERS, SafetyEvent
@@ -274,20 +279,27 @@ class SafetyLayer:
                 elif t[i] < prev[i] - step:
                     t[i] = prev[i] - step
                     limited.append(i)
-            # 2b. Speed: a torque cannot brake precisely when held for a whole period, so a joint over
-            #     its speed limit gets no torque along its motion, and one far over it latches (the
-            #     vendor's stop then brakes at 1 kHz).
+            # 2b. Speed: a joint far over its speed limit latches (the vendor's stop then brakes at 1 kHz).
             vmax = L.velocity
-            braked = []
             for i in range(n):
-                speed = dq[i]
-                if abs(speed) > vmax[i]:
-                    if abs(speed) > OVERSPEED_FAULT * vmax[i]:
-                        self.counters["overspeed"] += 1
-                        self._latch("clamp", "overspeed", f"joint {i + 1} at {speed:.3f} rad/s, limit {vmax[i]:.3f} rad/s", now)
-                        return False
-                    if t[i] * speed > 0.0:
-                        t[i] = 0.0
+                if abs(dq[i]) > OVERSPEED_FAULT * vmax[i]:
+                    self.counters["overspeed"] += 1
+                    self._latch("clamp", "overspeed", f"joint {i + 1} at {dq[i]:.3f} rad/s, limit {vmax[i]:.3f} rad/s", now)
+                    return False
+            try:
+                dynamics = self.driver.joint_dynamics(state)
+            except Exception as exc:  # any exception from a driver latches
+                self._driver_fault(_driver_message(exc), now)
+                return False
+            braked = []
+            if dynamics is None:
+                # No model to predict with: torque along the motion fades out from half the speed bound
+                # to zero at it (a joint over it gets none), so the arm cannot be pushed through it.
+                for i in range(n):
+                    bound = vmax[i] * L.torque_speed_headroom
+                    ratio = abs(dq[i]) / bound
+                    if t[i] * dq[i] > 0.0 and ratio > 0.5:
+                        t[i] *= max(0.0, 2.0 * (1.0 - ratio))
                         braked.append(i)
             # 4./5. A joint past its soft limit or the TCP out of the box latches.
             p = self._position_ok(q, now)
@@ -307,11 +319,65 @@ class SafetyLayer:
                 if room < zone:
                     t[i] *= room / zone
                     tapered.append(i)
-            # 5. Workspace: if the TCP is heading out of the box at its measured speed, stop pushing.
-            scale = self._workspace_scale(q, p, dq)
-            if scale < 1.0:
-                t = [0.0] * n
+            if dynamics is None:
+                # 5. Workspace: if the TCP is heading out of the box at its measured speed, stop pushing.
+                scale = self._workspace_scale(q, p, dq)
+                if scale < 1.0:
+                    t = [0.0] * n
+            else:
+                # 2c. Prediction, the last word on speed: the model says where each joint's speed will be when
+                #     the command has been held for the horizon; the torque is changed so that no joint ends
+                #     over its speed bound or faster toward a joint limit than it can brake from.
+                predicted = self._predicted_torque(q, dq, t, dynamics)
+                if predicted:
+                    t, braked = predicted
+                # 5. Workspace, on the measured and on the predicted speeds (the speed moves between the two
+                #    over the hold, and a model can be wrong): heading out of the box at either, every joint
+                #    brakes to rest over the hold instead.
+                end = np.asarray(dq) + L.horizon * (dynamics.mobility @ np.asarray(t) + dynamics.drift)
+                scale = min(self._workspace_scale(q, p, dq), self._workspace_scale(q, p, end.tolist()))
+                if scale < 1.0:
+                    t = self._braking_torque(dq, dynamics)
             return self._send(_TORQUE, t, None, now, clamped, limited, tapered, scale, braked)
+
+    def _braking_torque(self, dq: list[float], dynamics) -> list[float]:
+        """The torque that brings every joint to rest over the horizon, within the torque limits."""
+        tmax = self.limits.torque
+        tau = dynamics.mass @ (-np.asarray(dq) / self.limits.horizon - dynamics.drift)
+        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(self.limits.n)]
+
+    def _predicted_torque(self, q: list[float], dq: list[float], t: list[float], dynamics) -> tuple[list[float], list[int]] | tuple:
+        """Torque mode: with ddq = mobility @ tau + drift held over the horizon h, each joint's speed at the
+        end, v = dq + h * ddq, must stay within [-down, up]: the speed bound (a headroom fraction of the
+        velocity limit for model error), and toward a soft joint limit the speed it can still brake from at
+        the acceleration limit over the room left at the end of the hold. Joints whose predicted
+        acceleration leaves that window get exactly the acceleration at its edge, the others keep theirs:
+        tau += M (ddq_allowed - ddq). Torque limits still apply after it. () when nothing changes."""
+        L = self.limits
+        h = L.horizon
+        pushed = dynamics.mobility @ np.asarray(t)
+        drift = dynamics.drift
+        change = np.zeros(L.n)
+        joints = []
+        for i in range(L.n):
+            bound = L.velocity[i] * L.torque_speed_headroom
+            up = min(bound, _brakeable_speed(L.soft_q_max[i] - q[i] - 0.5 * h * dq[i], L.acceleration[i], h))
+            down = min(bound, _brakeable_speed(q[i] - L.soft_q_min[i] + 0.5 * h * dq[i], L.acceleration[i], h))
+            hi, lo = (up - dq[i]) / h, (-down - dq[i]) / h
+            # A drift that would help (damping, friction) fades as the joint slows, so it is not counted on:
+            # only the part of it that pushes toward each bound is.
+            a_up, a_down = pushed[i] + max(0.0, drift[i]), pushed[i] + min(0.0, drift[i])
+            if a_up > hi:
+                change[i] = hi - a_up
+                joints.append(i)
+            elif a_down < lo:
+                change[i] = lo - a_down
+                joints.append(i)
+        if not joints:
+            return ()
+        tmax = L.torque
+        tau = np.asarray(t) + dynamics.mass @ change
+        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(L.n)], joints
 
     def command_gripper(self, command: float) -> bool:
         """Gripper in the contract's units: -1 open ... +1 closed."""
@@ -563,7 +629,7 @@ class SafetyLayer:
             self._record(SafetyEvent(now, "clamp", "clamped", f"{mode} clamped to its limit ({unit}) on joints {_joints(clamped)}", False))
         if braked:
             c["overspeed_limited"] += 1
-            self._record(SafetyEvent(now, "clamp", "overspeed_limited", f"joints {_joints(braked)} over the speed limit: no torque along the motion", False))
+            self._record(SafetyEvent(now, "clamp", "overspeed_limited", f"torque on joints {_joints(braked)} limited: their speed would pass its bound", False))
         if limited:
             c["rate_limited"] += 1
             what = "acceleration/jerk" if mode == _VELOCITY else "torque rate"
@@ -573,7 +639,7 @@ class SafetyLayer:
             self._record(SafetyEvent(now, "joint_limit", "tapered", f"approaching a joint limit: joints {_joints(tapered)} tapered", False))
         if scale < 1.0:
             c["workspace_clipped"] += 1
-            what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "zeroed"
+            what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "turned to braking"
             self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
 
     def _driver_fault(self, message: str, now: float) -> None:
@@ -663,6 +729,16 @@ class SafetyLayer:
             except Exception as exc:  # noqa: BLE001 - the watchdog must keep running; latch what broke it
                 with self._lock:
                     self._latch("watchdog", "error", f"watchdog check failed: {type(exc).__name__}: {exc}", self.clock.now())
+
+
+def _brakeable_speed(room: float, decel: float, h: float) -> float:
+    """The speed toward a limit a joint may have at the end of a hold of h seconds such that, braking at
+    `decel` from then on, it stops within `room` (measured from now, less half the hold at the current
+    speed): v^2 / (2 decel) + h v / 2 <= room. Without room left the hold itself must end at the limit,
+    v = 2 room / h, negative: the joint must brake harder than `decel` (or back off)."""
+    if room <= 0.0:
+        return 2.0 * room / h
+    return 0.5 * (-decel * h + math.sqrt(decel * decel * h * h + 8.0 * decel * room))
 
 
 def _driver_message(exc: Exception) -> str:

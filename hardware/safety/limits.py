@@ -37,6 +37,7 @@ class SafetyLimits:
     tracking_timeout: float  # s
     horizon: float  # s: how long the vendor may execute one command (the workspace/limit look-ahead)
     nominal_period: float  # s: the command period rate limits are computed over, at most
+    torque_speed_headroom: float = 0.9  # torque mode: predicted speeds stay within this fraction of `velocity`
     min_command_interval: float = 0.001  # s: commands closer together than the driver takes them (1 kHz) are refused
 
     @classmethod
@@ -76,6 +77,7 @@ class SafetyLimits:
             tracking_timeout=float(cfg.tracking_timeout_s),
             horizon=float(command_hold_s),
             nominal_period=1.0 / float(control_hz),
+            torque_speed_headroom=float(cfg.torque_speed_headroom),
         )
         home_tcp = robot.tcp_position(robot.home)
         if not limits.inside_workspace(home_tcp, 0.0):

@@ -55,8 +55,15 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     tight = _tight_loop()
     print(f"tight loop ({tight['commands']} commands in {tight['seconds']:.2f} s, {tight['too_fast']} refused as faster than 1 kHz): "
           f"peak acceleration {tight['peak_accel_ratio']:.3f} x the limit", flush=True)
+    torques = _random_torques(300 if quick else 2000)
+    print(f"random torques on the fake arm ({torques['commands']} at 10 Hz, {torques['limited']} limited by the prediction, "
+          f"{torques['restarts']} restarts after a workspace fault): peak joint speed {torques['peak_speed_ratio']:.3f} x the limit "
+          f"(bound {torques['headroom']:.2f}), least room to a soft joint limit {torques['min_room_rad']:.3f} rad", flush=True)
     return {
         "benchmark": "control",
+        "torque_random_peak_speed_ratio": round(torques["peak_speed_ratio"], 4),
+        "torque_random_min_room_rad": round(torques["min_room_rad"], 4),
+        "torque_random_restarts": torques["restarts"],
         "jitter_p50_ms": round(jitter["p50"], 3),
         "jitter_p99_ms": round(jitter["p99"], 3),
         "jitter_max_ms": round(jitter["max"], 3),
@@ -152,11 +159,19 @@ class _NullDriver:
         self.fault = None
         self.is_connected = True
         self.state = RobotState(robot.home.copy(), np.zeros(robot.n_joints), np.zeros(robot.n_joints), 0.04, 0.0, 0)
+        from hardware.config import FakeOptions
+        from hardware.drivers.base import JointDynamics
+
+        inertia = np.asarray(FakeOptions().inertia)
+        self.dynamics = JointDynamics(np.diag(inertia), np.diag(1.0 / inertia), np.zeros(robot.n_joints))
 
     def read_state(self):
         self.state.host_time = self.clock.now()
         self.state.seq += 1  # a new sample every read, as a 1 kHz robot gives
         return self.state
+
+    def joint_dynamics(self, state):
+        return self.dynamics  # a fixed model: times the torque prediction's arithmetic, not a model library
 
     def set_joint_velocity(self, dq):
         pass
@@ -233,6 +248,46 @@ def _fake_arm(watchdog_thread: bool):
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
     return driver, SafetyLayer(driver, limits, clock, watchdog_thread=watchdog_thread)
+
+
+def _random_torques(commands: int, seed: int = 0) -> dict:
+    """Uniform random torques over the whole torque range at 10 Hz on the fake arm (virtual clock, sampled
+    at 1 kHz between commands): the highest joint speed against its limit and the least room left to a
+    soft joint limit. (On franky-sim: tests/test_hardware_franka.py and docs/hardware.md.)"""
+    from hardware.config import FakeOptions, SafetyConfig
+    from hardware.drivers.fake import FakeDriver
+    from hardware.safety.layer import SafetyLayer
+    from hardware.safety.limits import SafetyLimits
+    from hardware.timing import VirtualClock
+    from robolearn.robots import PANDA
+
+    clock = VirtualClock()
+    fake = FakeOptions()
+    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver.connect()
+    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
+    layer = SafetyLayer(driver, limits, clock, watchdog_thread=False)
+    vmax, tmax = np.asarray(limits.velocity), np.asarray(limits.torque)
+    lo, hi = np.asarray(limits.soft_q_min), np.asarray(limits.soft_q_max)
+    rng = np.random.default_rng(seed)
+    worst, room, restarts = 0.0, np.inf, 0
+    for _ in range(commands):
+        layer.command_torque(rng.uniform(-1.0, 1.0, 7) * tmax)
+        for _ in range(100):
+            clock.advance(0.001)
+            s = driver.read_state()
+            worst = max(worst, float(np.max(np.abs(s.dq) / vmax)))
+            room = min(room, float(np.min(np.minimum(s.q - lo, hi - s.q))))
+        layer.poll()
+        if layer.latched or driver.fault is not None:  # a random walk leaves the box now and then: start over
+            restarts += 1
+            layer.hold()
+            driver.move_by_hand(PANDA.home)
+            clock.advance(1.0)
+            layer.reset(recover_robot_errors=True)
+    layer.close()
+    return {"commands": commands, "peak_speed_ratio": worst, "min_room_rad": room, "restarts": restarts,
+            "limited": layer.counters["overspeed_limited"], "headroom": limits.torque_speed_headroom}
 
 
 def _tight_loop(seconds: float = 0.5) -> dict:
