@@ -178,6 +178,27 @@ def test_only_the_learner_publishes_weights_and_versions_only_go_forward(tmp_pat
             lc.close()
 
 
+def test_an_actor_takes_no_weights_beyond_what_the_server_announced(tmp_path):
+    cfg = transport()
+    with running_server(tmp_path, cfg) as server:
+        lc, actor = learner(cfg), ActorClient(cfg, SPACE, ACTION, name="a")
+        try:
+            wait_for(lambda: lc.connected and actor.connected, what="both connected")
+            # As if another process had taken over the weights port: a broadcast the server never announced.
+            actor._keep_weights(decode(encode("weights", {"version": 10**6}, {"w": np.full(2, -1.0, np.float32)})))
+            time.sleep(0.3)  # a few status replies go by
+            assert actor.take_weights() is None and actor.stats["weights_unannounced"] == 1
+            lc.publish_weights(3, {"w": np.ones(2, np.float32)})
+            wait_for(lambda: server.weights_version == 3, what="weights accepted")
+            stream_episodes(actor, 1, 5)  # chunks get acks and status replies
+            got = []
+            wait_for(lambda: got.append(actor.take_weights()) or got[-1] is not None, what="announced weights")
+            assert got[-1][0] == 3 and np.all(got[-1][1]["w"] == 1.0)
+        finally:
+            actor.close(timeout_s=10)
+            lc.close()
+
+
 def test_with_curve_each_key_has_one_role_and_its_names(tmp_path):
     keys = generate_keys(tmp_path / "keys", ["arm1", "learner"], names={"arm1": ["arm1", "arm1-*"]})
     cfg = transport(curve_keys=str(keys))

@@ -121,8 +121,9 @@ class ActorClient:
         self._in_flight: dict[int, list] = {}  # local seq -> frames sent, not yet acknowledged (the network thread's)
         self._welcomed = False
         self.restored = self._restore_unacknowledged()
-        self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0}
+        self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0, "weights_unannounced": 0}
         self._weights: tuple[int, dict[str, np.ndarray]] | None = None
+        self._unannounced: dict[int, dict] = {}  # weights received before the server's status announced them, by arrival
         self._weights_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"actor-net-{self.name}", daemon=True)
@@ -393,6 +394,14 @@ class ActorClient:
         self.learner_alive = bool(h.get("learner_alive"))
         self.learner_seen_ever |= self.learner_alive
         self.server_status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions")}
+        announced = h.get("weights_version")
+        if type(announced) is int:
+            with self._weights_lock:
+                due = [v for v in self._unannounced if v <= announced]
+                if due:
+                    self._take(max(due), self._unannounced[max(due)])
+                    for v in due:
+                        del self._unannounced[v]
 
     def _receive_weights(self, sub: zmq.Socket) -> None:
         latest = None
@@ -407,13 +416,30 @@ class ActorClient:
             log.error("actor %s: unreadable weights: %s", self.name, exc)
 
     def _keep_weights(self, msg) -> None:
+        """Weights are taken as the server announced them: a version beyond the `weights_version` of its
+        last status (a broadcast from whoever took over the weights port, a forged or garbled version) is
+        held until a status announces it, and never replaces announced ones."""
         version = msg.header.get("version")
+        if type(version) is not int or version < 0:
+            log.error("actor %s: weights with an invalid version %r ignored", self.name, version)
+            return
         with self._weights_lock:
-            current = self._weights[0] if self._weights else -1
-            if isinstance(version, int) and version > max(current, self._applied_version):
-                self._weights = (version, msg.arrays)
+            announced = self.server_status.get("weights_version")
+            if type(announced) is not int or version > announced:
+                self.stats["weights_unannounced"] += 1
+                self._unannounced[version] = msg.arrays
+                while len(self._unannounced) > 4:  # the oldest arrivals go: a forged version cannot stay forever
+                    del self._unannounced[next(iter(self._unannounced))]
+                return
+            self._take(version, msg.arrays)
+
+    def _take(self, version: int, arrays) -> None:
+        current = self._weights[0] if self._weights else -1
+        if version > max(current, self._applied_version):
+            self._weights = (version, arrays)
 
     _applied_version = -1
+
     _seq_offset: int | None = None  # the server's next sequence number for our name at our first welcome
 
     def applied(self, version: int) -> None:
