@@ -266,10 +266,17 @@ def test_torque_without_a_model_fades_out_near_the_speed_bound():
     assert max(speeds) < layer.limits.velocity[6] and not layer.latched and driver.fault is None
 
 
-def test_a_model_that_raises_latches_before_any_torque_is_sent():
-    _clock, driver, layer = rig(driver_class=_BrokenModelFake)
+class _NaNModelFake(FakeDriver):
+    def joint_dynamics(self, state):
+        d = super().joint_dynamics(state)
+        return type(d)(d.mass, d.mobility, np.full(7, np.nan))
+
+
+@pytest.mark.parametrize("driver_class, named", [(_BrokenModelFake, "garbage"), (_NaNModelFake, "drift is not 7-joint and finite")])
+def test_a_model_that_raises_or_is_not_finite_latches_before_any_torque_is_sent(driver_class, named):
+    _clock, driver, layer = rig(driver_class=driver_class)
     assert not layer.command_torque([1.0] * 7)
-    assert layer.latched and "ValueError" in layer.fault.message and driver.last_command is None
+    assert layer.latched and named in layer.fault.message and driver.last_command is None
 
 
 def test_torque_mode_latches_far_over_the_speed_limit():

@@ -288,7 +288,9 @@ class SafetyLayer:
                     return False
             try:
                 dynamics = self.driver.joint_dynamics(state)
-            except Exception as exc:  # any exception from a driver latches
+                if dynamics is not None:
+                    _check_dynamics(dynamics, n)
+            except Exception as exc:  # any exception from a driver latches, and so does a model that is not usable
                 self._driver_fault(_driver_message(exc), now)
                 return False
             braked = []
@@ -739,6 +741,14 @@ def _brakeable_speed(room: float, decel: float, h: float) -> float:
     if room <= 0.0:
         return 2.0 * room / h
     return 0.5 * (-decel * h + math.sqrt(decel * decel * h * h + 8.0 * decel * room))
+
+
+def _check_dynamics(dynamics, n: int) -> None:
+    """A model with the wrong shapes or a non-finite entry must not turn into a torque."""
+    for name, shape in (("mass", (n, n)), ("mobility", (n, n)), ("drift", (n,))):
+        value = np.asarray(getattr(dynamics, name))
+        if value.shape != shape or not np.isfinite(value).all():
+            raise ValueError(f"the dynamics model's {name} is not {n}-joint and finite (shape {value.shape})")
 
 
 def _driver_message(exc: Exception) -> str:
