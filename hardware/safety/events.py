@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 # Counter names, one per kind of intervention; every one starts at zero so reports have a fixed shape.
 COUNTERS = (
@@ -31,8 +31,9 @@ COUNTERS = (
 )
 
 
-@dataclass(frozen=True)
-class SafetyEvent:
+class SafetyEvent(NamedTuple):
+    """Immutable, and a tuple: cheap to make on the command path (a frozen dataclass cost ~3 µs each)."""
+
     time: float  # monotonic (or virtual) seconds
     layer: str  # input | clamp | rate_limit | joint_limit | workspace | watchdog | state | driver | external | estop
     kind: str  # what happened, e.g. clamped, tapered, breach, tripped, latched, reset
@@ -40,4 +41,4 @@ class SafetyEvent:
     fatal: bool  # True: latched the e-stop
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()

@@ -176,40 +176,39 @@ class SafetyLayer:
             if dt is None:
                 return False
 
-            # 2. Clamp.
-            vmax = L.velocity
-            clamped = []
-            for i in range(n):
-                if v[i] > vmax[i]:
-                    v[i] = vmax[i]
-                    clamped.append(i)
-                elif v[i] < -vmax[i]:
-                    v[i] = -vmax[i]
-                    clamped.append(i)
             # 4./5. A joint past its soft limit or the TCP out of the box latches.
             p = self._position_ok(q, now)
             if p is None:
                 return False
-            # 4. Toward a joint limit, taper to zero at the soft limit, and never command more than can be
-            #    covered within the horizon.
+            # 2. Clamp, then 4. toward a joint limit taper to zero at the soft limit and never command more
+            #    than can be covered within the horizon (one pass: both act joint by joint).
+            vmax, reach = L.velocity, self._kin.reach
             qmin, qmax, zone, h = L.soft_q_min, L.soft_q_max, L.taper_zone, L.horizon
-            tapered = []
+            clamped, tapered = [], []
+            travel = 0.0  # a bound on the TCP's displacement over the horizon, for the workspace check
             for i in range(n):
                 x = v[i]
+                if x > vmax[i]:
+                    x = vmax[i]
+                    clamped.append(i)
+                elif x < -vmax[i]:
+                    x = -vmax[i]
+                    clamped.append(i)
                 if x > 0.0:
                     room = qmax[i] - q[i]
-                    cap = min(x * room / zone, room / h) if room < zone or room < x * h else x
+                    if room < zone or room < x * h:
+                        x = min(x * room / zone, room / h)
+                        tapered.append(i)
                 elif x < 0.0:
                     room = q[i] - qmin[i]
-                    cap = -min(-x * room / zone, room / h) if room < zone or room < -x * h else x
-                else:
-                    continue
-                if cap != x:
-                    v[i] = cap
-                    tapered.append(i)
+                    if room < zone or room < -x * h:
+                        x = -min(-x * room / zone, room / h)
+                        tapered.append(i)
+                v[i] = x
+                travel += abs(x) * reach[i]
             # 5. Scale the command so the TCP stays in the box over the horizon (before the rate limit, so
             #    the two compose: the rate limit has the last word on acceleration).
-            scale = self._workspace_scale(q, p, v)
+            scale = self._workspace_scale(q, p, v, h * travel)
             if scale < 1.0:
                 for i in range(n):
                     v[i] *= scale
@@ -228,19 +227,18 @@ class SafetyLayer:
                 elif a < lo:
                     fraction = min(fraction, lo / a)
                     limited.append(i)
+            # ... and 4. never more toward a limit than the horizon can cover (a hard cap, after it).
             rate = [0.0] * n
             for i in range(n):
+                x = v[i]
                 if fraction < 1.0:
-                    v[i] = prev[i] + (v[i] - prev[i]) * fraction
-                rate[i] = (v[i] - prev[i]) / dt
-            # 4. Never more toward a limit than the horizon can cover (a hard cap, after the rate limit).
-            for i in range(n):
-                if v[i] > 0.0 and v[i] * h > qmax[i] - q[i]:
-                    v[i] = max(0.0, (qmax[i] - q[i]) / h)
-                    rate[i] = (v[i] - prev[i]) / dt
-                elif v[i] < 0.0 and -v[i] * h > q[i] - qmin[i]:
-                    v[i] = -max(0.0, (q[i] - qmin[i]) / h)
-                    rate[i] = (v[i] - prev[i]) / dt
+                    x = prev[i] + (x - prev[i]) * fraction
+                if x > 0.0 and x * h > qmax[i] - q[i]:
+                    x = max(0.0, (qmax[i] - q[i]) / h)
+                elif x < 0.0 and -x * h > q[i] - qmin[i]:
+                    x = -max(0.0, (q[i] - qmin[i]) / h)
+                v[i] = x
+                rate[i] = (x - prev[i]) / dt
             return self._send(_VELOCITY, v, rate, now, clamped, limited, tapered, scale)
 
     def command_torque(self, tau: Sequence[float]) -> bool:
@@ -584,13 +582,15 @@ class SafetyLayer:
                 return None
         return p
 
-    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], v: list[float]) -> float:
+    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], v: list[float], bound: float | None = None) -> float:
         """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
-        (linearised between now and the predicted end). Moving back in is never restricted."""
+        (linearised between now and the predicted end). Moving back in is never restricted. `bound`: the
+        caller's bound on the TCP's displacement over the horizon, when it has one."""
         L = self.limits
         lo, hi = L.workspace_min, L.workspace_max
         h = L.horizon
-        bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
+        if bound is None:
+            bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
         if bound == 0.0 or all(p[k] - lo[k] > bound and hi[k] - p[k] > bound for k in range(3)):
             return 1.0  # cannot reach any face within the horizon: no second FK needed
         p2 = self._kin.position([q[i] + v[i] * h for i in range(L.n)])
