@@ -256,6 +256,25 @@ def test_torque_toward_a_joint_limit_brakes_before_the_soft_limit():
     assert soft_max - driver.read_state().q[6] < 0.05  # it got there, and stopped short of the soft limit
 
 
+def test_torque_pushing_out_of_the_workspace_brakes_on_the_predicted_speed():
+    p0 = PANDA.tcp_position(PANDA.home)
+    box = dict(workspace_min=[p0[0] - 0.3, p0[1] - 0.08, 0.0], workspace_max=[p0[0] + 0.3, p0[1] + 0.08, 0.9])
+    outcome = {}
+    for name, driver_class in (("model", FakeDriver), ("no model", _NoModelFake)):
+        clock, driver, layer = rig(torque_rate_fraction=1.0, driver_class=driver_class, **box)
+        beyond = 0.0
+        for _ in range(40):  # base yaw: the TCP heads for the +y face
+            layer.command_torque([20.0, 0, 0, 0, 0, 0, 0])
+            for _ in range(10):
+                clock.advance(PERIOD / 10)
+                beyond = max(beyond, PANDA.tcp_position(driver.read_state().q)[1] - box["workspace_max"][1])
+            layer.poll()
+        outcome[name] = (layer.latched, beyond, layer.counters["workspace_clipped"])
+    latched, beyond, clipped = outcome["model"]
+    assert not latched and clipped > 0 and beyond < layer.limits.workspace_breach
+    assert outcome["no model"][0]  # only stopping the push (no braking) coasts through the face: a breach, latched
+
+
 def test_torque_without_a_model_fades_out_near_the_speed_bound():
     clock, driver, layer = rig(driver_class=_NoModelFake)
     speeds = []
