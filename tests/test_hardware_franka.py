@@ -103,7 +103,7 @@ def test_velocity_commands_through_the_safety_layer_move_the_joint(connected):
 def test_gripper_moves_to_the_commanded_width_in_the_background(connected):
     start = time.monotonic()
     connected.set_gripper(0.07)
-    assert time.monotonic() - start < 0.01  # returns at once; a worker thread runs the move
+    assert time.monotonic() - start < 0.1  # returns at once (a move takes seconds); a worker thread runs it
     assert wait_for(lambda: abs(connected.read_state().gripper_width - 0.07) < 0.002, 5.0)
     connected.set_gripper(0.03)  # closing grasps, tolerating an object in the way
     assert wait_for(lambda: connected.read_state().gripper_width < 0.035, 5.0)

@@ -59,7 +59,7 @@ def test_the_keyboard_reader_never_blocks_and_delivers_keys_from_its_thread():
     try:
         start = time.monotonic()
         assert reader.poll() == []  # nothing typed: returns at once
-        assert time.monotonic() - start < 0.01
+        assert time.monotonic() - start < 0.1  # at once (wide: CI shares its cores); a blocking read waits forever
         os.write(write_fd, b"qa\x1b[A")
         keys: list[str] = []
         deadline = time.monotonic() + 2.0
