@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hardware.drivers.base import DriverError, RobotDriver
+from hardware.drivers.base import DriverError, JointDynamics, RobotDriver
 from hardware.safety.events import COUNTERS, SafetyEvent
 from hardware.safety.kinematics import TcpKinematics
 from hardware.safety.limits import SafetyLimits
@@ -287,7 +287,7 @@ class SafetyLayer:
             try:
                 dynamics = self.driver.joint_dynamics(state)
                 if dynamics is not None:
-                    _check_dynamics(dynamics, n)
+                    dynamics = _checked_dynamics(dynamics, n)
             except Exception as exc:  # any exception from a driver latches, and so does a model that is not usable
                 self._driver_fault(_driver_message(exc), now)
                 return False
@@ -355,9 +355,9 @@ class SafetyLayer:
         tau += M (ddq_allowed - ddq). Torque limits still apply after it. () when nothing changes."""
         L = self.limits
         h = L.horizon
-        pushed = dynamics.mobility @ np.asarray(t)
-        drift = dynamics.drift
-        change = np.zeros(L.n)
+        pushed = (dynamics.mobility @ np.asarray(t)).tolist()  # Python floats for the per-joint loop
+        drift = dynamics.drift.tolist()
+        change = [0.0] * L.n
         joints = []
         for i in range(L.n):
             bound = L.velocity[i] * L.torque_speed_headroom
@@ -376,7 +376,7 @@ class SafetyLayer:
         if not joints:
             return ()
         tmax = L.torque
-        tau = np.asarray(t) + dynamics.mass @ change
+        tau = np.asarray(t) + dynamics.mass @ np.asarray(change)
         return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(L.n)], joints
 
     def command_gripper(self, command: float) -> bool:
@@ -743,12 +743,15 @@ def _brakeable_speed(room: float, decel: float, h: float) -> float:
     return 0.5 * (-decel * h + math.sqrt(decel * decel * h * h + 8.0 * decel * room))
 
 
-def _check_dynamics(dynamics, n: int) -> None:
-    """A model with the wrong shapes or a non-finite entry must not turn into a torque."""
+def _checked_dynamics(dynamics: JointDynamics, n: int) -> JointDynamics:
+    """The model as float arrays; one with the wrong shapes or a non-finite entry must not become a torque."""
+    values = {}
     for name, shape in (("mass", (n, n)), ("mobility", (n, n)), ("drift", (n,))):
-        value = np.asarray(getattr(dynamics, name))
+        value = np.asarray(getattr(dynamics, name), dtype=np.float64)
         if value.shape != shape or not np.isfinite(value).all():
             raise ValueError(f"the dynamics model's {name} is not {n}-joint and finite (shape {value.shape})")
+        values[name] = value
+    return JointDynamics(**values)
 
 
 def _driver_message(exc: Exception) -> str:
