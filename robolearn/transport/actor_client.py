@@ -439,7 +439,6 @@ class ActorClient:
             self._weights = (version, arrays)
 
     _applied_version = -1
-
     _seq_offset: int | None = None  # the server's next sequence number for our name at our first welcome
 
     def applied(self, version: int) -> None:
