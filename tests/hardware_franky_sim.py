@@ -32,6 +32,10 @@ class FrankySim:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
+        try:  # it stands in for a real-time controller: ahead of other work on a loaded machine, where allowed
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, -5)
+        except (PermissionError, OSError):
+            pass
         threading.Thread(target=self._read, daemon=True).start()
         end = time.monotonic() + timeout_s
         while not self._ready.wait(0.05):

@@ -39,7 +39,7 @@ def driver_for(host: str, **kwargs) -> FrankaDriver:
 
 # franky-sim steps MuJoCo in Python at 1 kHz; on a loaded 2-core CI machine it can stall for tens of ms,
 # which the default 50 ms stale-state limit rightly treats as a fault. A real arm does not stall.
-SIM_STATE_AGE_S = 0.25
+SIM_STATE_AGE_S = 0.5  # seen: 250-255 ms stalls with the load average at 4 on the two cores
 
 
 def safety_for(driver: FrankaDriver) -> SafetyLayer:
@@ -207,9 +207,7 @@ def test_random_torque_actions_on_franky_sim_stay_under_the_speed_limits():
     cfg.update(robot="fr3", control_mode="joint_torque")
     cfg["hardware"]["driver"]["host"] = sim.host
     cfg["hardware"]["reset"].update(max_speed=0.6, joint_noise_rad=0.0)
-    # This test is about speeds, not staleness: with its sampler thread beside the env on a loaded CI machine,
-    # franky-sim's Python 1 kHz loop stalled past SIM_STATE_AGE_S once (255 ms).
-    cfg["hardware"]["safety"]["max_state_age_s"] = 2 * SIM_STATE_AGE_S
+    cfg["hardware"]["safety"]["max_state_age_s"] = SIM_STATE_AGE_S
     env, stop, peak = None, threading.Event(), []
     try:
         env = make_env(cfg)
