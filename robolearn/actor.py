@@ -13,11 +13,10 @@ waits, reporting it, until the link is back; then it starts a new episode (a rea
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # a SIGTERM while starting (a whole run stopped as it starts) ends cleanly: nothing is produced yet
-    import signal as _signal
-    import sys as _sys
+if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
+    from robolearn.signals import exit_cleanly_on_early_stop
 
-    _signal.signal(_signal.SIGTERM, lambda *_: _sys.exit(0))
+    exit_cleanly_on_early_stop()
 
 import logging
 import signal

@@ -10,6 +10,11 @@ data lives in the replay server, so a learner crash loses at most the updates si
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
+    from robolearn.signals import exit_cleanly_on_early_stop
+
+    exit_cleanly_on_early_stop()
+
 import logging
 import math
 import signal

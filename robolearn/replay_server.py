@@ -6,6 +6,11 @@ restarted at any time without losing an acknowledged transition. Stop it with SI
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
+    from robolearn.signals import exit_cleanly_on_early_stop
+
+    exit_cleanly_on_early_stop()
+
 import logging
 import signal
 from pathlib import Path

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import signal
+import sys
+
+
+def exit_cleanly_on_early_stop() -> None:
+    """Until the role installs its own handlers: a SIGTERM while it imports or starts (a whole run stopped
+    as it starts) ends it with exit code 0. Nothing is produced yet, and the replay store is crash-safe."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def ignore_late_stop_signals() -> None:

@@ -270,3 +270,26 @@ def test_a_sigterm_to_the_whole_run_stops_every_role_cleanly_and_loses_nothing(t
     finally:
         data.close()
     assert sent > 0 and stored == sent, (stored, sent)  # the server drained while the actors flushed: every one stored once
+
+
+def _importing_torch(pid: int) -> bool:
+    """Whether the process has begun loading torch's libraries (its heavy imports, well before main())."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libtorch" in f.read()
+
+
+@pytest.mark.parametrize("role", ["robolearn.replay_server", "robolearn.learner", "robolearn.actor"])
+def test_a_role_stopped_while_it_starts_exits_cleanly(tmp_path, role):
+    """A group SIGTERM can reach a role still importing torch: that is a clean exit (0), not -15."""
+    import signal
+
+    cmd = [sys.executable, "-m", role, "--config-name", "async_state", f"run_dir={tmp_path}", "transport.port=0",
+           "transport.weights_port=0", "progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is not None or _importing_torch(proc.pid), timeout_s=30, what="the imports")
+        proc.send_signal(signal.SIGTERM)  # while the heavy imports run, before main() installs its handlers
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
