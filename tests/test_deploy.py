@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from robolearn.config import ConfigError
 from robolearn.paths import CONFIG_DIR
-from tests.hardware_franky_sim import FrankySim
+from tests.hardware_franky_sim import SIM_STATE_AGE_S, FrankySim
 
 # A few DrQ updates on the pixel sim (two 84x84 cameras + proprioception, as the real env), FR3 robot.
 TINY_TRAIN = ["env=kettle_sink", "env.robot=fr3", "env.episode_seconds=1", "agent.hidden_dim=32", "agent.feature_dim=16",
@@ -57,8 +57,8 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
             f"checkpoint={checkpoint}", "episodes=1", "resets=unattended", f"output_dir={tmp_path}", "video=true", "progress=false",
             "robot@env.hardware.driver=franka_sim", "env.robot=fr3", f"env.hardware.driver.host={sim.host}", "env.episode_seconds=1",
             "env.hardware.reset.max_speed=0.6", "env.hardware.reset.joint_noise_rad=0.0",
-            # franky-sim steps MuJoCo in Python and stalls on a loaded machine (see test_hardware_franka.py)
-            "env.hardware.safety.max_state_age_s=0.25", "preflight.camera_window_s=0.5", "+preflight.vendor_stop_margin_s=0.6",
+            # franky-sim steps MuJoCo in Python and stalls on a loaded machine (tests/hardware_franky_sim.py)
+            f"env.hardware.safety.max_state_age_s={SIM_STATE_AGE_S}", "preflight.camera_window_s=0.5", "+preflight.vendor_stop_margin_s=0.6",
         )
         result = run(cfg, say=lambda m: None)
     finally:

@@ -15,7 +15,7 @@ from hardware.safety.layer import ResetRefused, SafetyLayer
 from hardware.safety.limits import SafetyLimits
 from hardware.timing import MonotonicClock
 from robolearn.robots import FR3
-from tests.hardware_franky_sim import FrankySim
+from tests.hardware_franky_sim import SIM_STATE_AGE_S, FrankySim
 
 pytestmark = pytest.mark.timeout(120)
 franky = pytest.importorskip("franky", reason="franky-control is not installed (pip install franky-control)")
@@ -35,11 +35,6 @@ def driver_for(host: str, **kwargs) -> FrankaDriver:
     options = dict(host=host, connect_timeout_s=5.0, command_hold_s=0.2, require_realtime_kernel=False, gripper=False)
     options.update(kwargs)
     return FrankaDriver(FR3, MonotonicClock(), **options)
-
-
-# franky-sim steps MuJoCo in Python at 1 kHz; on a loaded 2-core CI machine it can stall for tens of ms,
-# which the default 50 ms stale-state limit rightly treats as a fault. A real arm does not stall.
-SIM_STATE_AGE_S = 1.0  # seen: stalls of 250-255 ms, once 501 ms, with the load average at 4.4 on the two cores
 
 
 def safety_for(driver: FrankaDriver, max_state_age_s: float = SIM_STATE_AGE_S) -> SafetyLayer:
