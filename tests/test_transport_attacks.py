@@ -186,7 +186,9 @@ def test_an_actor_takes_no_weights_beyond_what_the_server_announced(tmp_path):
             wait_for(lambda: lc.connected and actor.connected, what="both connected")
             # As if another process had taken over the weights port: a broadcast the server never announced.
             actor._keep_weights(decode(encode("weights", {"version": 10**6}, {"w": np.full(2, -1.0, np.float32)})))
-            time.sleep(0.3)  # a few status replies go by
+            for _ in range(2):  # status replies go by (each replaces server_status): still not taken
+                before = actor.server_status
+                wait_for(lambda: actor.server_status is not before, what="a status reply")
             assert actor.take_weights() is None and actor.stats["weights_unannounced"] == 1
             lc.publish_weights(3, {"w": np.ones(2, np.float32)})
             wait_for(lambda: server.weights_version == 3, what="weights accepted")
