@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -19,6 +20,38 @@ from robolearn.robots import ROBOTS
 
 class ConfigError(ValueError):
     """A config key or value is invalid; the message names it."""
+
+
+T = TypeVar("T")
+
+
+def check(ok: bool, key: str, value: Any, why: str) -> None:
+    """The one value check of every schema: raise ConfigError naming the key, the value and the rule."""
+    if not ok:
+        raise ConfigError(f"invalid value for {key}: {value!r} ({why})")
+
+
+def load_typed(schema: type[T], node: Any, where: str) -> T:
+    """Merge a composed config node (DictConfig, dict or None) into a dataclass schema and build it.
+
+    An unknown key or a badly typed value raises ConfigError naming `where` and the key; the dataclass's
+    `__post_init__` checks run while it is built. Runtime classes take the object this returns, never a
+    raw DictConfig."""
+    if isinstance(node, schema):
+        return node
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where} config: {exc}") from None
+    assert isinstance(obj, schema)
+    return obj
+
+
+def register_schema(name: str, node: type, group: str | None = None) -> None:
+    """Register a dataclass in Hydra's ConfigStore as `name` (in `group`): a YAML file names it first in
+    its defaults list (`defaults: [<name>, ..., _self_]`) and then holds only what differs from it."""
+    ConfigStore.instance().store(name=name, node=node, group=group)
 
 
 class ControlMode(str, Enum):
@@ -118,9 +151,7 @@ class EnvConfig:
         return round(self.episode_seconds * self.control_hz)
 
 
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"invalid value for {key}: {value!r} ({why})")
+_check = check
 
 
 def load_env_config(node: DictConfig | dict | EnvConfig | None = None, **overrides: Any) -> EnvConfig:
