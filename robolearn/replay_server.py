@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.allocator import keep_freed_memory
+from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay import ReplayStorage
 from robolearn.signals import ignore_late_stop_signals
@@ -35,9 +36,8 @@ def build_server(cfg: DictConfig) -> ReplayServer:
     env_space, act_space = contract.observation_space(), contract.action_space()
     # With a frozen encoder (the pixel recipe) actors send features, and the store holds those.
     obs_space, frozen = learning_space(env_space, cfg.agent.get("encoder"), cfg.agent.get("encoder_weights"))
-    node = OmegaConf.to_container(cfg.server, resolve=True)
-    demos_path = node.pop("demos", None)
-    server_cfg = ServerConfig(**node, seed=cfg.seed)
+    server_cfg = load_typed(ServerConfig, {**OmegaConf.to_container(cfg.server, resolve=True), "seed": cfg.seed}, "server")
+    demos_path = server_cfg.demos
     demos = None
     if demos_path and Path(demos_path).exists():
         demos = ReplayStorage.load(demos_path, env_space, act_space.shape, capacity=server_cfg.demo_capacity)

@@ -9,7 +9,7 @@ import sys
 
 BENCHMARKS = {
     "control": "robolearn.bench.control_bench",
-    "sim": "robolearn.bench.sim_bench",
+    "sim": "sim.bench",
     "learner": "robolearn.bench.learner_bench",
     "replay": "robolearn.bench.replay_bench",
     "transport": "robolearn.bench.transport_bench",

@@ -64,6 +64,7 @@ class ServerConfig:
     max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped
     peer_log_per_min: int = 30  # log lines about peers (connections, refusals); the rest are counted
     drain_s: float = 10.0  # on SIGTERM: serve this long at most while actors (stopped by the same signal) flush
+    demos: str | None = None  # a demo file (ReplayStorage.save) loaded at start when present
 
 
 class MappedArrays:
