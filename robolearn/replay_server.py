@@ -21,12 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.allocator import keep_freed_memory
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
-from robolearn.replay import ReplayStorage
-from robolearn.signals import ignore_late_stop_signals
 from robolearn.agents.pretrained import learning_space
+from robolearn.replay import ReplayStorage
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.server import ReplayServer
+from robolearn.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
 from robolearn.transport.config import load_transport_config
-from robolearn.transport.server import ReplayServer, ServerConfig
 
 log = logging.getLogger(__name__)
 

@@ -130,7 +130,7 @@ def test_online_mode_streams_the_arm_to_a_replay_server_starting_from_the_checkp
 
     from robolearn.deploy import run
     from robolearn.spec import EnvSpec
-    from robolearn.transport.durable import ServerConfig
+    from robolearn.replay.config import ServerConfig
     from robolearn.transport.learner_client import LearnerClient
     from tests.transport_cases import running_server, transport
 

@@ -5,8 +5,9 @@ import pytest
 
 from robolearn.replay.storage import ReplayFormatError
 from robolearn.transport.actor_client import ActorClient
-from robolearn.transport.chunks import ChunkBuilder, apply_chunk
-from robolearn.transport.durable import DurableReplay, ServerConfig
+from robolearn.replay.chunks import ChunkBuilder, apply_chunk
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.durable import DurableReplay
 from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport
 
 pytestmark = pytest.mark.timeout(60)

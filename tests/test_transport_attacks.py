@@ -13,8 +13,9 @@ import pytest
 import zmq
 
 from robolearn.transport.actor_client import ActorClient
-from robolearn.transport.chunks import ChunkBuilder, wire_spec
-from robolearn.transport.durable import DurableReplay, ServerConfig
+from robolearn.replay.chunks import ChunkBuilder, wire_spec
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.durable import DurableReplay
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
 from robolearn.transport.security import generate_keys
 from tests.test_transport_server import learner, stored_ids
@@ -281,7 +282,7 @@ def test_names_of_actors_gone_for_good_are_forgotten(tmp_path):
 
 # -- fuzz, against a server in its own process ------------------------------------------------------------
 def _serve(directory, cfg, seconds):
-    from robolearn.transport.server import ReplayServer
+    from robolearn.replay.server import ReplayServer
 
     server = ReplayServer(directory, SPACE, ACTION, cfg, ServerConfig(capacity=10_000))
     try:

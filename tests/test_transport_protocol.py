@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from robolearn.spec import EnvSpec
-from robolearn.transport.chunks import ChunkBuilder, apply_chunk, check_chunk, check_continuity
+from robolearn.replay.chunks import ChunkBuilder, apply_chunk, check_chunk, check_continuity
 from robolearn.transport.protocol import SCHEMA_VERSION, ProtocolError, decode, encode, wire_bytes
 from robolearn.replay import ReplayStorage
 from tests.transport_cases import ACTION, SPACE, action, observation

@@ -8,8 +8,9 @@ import pytest
 import zmq
 
 from robolearn.transport.actor_client import ActorClient
-from robolearn.transport.chunks import ChunkBuilder, wire_spec
-from robolearn.transport.durable import DurableReplay, ServerConfig
+from robolearn.replay.chunks import ChunkBuilder, wire_spec
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.durable import DurableReplay
 from robolearn.transport.learner_client import LearnerClient
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
 from robolearn.transport.security import generate_keys
@@ -273,7 +274,7 @@ def test_a_batch_overrun_by_writes_during_its_gather_is_gathered_again(tmp_path)
     mix rows from before and after; the server must notice and gather again (deterministic version of the
     race the test above can only hit by chance)."""
     from robolearn.replay import MixedSampler
-    from robolearn.transport.server import ReplayServer
+    from robolearn.replay.server import ReplayServer
 
     server = ReplayServer(tmp_path, SPACE, ACTION, transport(), ServerConfig(capacity=600, sampler_threads=1))
     try:

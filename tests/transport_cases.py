@@ -11,7 +11,8 @@ import numpy as np
 from gymnasium import spaces
 
 from robolearn.transport.config import TransportConfig
-from robolearn.transport.server import ReplayServer, ServerConfig
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.server import ReplayServer
 
 SPACE = spaces.Dict({
     "cam": spaces.Box(0, 255, (12, 12, 3), np.uint8),

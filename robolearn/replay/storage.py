@@ -65,7 +65,7 @@ class ReplayStorage:
     def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int,
                  allocate: Allocate | None = None):
         """`allocate(name, shape, dtype, fill)` provides each array (default: in memory); the replay server
-        passes one that maps files, so that its storage is its own durable copy (robolearn.transport.durable)."""
+        passes one that maps files, so that its storage is its own durable copy (robolearn.replay.durable)."""
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
         self.observation_space = observation_space

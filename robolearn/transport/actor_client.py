@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 from gymnasium import spaces
 
-from robolearn.transport.chunks import ChunkBuilder, check_chunk, wire_spec
+from robolearn.replay.chunks import ChunkBuilder, check_chunk, wire_spec
 from robolearn.transport.config import TransportConfig, endpoint
 from robolearn.transport.protocol import ProtocolError, decode, encode
 from robolearn.transport.records import pack_record, unpack_record

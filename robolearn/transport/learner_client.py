@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from robolearn.replay import Batch
 from robolearn.transport.actor_client import TransportFatal
-from robolearn.transport.chunks import wire_spec
+from robolearn.replay.chunks import wire_spec
 from robolearn.transport.config import TransportConfig
 from robolearn.transport.protocol import ProtocolError, decode, encode
 from robolearn.transport.sockets import close_dealer, connect_dealer

@@ -12,7 +12,7 @@ the learner's weights to actors. Messages (robolearn.transport.protocol):
     weights {version} + arrays        ack {version}; the same frames go out on PUB
     bye {name}
 
-Durability (robolearn.transport.durable): the replay storage lives in files mapped into memory, and a
+Durability (robolearn.replay.durable): the replay storage lives in files mapped into memory, and a
 chunk is acknowledged only once it is stored there and the state that covers it (each actor's next
 expected sequence number among it) is written; a restart reopens the files, with every acknowledged
 transition and each actor's next sequence number (so resent chunks are recognised and not stored twice).
@@ -47,9 +47,10 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
-from robolearn.transport.chunks import check_chunk, wire_spec
+from robolearn.replay.chunks import check_chunk, wire_spec
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.durable import DurableReplay
 from robolearn.transport.config import TransportConfig
-from robolearn.transport.durable import DurableReplay, ServerConfig
 from robolearn.transport.protocol import Message, ProtocolError, decode, encode
 from robolearn.transport.security import ServerSecurity, role_allows
 

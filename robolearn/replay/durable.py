@@ -28,43 +28,20 @@ import os
 import shutil
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.replay import ReplayStorage
-from robolearn.replay.storage import ReplayFormatError, row_bytes
+from robolearn.replay.chunks import apply_chunk, check_continuity
+from robolearn.replay.config import ServerConfig
+from robolearn.replay.storage import ReplayFormatError, ReplayStorage, row_bytes
 from robolearn.spec import space_signature
-from robolearn.transport.chunks import apply_chunk, check_continuity
 
 log = logging.getLogger(__name__)
 LAYOUT_VERSION = 1
 STORES = ("online", "demo")
-
-
-@dataclass
-class ServerConfig:
-    capacity: int = 200_000
-    fsync: bool = False  # True: survive power loss too (msync + fsync per chunk); kill -9 is survived either way
-    demo_capacity: int = 20_000
-    demo_ratio: float = 0.5  # share of each batch drawn from demos, when there are any
-    sampler_threads: int = 2  # threads gathering batches beside ingestion (0: in the server's loop)
-    seed: int = 0
-    # Limits on what peers may ask of the server (docs/remote.md, "Limits"):
-    max_message_mb: float = 64.0  # larger messages are dropped by ZeroMQ before they are read (and the peer disconnected)
-    max_batch_mb: float = 512.0  # sample requests whose batch would be larger are refused
-    max_name_chars: int = 64  # actor and learner names
-    max_actors: int = 64  # live actors at once
-    max_actor_names: int = 2000  # names ever stored under (persisted with their sequence numbers in a 1 MB state slot)
-    max_peers: int = 1024  # connections remembered (stale ones are forgotten first)
-    max_pending_per_peer: int = 4  # sample requests being gathered for one peer; more are refused
-    max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped
-    peer_log_per_min: int = 30  # log lines about peers (connections, refusals); the rest are counted
-    drain_s: float = 10.0  # on SIGTERM: serve this long at most while actors (stopped by the same signal) flush
-    demos: str | None = None  # a demo file (ReplayStorage.save) loaded at start when present
 
 
 class MappedArrays:
