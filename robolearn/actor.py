@@ -35,7 +35,8 @@ from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.signals import ignore_late_stop_signals
 from robolearn.train import agent_config
-from robolearn.transport.actor_client import ActorClient, TransportFatal
+from robolearn.transport.actor_client import ActorClient
+from robolearn.transport.client import TransportFatal
 from robolearn.transport.config import load_transport_config
 
 log = logging.getLogger(__name__)

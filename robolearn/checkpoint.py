@@ -9,21 +9,17 @@ from typing import Any
 import torch
 from gymnasium import spaces
 
-from robolearn.spec import space_signature
+from robolearn.spec import spec_signature
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or made for a different observation/action spec."""
 
 
-def spec_signature(observation_space: spaces.Dict, action_space: spaces.Box) -> dict:
-    return {"obs": space_signature(observation_space), "action": [list(action_space.shape), str(action_space.dtype)]}
-
-
 def acting_signature(observation_space: spaces.Dict, action_space: spaces.Box, critic_only_keys=()) -> dict:
     """The spec a policy is bound to: the observation keys it reads (not those only its critic saw)."""
     kept = spaces.Dict({k: s for k, s in observation_space.spaces.items() if k not in set(critic_only_keys)})
-    return spec_signature(kept, action_space)
+    return spec_signature(kept, action_space.shape, str(action_space.dtype))
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from robolearn.agents.pretrained import StateRegressionEncoder, build_encoder, i
 from robolearn.checkpoint import save_checkpoint
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
-from robolearn.replay.storage import image_keys_of
+from robolearn.spec import image_keys_of
 
 log = logging.getLogger(__name__)
 

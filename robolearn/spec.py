@@ -113,9 +113,26 @@ class EnvSpec:
 
 
 def space_signature(observation_space: spaces.Dict) -> dict[str, list]:
-    """Observation keys, shapes and dtypes as plain data: what checkpoints and replay files record so a
-    file made for another observation spec is refused with both specs named."""
+    """Observation keys, shapes and dtypes as plain data."""
     return {k: [list(s.shape), str(s.dtype)] for k, s in observation_space.spaces.items()}
+
+
+def spec_signature(observation_space: spaces.Dict, action_shape: tuple[int, ...], action_dtype: str | None = None) -> dict:
+    """The observation/action spec as plain data: what replay files, replay stores, peers at hello and
+    checkpoints record, so data made for another spec is refused with both specs named. Checkpoints also
+    record the action dtype (`action_dtype`); replay data stores actions as float32 whatever the space says."""
+    action = list(action_shape) if action_dtype is None else [list(action_shape), action_dtype]
+    return {"obs": space_signature(observation_space), "action": action}
+
+
+def is_image_space(space: spaces.Space) -> bool:
+    """The one rule for camera frames: (H, W, C) uint8. They are stored as uint8, stacked, augmented and
+    optionally compressed on the wire; every other observation is a float vector."""
+    return len(space.shape or ()) == 3 and space.dtype == np.uint8
+
+
+def image_keys_of(observation_space: spaces.Dict) -> list[str]:
+    return [k for k, s in observation_space.spaces.items() if is_image_space(s)]
 
 
 def split_privileged(vector: np.ndarray) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.augment import draw_shifts
 from robolearn.bench.reference_drqv2 import ReferenceDrQv2
-from robolearn.replay.storage import Batch
+from robolearn.replay import Batch
 
 STATE = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (1,), np.float32)})
 ACTION = spaces.Box(-1, 1, (1,), np.float32)

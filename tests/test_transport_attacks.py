@@ -13,7 +13,8 @@ import pytest
 import zmq
 
 from robolearn.transport.actor_client import ActorClient
-from robolearn.replay.chunks import ChunkBuilder, wire_spec
+from robolearn.replay.chunks import ChunkBuilder
+from robolearn.spec import spec_signature
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
@@ -22,7 +23,7 @@ from tests.test_transport_server import learner, stored_ids
 from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport, wait_for
 
 pytestmark = pytest.mark.timeout(90)
-SPEC = wire_spec(SPACE, ACTION)
+SPEC = spec_signature(SPACE, ACTION)
 
 
 class Peer:

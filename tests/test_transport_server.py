@@ -8,7 +8,8 @@ import pytest
 import zmq
 
 from robolearn.transport.actor_client import ActorClient
-from robolearn.replay.chunks import ChunkBuilder, wire_spec
+from robolearn.replay.chunks import ChunkBuilder
+from robolearn.spec import spec_signature
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.transport.learner_client import LearnerClient
@@ -61,8 +62,8 @@ def test_weights_reach_running_and_late_actors(tmp_path):
             got = []
             wait_for(lambda: got.append(early.take_weights()) or got[-1] is not None, what="broadcast weights")
             assert got[-1][0] == 3 and got[-1][1]["w"].tolist() == [0, 1, 2, 3]
-            late = ActorClient(cfg, SPACE, ACTION, name="late")  # joins after the broadcast: gets them at hello
-            wait_for(lambda: got.append(late.take_weights()) or got[-1] is not None, what="weights at hello")
+            late = ActorClient(cfg, SPACE, ACTION, name="late")  # joins after the broadcast: gets them when its subscription arrives
+            wait_for(lambda: got.append(late.take_weights()) or got[-1] is not None, what="weights on subscribing")
             assert got[-1][0] == 3
             wait_for(lambda: early.link_problem() is None, what="actor sees the learner")
             late.close(1)
@@ -83,7 +84,7 @@ def test_duplicate_and_out_of_order_chunks(tmp_path):
             assert sock.poll(5000), "no reply"
             return decode(sock.recv_multipart())
 
-        assert ask(encode("hello", {"role": "actor", "name": "raw", "spec": wire_spec(SPACE, ACTION)})).type == "welcome"
+        assert ask(encode("hello", {"role": "actor", "name": "raw", "spec": spec_signature(SPACE, ACTION)})).type == "welcome"
         builder = ChunkBuilder(SPACE, ACTION)
         builder.start(observation(0))
         builder.step(action(1), 1.0, False, False, observation(1), 0)
@@ -136,7 +137,7 @@ def test_ten_thousand_malformed_messages_leave_server_and_data_intact(tmp_path):
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.linger = 0
         sock.connect(f"tcp://127.0.0.1:{cfg.port}")
-        sock.send_multipart(encode("hello", {"role": "actor", "name": "bad", "spec": wire_spec(SPACE, ACTION)}))
+        sock.send_multipart(encode("hello", {"role": "actor", "name": "bad", "spec": spec_signature(SPACE, ACTION)}))
         assert decode(sock.recv_multipart()).type == "welcome"
         n = 10_000
         replies = []

@@ -27,7 +27,8 @@ from gymnasium import spaces
 from robolearn.agents.augment import draw_shifts, merge_frames, random_shift
 from robolearn.agents.encoders import build_image_encoder
 from robolearn.agents.pretrained import FEATURE_KEY, FrozenStateEncoder, build_encoder, load_encoder
-from robolearn.replay.storage import Batch, image_keys_of
+from robolearn.replay import Batch
+from robolearn.spec import image_keys_of
 
 
 @dataclass

@@ -28,7 +28,7 @@ from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.augment import draw_shifts
 from robolearn.allocator import keep_freed_memory
 from robolearn.bench.reference_drqv2 import ReferenceDrQv2
-from robolearn.replay.storage import Batch
+from robolearn.replay import Batch
 
 
 def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator) -> dict[str, float]:

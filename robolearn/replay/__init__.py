@@ -1,6 +1,7 @@
-"""Replay storage (one row per observed step) and demo mixing."""
+"""Replay: storage (one row per observed step), demo mixing, and the replay service (server, durable store)."""
 
+from robolearn.replay.batch import Batch
 from robolearn.replay.mixing import MixedSampler
-from robolearn.replay.storage import Batch, ReplayFormatError, ReplayStorage
+from robolearn.replay.storage import ReplayFormatError, ReplayStorage
 
 __all__ = ["Batch", "MixedSampler", "ReplayFormatError", "ReplayStorage"]

@@ -11,16 +11,11 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.replay import ReplayStorage
-from robolearn.spec import space_signature
+from robolearn.replay.codec import obs_name, unflatten_obs
+from robolearn.replay.storage import ReplayStorage
 from robolearn.transport.protocol import KIND_START, KIND_STEP, ProtocolError
 
 SCALAR_FIELDS = {"kind": np.uint8, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_, "policy_version": np.int64}
-
-
-def wire_spec(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> dict:
-    """What peers must agree on before exchanging chunks and batches (checked at hello)."""
-    return {"obs": space_signature(observation_space), "action": list(action_shape)}
 
 
 class ChunkBuilder:
@@ -33,7 +28,7 @@ class ChunkBuilder:
 
     def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], rows: int = 16):
         self.action_shape = tuple(action_shape)
-        self._obs = [(key, f"obs/{key}", tuple(space.shape), np.dtype(space.dtype)) for key, space in observation_space.spaces.items()]
+        self._obs = [(key, obs_name(key), tuple(space.shape), np.dtype(space.dtype)) for key, space in observation_space.spaces.items()]
         self._fields = {**{name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()},
                         "action": (self.action_shape, np.dtype(np.float32)),
                         **{name: (shape, dtype) for _, name, shape, dtype in self._obs}}
@@ -112,7 +107,7 @@ def _chunk_fields(observation_space: spaces.Dict, action_shape: tuple[int, ...])
     fields = {name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
     fields["action"] = (action_shape, np.dtype(np.float32))
     for key, space in observation_space.spaces.items():
-        fields[f"obs/{key}"] = (tuple(space.shape), np.dtype(space.dtype))
+        fields[obs_name(key)] = (tuple(space.shape), np.dtype(space.dtype))
     if len(_fields_by_space) > 64:
         _fields_by_space.clear()
     _fields_by_space[id(observation_space)] = (observation_space, action_shape, fields)  # holds the space: its id stays its own
@@ -132,6 +127,5 @@ def check_continuity(arrays: dict[str, np.ndarray], episode_open: bool) -> None:
 
 def apply_chunk(storage: ReplayStorage, arrays: dict[str, np.ndarray], stream: int) -> int:
     """Store a checked chunk into `stream`; returns the number of transitions added."""
-    obs = {name[4:]: a for name, a in arrays.items() if name.startswith("obs/")}
-    return storage.extend(stream, arrays["kind"] == KIND_START, obs, arrays["action"], arrays["reward"], arrays["terminated"],
+    return storage.extend(stream, arrays["kind"] == KIND_START, unflatten_obs(arrays), arrays["action"], arrays["reward"], arrays["terminated"],
                           arrays["truncated"], arrays["policy_version"])

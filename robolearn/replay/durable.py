@@ -36,8 +36,9 @@ from gymnasium import spaces
 
 from robolearn.replay.chunks import apply_chunk, check_continuity
 from robolearn.replay.config import ServerConfig
-from robolearn.replay.storage import ReplayFormatError, ReplayStorage, row_bytes
-from robolearn.spec import space_signature
+from robolearn.replay.persistence import ReplayFormatError
+from robolearn.replay.storage import ReplayStorage, row_bytes
+from robolearn.spec import spec_signature
 
 log = logging.getLogger(__name__)
 LAYOUT_VERSION = 1
@@ -180,7 +181,7 @@ class DurableReplay:
 
     def _open(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], demos: ReplayStorage | None) -> None:
         cfg = self.cfg
-        spec = {"obs": space_signature(observation_space), "action": list(action_shape)}
+        spec = spec_signature(observation_space, action_shape)
         _check_room(self.dir, {"store": store_bytes(observation_space, action_shape, cfg.capacity),
                                "demo_store": store_bytes(observation_space, action_shape, cfg.demo_capacity)})
         self.files = {"online": MappedArrays(self.dir / "store", spec, cfg.capacity, cfg.fsync),

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robolearn.replay.storage import Batch, ReplayStorage
-
-
-def concat_batches(parts: list[Batch]) -> Batch:
-    def cat(dicts):
-        return {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}
-
-    return Batch(
-        obs=cat([p.obs for p in parts]),
-        action=np.concatenate([p.action for p in parts]),
-        reward=np.concatenate([p.reward for p in parts]),
-        discount=np.concatenate([p.discount for p in parts]),
-        next_obs=cat([p.next_obs for p in parts]),
-    )
+from robolearn.replay.batch import Batch, concat_batches
+from robolearn.replay.storage import ReplayStorage
 
 
 class MixedSampler:

@@ -1,7 +1,9 @@
 """The replay server: owns the replay storage in its own process, so a learner crash loses no data.
 
-One ROUTER socket serves every peer (actors and learners, request-reply); one PUB socket broadcasts
-the learner's weights to actors. Messages (robolearn.transport.protocol):
+One ROUTER socket serves every peer (actors and learners, request-reply); one XPUB socket is the one
+route of the learner's weights to actors: each new version is broadcast, and the current one is sent
+again whenever a subscriber joins (an actor that connects late, or reconnects, gets it at once: the
+subscription has reached the socket when it is announced, so nothing is missed). Messages (robolearn.transport.protocol):
 
     peer -> server                    server -> peer
     hello {role, name, spec}          welcome {epoch, next_seq, ...} | error
@@ -9,7 +11,7 @@ the learner's weights to actors. Messages (robolearn.transport.protocol):
                                                                              chunk up to seq: one per burst)
     heartbeat {name, ...}             status {epoch, learner_alive, actors_alive, transitions, ...}
     sample {req, batch_size, ...}     batch {req} + arrays | wait {req, reason}   (learners)
-    weights {version} + arrays        ack {version}; the same frames go out on PUB
+    weights {version} + arrays        ack {version}; the same frames go out on XPUB
     bye {name}
 
 Durability (robolearn.replay.durable): the replay storage lives in files mapped into memory, and a
@@ -47,9 +49,11 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
-from robolearn.replay.chunks import check_chunk, wire_spec
+from robolearn.replay.chunks import check_chunk
+from robolearn.replay.codec import batch_arrays
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
+from robolearn.spec import spec_signature
 from robolearn.transport.config import TransportConfig
 from robolearn.transport.protocol import Message, ProtocolError, decode, encode
 from robolearn.transport.security import ServerSecurity, role_allows
@@ -116,7 +120,7 @@ class ReplayServer:
         self.transport = transport = transport or TransportConfig()
         self.dir = Path(directory)
         self.observation_space, self.action_shape = observation_space, tuple(action_shape)
-        self.spec = wire_spec(observation_space, action_shape)
+        self.spec = spec_signature(observation_space, action_shape)
         self.data = DurableReplay(self.dir, observation_space, action_shape, cfg, demos)
         self.storage, self.demos = self.data.storage, self.data.demos
         self.epoch = uuid.uuid4().hex[:12]
@@ -142,7 +146,7 @@ class ReplayServer:
         self.context = zmq.Context()
         self.security = ServerSecurity(self.context, transport.curve_keys) if transport.curve_keys else None
         self.router = self._bind(zmq.ROUTER, transport.port)
-        self.publisher = self._bind(zmq.PUB, transport.weights_port)
+        self.publisher = self._bind(zmq.XPUB, transport.weights_port)
         self.endpoints = {"router": self.router.last_endpoint.decode(), "weights": self.publisher.last_endpoint.decode()}
         self._replies_endpoint = f"inproc://sampled-{self.epoch}"
         self._replies = self.context.socket(zmq.PULL)  # batches from sampler threads; only this thread uses the ROUTER
@@ -156,8 +160,10 @@ class ReplayServer:
     def _bind(self, kind: int, port: int) -> zmq.Socket:
         socket = self.context.socket(kind)
         socket.linger = 0
-        if kind == zmq.PUB:
+        if kind == zmq.XPUB:
             socket.sndhwm = 4  # weights: a slow subscriber gets the newest, not a backlog
+            socket.xpub_verbose = True  # every subscription is reported, not only the first: each joiner gets the weights
+            socket.maxmsgsize = 256  # subscribers send subscriptions only
         else:
             socket.maxmsgsize = self._max_message  # ZeroMQ drops larger messages (and their peer) before reading them
             socket.sndhwm = self.cfg.max_queued_replies  # per peer: a peer that does not read holds at most this many
@@ -173,6 +179,7 @@ class ReplayServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self._replies, zmq.POLLIN)
+        poller.register(self.publisher, zmq.POLLIN)
         end = None if duration_s is None else time.monotonic() + duration_s
         log.info("replay server %s listening on %s (weights on %s)%s", self.epoch, self.endpoints["router"],
                  self.endpoints["weights"], " with CURVE" if self.security else "")
@@ -188,6 +195,8 @@ class ReplayServer:
                     if peer is not None:
                         peer.pending = max(peer.pending - 1, 0)
                     self._send(identity.bytes, reply)
+            if self.publisher in events:
+                self._on_subscriptions()
             if self.router in events:
                 for _ in range(64):  # a burst, then the periodic checks below
                     try:
@@ -319,8 +328,6 @@ class ReplayServer:
         else:
             self.actor_seen[name] = now
         self.peer_log(logging.INFO, "%s %r connected (%s)", role, name, identity.hex()[:16])
-        if role == "actor" and self.weights is not None:
-            self._send(identity, self.weights)  # PUB misses what was sent before it joined
         return encode("welcome", {"epoch": self.epoch, "next_seq": self.data.next_seq.get(name, 0), **self._status()})
 
     def _on_chunk(self, identity: bytes, head_frame, msg: Message):
@@ -399,10 +406,7 @@ class ReplayServer:
             batch = sampler.gather(sampler.draw(batch_size, rng), **gather)
         else:
             batch = self._gather_beside_ingestion(sampler, batch_size, rng, gather)
-        arrays = {"action": batch.action, "reward": batch.reward, "discount": batch.discount}
-        arrays.update({f"obs/{k}": v for k, v in batch.obs.items()})
-        arrays.update({f"next_obs/{k}": v for k, v in batch.next_obs.items()})
-        return encode("batch", {"req": req, **self._status()}, arrays)
+        return encode("batch", {"req": req, **self._status()}, batch_arrays(batch))
 
     def _gather_beside_ingestion(self, sampler: MixedSampler, batch_size: int, rng, gather: dict):
         """Draw under the lock, gather outside it while chunks keep arriving. The oldest rows are not drawn,
@@ -451,6 +455,20 @@ class ReplayServer:
         self.weights_version = version
         self.publisher.send_multipart(self.weights, copy=False)
         return encode("ack", {"version": version})
+
+    def _on_subscriptions(self) -> None:
+        """Subscribers that joined get the current weights (once per burst of joins: the others get a
+        version they already hold, which they ignore)."""
+        joined = False
+        while True:
+            try:
+                event = self.publisher.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            joined |= event[:1] == b"\x01"  # 1: subscribe, 0: unsubscribe
+        if joined and self.weights is not None:
+            self.counters["weights_to_joiners"] += 1
+            self.publisher.send_multipart(self.weights, copy=False)
 
     def _on_bye(self, identity: bytes, head_frame, msg: Message):
         peer = self.peers.pop(identity)

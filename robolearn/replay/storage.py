@@ -11,36 +11,18 @@ Global row numbers grow forever; row g lives at slot g % capacity and is valid w
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.spec import space_signature
+from robolearn.replay.batch import Batch
+from robolearn.replay.codec import flatten_obs, obs_name, unflatten_obs
+from robolearn.replay.persistence import ReplayFormatError, read_replay_file, write_replay_file
+from robolearn.spec import image_keys_of, spec_signature
 
-FORMAT_VERSION = 1
-
-
-class ReplayFormatError(RuntimeError):
-    """A replay file that cannot be read back (corrupt, truncated, or for another observation spec)."""
-
-
-@dataclass
-class Batch:
-    obs: dict[str, np.ndarray]  # images (B, frames, H, W, 3) uint8; vectors (B, D) float32
-    action: np.ndarray  # (B, A) float32
-    reward: np.ndarray  # (B,) float32: n-step discounted sum
-    discount: np.ndarray  # (B,) float32: gamma^m, 0 where the episode terminated within the n steps
-    next_obs: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.action)
+_FIELDS = ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")  # per row, besides observations
 
 
 Allocate = Callable[[str, tuple, np.dtype, int], np.ndarray]
@@ -48,10 +30,6 @@ Allocate = Callable[[str, tuple, np.dtype, int], np.ndarray]
 
 def _in_memory(name: str, shape: tuple, dtype: np.dtype, fill: int) -> np.ndarray:
     return np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)  # zeros: pages touched on first write
-
-
-def image_keys_of(space: spaces.Dict) -> list[str]:
-    return [k for k, s in space.spaces.items() if len(s.shape) == 3 and s.dtype == np.uint8]
 
 
 def row_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...]) -> int:
@@ -74,7 +52,7 @@ class ReplayStorage:
         self.image_keys = image_keys_of(observation_space)
         allocate = allocate or _in_memory
         self.obs = {
-            key: allocate(f"obs/{key}", (self.capacity, *space.shape), np.dtype(np.uint8 if key in self.image_keys else np.float32), 0)
+            key: allocate(obs_name(key), (self.capacity, *space.shape), np.dtype(np.uint8 if key in self.image_keys else np.float32), 0)
             for key, space in observation_space.spaces.items()
         }
         self.action = allocate("action", (self.capacity, *self.action_shape), np.dtype(np.float32), 0)
@@ -102,10 +80,9 @@ class ReplayStorage:
 
     def start_episode(self, obs: dict[str, np.ndarray], stream: int = 0) -> int:
         """Store the first observation of an episode from `stream` (one stream per actor)."""
-        row = self._write_obs(obs, prev=-1)
-        self._cursor[stream] = row
-        self.episodes_added += 1
-        return row
+        self.extend(stream, np.ones(1, bool), _one_row(obs), np.zeros((1, *self.action_shape), np.float32),
+                    np.zeros(1, np.float32), np.zeros(1, bool), np.zeros(1, bool), np.full(1, -1, np.int64))
+        return self.total - 1
 
     def has_open_episode(self, stream: int) -> bool:
         row = self._cursor.get(stream)
@@ -114,62 +91,71 @@ class ReplayStorage:
     def add(self, action, reward: float, terminated: bool, truncated: bool, next_obs: dict[str, np.ndarray], stream: int = 0,
             policy_version: int = -1) -> int:
         """Store one transition of `stream`: the action taken from its latest observation and what followed."""
-        row = self._cursor.get(stream)
-        if row is None or row < self.oldest:
-            raise RuntimeError(f"replay stream {stream}: add() before start_episode()")
         action = np.asarray(action, dtype=np.float32)
         if action.shape != self.action_shape:
             raise ValueError(f"replay: action shape {action.shape}, expected {self.action_shape}")
-        slot = row % self.capacity
-        self.transitions_added += 1
-        if row + self.capacity == self.total:
-            # The next observation lands on the slot of the observation it follows (a stream left idle while
-            # the whole buffer turned over): that transition cannot be kept; the episode goes on from here.
-            new_row = self._write_obs(next_obs, prev=-1)
-        else:
-            self.action[slot] = action
-            self.reward[slot] = reward
-            self.terminated[slot] = terminated
-            self.truncated[slot] = truncated
-            self.policy_version[slot] = policy_version
-            new_row = self._write_obs(next_obs, prev=row)
-            self.next[slot] = new_row
-            self._complete += 1
-        if terminated or truncated:
-            del self._cursor[stream]
-        else:
-            self._cursor[stream] = new_row
-        return new_row
+        self.extend(stream, np.zeros(1, bool), _one_row(next_obs), action[None], np.array([reward], np.float32),
+                    np.array([terminated], bool), np.array([truncated], bool), np.array([policy_version], np.int64))
+        return self.total - 1
 
     def extend(self, stream: int, starts: np.ndarray, obs: dict[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
                terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray) -> int:
-        """Store a run of records of `stream` at once (the replay server's chunks); the same result as calling
-        start_episode (where `starts` is true) or add (elsewhere) record by record, at a fraction of the cost.
-        Record i's observation is the episode's first (start) or the next observation of transition i;
-        `obs` values are (n, ...) arrays or lists of n rows."""
+        """The one write path: store a run of records of `stream` (a chunk of the replay server, or one record
+        from start_episode / add). Record i's observation is the episode's first (where `starts` is true) or
+        the next observation of transition i; `obs` values are (n, ...) arrays or lists of n rows. Everything is
+        checked before anything is written. Returns the number of transitions added."""
         starts = np.asarray(starts, dtype=bool)
+        self._check_run(stream, starts, obs, action, terminated, truncated)
+        added, begin, n = 0, 0, len(starts)
+        while begin < n:
+            end = begin + self._piece(stream, bool(starts[begin]), n - begin)
+            piece = slice(begin, end)
+            added += self._write_piece(stream, starts[piece], {k: v[piece] for k, v in obs.items()}, action[piece], reward[piece],
+                                       terminated[piece], truncated[piece], policy_version[piece])
+            begin = end
+        return added
+
+    def _check_run(self, stream: int, starts: np.ndarray, obs: dict, action: np.ndarray, terminated: np.ndarray,
+                   truncated: np.ndarray) -> None:
+        n = len(starts)
+        missing = set(self.obs) - set(obs)
+        if missing:
+            raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
+        for key, store in self.obs.items():
+            value = obs[key]
+            shapes = {np.shape(row) for row in value} if isinstance(value, list) else {np.shape(value)[1:]}
+            if len(value) != n or shapes != {store.shape[1:]}:
+                raise ValueError(f"replay: observation {key!r} has shape {' or '.join(map(str, shapes))} ({len(value)} rows), "
+                                 f"expected {store.shape[1:]} ({n} rows)")
+        if np.shape(action) != (n, *self.action_shape):
+            raise ValueError(f"replay: action shape {np.shape(action)[1:]}, expected {self.action_shape}")
+        if n and not starts[0] and not self.has_open_episode(stream):
+            raise RuntimeError(f"replay stream {stream}: add() before start_episode()")
+        ended = ~starts & (np.asarray(terminated, bool) | np.asarray(truncated, bool))
+        orphans = np.flatnonzero(~starts[1:] & ended[:-1])
+        if len(orphans):
+            raise RuntimeError(f"replay stream {stream}: record {orphans[0] + 1} is a transition after its episode ended "
+                               "(add() before start_episode())")
+
+    def _piece(self, stream: int, starts_episode: bool, remaining: int) -> int:
+        """How many of the next records one vectorised write may take: fewer than the capacity (a run never
+        overwrites a row it links to), and none past the slot of the row the first record follows."""
+        limit = self.capacity - 1
+        if not starts_episode:
+            room = self._cursor[stream] + self.capacity - self.total
+            limit = min(limit, max(room, 1))  # room 0: the record's own observation lands on that slot (see _write_piece)
+        return min(limit, remaining)
+
+    def _write_piece(self, stream: int, starts: np.ndarray, obs: dict, action: np.ndarray, reward: np.ndarray,
+                     terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray) -> int:
         n = len(starts)
         cursor = self._cursor.get(stream)
-        if not starts[0] and (cursor is None or cursor < self.oldest):
-            raise RuntimeError(f"replay stream {stream}: add() before start_episode()")
         rows = self.total + np.arange(n)
-        if n >= self.capacity or (not starts[0] and cursor + self.capacity < self.total + n):
-            # The run would overwrite rows it links to (a store smaller than a chunk): go record by record.
-            for i in range(n):
-                record = {k: v[i] for k, v in obs.items()}
-                if starts[i]:
-                    self.start_episode(record, stream)
-                else:
-                    self.add(action[i], float(reward[i]), bool(terminated[i]), bool(truncated[i]), record, stream, int(policy_version[i]))
-            return int((~starts).sum())
         slots = rows % self.capacity
         evicted = slots[rows >= self.capacity]  # these slots held rows that are now overwritten
         self._complete -= int(np.count_nonzero(self.next[evicted] >= 0))
         first, last = int(slots[0]), int(slots[-1])
         index = slice(first, last + 1) if last >= first else slots  # contiguous unless it wraps
-        missing = set(self.obs) - set(obs)
-        if missing:
-            raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
         for key, store in self.obs.items():
             value = obs[key]
             if isinstance(value, list):  # rows as separate buffers (the wire's zero-copy form): one copy each
@@ -180,50 +166,33 @@ class ReplayStorage:
         prev = rows - 1
         prev[0] = -1 if starts[0] else cursor
         prev[starts] = -1
+        linked = ~starts
+        if not starts[0] and cursor + self.capacity == self.total:
+            # The next observation lands on the slot of the observation it follows (a stream left idle while
+            # the whole buffer turned over): that transition cannot be kept; the episode goes on from here.
+            prev[0], linked[0] = -1, False
         for field in (self.action, self.reward, self.terminated, self.truncated):
             field[index] = 0
         self.policy_version[index] = -1
         self.prev[index] = prev
         self.next[index] = -1
-        steps = ~starts
-        src = prev[steps] % self.capacity  # a transition's data lives in the row it leaves from
-        self.action[src] = action[steps]
-        self.reward[src] = reward[steps]
-        self.terminated[src] = terminated[steps]
-        self.truncated[src] = truncated[steps]
-        self.policy_version[src] = policy_version[steps]
-        self.next[src] = rows[steps]
-        self._complete += int(steps.sum())
+        src = prev[linked] % self.capacity  # a transition's data lives in the row it leaves from
+        self.action[src] = action[linked]
+        self.reward[src] = reward[linked]
+        self.terminated[src] = terminated[linked]
+        self.truncated[src] = truncated[linked]
+        self.policy_version[src] = policy_version[linked]
+        self.next[src] = rows[linked]
+        self._complete += int(linked.sum())
+        steps = int((~starts).sum())
         self.total += n
-        self.transitions_added += int(steps.sum())
+        self.transitions_added += steps
         self.episodes_added += int(starts.sum())
         if starts[-1] or not (terminated[-1] or truncated[-1]):
             self._cursor[stream] = int(rows[-1])
         else:
             self._cursor.pop(stream, None)
-        return int(steps.sum())
-
-    def _write_obs(self, obs: dict[str, np.ndarray], prev: int) -> int:
-        missing = set(self.obs) - set(obs)
-        if missing:
-            raise ValueError(f"replay: observation lacks keys {sorted(missing)}")
-        row = self.total
-        slot = row % self.capacity
-        if row >= self.capacity and self.next[slot] >= 0:
-            self._complete -= 1  # the row overwritten here held a transition
-        for key, store in self.obs.items():
-            value = np.asarray(obs[key])
-            if value.shape != store.shape[1:]:
-                raise ValueError(f"replay: observation {key!r} has shape {value.shape}, expected {store.shape[1:]}")
-            store[slot] = value
-        self.action[slot] = 0.0
-        self.reward[slot] = 0.0
-        self.terminated[slot] = self.truncated[slot] = False
-        self.policy_version[slot] = -1
-        self.prev[slot] = prev
-        self.next[slot] = -1
-        self.total += 1
-        return row
+        return steps
 
     # -- reading -------------------------------------------------------------------------------------
     def num_transitions(self) -> int:
@@ -346,9 +315,7 @@ class ReplayStorage:
         if other.spec_signature() != self.spec_signature():
             raise ReplayFormatError(f"cannot copy a replay of spec {other.spec_signature()} into one of spec {self.spec_signature()}")
         slots = other._slots(np.arange(other.oldest, other.total))
-        arrays = {f"obs/{k}": v[slots] for k, v in other.obs.items()}
-        arrays.update({name: getattr(other, name)[slots] for name in ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")})
-        self._take_rows(arrays, other.state(), source="another replay")
+        self._take_rows(other._held_arrays(), other.state(), source="another replay")
 
     def map_observations(self, observation_space: spaces.Dict, transform: Callable[[dict], dict], chunk: int = 1024) -> ReplayStorage:
         """A copy of this store (same rows, links and counters) whose observations went through `transform`
@@ -359,9 +326,9 @@ class ReplayStorage:
         for start in range(0, len(slots), chunk):
             mapped = transform({k: v[slots[start : start + chunk]] for k, v in self.obs.items()})
             for key, value in mapped.items():
-                parts.setdefault(f"obs/{key}", []).append(value)
+                parts.setdefault(obs_name(key), []).append(value)
         arrays = {key: np.concatenate(values) for key, values in parts.items()}
-        arrays.update({name: getattr(self, name)[slots] for name in ("action", "reward", "terminated", "truncated", "prev", "next", "policy_version")})
+        arrays.update({name: getattr(self, name)[slots] for name in _FIELDS})
         out._take_rows(arrays, self.state(), source="a mapped replay")
         return out
 
@@ -371,8 +338,9 @@ class ReplayStorage:
             raise ReplayFormatError(f"{source} holds {held} rows, more than capacity {self.capacity}")
         first = state["total"] - held
         slots = self._slots(np.arange(first, state["total"]))
+        obs = unflatten_obs(arrays)
         for key in self.obs:
-            self.obs[key][slots] = arrays[f"obs/{key}"]
+            self.obs[key][slots] = obs[key]
         for name in ("action", "reward", "terminated", "truncated", "prev", "next"):
             getattr(self, name)[slots] = arrays[name]
         if "policy_version" in arrays:  # files written before policy versions were kept hold -1 (unknown)
@@ -385,55 +353,29 @@ class ReplayStorage:
         self.transitions_added, self.episodes_added = int(state["transitions_added"]), int(state["episodes_added"])
         self._cursor = {int(stream): int(row) for stream, row in state["cursor"]}
 
-    def save(self, path: str | Path) -> None:
-        """Write to a temporary file, fsync, then rename: a crash mid-save leaves the old file intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        rows = np.arange(self.oldest, self.total)
-        slots = self._slots(rows)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "capacity": self.capacity,
-            "total": self.total,
-            "transitions_added": self.transitions_added,
-            "episodes_added": self.episodes_added,
-            "cursor": {str(k): v for k, v in self._cursor.items()},
-            "spec": self.spec_signature(),
-        }
-        arrays = {f"obs/{k}": v[slots] for k, v in self.obs.items()}
-        arrays.update(
-            action=self.action[slots], reward=self.reward[slots], terminated=self.terminated[slots],
-            truncated=self.truncated[slots], prev=self.prev[slots], next=self.next[slots],
-            policy_version=self.policy_version[slots],
-        )
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    def _held_arrays(self) -> dict[str, np.ndarray]:
+        """The rows held, oldest first: every observation (by its flat name) and every per-row field."""
+        slots = self._slots(np.arange(self.oldest, self.total))
+        return {**flatten_obs({k: v[slots] for k, v in self.obs.items()}), **{name: getattr(self, name)[slots] for name in _FIELDS}}
 
     def spec_signature(self) -> dict:
-        return {"obs": space_signature(self.observation_space), "action": list(self.action_shape)}
+        return spec_signature(self.observation_space, self.action_shape)
+
+    def save(self, path: str | Path) -> None:
+        """The rows held and the counters, to a replay file (robolearn.replay.persistence: crash-safe)."""
+        meta = {"capacity": self.capacity, "total": self.total, "transitions_added": self.transitions_added,
+                "episodes_added": self.episodes_added, "cursor": {str(k): v for k, v in self._cursor.items()},
+                "spec": self.spec_signature()}
+        write_replay_file(path, meta, self._held_arrays())
 
     @classmethod
     def load(cls, path: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int | None = None) -> ReplayStorage:
-        path = Path(path)
-        if not path.exists():
-            raise ReplayFormatError(f"replay file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                arrays = {k: data[k] for k in data.files if k != "meta"}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, io.UnsupportedOperation) as exc:
-            raise ReplayFormatError(f"replay file {path} is corrupt or truncated: {exc}") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ReplayFormatError(f"replay file {path}: format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        meta, arrays = read_replay_file(path, spec_signature(observation_space, action_shape))
         store = cls(observation_space, action_shape, capacity or meta["capacity"])
-        if meta["spec"] != store.spec_signature():
-            raise ReplayFormatError(
-                f"replay file {path} was written for a different observation/action spec: "
-                f"file {meta['spec']}, expected {store.spec_signature()}"
-            )
         store._take_rows(arrays, {**meta, "cursor": list(meta["cursor"].items())}, source=f"replay file {path}")
         return store
+
+
+def _one_row(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One observation as a run of one record."""
+    return {key: np.asarray(value)[None] for key, value in obs.items()}

@@ -29,18 +29,16 @@ import numpy as np
 import zmq
 from gymnasium import spaces
 
-from robolearn.replay.chunks import ChunkBuilder, check_chunk, wire_spec
+from robolearn.replay.chunks import ChunkBuilder, check_chunk
+from robolearn.replay.codec import obs_name
+from robolearn.spec import is_image_space, spec_signature
+from robolearn.transport.client import TransportFatal, close_dealer, connect_dealer, read_reply, reconnect_on, refusal
 from robolearn.transport.config import TransportConfig, endpoint
 from robolearn.transport.protocol import ProtocolError, decode, encode
 from robolearn.transport.records import pack_record, unpack_record
 from robolearn.transport.security import apply_client_keys
-from robolearn.transport.sockets import close_dealer, connect_dealer
 
 log = logging.getLogger(__name__)
-
-
-class TransportFatal(RuntimeError):
-    """The server refused this peer for good (schema or spec mismatch, rejected data)."""
 
 
 def _nbytes(arrays: dict) -> int:
@@ -99,15 +97,15 @@ class ActorClient:
         self.name = name or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.demo = demo
         self.observation_space, self.action_shape = observation_space, tuple(action_shape)
-        self.spec = wire_spec(observation_space, action_shape)
+        self.spec = spec_signature(observation_space, action_shape)
         self._builder = ChunkBuilder(observation_space, action_shape, rows=cfg.chunk_steps)
         self._chunk_started = 0.0
         self._seq = 0
         spill = Path(cfg.spill_dir) if cfg.spill_dir else Path(tempfile.gettempdir()) / f"robolearn-spill-{self.name}"
         self.outbox = Outbox(int(cfg.outbox_mb * (1 << 20)), spill)
         self.unacknowledged_dir = spill / "unacknowledged"
-        self.compress = {} if cfg.compression == "none" else {f"obs/{k}": cfg.compression for k, s in observation_space.spaces.items()
-                                                               if len(s.shape) == 3 and s.dtype == np.uint8}
+        self.compress = {} if cfg.compression == "none" else {obs_name(k): cfg.compression for k, s in observation_space.spaces.items()
+                                                               if is_image_space(s)}
         # Shared with the network thread (simple values: assignments are atomic under the GIL).
         self.state = "acting"  # or "holding": reported to the server with each heartbeat
         self.connected = False
@@ -270,10 +268,8 @@ class ActorClient:
         self.stats["wire_bytes"] += sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
 
     def _on_reply(self, frames, dealer: zmq.Socket, in_flight: dict) -> str | None:
-        try:
-            msg = decode(frames)
-        except ProtocolError as exc:
-            log.error("actor %s: unreadable reply from the server: %s", self.name, exc)
+        msg = read_reply(frames, f"actor {self.name}")
+        if msg is None:
             return None
         self.last_reply = time.monotonic()
         h = msg.header
@@ -316,17 +312,11 @@ class ActorClient:
             for seq in sorted(s for s in in_flight if s >= h["seq"] - self._seq_offset):
                 self._send(dealer, in_flight[seq])
                 self.stats["resent"] += 1
-        elif msg.type == "weights":
-            self._keep_weights(msg)
         elif msg.type == "error":
-            if h.get("code") == "hello_first":
-                return "reconnect"  # the server restarted: say hello again and resend
-            if h.get("code") == "name_in_use":  # our own previous connection (a restart), or another peer using our name
-                log.warning("actor %s: %s; retrying", self.name, h.get("message"))
-                time.sleep(self.cfg.heartbeat_s)
+            if reconnect_on(h, f"actor {self.name}", self.cfg):
                 return "reconnect"
             with self._acked:
-                self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
+                self.fatal = refusal(h)
                 self._acked.notify_all()
             log.error("actor %s: %s", self.name, self.fatal)
         return None

@@ -17,28 +17,20 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import Batch
-from robolearn.transport.actor_client import TransportFatal
-from robolearn.replay.chunks import wire_spec
+from robolearn.replay.codec import batch_from_arrays
+from robolearn.spec import spec_signature
+from robolearn.transport.client import TransportFatal, close_dealer, connect_dealer, read_reply, reconnect_on, refusal
 from robolearn.transport.config import TransportConfig
-from robolearn.transport.protocol import ProtocolError, decode, encode
-from robolearn.transport.sockets import close_dealer, connect_dealer
+from robolearn.transport.protocol import encode
 
 log = logging.getLogger(__name__)
-
-
-def batch_from_arrays(arrays: dict[str, np.ndarray]) -> Batch:
-    return Batch(
-        obs={k[4:]: v for k, v in arrays.items() if k.startswith("obs/")},
-        action=arrays["action"], reward=arrays["reward"], discount=arrays["discount"],
-        next_obs={k[9:]: v for k, v in arrays.items() if k.startswith("next_obs/")},
-    )
 
 
 class LearnerClient:
     def __init__(self, cfg: TransportConfig, observation_space: spaces.Dict, action_shape: tuple[int, ...], *,
                  batch_size: int, n_step: int, gamma: float, frame_stack: int, min_transitions: int, name: str = "learner"):
         self.cfg, self.name = cfg, name
-        self.spec = wire_spec(observation_space, action_shape)
+        self.spec = spec_signature(observation_space, action_shape)
         self.request = {"batch_size": batch_size, "n_step": n_step, "gamma": gamma, "frame_stack": frame_stack,
                         "min_transitions": min_transitions}
         self._batches: queue.Queue = queue.Queue(maxsize=max(cfg.prefetch, 1))
@@ -88,9 +80,9 @@ class LearnerClient:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if dealer is None:
-                    dealer = connect_dealer(context, self.cfg, "learner", self.name, self.spec)
+                if dealer is None:  # a new connection: what was asked on the old one is not answered
                     self.connected, outstanding, hello_at = False, set(), now
+                    dealer = connect_dealer(context, self.cfg, "learner", self.name, self.spec)
                 if dealer.poll(10):
                     while True:
                         try:
@@ -132,10 +124,8 @@ class LearnerClient:
             close_dealer(dealer, self.name)
 
     def _on_reply(self, frames, outstanding: set) -> str | None:
-        try:
-            msg = decode(frames)
-        except ProtocolError as exc:
-            log.error("learner: unreadable reply from the server: %s", exc)
+        msg = read_reply(frames, "learner")
+        if msg is None:
             return None
         self.last_reply = time.monotonic()
         h = msg.header
@@ -156,16 +146,12 @@ class LearnerClient:
         elif msg.type == "ack" and "version" in h:
             self.weights_acked = max(self.weights_acked, int(h["version"]))
         elif msg.type == "error":
-            if h.get("code") == "hello_first":
-                return "reconnect"
-            if h.get("code") == "name_in_use":  # a learner connection of ours not yet timed out (a restart), or another learner
-                log.warning("learner: %s; retrying", h.get("message"))
-                time.sleep(self.cfg.heartbeat_s)
+            if reconnect_on(h, "learner", self.cfg):
                 return "reconnect"
             if h.get("code") == "busy":  # too many requests in flight: ask again when a batch arrives
                 outstanding.discard(h.get("req"))
                 time.sleep(0.01)
                 return None
-            self.fatal = f"{h.get('message')} (in reply to {h.get('ref_type') or 'a message'})"
+            self.fatal = refusal(h)
             log.error("learner: %s", self.fatal)
         return None

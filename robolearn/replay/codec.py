@@ -1,0 +1,38 @@
+"""The one naming of observations among flat, named arrays: `obs/<key>` and `next_obs/<key>`.
+
+Flat arrays are what goes on the wire (chunks, batches), into replay files and into the server's mapped
+store files; a dict observation is spread into them, and gathered back, only here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robolearn.replay.batch import Batch
+
+OBS, NEXT_OBS = "obs/", "next_obs/"
+
+
+def obs_name(key: str, prefix: str = OBS) -> str:
+    return prefix + key
+
+
+def flatten_obs(obs: dict[str, np.ndarray], prefix: str = OBS) -> dict[str, np.ndarray]:
+    """{key: array} -> {"obs/key": array}."""
+    return {prefix + key: value for key, value in obs.items()}
+
+
+def unflatten_obs(arrays: dict[str, np.ndarray], prefix: str = OBS) -> dict[str, np.ndarray]:
+    """The observation among flat arrays: {"obs/key": array, ...} -> {key: array}; other names are left out."""
+    return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+
+
+def batch_arrays(batch: Batch) -> dict[str, np.ndarray]:
+    """A batch as flat arrays (the replay server's `batch` reply)."""
+    return {"action": batch.action, "reward": batch.reward, "discount": batch.discount,
+            **flatten_obs(batch.obs, OBS), **flatten_obs(batch.next_obs, NEXT_OBS)}
+
+
+def batch_from_arrays(arrays: dict[str, np.ndarray]) -> Batch:
+    return Batch(obs=unflatten_obs(arrays, OBS), action=arrays["action"], reward=arrays["reward"],
+                 discount=arrays["discount"], next_obs=unflatten_obs(arrays, NEXT_OBS))
