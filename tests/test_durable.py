@@ -159,3 +159,14 @@ def test_a_store_whose_files_were_deleted_starts_empty_instead_of_trusting_the_s
     again = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=100))
     assert again.storage.total == 0 and again.storage.num_transitions() == 0
     again.close()
+
+
+def test_a_wrong_server_key_or_value_fails_at_start_up_naming_it():
+    from robolearn.config import ConfigError, load_typed
+
+    assert load_typed(ServerConfig, {"capacity": 100, "demos": None}, "server").capacity == 100
+    with pytest.raises(ConfigError, match="capasity"):
+        load_typed(ServerConfig, {"capasity": 100}, "server")
+    for key, value in (("capacity", 1), ("demo_ratio", 1.5), ("sampler_threads", -1), ("max_actors", 0), ("drain_s", -1.0)):
+        with pytest.raises(ConfigError, match=f"server.{key}"):
+            load_typed(ServerConfig, {key: value}, "server")

@@ -233,6 +233,17 @@ def test_the_loopback_check_parses_the_address():
             load_transport_config({"host": host})
 
 
+def test_a_wrong_transport_key_or_value_fails_at_start_up_naming_it():
+    from robolearn.config import ConfigError
+    from robolearn.transport.config import load_transport_config
+
+    with pytest.raises(ConfigError, match="prot"):
+        load_transport_config({"prot": 5555})
+    for key, value in (("compression", "gif"), ("heartbeat_s", 0.0), ("peer_timeout_s", 0.9), ("prefetch", 0)):
+        with pytest.raises(ConfigError, match=f"transport.{key}"):
+            load_transport_config({key: value})
+
+
 # -- resource bounds ----------------------------------------------------------------------------------
 def test_a_learner_that_never_reads_is_held_to_a_few_requests(tmp_path):
     cfg = transport()
@@ -368,32 +379,41 @@ def test_fuzz_thousands_of_generated_malformed_messages_against_a_server_process
 
 
 # -- stopping: nothing produced is lost -------------------------------------------------------------------
+def _acknowledged_actor(cfg):
+    """Actor "arm" after two episodes, every chunk acknowledged; with the next observation id."""
+    actor = ActorClient(cfg, SPACE, ACTION, name="arm")
+    end = stream_episodes(actor, 2, 10)
+    wait_for(lambda: actor.pending() == 0, what="acknowledged")
+    return actor, end
+
+
+def _the_next_actor_completes_the_replay(cfg, server, restored: int, first_id: int) -> None:
+    """A new actor "arm" restores `restored` chunks and sends one more episode: every id is stored once."""
+    second = ActorClient(cfg, SPACE, ACTION, name="arm")
+    assert second.restored == restored
+    end = stream_episodes(second, 1, 10, first_id=first_id)
+    assert second.close(timeout_s=10)
+    assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # all of it, nothing twice
+
+
 def test_what_an_actor_leaves_unacknowledged_is_sent_first_by_the_next_one(tmp_path):
     cfg = transport(spill_dir=str(tmp_path / "spill"))
-    with running_server(tmp_path / "srv", cfg) as server:
-        first = ActorClient(cfg, SPACE, ACTION, name="arm")
-        end = stream_episodes(first, 2, 10)
-        wait_for(lambda: first.pending() == 0, what="acknowledged")
+    with running_server(tmp_path / "srv", cfg):
+        first, end = _acknowledged_actor(cfg)
     # The server stopped first (as under a group SIGTERM); the actor goes on producing, then closes.
     end = stream_episodes(first, 2, 10, first_id=end)
     assert not first.close(timeout_s=0.5)
     kept = sorted(p.name for p in (tmp_path / "spill" / "unacknowledged").iterdir())
     assert kept and all(name.endswith(".chunk") for name in kept)
     with running_server(tmp_path / "srv", cfg) as server:  # the same replay directory, restarted
-        second = ActorClient(cfg, SPACE, ACTION, name="arm")
-        assert second.restored == len(kept)
-        end = stream_episodes(second, 1, 10, first_id=end)
-        assert second.close(timeout_s=10)
-        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # all of it, each once
+        _the_next_actor_completes_the_replay(cfg, server, len(kept), end)
     assert not any((tmp_path / "spill" / "unacknowledged").iterdir())
 
 
 def test_a_chunk_stored_but_never_acknowledged_is_not_stored_twice_by_the_next_actor(tmp_path):
     cfg = transport(spill_dir=str(tmp_path / "spill"))
     with running_server(tmp_path / "srv", cfg) as server:
-        first = ActorClient(cfg, SPACE, ACTION, name="arm")
-        end = stream_episodes(first, 2, 10)
-        wait_for(lambda: first.pending() == 0, what="acknowledged")
+        first, end = _acknowledged_actor(cfg)
         first._stop.set()
         first._thread.join()
         # The server stored its last two chunks, but their acknowledgement never arrived before it closed.
@@ -402,11 +422,7 @@ def test_a_chunk_stored_but_never_acknowledged_is_not_stored_twice_by_the_next_a
             first._in_flight[local] = one_chunk("arm", local + first._seq_offset, 90_000 + 10 * local)
         first.acked_through = last - 2
         assert first._keep_unacknowledged() == 2
-        second = ActorClient(cfg, SPACE, ACTION, name="arm")
-        assert second.restored == 2
-        end = stream_episodes(second, 1, 10, first_id=end)
-        assert second.close(timeout_s=10)
-        assert stored_ids(server.storage) == [i for i in range(end) if i % 11]  # nothing of the restored copies twice
+        _the_next_actor_completes_the_replay(cfg, server, 2, end)  # nothing of the restored copies twice
     assert not any((tmp_path / "spill" / "unacknowledged").iterdir())
 
 

@@ -1,8 +1,13 @@
-"""The replay server's settings (the `server` node of configs/async_*.yaml): storage, sampling and the limits on peers."""
+"""The replay server's settings (the `server` node of configs/async_*.yaml): storage, sampling and the limits on peers.
+
+Built with robolearn.config.load_typed at start-up: an unknown key, a wrong type or a value out of range
+fails there, naming `server.<key>`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from robolearn.config import check
 
 
 @dataclass
@@ -25,3 +30,15 @@ class ServerConfig:
     peer_log_per_min: int = 30  # log lines about peers (connections, refusals); the rest are counted
     drain_s: float = 10.0  # on SIGTERM: serve this long at most while actors (stopped by the same signal) flush
     demos: str | None = None  # a demo file (ReplayStorage.save) loaded at start when present
+
+    def __post_init__(self) -> None:
+        for key in ("capacity", "demo_capacity"):
+            check(getattr(self, key) >= 2, f"server.{key}", getattr(self, key), "a replay store holds at least 2 rows")
+        check(0.0 <= self.demo_ratio <= 1.0, "server.demo_ratio", self.demo_ratio, "a share of each batch, in [0, 1]")
+        check(self.sampler_threads >= 0, "server.sampler_threads", self.sampler_threads, "0 gathers in the server's loop")
+        for key in ("max_message_mb", "max_batch_mb"):
+            check(getattr(self, key) > 0, f"server.{key}", getattr(self, key), "must be positive")
+        for key in ("max_name_chars", "max_actors", "max_actor_names", "max_peers", "max_pending_per_peer", "max_queued_replies",
+                    "peer_log_per_min"):
+            check(getattr(self, key) >= 1, f"server.{key}", getattr(self, key), "must be at least 1")
+        check(self.drain_s >= 0, "server.drain_s", self.drain_s, "seconds, 0 or more")

@@ -6,9 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from omegaconf import OmegaConf
-
-from robolearn.config import ConfigError
+from robolearn.config import check, load_typed
 
 
 @dataclass
@@ -29,26 +27,21 @@ class TransportConfig:
     jpeg_quality: int = 90
     prefetch: int = 2  # learner: sample requests kept in flight
 
+    def __post_init__(self) -> None:
+        check(self.compression in ("none", "jpeg", "png"), "transport.compression", self.compression, "none, jpeg or png")
+        for key in ("heartbeat_s", "peer_timeout_s", "chunk_max_age_s", "outbox_mb"):
+            check(getattr(self, key) > 0, f"transport.{key}", getattr(self, key), "must be positive")
+        check(self.peer_timeout_s > 2 * self.heartbeat_s, "transport.peer_timeout_s", self.peer_timeout_s,
+              f"must exceed two heartbeats, {2 * self.heartbeat_s} s")
+        for key in ("chunk_steps", "max_in_flight", "prefetch"):
+            check(getattr(self, key) >= 1, f"transport.{key}", getattr(self, key), "must be at least 1")
+        check(_is_loopback(self.host) or bool(self.curve_keys), "transport.host", self.host,
+              "not loopback; remote runs need transport.curve_keys (generate them with `python -m robolearn.transport.keys DIR`)")
+
 
 def load_transport_config(node) -> TransportConfig:
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TransportConfig), node or {}))
-    except Exception as exc:  # OmegaConf names the key and value
-        raise ConfigError(f"invalid transport config: {exc}") from None
-    if cfg.compression not in ("none", "jpeg", "png"):
-        raise ConfigError(f"invalid value for transport.compression: {cfg.compression!r} (none, jpeg or png)")
-    for key in ("heartbeat_s", "peer_timeout_s", "chunk_max_age_s", "outbox_mb"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"invalid value for transport.{key}: {getattr(cfg, key)} (must be positive)")
-    if cfg.peer_timeout_s <= 2 * cfg.heartbeat_s:
-        raise ConfigError(f"invalid value for transport.peer_timeout_s: {cfg.peer_timeout_s} (must exceed two heartbeats, {2 * cfg.heartbeat_s} s)")
-    for key in ("chunk_steps", "max_in_flight", "prefetch"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"invalid value for transport.{key}: {getattr(cfg, key)} (must be at least 1)")
-    if not _is_loopback(cfg.host) and not cfg.curve_keys:
-        raise ConfigError(f"invalid value for transport.host: {cfg.host!r} is not loopback; remote runs need transport.curve_keys "
-                          "(generate them with `python -m robolearn.transport.keys DIR`)")
-    return cfg
+    """The `transport` node as a checked TransportConfig (ConfigError naming a wrong key or value)."""
+    return load_typed(TransportConfig, node, "transport")
 
 
 def _is_loopback(host: str) -> bool:
