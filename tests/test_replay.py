@@ -228,3 +228,30 @@ def test_extend_equals_record_by_record(capacity):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
             else:
                 assert a[key] == b[key], key
+
+
+def test_a_bad_run_is_refused_before_anything_is_written():
+    """The one write path checks a whole run first: a transition after its episode ended, a missing key or a
+    wrong shape raises and leaves the store as it was."""
+    store = ReplayStorage(SPACE, (1,), 20)
+    add_episode(store, 0, 3)
+    before = _store_state(store)
+    records = {"cam": np.stack([obs(v)["cam"] for v in (10, 11, 12)]), "pos": np.stack([obs(v)["pos"] for v in (10, 11, 12)])}
+    run = dict(action=np.zeros((3, 1), np.float32), reward=np.zeros(3, np.float32), policy_version=np.zeros(3, np.int64))
+    with pytest.raises(RuntimeError, match="after its episode ended"):
+        store.extend(0, np.array([True, False, False]), records, terminated=np.array([False, True, False]),
+                     truncated=np.zeros(3, bool), **run)
+    with pytest.raises(ValueError, match="lacks keys"):
+        store.extend(0, np.array([True, False, False]), {"cam": records["cam"]}, terminated=np.zeros(3, bool),
+                     truncated=np.zeros(3, bool), **run)
+    with pytest.raises(ValueError, match="'pos' has shape"):
+        store.extend(0, np.array([True, False, False]), {**records, "pos": np.zeros((3, 2), np.float32)},
+                     terminated=np.zeros(3, bool), truncated=np.zeros(3, bool), **run)
+    with pytest.raises(RuntimeError, match="before start_episode"):
+        store.add([0.0], 0.0, False, False, obs(5), stream=7)
+    after = _store_state(store)
+    for key in before:
+        if isinstance(before[key], np.ndarray):
+            np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+        else:
+            assert before[key] == after[key], key

@@ -7,6 +7,9 @@ can write interleaved episodes into one store, which is what the replay server d
 n-step returns are rebuilt at sample time by following the links, never across an episode boundary.
 
 Global row numbers grow forever; row g lives at slot g % capacity and is valid while g >= oldest.
+
+Every write goes through `extend`, a run of records (an actor's chunk; `start_episode` and `add` are runs
+of one), checked whole before anything is written. Replay files are robolearn.replay.persistence's.
 """
 
 from __future__ import annotations
