@@ -12,10 +12,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from robolearn.paths import CONFIG_DIR
-from robolearn.spec import EnvSpec
-from robolearn.transport.actor_client import ActorClient
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
+from robolearn.spec import EnvSpec
+from robolearn.transport.actor_client import ActorClient
 from tests.transport_cases import running_server, transport, wait_for
 
 pytestmark = pytest.mark.timeout(180)

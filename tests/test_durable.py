@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from robolearn.replay.storage import ReplayFormatError
-from robolearn.transport.actor_client import ActorClient
 from robolearn.replay.chunks import ChunkBuilder, apply_chunk
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
+from robolearn.replay import ReplayFormatError
+from robolearn.transport.actor_client import ActorClient
 from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport
 
 pytestmark = pytest.mark.timeout(60)

@@ -4,10 +4,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from robolearn.spec import EnvSpec
-from robolearn.replay.chunks import ChunkBuilder, apply_chunk, check_chunk, check_continuity
-from robolearn.transport.protocol import SCHEMA_VERSION, ProtocolError, decode, encode, wire_bytes
 from robolearn.replay import ReplayStorage
+from robolearn.replay.chunks import ChunkBuilder, apply_chunk, check_chunk, check_continuity
+from robolearn.spec import EnvSpec
+from robolearn.transport.protocol import SCHEMA_VERSION, ProtocolError, decode, encode, wire_bytes
 from tests.transport_cases import ACTION, SPACE, action, observation
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import zmq
 
-from robolearn.transport.actor_client import ActorClient
 from robolearn.replay.chunks import ChunkBuilder
-from robolearn.spec import spec_signature
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
+from robolearn.spec import spec_signature
+from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.learner_client import LearnerClient
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
 from robolearn.transport.security import generate_keys

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.transport.config import TransportConfig
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.server import ReplayServer
+from robolearn.transport.config import TransportConfig
 
 SPACE = spaces.Dict({
     "cam": spaces.Box(0, 255, (12, 12, 3), np.uint8),

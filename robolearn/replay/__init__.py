@@ -2,6 +2,7 @@
 
 from robolearn.replay.batch import Batch
 from robolearn.replay.mixing import MixedSampler
-from robolearn.replay.storage import ReplayFormatError, ReplayStorage
+from robolearn.replay.persistence import ReplayFormatError
+from robolearn.replay.storage import ReplayStorage
 
 __all__ = ["Batch", "MixedSampler", "ReplayFormatError", "ReplayStorage"]
