@@ -52,7 +52,7 @@ def test_actor_stream_is_stored_once_and_sampled_by_the_learner(tmp_path):
 
 def test_weights_reach_running_and_late_actors(tmp_path):
     cfg = transport()
-    with running_server(tmp_path, cfg):
+    with running_server(tmp_path, cfg) as server:
         early = ActorClient(cfg, SPACE, ACTION, name="early")
         wait_for(lambda: early.connected, what="actor connected")
         lc = learner(cfg)
@@ -65,6 +65,7 @@ def test_weights_reach_running_and_late_actors(tmp_path):
             late = ActorClient(cfg, SPACE, ACTION, name="late")  # joins after the broadcast: gets them when its subscription arrives
             wait_for(lambda: got.append(late.take_weights()) or got[-1] is not None, what="weights on subscribing")
             assert got[-1][0] == 3
+            assert server.counters["weights_to_joiners"] >= 1  # the one route: the weights socket, not the ROUTER
             wait_for(lambda: early.link_problem() is None, what="actor sees the learner")
             late.close(1)
         finally:
