@@ -41,6 +41,17 @@ from robolearn.transport.security import apply_client_keys
 log = logging.getLogger(__name__)
 
 
+def _write_chunk_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """One chunk to its own checksummed file, written whole or not at all (temporary file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pack_record(encode("chunk", {}, arrays)))
+    os.replace(tmp, path)
+
+
+def _read_chunk_file(path: Path) -> dict[str, np.ndarray]:
+    return decode(unpack_record(path.read_bytes())).arrays
+
+
 def _nbytes(arrays: dict) -> int:
     return sum(sum(r.nbytes for r in a) if isinstance(a, list) else a.nbytes for a in arrays.values())
 
@@ -68,10 +79,7 @@ class Outbox:
                 self._memory_bytes += size
                 return
             self.spill_dir.mkdir(parents=True, exist_ok=True)
-            path = self.spill_dir / f"{seq:012d}.chunk"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pack_record(encode("chunk", {}, arrays)))
-            os.replace(tmp, path)
+            _write_chunk_file(self.spill_dir / f"{seq:012d}.chunk", arrays)
             self._spilled.append(seq)
             self.spilled_total += 1
 
@@ -85,7 +93,7 @@ class Outbox:
                 return None
             seq = self._spilled.popleft()
         path = self.spill_dir / f"{seq:012d}.chunk"
-        arrays = decode(unpack_record(path.read_bytes())).arrays
+        arrays = _read_chunk_file(path)
         path.unlink()
         return seq, arrays
 
@@ -334,12 +342,12 @@ class ActorClient:
             seqs = [int(p.stem) for p in numbered]
             self._seq_offset = seqs[-1] + 1
             for server_seq, path in zip(seqs, numbered):
-                arrays = decode(unpack_record(path.read_bytes())).arrays
+                arrays = _read_chunk_file(path)
                 self._in_flight[server_seq - self._seq_offset] = encode(
                     "chunk", {"name": self.name, "seq": server_seq, "demo": self.demo}, arrays, self.compress, self.cfg.jpeg_quality)
             self.acked_through = -len(numbered) - 1
         for path in fresh:
-            self.outbox.push(self._seq, decode(unpack_record(path.read_bytes())).arrays)
+            self.outbox.push(self._seq, _read_chunk_file(path))
             self._seq += 1
             path.unlink()
         if numbered or fresh:
@@ -352,25 +360,20 @@ class ActorClient:
         kept = 0
         directory.mkdir(parents=True, exist_ok=True)
 
-        def write(name: str, arrays: dict) -> None:
-            tmp = directory / (name + ".tmp")
-            tmp.write_bytes(pack_record(encode("chunk", {}, arrays)))
-            os.replace(tmp, directory / name)
-
         for seq in sorted(self._in_flight):
             if seq <= self.acked_through:
                 continue
             arrays = decode(self._in_flight[seq]).arrays
             if seq >= 0 or not (directory / f"{seq + self._seq_offset:012d}.chunk").exists():
-                write(f"{seq + self._seq_offset:012d}.chunk", arrays)
+                _write_chunk_file(directory / f"{seq + self._seq_offset:012d}.chunk", arrays)
             kept += 1
         n = 0
         while (item := self.outbox.pop()) is not None:
             seq, arrays = item
             if self._seq_offset is not None:
-                write(f"{seq + self._seq_offset:012d}.chunk", arrays)  # never sent, but its number is known
+                _write_chunk_file(directory / f"{seq + self._seq_offset:012d}.chunk", arrays)  # never sent, but its number is known
             else:
-                write(f"new-{n:012d}.chunk", arrays)
+                _write_chunk_file(directory / f"new-{n:012d}.chunk", arrays)
                 n += 1
             kept += 1
         return kept
