@@ -3,7 +3,9 @@
 One ROUTER socket serves every peer (actors and learners, request-reply); one XPUB socket is the one
 route of the learner's weights to actors: each new version is broadcast, and the current one is sent
 again whenever a subscriber joins (an actor that connects late, or reconnects, gets it at once: the
-subscription has reached the socket when it is announced, so nothing is missed). Messages (robolearn.transport.protocol):
+subscription has reached the socket when it is announced, so nothing is missed).
+
+Messages (robolearn.transport.protocol):
 
     peer -> server                    server -> peer
     hello {role, name, spec}          welcome {epoch, next_seq, ...} | error

@@ -13,7 +13,7 @@ from robolearn.config import check, load_typed
 class TransportConfig:
     host: str = "127.0.0.1"  # the server binds here; clients connect here. Loopback unless a remote run asks otherwise
     port: int = 5555  # ROUTER: every request/reply (0 on the server: any free port)
-    weights_port: int = 5556  # PUB: weight broadcasts
+    weights_port: int = 5556  # XPUB: weights to actors (broadcast, and re-sent to each subscriber that joins)
     curve_keys: Optional[str] = None  # a directory from `python -m robolearn.transport.keys`; required off loopback
     client_key: str = "actor"  # which keypair in curve_keys this client uses
     heartbeat_s: float = 0.5
