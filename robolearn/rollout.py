@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robolearn.policies import Policy
+from robolearn.replay.storage import image_keys_of
 
 Obs = dict[str, np.ndarray]
 
@@ -190,7 +191,7 @@ def evaluate(
         Path(video_path).parent.mkdir(parents=True, exist_ok=True)
         fps = env.metadata.get("render_fps", 10)
         writer = imageio.get_writer(str(video_path), fps=fps, codec="libx264", quality=7, macro_block_size=8)
-    image_keys = [k for k, space in env.observation_space.spaces.items() if len(space.shape) == 3]
+    image_keys = image_keys_of(env.observation_space)
     bar = tqdm(range(episodes), desc="eval", unit="ep", disable=not progress)
     try:
         for i in bar:
