@@ -181,6 +181,10 @@ def test_control_mode_reads_as_its_name_in_interpolations():
     ("robolearn.train", ["--config-name", "train_state", "utd=0"]),
     ("robolearn.pretrain", ["epochs=0"]),
     ("robolearn.learner", ["--config-name", "async_state", "actor.on_learner_loss=panic"]),
+    ("robolearn.actor", ["--config-name", "async_state", "learner.publish_every=0"]),
+    ("robolearn.async_train", ["--config-name", "async_state", "actors=-1"]),
+    ("robolearn.replay_server", ["--config-name", "async_state", "server.capacityy=10"]),
+    ("robolearn.view", ["episodes=-1"]),
 ])
 def test_commands_fail_at_start_up_naming_a_bad_value(module, overrides, tmp_path):
     cmd = [sys.executable, "-m", module, *overrides, f"hydra.run.dir={tmp_path}"]
