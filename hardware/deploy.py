@@ -1,6 +1,6 @@
 """Running a policy on the real-robot env: episodes, safety events, interventions, resets and video.
 
-The policy acts through the same path as in training (`robolearn.acting.AgentPolicy`: the frame stack it
+The policy acts through the same path as in training (`robolearn.agents.policy.AgentPolicy`: the frame stack it
 was trained with; `env.step` scales and checks the action with the same `EnvSpec`), and every command
 passes the safety layer. The report holds each episode's success, return and length and every safety
 event: those of the steps, of the homing (reset info) and of the scripted motions between episodes.
@@ -22,7 +22,7 @@ import numpy as np
 
 from hardware.env import EStopLatched, ResetFailed
 from hardware.resets import ResetRoutine
-from robolearn.evaluation import EvalSummary
+from robolearn.rollout import EvalSummary
 from robolearn.replay.recording import executed_action
 
 Transition = Callable[..., None]

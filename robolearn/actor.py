@@ -14,7 +14,7 @@ waits, reporting it, until the link is back; then it starts a new episode (a rea
 from __future__ import annotations
 
 if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
-    from robolearn.signals import exit_cleanly_on_early_stop
+    from robolearn.process.signals import exit_cleanly_on_early_stop
 
     exit_cleanly_on_early_stop()
 
@@ -28,36 +28,42 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from robolearn.acting import AgentPolicy, load_acting_weights
-from robolearn.allocator import keep_freed_memory
 from robolearn.agents import DrQAgent
+from robolearn.agents.policy import AgentPolicy
+from robolearn.agents.weights import load_acting_weights
+from robolearn.async_config import AsyncConfig
+from robolearn.config import load_typed
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
-from robolearn.signals import ignore_late_stop_signals
-from robolearn.train import agent_config
+from robolearn.policies import SeedActions
+from robolearn.process.allocator import keep_freed_memory
+from robolearn.process.signals import ignore_late_stop_signals
+from robolearn.rollout import Step, run_episode
 from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.client import TransportFatal
 from robolearn.transport.config import load_transport_config
 
 log = logging.getLogger(__name__)
-LOSS_MODES = ("continue", "hold")
 
 
 class Actor:
-    def __init__(self, cfg: DictConfig, env=None, stop: threading.Event | None = None):
+    def __init__(self, cfg: AsyncConfig | DictConfig, env=None, stop: threading.Event | None = None):
+        # Typed once here too: robolearn/deploy.py (an arm as an online actor) builds its config as a node.
+        cfg = load_typed(AsyncConfig, cfg, "async")
         self.cfg, self.acfg = cfg, cfg.actor
-        if self.acfg.on_learner_loss not in LOSS_MODES:
-            raise ValueError(f"invalid value for actor.on_learner_loss: {self.acfg.on_learner_loss!r} (one of {LOSS_MODES})")
         self.env = env if env is not None else make_env(cfg.env)
-        self.agent = DrQAgent(self.env.observation_space, self.env.action_space, agent_config(cfg.agent), device="cpu")
+        self.agent = DrQAgent(self.env.observation_space, self.env.action_space, cfg.agent, device="cpu")
         self.agent.eval()
-        self.policy = AgentPolicy(self.agent, deterministic=bool(self.acfg.deterministic))
         # With a frozen encoder the actor sends features (computed once per step, as it acts on them).
         self.client = ActorClient(load_transport_config(cfg.transport), self.agent.learning_space, self.env.action_space.shape,
                                   name=self.acfg.name)
         self.name = self.client.name
         self.version = -1  # no weights yet
         self.rng = np.random.default_rng(self.acfg.seed)
+        # Random actions until the first weights and for the actor's seed steps; the policy still acts on
+        # every step, so its frame stack stays current.
+        self.policy = SeedActions(AgentPolicy(self.agent, deterministic=self.acfg.deterministic), self.rng,
+                                  lambda: self.version < 0 or self.steps < self.acfg.seed_steps)
         self.stop = stop or threading.Event()
         self.steps = self.episodes = self.holds = 0
         self.events: list[str] = []  # what happened to the link, for the operator and for tests
@@ -70,46 +76,47 @@ class Actor:
             if acfg.on_learner_loss == "hold" and self.client.link_problem():
                 self._hold()
                 continue
-            obs, _ = self.env.reset(seed=int(self.rng.integers(2**31)))
-            obs = self.agent.observe(obs)
             self.policy.reset()
-            self.client.start_episode(obs)
-            episode_return, done, info, interrupted = 0.0, False, {}, False
-            while not done and not self.stop.is_set():
-                self._apply_weights()
-                problem = self.client.link_problem()
-                if problem and self.client.fatal:
-                    raise TransportFatal(problem)
-                if problem and acfg.on_learner_loss == "hold":
-                    interrupted = True
-                    break
-                self._pace()
-                action = self._act(obs)
-                obs, reward, terminated, truncated, info = self.env.step(action)
-                obs = self.agent.observe(obs)
-                self.client.add(action, reward, terminated, truncated, obs, self.version if self.steps >= acfg.seed_steps else -1)
-                episode_return += reward
-                self.steps += 1
-                done = terminated or truncated
-            if interrupted:
+            episode = run_episode(self.env, self.policy.act, seed=int(self.rng.integers(2**31)), observe=self.agent.observe,
+                                  on_start=lambda obs, _: self.client.start_episode(obs), record=self._send,
+                                  before_step=self._before_step)
+            if episode.ended_by == "link":
                 self._hold()
                 continue
-            if done:
+            if episode.finished:
                 self.episodes += 1
-                successes.append(bool(info.get("success", False)))
+                successes.append(episode.success)
                 if self.episodes % acfg.log_every_episodes == 0:
                     recent = successes[-20:]
                     log.info("actor %s: episode %d, %d steps, return %.1f, success %.2f (last %d), policy v%d, link: %s",
-                             self.name, self.episodes, self.steps, episode_return, np.mean(recent), len(recent), self.version,
+                             self.name, self.episodes, self.steps, episode.episode_return, np.mean(recent), len(recent), self.version,
                              self.client.link_problem() or "ok")
         return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "version": self.version,
                 "success_rate": float(np.mean(successes)) if successes else 0.0}
+
+    def _before_step(self) -> str | None:
+        """New weights between steps; a lost link ends the episode unfinished when the arm must hold."""
+        if self.stop.is_set():
+            return "stop"
+        self._apply_weights()
+        problem = self.client.link_problem()
+        if problem and self.client.fatal:
+            raise TransportFatal(problem)
+        if problem and self.acfg.on_learner_loss == "hold":
+            return "link"
+        self._pace()
+        return None
+
+    def _send(self, step: Step) -> None:
+        self.client.add(step.action, step.reward, step.terminated, step.truncated, step.next_obs,
+                        self.version if self.steps >= self.acfg.seed_steps else -1)
+        self.steps += 1
 
     def _pace(self) -> None:
         """`actor.max_steps_per_s`: a sim actor outruns the learner on a CPU (cheap frozen features: ~45 steps/s
         each against ~10 updates/s); pacing it keeps the update-to-data ratio the recipe was tuned for.
         A real arm is paced by its control rate already."""
-        rate = self.acfg.get("max_steps_per_s")
+        rate = self.acfg.max_steps_per_s
         if not rate:
             return
         now = time.monotonic()
@@ -117,12 +124,6 @@ class Actor:
         if self._next_step_at > now:
             time.sleep(self._next_step_at - now)
         self._next_step_at += 1.0 / float(rate)
-
-    def _act(self, obs) -> np.ndarray:
-        policy_action = self.policy.act(obs)  # keeps the frame stack current even while acting randomly
-        if self.version < 0 or self.steps < self.acfg.seed_steps:
-            return self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32)
-        return policy_action
 
     def _apply_weights(self) -> None:
         weights = self.client.take_weights()
@@ -176,13 +177,14 @@ def safe_hold_of(env):
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
-def main(cfg: DictConfig) -> None:
+def main(node: DictConfig) -> None:
+    cfg = load_typed(AsyncConfig, node, "async")
     torch.set_num_threads(1)  # acting is one small forward pass; leave the cores to the env and the learner
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the step, send what is left, then exit
     actor = Actor(cfg, stop=stop)
-    if cfg.get("keep_freed_memory", False):
+    if cfg.keep_freed_memory:
         keep_freed_memory()  # every chunk gathers fresh buffers; kept for reuse instead of faulted in again
     try:
         result = actor.run()

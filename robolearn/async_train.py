@@ -22,6 +22,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from robolearn.async_config import AsyncConfig
+from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def _wait_for_endpoints(run_dir: Path, server: subprocess.Popen, since: float, t
     raise RoleFailed(f"the replay server did not come up within {timeout_s:.0f} s")
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: AsyncConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,8 @@ def _stop_all(procs: dict[str, subprocess.Popen], signalled: bool = False, grace
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
-def main(cfg: DictConfig) -> None:
+def main(node: DictConfig) -> None:
+    cfg = load_typed(AsyncConfig, node, "async")  # every role checks it again; a wrong key fails here first
     codes = run(cfg)
     print(f"async training finished in {cfg.run_dir}: exit codes {codes}")
 

@@ -40,6 +40,10 @@ def load_typed(schema: type[T], node: Any, where: str) -> T:
     if isinstance(node, schema):
         return node
     try:
+        if isinstance(node, DictConfig):
+            # Plain containers first: a group typed `Any` (env, policy) then stays a plain dict for the one
+            # that validates it, extra keys included, instead of becoming a dataclass that hides them.
+            node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -57,6 +61,9 @@ def register_schema(name: str, node: type, group: str | None = None) -> None:
 class ControlMode(str, Enum):
     joint_velocity = "joint_velocity"
     joint_torque = "joint_torque"
+
+    def __str__(self) -> str:  # the name in file names and interpolations (`${env.control_mode}`), as in the YAML
+        return self.value
 
 
 @dataclass
@@ -166,3 +173,8 @@ def load_env_config(node: DictConfig | dict | EnvConfig | None = None, **overrid
     # to_object rebuilds the dataclasses, which runs __post_init__ validation.
     assert isinstance(cfg, EnvConfig)
     return cfg
+
+
+# The kettle sim's env group files start from the schema (configs/env/kettle_sink.yaml), so they hold only
+# what differs and a misspelt key fails as Hydra composes them.
+register_schema("kettle_sink_schema", EnvConfig, group="env")

@@ -5,7 +5,7 @@
         env.hardware.driver.host=172.16.0.2 safety@env.hardware.safety=conservative video=true
 
 Runs the pre-flight check first (preflight.run=true), then N evaluation episodes through the same actor
-path as training (robolearn.acting.AgentPolicy), and reports success, returns and every safety event
+path as training (robolearn.agents.policy.AgentPolicy), and reports success, returns and every safety event
 (report.json in output_dir; the last stdout line is the summary as JSON).
 
 `mode=online`: after the same pre-flight, the arm becomes an online-learning actor (robolearn.actor)
@@ -35,7 +35,7 @@ def run(cfg: DictConfig, say=print) -> dict:
     from hardware.deploy import run_deployment
     from hardware.preflight import run_preflight
     from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
-    from robolearn.acting import load_checkpoint_policy
+    from robolearn.agents.policy import load_checkpoint_policy
     from robolearn.envs import make_env
     from robolearn.preflight import options_from
 
@@ -115,7 +115,7 @@ def run_online(cfg: DictConfig, env_cfg: dict, say=print) -> dict:
     import threading
 
     from robolearn.actor import Actor
-    from robolearn.acting import load_policy_weights
+    from robolearn.agents.weights import load_policy_weights
     from robolearn.checkpoint import load_policy_checkpoint
     from robolearn.envs import make_env
 

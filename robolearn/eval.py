@@ -9,19 +9,43 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from robolearn.config import check, load_typed, register_schema
 from robolearn.envs import make_env
-from robolearn.evaluation import evaluate
 from robolearn.paths import CONFIG_DIR
+from robolearn.rollout import evaluate
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict:
+@dataclass
+class EvalConfig:
+    env: Any = None  # validated by the env factory it names
+    policy: Any = field(default_factory=lambda: {"_target_": "sim.expert.KettleSinkExpert"})  # configs/policy/*.yaml
+    episodes: int = 50
+    seed: int = 0  # episode i is reset with seed + i
+    video: bool = False  # write an mp4 of the first `video_episodes` episodes
+    video_episodes: int = 1
+    video_path: str = "videos/eval.mp4"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.episodes >= 0, "episodes", self.episodes, "must be >= 0")
+        check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
+
+
+register_schema("eval_schema", EvalConfig)
+
+
+def run(cfg: EvalConfig | DictConfig) -> dict:
+    """Evaluate; a composed config is checked against EvalConfig first."""
+    cfg = load_typed(EvalConfig, cfg, "eval")
     env = make_env(cfg.env, render_mode="rgb_array" if cfg.video else None)
     try:
         policy = instantiate(cfg.policy, env=env)
@@ -37,7 +61,9 @@ def run(cfg: DictConfig) -> dict:
     finally:
         env.close()
     result = summary.as_dict()
-    result["control_mode"] = str(cfg.env.control_mode)
+    env_node = cfg.env or {}
+    if "control_mode" in env_node:  # the kettle sim's and the arm's (its env group starts from EnvConfig); dm_control has none
+        result["control_mode"] = str(env_node["control_mode"])
     if cfg.video:
         result["video"] = str(cfg.video_path)
     return result
@@ -45,7 +71,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    result = run(cfg)
+    result = run(load_typed(EvalConfig, cfg, "eval"))
     print(
         f"episodes={result['episodes']} success_rate={result['success_rate']:.3f} "
         f"mean_return={result['mean_return']:.2f} mean_length={result['mean_length']:.1f}"

@@ -11,12 +11,12 @@ data lives in the replay server, so a learner crash loses at most the updates si
 from __future__ import annotations
 
 if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
-    from robolearn.signals import exit_cleanly_on_early_stop
+    from robolearn.process.signals import exit_cleanly_on_early_stop
 
     exit_cleanly_on_early_stop()
 
+import dataclasses
 import logging
-import math
 import signal
 import time
 import warnings
@@ -24,18 +24,21 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from robolearn.acting import acting_weights, load_agent_state
 from robolearn.agents import DrQAgent
-from robolearn.allocator import keep_freed_memory
+from robolearn.agents.divergence import check_finite
+from robolearn.agents.weights import acting_weights, load_agent_state
+from robolearn.async_config import AsyncConfig
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
+from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
-from robolearn.signals import ignore_late_stop_signals
+from robolearn.process.allocator import keep_freed_memory
+from robolearn.process.device import pick_device
+from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
-from robolearn.train import TrainingDiverged, agent_config, pick_device
 from robolearn.transport.config import load_transport_config
 from robolearn.transport.learner_client import LearnerClient
 
@@ -45,21 +48,21 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 class Learner:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: AsyncConfig, run_dir: Path):
         self.cfg, self.lcfg, self.run_dir = cfg, cfg.learner, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        if cfg.get("keep_freed_memory", False):
+        if cfg.keep_freed_memory:
             keep_freed_memory()
         torch.manual_seed(cfg.seed)
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()
-        self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=pick_device(cfg.device))
+        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device))
         self.agent.check_trainable()
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
-        if self.lcfg.get("init_from") and not (run_dir / "checkpoint.pt").exists():
+        if self.lcfg.init_from and not (run_dir / "checkpoint.pt").exists():
             # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
             payload = load_checkpoint(self.lcfg.init_from, self.signature)
             if load_agent_state(self.agent, payload):
@@ -109,10 +112,7 @@ class Learner:
             waited_since = time.monotonic()
             metrics = self.agent.update(batch)
             self.updates += 1
-            for name, value in metrics.items():
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"update {self.updates}: {name} = {value}; stopped without saving, "
-                                           f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'}")
+            check_finite(metrics, f"update {self.updates}", self.run_dir / "checkpoint.pt")
             if self.updates % lcfg.publish_every == 0:
                 self.publish()
             if self.updates % lcfg.log_every == 0:
@@ -150,7 +150,7 @@ class Learner:
         save_checkpoint(self.run_dir / "checkpoint.pt", {
             "spec": self.signature,
             "agent": self.agent.training_state(),
-            "agent_config": OmegaConf.to_container(self.cfg.agent, resolve=True),
+            "agent_config": dataclasses.asdict(self.cfg.agent),
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"updates": self.updates},
         })
@@ -161,7 +161,8 @@ class Learner:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
-def main(cfg: DictConfig) -> None:
+def main(node: DictConfig) -> None:
+    cfg = load_typed(AsyncConfig, node, "async")
     learner = Learner(cfg, Path(cfg.run_dir) / "learner")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(learner, "stop_requested", True))  # save, then exit

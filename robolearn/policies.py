@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -43,3 +43,20 @@ class ZeroPolicy:
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self.action.copy()
+
+
+class SeedActions:
+    """Uniform random actions from `rng` while `random()` is true (seed steps, an actor without weights yet),
+    else `policy`'s. The policy acts on every step either way, so its frame stack stays current."""
+
+    def __init__(self, policy: Policy, rng: np.random.Generator, random: Callable[[], bool]):
+        self.policy, self.rng, self.random = policy, rng, random
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        policy_action = self.policy.act(obs)
+        if self.random():
+            return self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32)
+        return policy_action

@@ -13,33 +13,80 @@ The held-out episodes' errors (median, p90, in cm) are printed and stored in the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from robolearn.agents.augment import random_shift
 from robolearn.agents.pretrained import StateRegressionEncoder, build_encoder, input_signature, proprio_tensor, save_encoder
 from robolearn.checkpoint import save_checkpoint
+from robolearn.config import check, load_typed, register_schema
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
+from robolearn.process.device import pick_device
 from robolearn.spec import image_keys_of
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    env: Any = None  # the kettle sim (or the arm's env config, to fine-tune on its recordings)
+    out: str = "encoders/kettle_sink.pt"  # what agent.encoder_weights points to; a .state.pt beside it makes training resumable
+    data: Optional[str] = None  # the collected frames; null: beside `out` (<out>.data.npz), reused when present
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = 0
+    progress: bool = True
+    # collection: the scripted expert with noise and random detours, plus episodes of random actions
+    episodes: int = 150
+    random_fraction: float = 0.2  # episodes of uniform random actions (an untrained policy's states)
+    noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.6])  # per episode, Gaussian noise on the normalised action
+    detour_probability: float = 0.03  # per step: start a run of random actions ...
+    detour_max_steps: int = 15  # ... this long at most (failed grasps, dropped and tipped kettles)
+    save_every_episodes: int = 10
+    expert: Any = field(default_factory=lambda: {"_target_": "sim.expert.KettleSinkExpert"})
+    # real-arm fine-tuning: replay files recorded on the arm (teleop, deploy) with the ArUco tracker on, and the
+    # sim encoder to start from (docs/learner.md); set env to the arm's env config so the inputs match
+    recordings: list[str] = field(default_factory=list)
+    init_from: Optional[str] = None
+    # training
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1.0e-3
+    augment_pad: int = 2  # small shifts: the env jitters its cameras by ~1 cm / 0.02 rad
+    val_fraction: float = 0.1  # held-out episodes
+    embed_dim: int = 64
+    hidden_dim: int = 256
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "save_every_episodes", "detour_max_steps", "embed_dim", "hidden_dim"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be positive")
+        check(self.episodes >= 0, "episodes", self.episodes, "must be >= 0")
+        for key in ("random_fraction", "detour_probability", "val_fraction"):
+            check(0 <= getattr(self, key) <= 1, key, getattr(self, key), "must be in [0, 1]")
+        check(len(self.noise_scales) > 0, "noise_scales", self.noise_scales, "at least one scale")
+
+
+register_schema("pretrain_schema", PretrainConfig)
 
 PROPRIO_KEYS = ["joint_pos", "gripper"]
 TARGET_KEY = "privileged"
 
 
 # -- data -------------------------------------------------------------------------------------------------
-def collect(cfg: DictConfig, env, path: Path) -> dict[str, np.ndarray]:
+def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
     """Run (or continue) the collection; returns the dataset. Episodes are seeded by their index, so a
     resumed collection is the same as an uninterrupted one."""
     image_keys = image_keys_of(env.observation_space)
@@ -126,7 +173,7 @@ def position_errors_cm(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
     return out
 
 
-def train_encoder(cfg: DictConfig, data: dict[str, np.ndarray], meta: dict, state_path: Path, device: torch.device):
+def train_encoder(cfg: PretrainConfig, data: dict[str, np.ndarray], meta: dict, state_path: Path, device: torch.device):
     image_keys = meta["image_keys"]
     episodes = np.unique(data["episode"])
     rng = np.random.default_rng(cfg.seed)
@@ -143,7 +190,7 @@ def train_encoder(cfg: DictConfig, data: dict[str, np.ndarray], meta: dict, stat
     net = build_encoder(meta).to(device)
     net.target_mean.copy_(torch.as_tensor(mean))
     net.target_std.copy_(torch.as_tensor(std))
-    if cfg.get("init_from"):
+    if cfg.init_from:
         # Fine-tuning (e.g. the sim encoder on a real arm's recordings): its weights and target scaling.
         start = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if start.get("meta", {}).get("inputs") != meta["inputs"]:
@@ -210,13 +257,14 @@ def evaluate_encoder(net: StateRegressionEncoder, batch, idx: np.ndarray, target
     return position_errors_cm(np.concatenate(preds), target[idx])
 
 
-def pretrain(cfg: DictConfig) -> dict:
+def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
+    """Collect (or continue), then train (or continue); a composed config is checked against PretrainConfig first."""
+    cfg = load_typed(PretrainConfig, cfg, "pretrain")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
-    env_cfg = cfg.env.copy()
-    with open_dict(env_cfg):
-        env_cfg.privileged = True  # the regression target; the policy never sees it
+    # The privileged state is the regression target; the policy never sees it.
+    env_cfg = dataclasses.replace(cfg.env, privileged=True) if dataclasses.is_dataclass(cfg.env) else {**(cfg.env or {}), "privileged": True}
     env = make_env(env_cfg)
     try:
         image_keys = image_keys_of(env.observation_space)
@@ -233,14 +281,14 @@ def pretrain(cfg: DictConfig) -> dict:
         data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))
     finally:
         env.close()
-    if not data and not cfg.get("recordings"):
+    if not data and not cfg.recordings:
         raise ValueError("pretrain: no frames (episodes=0 and no recordings)")
-    if cfg.get("recordings"):
+    if cfg.recordings:
         recorded = load_recordings(cfg.recordings, image_keys)
         data = {k: np.concatenate([data[k], recorded[k]]) for k in recorded} if data else recorded
         meta["recorded_frames"] = int(len(recorded["episode"]))
         log.info("added %d recorded frames from %s", meta["recorded_frames"], list(cfg.recordings))
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = pick_device(cfg.device)
     net, metrics = train_encoder(cfg, data, meta, out.with_suffix(".state.pt"), device)
     save_encoder(out, net, {**meta, "validation": metrics, "frames": int(len(data["episode"]))})
     log.info("wrote %s: %s", out, metrics)
@@ -248,7 +296,8 @@ def pretrain(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
-def main(cfg: DictConfig) -> None:
+def main(node: DictConfig) -> None:
+    cfg = load_typed(PretrainConfig, node, "pretrain")
     metrics = pretrain(cfg)
     print(f"encoder: {cfg.out}")
     print(f"held-out errors: {OmegaConf.to_yaml(OmegaConf.create(metrics)).strip()}")

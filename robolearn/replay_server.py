@@ -7,7 +7,7 @@ restarted at any time without losing an acknowledged transition. Stop it with SI
 from __future__ import annotations
 
 if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting ends cleanly
-    from robolearn.signals import exit_cleanly_on_early_stop
+    from robolearn.process.signals import exit_cleanly_on_early_stop
 
     exit_cleanly_on_early_stop()
 
@@ -18,14 +18,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from robolearn.allocator import keep_freed_memory
+import robolearn.async_config  # noqa: F401  (registers async_schema, which configs/async_*.yaml start from)
+from robolearn.process.allocator import keep_freed_memory
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
+from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.agents.pretrained import learning_space
 from robolearn.replay import ReplayStorage
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.server import ReplayServer
-from robolearn.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
 from robolearn.transport.config import load_transport_config
 

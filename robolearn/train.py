@@ -11,89 +11,121 @@ tensorboard scalars under `tb/`, `eval.csv` and eval videos under `videos/`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
-import signal
-import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from robolearn.acting import AgentPolicy
 from robolearn.agents import AgentConfig, DrQAgent
-from robolearn.allocator import keep_freed_memory, one_off_buffers
+from robolearn.agents.divergence import check_finite
+from robolearn.agents.policy import AgentPolicy
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
+from robolearn.config import check, load_typed, register_schema
 from robolearn.envs import make_env
-from robolearn.evaluation import evaluate
 from robolearn.paths import CONFIG_DIR
+from robolearn.policies import SeedActions
+from robolearn.process.allocator import keep_freed_memory, one_off_buffers
+from robolearn.process.device import pick_device
+from robolearn.process.signals import StopRequests
 from robolearn.replay import MixedSampler, ReplayStorage
+from robolearn.rollout import Step, evaluate, run_episode
 
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss or metric became non-finite; training stops and the last good checkpoint is kept."""
+# -- the config (configs/train*.yaml hold only what differs from these) -----------------------------------
+@dataclass
+class ReplaySettings:
+    capacity: int = 200_000
+    demo_ratio: float = 0.5  # share of every batch drawn from demos (RLPD's 50/50)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass
+class DemoSettings:
+    episodes: int = 20  # 0 disables demos
+    path: Optional[str] = None  # a demo file, reused when present (collected and written when not)
+    policy: Any = field(default_factory=lambda: {"_target_": "sim.expert.KettleSinkExpert"})  # the demonstrator
 
 
-def agent_config(node: DictConfig) -> AgentConfig:
-    known = set(AgentConfig.__dataclass_fields__)
-    unknown = set(node) - known
-    if unknown:
-        raise ValueError(f"agent config: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
-    return AgentConfig(**OmegaConf.to_container(node, resolve=True))
+@dataclass
+class EvalSettings:
+    every: int = 2500  # env steps
+    first_min: Optional[float] = 2.0  # the first eval (and checkpoint) by wall-clock: at the first episode end after this
+    every_min: Optional[float] = 20.0  # then by steps or by wall-clock, whichever comes first (null: steps only)
+    episodes: int = 20
+    seed: int = 1_000_000_000  # evaluation seeds are disjoint from training seeds
+    video: bool = True
+    final: bool = True
 
 
-class StopRequests:
-    """SIGTERM (a scheduler, `timeout`) and the first Ctrl-C ask the run to stop at the next episode end
-    and save; a second Ctrl-C raises KeyboardInterrupt as usual. Handlers are installed only in the main
-    thread and restored on exit."""
+@dataclass
+class TrainConfig:
+    env: Any = None  # validated by the env factory it names (the kettle sim, dm_control)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    pretrain_if_missing: bool = True  # no file at agent.encoder_weights: run robolearn.pretrain (configs/pretrain.yaml) first
+    pretrain_overrides: list[str] = field(default_factory=list)  # for that run, e.g. "pretrain_overrides=['episodes=50']"
+    seed: int = 0
+    device: str = "auto"  # cuda when present, else cpu
+    torch_threads: int = 1  # 0: torch's default
+    keep_freed_memory: bool = True  # glibc keeps freed buffers for reuse (robolearn/process/allocator.py)
+    total_steps: int = 50_000  # env steps
+    time_limit_min: Optional[float] = None  # wall-clock budget: at the limit the episode is finished, then the run saves and evaluates
+    seed_steps: int = 1000  # uniform random actions before the policy acts and learning starts
+    update_every: int = 1  # env steps between update rounds
+    utd: int = 2  # updates per round (update-to-data ratio)
+    batch_size: int = 256
+    log_every_updates: int = 100
+    save_every: int = 2500  # env steps; checkpoints are written at the next episode end
+    save_every_min: Optional[float] = 5.0  # ... and by wall-clock (null: steps only)
+    resume: Optional[str] = None  # a run directory to continue exactly
+    progress: bool = True
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    demos: DemoSettings = field(default_factory=DemoSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
 
-    def __init__(self):
-        self.requested: str | None = None
-        self._previous: dict[int, object] = {}
+    def __post_init__(self) -> None:
+        for key in ("utd", "update_every", "batch_size", "log_every_updates", "save_every"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be positive")
+        check(self.total_steps >= 0, "total_steps", self.total_steps, "must be >= 0")
+        check(self.seed_steps >= 0, "seed_steps", self.seed_steps, "must be >= 0")
+        check(self.eval.every >= 1, "eval.every", self.eval.every, "must be positive")
+        check(self.eval.episodes >= 0, "eval.episodes", self.eval.episodes, "must be >= 0")
+        check(self.demos.episodes >= 0, "demos.episodes", self.demos.episodes, "must be >= 0")
+        check(0 <= self.replay.demo_ratio <= 1, "replay.demo_ratio", self.replay.demo_ratio, "must be in [0, 1]")
+        check(self.replay.capacity >= 1, "replay.capacity", self.replay.capacity, "must be positive")
 
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        log.warning("%s: finishing this episode, then saving (Ctrl-C again stops without saving)", self.requested)
 
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
+register_schema("train_schema", TrainConfig)
 
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+
+def _minutes(value: Optional[float]) -> float:
+    """A wall-clock setting in seconds; null (or 0) means never."""
+    return 60 * float(value or math.inf)
 
 
 class WallClockSchedule:
     """Evaluations and checkpoints by wall-clock as well as by steps: a first eval and checkpoint within
     minutes of the start (on a CPU the step schedule's first ones are an hour away)."""
 
-    def __init__(self, now, cfg: DictConfig):
+    def __init__(self, now, cfg: TrainConfig):
         self.now = now
         started = now()
-        self.eval_every = 60 * float(cfg.eval.get("every_min") or math.inf)
-        self.save_every = 60 * float(cfg.get("save_every_min") or math.inf)
-        self.next_eval = started + 60 * float(cfg.eval.get("first_min") or math.inf)
+        self.eval_every = _minutes(cfg.eval.every_min)
+        self.save_every = _minutes(cfg.save_every_min)
+        self.next_eval = started + _minutes(cfg.eval.first_min)
         self.next_save = started + min(self.save_every, self.next_eval - started)
 
     def eval_due(self) -> bool:
@@ -109,11 +141,11 @@ class WallClockSchedule:
         self.next_save = self.now() + self.save_every
 
 
-def ensure_encoder(cfg: DictConfig) -> None:
+def ensure_encoder(cfg: TrainConfig) -> None:
     """The pixel recipe's frozen encoder: made from the project's own sim data when its file is missing
     (nothing is downloaded), so the main job runs on a fresh machine. Without `pretrain_if_missing` the
     agent refuses the missing file with the command that makes it."""
-    if cfg.agent.get("encoder") != "pretrained" or not cfg.agent.get("encoder_weights") or not cfg.get("pretrain_if_missing"):
+    if cfg.agent.encoder != "pretrained" or not cfg.agent.encoder_weights or not cfg.pretrain_if_missing:
         return
     path = Path(cfg.agent.encoder_weights)
     if path.is_file():
@@ -121,28 +153,24 @@ def ensure_encoder(cfg: DictConfig) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from robolearn.pretrain import pretrain
+    from robolearn.pretrain import PretrainConfig, pretrain  # registers the pretrain schema the compose needs
 
     log.warning("no pretrained encoder at %s: making it first (python -m robolearn.pretrain out=%s; see configs/pretrain.yaml)", path, path)
     overrides = [f"out={path}", f"progress={cfg.progress}", f"torch_threads={cfg.torch_threads}", f"device={cfg.device}",
-                 *cfg.get("pretrain_overrides", [])]
+                 *cfg.pretrain_overrides]
     if GlobalHydra.instance().is_initialized():
         pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
     else:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
-    with open_dict(pretrain_cfg):
-        pretrain_cfg.env = cfg.env  # the same cameras and scene as the run
-    pretrain(pretrain_cfg)
+    # The same cameras and scene as the run.
+    pretrain(dataclasses.replace(load_typed(PretrainConfig, pretrain_cfg, "pretrain"), env=cfg.env))
 
 
 class Workspace:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: TrainConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
         ensure_encoder(cfg)
-        for key in ("utd", "update_every", "batch_size", "total_steps"):
-            if int(cfg[key]) < (0 if key == "total_steps" else 1):
-                raise ValueError(f"train config: {key} must be positive, got {cfg[key]}")
         self.device = pick_device(cfg.device)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -151,7 +179,7 @@ class Workspace:
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env, render_mode="rgb_array" if cfg.eval.video else None)
         obs_space, act_space = self.env.observation_space, self.env.action_space
-        self.agent = DrQAgent(obs_space, act_space, agent_config(cfg.agent), device=self.device)
+        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=self.device)
         self.agent.check_trainable()
         # Checkpoints are bound to what the policy reads: a critic-only key (the sim's privileged state)
         # may be missing where the policy is deployed.
@@ -189,17 +217,11 @@ class Workspace:
         successes = 0
         bar = tqdm(range(cfg.episodes), desc="demos", unit="ep", disable=not self.cfg.progress)
         for i in bar:
-            # Demo seeds are fixed (the cached file is shared by runs) and disjoint from training and eval seeds.
-            obs, _ = self.env.reset(seed=10_000_000 + i)
             expert.reset()
-            store.start_episode(obs)
-            done = False
-            while not done:
-                action = expert.act(obs)
-                obs, reward, terminated, truncated, info = self.env.step(action)
-                store.add(action, reward, terminated, truncated, obs)
-                done = terminated or truncated
-            successes += bool(info["success"])
+            # Demo seeds are fixed (the cached file is shared by runs) and disjoint from training and eval seeds.
+            episode = run_episode(self.env, expert.act, seed=10_000_000 + i, on_start=lambda obs, _: store.start_episode(obs),
+                                  record=lambda step: _store(store, step))
+            successes += episode.success
             bar.set_postfix(success=f"{successes}/{i + 1}")
         log.info("collected %d demo episodes (%d successful, %d transitions)", cfg.episodes, successes, store.num_transitions())
         if path is not None:
@@ -215,45 +237,43 @@ class Workspace:
     # -- the loop ------------------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        collect = AgentPolicy(self.agent, deterministic=False)
+        # Seed steps: uniform random actions, the policy still acting so its frame stack stays current.
+        collect = SeedActions(AgentPolicy(self.agent, deterministic=False), self.rng, lambda: self.step < cfg.seed_steps)
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress, smoothing=0.1)
         # A wall-clock budget (a cluster slot, a lent GPU), SIGTERM or Ctrl-C: the episode under way is
         # finished (at most one episode of steps), then the run saves and evaluates as at total_steps, so a
         # resumed run is the same as one never stopped. A second Ctrl-C stops at once without saving.
-        limit_min = cfg.get("time_limit_min")
         started = self.clock()
-        deadline = started + 60 * float(limit_min) if limit_min else math.inf
+        deadline = started + 60 * float(cfg.time_limit_min) if cfg.time_limit_min else math.inf
         clock = WallClockSchedule(self.clock, cfg)
         recent: deque[float] = deque(maxlen=10)
+        episode_started = [0.0]
+
+        def start(obs, _info) -> None:
+            self.replay.start_episode(obs)
+            episode_started[0] = time.perf_counter()
+
+        def stepped(step: Step) -> None:
+            self.step += 1
+            if self.step >= cfg.seed_steps:
+                self._learn(self.step)
+            bar.update(1)
+            if self.step % 10 == 0 or step.done:
+                bar.set_postfix(self._postfix(recent), refresh=False)
+
         with StopRequests() as stop:
             while self.step < cfg.total_steps and not self._stopping(stop, deadline):
-                obs, _ = self.env.reset(seed=cfg.seed * 1_000_000 + self.episode)
-                obs = self.agent.observe(obs)
                 collect.reset()
-                self.replay.start_episode(obs)
-                episode_return, length, done, info = 0.0, 0, False, {}
-                episode_started = time.perf_counter()
-                while not done and self.step < cfg.total_steps:
-                    policy_action = collect.act(obs)  # also keeps the frame stack current during seed steps
-                    action = self.rng.uniform(-1, 1, policy_action.shape).astype(np.float32) if self.step < cfg.seed_steps else policy_action
-                    obs, reward, terminated, truncated, info = self.env.step(action)
-                    obs = self.agent.observe(obs)
-                    self.replay.add(action, reward, terminated, truncated, obs)
-                    episode_return += reward
-                    length += 1
-                    self.step += 1
-                    done = terminated or truncated
-                    if self.step >= cfg.seed_steps:
-                        self._learn(self.step)
-                    bar.update(1)
-                    if self.step % 10 == 0 or done:
-                        bar.set_postfix(self._postfix(recent), refresh=False)
-                if not done:
+                episode = run_episode(
+                    self.env, collect.act, seed=cfg.seed * 1_000_000 + self.episode, observe=self.agent.observe,
+                    on_start=start, record=lambda step: _store(self.replay, step), on_step=stepped,
+                    before_step=lambda: "total_steps" if self.step >= cfg.total_steps else None)
+                if not episode.finished:
                     break  # total_steps ran out mid-episode: the run is over
                 self.episode += 1
-                recent.append(float(info["success"]))
-                self._log("episode", {"return": episode_return, "length": length, "success": float(info["success"]),
-                                      "steps_per_s": length / (time.perf_counter() - episode_started)})
+                recent.append(float(episode.success))
+                self._log("episode", {"return": episode.episode_return, "length": episode.length, "success": float(episode.success),
+                                      "steps_per_s": episode.length / (time.perf_counter() - episode_started[0])})
                 bar.set_postfix(self._postfix(recent))
                 if self.step >= self.next_eval or clock.eval_due():
                     self.evaluate()
@@ -300,12 +320,7 @@ class Workspace:
                                         frame_stack=self.agent.cfg.frame_stack)
             metrics = self.agent.update(batch)
             self.updates += 1
-            for name, value in metrics.items():
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"step {step} (update {self.updates}): {name} = {value}; stopped without saving, "
-                        f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'}"
-                    )
+            check_finite(metrics, f"step {step} (update {self.updates})", self.run_dir / "checkpoint.pt")
         if self.updates % cfg.log_every_updates < cfg.utd:
             self._log("train", metrics)
 
@@ -351,7 +366,7 @@ class Workspace:
         return {
             "spec": self.signature,
             "agent": self.agent.training_state(),
-            "agent_config": OmegaConf.to_container(self.cfg.agent, resolve=True),
+            "agent_config": dataclasses.asdict(self.cfg.agent),
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"step": self.step, "episode": self.episode, "updates": self.updates,
                          "next_eval": self.next_eval, "next_save": self.next_save},
@@ -378,10 +393,16 @@ class Workspace:
         self.eval_env.close()
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def _store(replay: ReplayStorage, step: Step) -> None:
+    replay.add(step.action, step.reward, step.terminated, step.truncated, step.next_obs)
+
+
+def run(cfg: TrainConfig | DictConfig, run_dir: Path) -> dict:
+    """Train in `run_dir`; a composed config is checked against TrainConfig first."""
+    cfg = load_typed(TrainConfig, cfg, "train")
     run_dir.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(cfg, run_dir)
-    if cfg.get("keep_freed_memory", False):
+    if cfg.keep_freed_memory:
         keep_freed_memory()  # after the replay is allocated: its arrays stay lazily committed pages
     try:
         return workspace.train()
@@ -391,8 +412,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(cfg.resume) if cfg.resume else Path(HydraConfig.get().runtime.output_dir)
-    result = run(cfg, run_dir)
+    typed = load_typed(TrainConfig, cfg, "train")
+    run_dir = Path(typed.resume) if typed.resume else Path(HydraConfig.get().runtime.output_dir)
+    result = run(typed, run_dir)
     print(f"run directory: {run_dir}")
     print(f"final eval: {result}")
 

@@ -1,9 +1,9 @@
 """MuJoCo kettle-to-sink simulation implementing the robolearn environment contract."""
 
 import robolearn  # noqa: F401  (sets the headless OpenGL backend before mujoco is imported)
-from robolearn.llvm_order import load_triton_first
+from robolearn.process.llvm_order import load_triton_first
 
-# Before dm_control or an EGL context brings in Mesa's LLVM (see robolearn.llvm_order).
+# Before dm_control or an EGL context brings in Mesa's LLVM (see robolearn.process.llvm_order).
 load_triton_first()
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(60)
 PROBE = """
 import resource, sys
 import numpy as np
-from robolearn.allocator import keep_freed_memory, one_off_buffers
+from robolearn.process.allocator import keep_freed_memory, one_off_buffers
 if sys.argv[1] in ("keep", "one-off"):
     assert keep_freed_memory()
 def faults_of_a_buffer(mb=64):

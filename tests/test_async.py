@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from robolearn.async_config import AsyncConfig
+from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
@@ -21,9 +23,9 @@ from tests.transport_cases import running_server, transport, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 
-def config(name: str, *overrides: str):
+def config(name: str, *overrides: str) -> AsyncConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
+        return load_typed(AsyncConfig, compose(config_name=name, overrides=list(overrides)), name)
 
 
 def role(module: str, config_name: str, run_dir, cfg, *extra: str, log=None) -> subprocess.Popen:
@@ -112,7 +114,7 @@ def test_async_training_end_to_end_with_two_sim_actors(tmp_path):
         assert "finished" in (run_dir / f"actor{i}.log").read_text()
 
     # The learner's checkpoint is an ordinary policy checkpoint: the eval command can load it.
-    from robolearn.acting import load_checkpoint_policy
+    from robolearn.agents.policy import load_checkpoint_policy
     from robolearn.envs import make_env
     env = make_env(config("async_state").env)
     try:

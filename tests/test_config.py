@@ -70,3 +70,124 @@ def test_eval_command_rejects_unknown_env_key_even_when_forced():
     result = _eval("+env.gravity=0")
     assert result.returncode != 0
     assert "gravity" in result.stderr
+
+
+# -- every core command's config is a registered dataclass: a wrong key or value fails at start-up ----------
+def _composed(config_name: str, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def _schemas():
+    from robolearn.async_config import AsyncConfig
+    from robolearn.eval import EvalConfig
+    from robolearn.pretrain import PretrainConfig
+    from robolearn.train import TrainConfig
+    from robolearn.view import ViewConfig
+
+    return {"train": TrainConfig, "train_state": TrainConfig, "train_drq": TrainConfig, "train_dmc": TrainConfig,
+            "eval": EvalConfig, "pretrain": PretrainConfig, "view": ViewConfig, "async_sim": AsyncConfig,
+            "async_state": AsyncConfig, "async_pixels": AsyncConfig, "async_real_fake": AsyncConfig}
+
+
+COMMAND_CONFIGS = ["train", "train_state", "train_drq", "train_dmc", "eval", "pretrain", "view", "async_sim",
+                   "async_state", "async_pixels", "async_real_fake"]
+
+
+@pytest.mark.parametrize("name", COMMAND_CONFIGS)
+def test_every_command_config_loads_into_its_schema(name):
+    from robolearn.config import load_typed
+
+    schema = _schemas()[name]
+    assert isinstance(load_typed(schema, _composed(name), name), schema)
+
+
+@pytest.mark.parametrize("name", COMMAND_CONFIGS)
+def test_every_command_config_rejects_an_unknown_top_level_key(name):
+    from hydra.errors import ConfigCompositionException
+
+    _schemas()  # registers every schema
+    with pytest.raises(ConfigCompositionException, match="no_such_key"):
+        _composed(name, "no_such_key=1")
+
+
+@pytest.mark.parametrize(
+    "name, override, named",
+    [
+        ("train", "utd=0", "utd"),
+        ("train_state", "replay.demo_ratio=2", "replay.demo_ratio"),
+        ("train", "eval.episodes=-1", "eval.episodes"),
+        ("eval", "episodes=-1", "episodes"),
+        ("eval", "video_episodes=-2", "video_episodes"),
+        ("pretrain", "val_fraction=1.5", "val_fraction"),
+        ("pretrain", "epochs=0", "epochs"),
+        ("view", "episodes=-1", "episodes"),
+        ("async_sim", "actor.on_learner_loss=panic", "on_learner_loss"),
+        ("async_state", "learner.publish_every=0", "learner.publish_every"),
+        ("async_sim", "actors=-1", "actors"),
+    ],
+)
+def test_a_bad_value_is_named_when_the_config_is_loaded(name, override, named):
+    from robolearn.config import load_typed
+
+    with pytest.raises(ConfigError, match=named):
+        load_typed(_schemas()[name], _composed(name, override), name)
+
+
+@pytest.mark.parametrize("override, named", [("agent.hiden_dim=3", "hiden_dim"), ("learner.batchsize=3", "batchsize"),
+                                             ("server.capacityy=3", "capacityy"), ("env.gravity=0", "gravity")])
+def test_sections_of_the_async_config_are_typed(override, named):
+    from hydra.errors import ConfigCompositionException
+
+    _schemas()
+    with pytest.raises(ConfigCompositionException, match=named):
+        _composed("async_sim", override)
+
+
+def test_a_forced_unknown_env_key_reaches_the_env_schema():
+    from robolearn.config import load_typed
+    from robolearn.train import TrainConfig
+
+    cfg = load_typed(TrainConfig, _composed("train_state", "+env.gravity=0"), "train")
+    with pytest.raises(ConfigError, match="gravity"):
+        load_env_config(cfg.env)
+
+
+def test_the_kettle_env_group_holds_only_the_schema_defaults():
+    """configs/env/kettle_sink.yaml restates nothing: composed, it is EnvConfig's defaults."""
+    from dataclasses import asdict
+
+    from robolearn.config import EnvConfig, load_typed
+    from robolearn.eval import EvalConfig
+
+    cfg = load_typed(EvalConfig, _composed("eval"), "eval")
+    assert load_env_config(cfg.env) == EnvConfig()
+    assert asdict(load_env_config(cfg.env)) == asdict(EnvConfig())
+
+
+def test_control_mode_reads_as_its_name_in_interpolations():
+    from robolearn.config import load_typed
+    from robolearn.train import TrainConfig
+
+    cfg = load_typed(TrainConfig, _composed("train_state", "env.control_mode=joint_torque"), "train")
+    assert cfg.demos.path == "demos/kettle_sink_state_joint_torque_20.npz"
+
+
+@pytest.mark.parametrize("module, overrides", [
+    ("robolearn.train", ["--config-name", "train_state", "utd=0"]),
+    ("robolearn.pretrain", ["epochs=0"]),
+    ("robolearn.learner", ["--config-name", "async_state", "actor.on_learner_loss=panic"]),
+    ("robolearn.actor", ["--config-name", "async_state", "learner.publish_every=0"]),
+    ("robolearn.async_train", ["--config-name", "async_state", "actors=-1"]),
+    ("robolearn.replay_server", ["--config-name", "async_state", "server.capacityy=10"]),
+    ("robolearn.view", ["episodes=-1"]),
+])
+def test_commands_fail_at_start_up_naming_a_bad_value(module, overrides, tmp_path):
+    cmd = [sys.executable, "-m", module, *overrides, f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert overrides[-1].split("=")[0].split(".")[-1] in result.stderr

@@ -99,7 +99,7 @@ def test_the_deploy_command_runs_a_checkpoint_on_the_fake_arm(checkpoint, tmp_pa
 def test_a_latched_fault_ends_the_run_and_is_never_cleared(checkpoint, tmp_path):
     from hardware import make_real_robot_env
     from hardware.deploy import run_deployment
-    from robolearn.acting import load_checkpoint_policy
+    from robolearn.agents.policy import load_checkpoint_policy
     from tests.hardware_cases import real_fake_config
 
     cfg = real_fake_config()

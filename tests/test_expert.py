@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robolearn.evaluation import evaluate
+from robolearn.rollout import evaluate
 from sim import make_kettle_sink_env
 from sim.expert import KettleSinkExpert
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from robolearn.acting import load_checkpoint_policy
+from robolearn.agents.policy import load_checkpoint_policy
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.pretrained import FEATURE_KEY, EncoderFileError, load_encoder
 from robolearn.checkpoint import CheckpointError, load_checkpoint

@@ -1,8 +1,8 @@
 """Agents: SAC with DrQ augmentation (pixels, multi-camera + proprioception) or state only."""
 
-from robolearn.llvm_order import load_triton_first
+from robolearn.process.llvm_order import load_triton_first
 
-load_triton_first()  # before any EGL context in this process (see robolearn.llvm_order)
+load_triton_first()  # before any EGL context in this process (see robolearn.process.llvm_order)
 
 from robolearn.agents.drq import AgentConfig, DrQAgent  # noqa: E402
 

@@ -26,7 +26,7 @@ from gymnasium import spaces
 
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.augment import draw_shifts
-from robolearn.allocator import keep_freed_memory
+from robolearn.process.allocator import keep_freed_memory
 from robolearn.bench.reference_drqv2 import ReferenceDrQv2
 from robolearn.replay import Batch
 
@@ -74,7 +74,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--layout", choices=("channels-last", "nchw"), default="channels-last",
                         help="the project's conv activation layout (agent.channels_last)")
     parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
-                        help="keep-freed: glibc keeps freed buffers, as the training job runs (robolearn/allocator.py); "
+                        help="keep-freed: glibc keeps freed buffers, as the training job runs (robolearn/process/allocator.py); "
                              "default: glibc's defaults. Both updates run in this one process under the same setting")
     args = parser.parse_args(argv or [])
     if args.allocator == "keep-freed":

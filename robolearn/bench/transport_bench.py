@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from robolearn.allocator import keep_freed_memory
+from robolearn.process.allocator import keep_freed_memory
 from robolearn.spec import EnvSpec
 from robolearn.transport.protocol import wire_bytes
 
@@ -153,14 +153,14 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--batches", type=int, default=20 if quick else 100)
     parser.add_argument("--broadcasts", type=int, default=10 if quick else 30)
     parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
-                        help="glibc settings in every process of the run, the ceiling's included (robolearn/allocator.py): "
+                        help="glibc settings in every process of the run, the ceiling's included (robolearn/process/allocator.py): "
                              "keep-freed, as the replay server and learner run; or glibc's defaults")
     args = parser.parse_args(argv or [])
     keep_freed = args.allocator == "keep-freed"
     if keep_freed:
         keep_freed_memory()  # this process: the actor, and the ceiling's sender
 
-    from robolearn.acting import acting_weights
+    from robolearn.agents.weights import acting_weights
     from robolearn.agents import AgentConfig, DrQAgent
     from robolearn.transport.actor_client import ActorClient
     from robolearn.replay.chunks import ChunkBuilder
@@ -230,7 +230,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
             latencies.append(1000 * (time.perf_counter() - t0))
             actor.applied(version)
         # Applying weights happens on the actor's control thread, between two steps.
-        from robolearn.acting import load_acting_weights
+        from robolearn.agents.weights import load_acting_weights
         actor_agent = DrQAgent(space, __import__("gymnasium").spaces.Box(-1, 1, action_shape, np.float32), AgentConfig())
         _, received = actor.take_weights() or (None, weights)
         applies = []

@@ -1,0 +1,78 @@
+"""The one config of asynchronous training, read by every role: the replay server, the learner, the actors
+and `async_train`, so all agree on the env contract, the agent and the transport (configs/async_*.yaml).
+
+Registered as `async_schema` when this module is imported: every role's module imports it first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from robolearn.agents.drq import AgentConfig
+from robolearn.config import check, register_schema
+from robolearn.transport.config import TransportConfig
+from robolearn.replay.config import ServerConfig
+
+LOSS_MODES = ("continue", "hold")
+
+
+@dataclass
+class LearnerConfig:
+    batch_size: int = 256
+    total_updates: Optional[int] = 100_000  # null: until stopped
+    min_transitions: int = 1000  # online transitions stored before the first update
+    max_utd: Optional[float] = 1.0  # updates <= max_utd x stored transitions (null: as fast as batches come)
+    publish_every: int = 50  # updates between weight broadcasts
+    log_every: int = 100
+    save_every: int = 2000
+    init_from: Optional[str] = None  # a checkpoint to start from (fine-tuning; ignored when the run has its own)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "publish_every", "log_every", "save_every"):
+            check(getattr(self, key) >= 1, f"learner.{key}", getattr(self, key), "must be positive")
+        check(self.min_transitions >= 0, "learner.min_transitions", self.min_transitions, "must be >= 0")
+        check(self.max_utd is None or self.max_utd >= 0, "learner.max_utd", self.max_utd, "must be >= 0 or null")
+
+
+@dataclass
+class ActorConfig:
+    name: Optional[str] = None  # default: host-pid-random
+    seed: int = 0
+    seed_steps: int = 500  # uniform random actions per actor before the policy acts
+    total_steps: Optional[int] = None  # per actor (the episode under way is finished); null: until stopped
+    max_steps_per_s: Optional[float] = None  # pace a sim actor (null: as fast as it runs; a real arm is paced by its control rate)
+    deterministic: bool = False
+    on_learner_loss: str = "continue"  # continue (keep acting with the last weights) | hold (stop the arm, wait)
+    log_every_episodes: int = 5
+    flush_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        check(self.on_learner_loss in LOSS_MODES, "actor.on_learner_loss", self.on_learner_loss, f"one of {LOSS_MODES}")
+        check(self.seed_steps >= 0, "actor.seed_steps", self.seed_steps, "must be >= 0")
+        check(self.log_every_episodes >= 1, "actor.log_every_episodes", self.log_every_episodes, "must be positive")
+        check(self.max_steps_per_s is None or self.max_steps_per_s >= 0, "actor.max_steps_per_s", self.max_steps_per_s,
+              "must be >= 0 or null")
+
+
+@dataclass
+class AsyncConfig:
+    env: Any = None  # the env contract; validated by its factory (actors) or by robolearn.spec (server, learner)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    run_dir: Optional[str] = None  # the run's directory (configs/async_sim.yaml: a fresh timestamped one)
+    seed: int = 0
+    device: str = "auto"  # the learner's device: cuda when present
+    torch_threads: int = 0
+    keep_freed_memory: bool = True  # every role keeps freed buffers for reuse (robolearn/process/allocator.py)
+    progress: bool = True
+    actors: int = 2  # how many sim actors async_train starts
+    server: ServerConfig = field(default_factory=ServerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+
+    def __post_init__(self) -> None:
+        check(self.actors >= 0, "actors", self.actors, "must be >= 0")
+
+
+register_schema("async_schema", AsyncConfig)
