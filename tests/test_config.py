@@ -191,3 +191,13 @@ def test_commands_fail_at_start_up_naming_a_bad_value(module, overrides, tmp_pat
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert overrides[-1].split("=")[0].split(".")[-1] in result.stderr
+
+
+@pytest.mark.parametrize("name, override", [("eval", "episodes=x"), ("train", "total_steps=lots"), ("pretrain", "lr=fast"),
+                                            ("async_sim", "learner.max_utd=high"), ("view", "seed=one")])
+def test_a_badly_typed_value_fails_as_the_config_is_composed(name, override):
+    from hydra.errors import ConfigCompositionException
+
+    _schemas()
+    with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[-1]):
+        _composed(name, override)
