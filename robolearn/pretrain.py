@@ -35,6 +35,7 @@ from robolearn.config import check, load_typed, register_schema
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.device import pick_device
+from robolearn.replay.codec import obs_name
 from robolearn.spec import image_keys_of
 
 log = logging.getLogger(__name__)
@@ -144,12 +145,12 @@ def load_recordings(paths, image_keys: list[str]) -> dict[str, np.ndarray]:
         if not path.is_file():
             raise FileNotFoundError(f"pretrain.recordings: no such file {path}")
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in keys if f"obs/{k}" not in data.files]
+            missing = [k for k in keys if obs_name(k) not in data.files]
             if missing:
                 hint = " (record with the ArUco tracker configured: env.hardware.tracker.kind=aruco env.privileged=true, docs/deploy.md)" if TARGET_KEY in missing else ""
                 raise ValueError(f"pretrain.recordings: {path} has no {missing}{hint}")
             for k in keys:
-                parts[k].append(data[f"obs/{k}"])
+                parts[k].append(data[obs_name(k)])
             # Episodes are told apart by their rows' links: a row without a predecessor starts one.
             starts = np.cumsum(data["prev"] < 0)
             parts["episode"].append(1_000_000 * (number + 1) + starts)

@@ -13,32 +13,32 @@ if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting
 
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import robolearn.async_config  # noqa: F401  (registers async_schema, which configs/async_*.yaml start from)
-from robolearn.process.allocator import keep_freed_memory
+from robolearn.agents.pretrained import learning_space
+from robolearn.async_config import AsyncConfig  # importing it registers async_schema (configs/async_*.yaml)
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
+from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.signals import ignore_late_stop_signals
-from robolearn.agents.pretrained import learning_space
 from robolearn.replay import ReplayStorage
-from robolearn.replay.config import ServerConfig
 from robolearn.replay.server import ReplayServer
 from robolearn.spec import EnvSpec
-from robolearn.transport.config import load_transport_config
 
 log = logging.getLogger(__name__)
 
 
-def build_server(cfg: DictConfig) -> ReplayServer:
+def build_server(node: DictConfig | AsyncConfig) -> ReplayServer:
+    cfg = load_typed(AsyncConfig, node, "async")
     contract = EnvSpec.from_config(cfg.env)
     env_space, act_space = contract.observation_space(), contract.action_space()
     # With a frozen encoder (the pixel recipe) actors send features, and the store holds those.
-    obs_space, frozen = learning_space(env_space, cfg.agent.get("encoder"), cfg.agent.get("encoder_weights"))
-    server_cfg = load_typed(ServerConfig, {**OmegaConf.to_container(cfg.server, resolve=True), "seed": cfg.seed}, "server")
+    obs_space, frozen = learning_space(env_space, cfg.agent.encoder, cfg.agent.encoder_weights)
+    server_cfg = replace(cfg.server, seed=cfg.seed)  # the run's seed drives the server's sampling
     demos_path = server_cfg.demos
     demos = None
     if demos_path and Path(demos_path).exists():
@@ -49,13 +49,14 @@ def build_server(cfg: DictConfig) -> ReplayServer:
     elif demos_path:
         log.warning("no demo file at %s: batches are online data only (collect demos with python -m robolearn.train, "
                     "or record them with python -m robolearn.teleop)", demos_path)
-    return ReplayServer(Path(cfg.run_dir) / "replay", obs_space, act_space.shape, load_transport_config(cfg.transport), server_cfg, demos)
+    return ReplayServer(Path(cfg.run_dir) / "replay", obs_space, act_space.shape, cfg.transport, server_cfg, demos)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
-def main(cfg: DictConfig) -> None:
+def main(node: DictConfig) -> None:
+    cfg = load_typed(AsyncConfig, node, "async")
     server = build_server(cfg)
-    if cfg.get("keep_freed_memory", False):
+    if cfg.keep_freed_memory:
         # After the replay is allocated. Every received chunk is fresh buffers; with glibc's defaults they
         # are handed back and faulted in again: ~25 page faults and ~30% more CPU per chunk measured here.
         keep_freed_memory()

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robolearn.policies import Policy
-from robolearn.replay.storage import image_keys_of
+from robolearn.spec import image_keys_of
 
 Obs = dict[str, np.ndarray]
 
