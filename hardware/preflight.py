@@ -237,7 +237,7 @@ class Preflight:
             start = time.monotonic()
             driver.connect()
         except DriverConnectError as exc:
-            self._add("robot", FAIL, f"unreachable at {hw.driver.host or '(fake)'}: {exc}")
+            self._add("robot", FAIL, f"unreachable at {getattr(hw.driver, 'host', '') or '(fake)'}: {exc}")
             return False
         except DriverError as exc:
             self._add("robot", FAIL, f"driver error: {exc}")

@@ -34,7 +34,7 @@ def run(cfg: DictConfig, say=print) -> dict:
     # hardware is imported here, by the entry point, never by the core's modules at import time.
     from hardware.deploy import run_deployment
     from hardware.preflight import run_preflight
-    from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
+    from hardware.resets import HumanResetPrompt, ResetRoutine
     from robolearn.acting import load_checkpoint_policy
     from robolearn.envs import make_env
     from robolearn.preflight import options_from
@@ -65,7 +65,7 @@ def run(cfg: DictConfig, say=print) -> dict:
     env = make_env(env_cfg)
     try:
         policy = load_checkpoint_policy(env, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device)
-        plan = ResetPlan(**OmegaConf.to_container(cfg.resets, resolve=True))
+        plan = env.hw.resets
         needs_keys = bool(cfg.intervention) or plan.human != "never"
         if needs_keys:
             from hardware.teleop import KeyboardReader

@@ -27,7 +27,7 @@ DEVICES = ("keyboard", "gamepad")
 
 
 def run(cfg: DictConfig, keys=None, say=print) -> dict:
-    from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
+    from hardware.resets import HumanResetPrompt, ResetRoutine
     from hardware.teleop import GamepadReader, KeyboardReader, TeleopCommander, TeleopSession
     from hardware.teleop.gamepad import require_gamepad
     from robolearn.envs import make_env
@@ -57,7 +57,7 @@ def run(cfg: DictConfig, keys=None, say=print) -> dict:
         if cfg.record:
             room = int(cfg.episodes) * (env.cfg.max_episode_steps + 1)
             recorder = EpisodeRecorder.open(cfg.demos_path, env.observation_space, env.action_space.shape, room)
-        plan = ResetPlan(**OmegaConf.to_container(cfg.resets, resolve=True))
+        plan = env.hw.resets
         resets = ResetRoutine(env, plan, HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say))
         session = TeleopSession(env, keys, commander, recorder, say=say)
         if gamepad_path is not None:

@@ -54,9 +54,9 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
         pytest.skip(f"franky-sim cannot run here: {exc}")
     try:
         cfg = deploy_config(
-            f"checkpoint={checkpoint}", "episodes=1", "resets=unattended", f"output_dir={tmp_path}", "video=true", "progress=false",
+            f"checkpoint={checkpoint}", "episodes=1", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}", "video=true", "progress=false",
             "robot@env.hardware.driver=franka_sim", "env.robot=fr3", f"env.hardware.driver.host={sim.host}", "env.episode_seconds=1",
-            "env.hardware.reset.max_speed=0.6", "env.hardware.reset.joint_noise_rad=0.0",
+            "env.hardware.resets.max_speed=0.6", "env.hardware.resets.joint_noise_rad=0.0",
             # franky-sim steps MuJoCo in Python and stalls on a loaded machine (tests/hardware_franky_sim.py)
             f"env.hardware.safety.max_state_age_s={SIM_STATE_AGE_S}", "preflight.camera_window_s=0.5", "+preflight.vendor_stop_margin_s=0.6",
         )
@@ -87,7 +87,7 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
 
 def test_the_deploy_command_runs_a_checkpoint_on_the_fake_arm(checkpoint, tmp_path):
     cmd = [sys.executable, "-m", "robolearn.deploy", f"checkpoint={checkpoint}", "episodes=2", "env.robot=fr3", "env.episode_seconds=0.5",
-           "env.hardware.loop.clock=virtual", "preflight.run=false", "resets=unattended", f"output_dir={tmp_path}", "progress=false"]
+           "env.hardware.loop.clock=virtual", "preflight.run=false", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}", "progress=false"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -181,6 +181,6 @@ def test_a_checkpoint_for_another_spec_is_refused_before_anything_moves(checkpoi
     monkeypatch.setattr(hardware.preflight, "run_preflight", must_not_run)
     monkeypatch.setattr(robolearn.envs, "make_env", must_not_run)
     cfg = deploy_config(f"checkpoint={checkpoint}", "env.robot=fr3", "env.cameras=[{name: front, width: 84, height: 84}]",
-                        "env.hardware.loop.clock=virtual", "preflight.run=true", "resets=unattended", f"output_dir={tmp_path}")
+                        "env.hardware.loop.clock=virtual", "preflight.run=true", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}")
     with pytest.raises(CheckpointError, match="different observation/action spec"):
         run(cfg, say=lambda m: None)

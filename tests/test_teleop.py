@@ -20,8 +20,8 @@ from hardware.teleop import (
     TeleopSession,
     decode_keys,
     gamepad_status,
-    jacobian,
 )
+from hardware.safety.kinematics import jacobian
 from robolearn.replay import ReplayStorage
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
@@ -31,7 +31,7 @@ from tests.hardware_cases import real_fake_config, real_fake_env
 def fake_env(seconds: float = 3.0):
     cfg = real_fake_config()
     cfg["episode_seconds"] = seconds
-    cfg["hardware"]["reset"]["joint_noise_rad"] = 0.0
+    cfg["hardware"]["resets"]["joint_noise_rad"] = 0.0
     return real_fake_env(cfg)
 
 
@@ -245,7 +245,7 @@ def test_the_teleop_command_records_demos_a_training_run_can_load(tmp_path):
     from robolearn.teleop import run
 
     demos = tmp_path / "demos.npz"
-    overrides = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", f"demos_path={demos}", "resets=unattended"]
+    overrides = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", f"demos_path={demos}", "resets@env.hardware.resets=unattended"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="teleop", overrides=overrides)
         bad = compose(config_name="teleop", overrides=[*overrides, "device=gamepad", f"gamepad.path={tmp_path / 'js0'}"])

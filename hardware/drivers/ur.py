@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hardware.drivers.base import DriverError, RobotDriver, RobotState
-from hardware.drivers.franka import call_with_timeout
+from hardware.config import URDriverConfig
+from hardware.drivers.base import DriverError, RobotDriver, RobotState, call_with_timeout
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -58,28 +58,17 @@ def import_rtde() -> types.SimpleNamespace:
 class URDriver(RobotDriver):
     kind = "ur"
 
-    def __init__(
-        self,
-        robot: RobotDescription,
-        clock: Clock,
-        *,
-        host: str,
-        connect_timeout_s: float = 3.0,
-        command_hold_s: float = 0.2,
-        rtde_frequency: float = 500.0,
-        speedj_acceleration: float = 1.5,
-        stop_deceleration: float = 3.0,
-        torque_control: bool = False,
-        rtde: types.SimpleNamespace | None = None,
-    ):
-        super().__init__(robot, command_hold_s)
+    def __init__(self, robot: RobotDescription, clock: Clock, cfg: URDriverConfig, *, soft_limits=None, rtde: types.SimpleNamespace | None = None):
+        # soft_limits: the controller's own joint limits apply; the safety layer enforces the soft ones.
+        super().__init__(robot, cfg.command_hold_s)
+        self.cfg = cfg
         self.clock = clock
-        self.host = host
-        self.connect_timeout_s = connect_timeout_s
-        self.rtde_frequency = rtde_frequency
-        self.speedj_acceleration = speedj_acceleration
-        self.stop_deceleration = stop_deceleration
-        self.torque_control = torque_control
+        self.host = cfg.host
+        self.connect_timeout_s = cfg.connect_timeout_s
+        self.rtde_frequency = cfg.rtde_frequency
+        self.speedj_acceleration = cfg.speedj_acceleration
+        self.stop_deceleration = cfg.stop_deceleration
+        self.torque_control = cfg.torque_control
         self._rtde = rtde
         self._ctrl = None
         self._recv = None
@@ -183,7 +172,7 @@ class URDriver(RobotDriver):
     def set_joint_torque(self, tau: Sequence[float]) -> None:
         torque = self._vector(tau, "joint torque").tolist()
         if not self.torque_control:
-            raise DriverError("ur: torque control is disabled (env.hardware.driver.ur.torque_control)")
+            raise DriverError("ur: torque control is disabled (env.hardware.driver.torque_control)")
         _, ctrl = self._require()
         self._refuse_if_faulted()
         if self._mode == "velocity":
