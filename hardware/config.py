@@ -13,6 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from omegaconf import DictConfig, OmegaConf
+
 from robolearn.config import ControlMode, EnvConfig, check, load_typed
 
 T = TypeVar("T")
@@ -146,6 +148,14 @@ CAMERA_CONFIGS: dict[str, type[CameraDeviceConfig]] = {
     CameraKind.opencv.value: OpenCVCameraConfig,
     CameraKind.realsense.value: RealSenseCameraConfig,
 }
+
+
+def load_command_config(schema: type[T], cfg: Any, where: str) -> T:
+    """A command's composed config as its typed schema. Converted to plain containers first, so a key
+    forced in from the command line (`+key=...`) is refused like any unknown key."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return load_typed(schema, cfg, where)
 
 
 def load_by_kind(registry: dict[str, type[T]], node: Any, where: str, default: str) -> T:

@@ -352,7 +352,7 @@ def test_the_teleop_command_reads_the_configured_gamepad(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from robolearn.paths import CONFIG_DIR
-    from robolearn.teleop import run
+    from hardware.teleop.command import run
 
     fifo = tmp_path / "js0"
     os.mkfifo(fifo)

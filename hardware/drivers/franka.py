@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hardware.config import FrankaDriverConfig
-from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError, JointDynamics, RobotDriver, RobotState, call_with_timeout
+from hardware.drivers.base import DriverError, DriverFaultError, JointDynamics, RobotDriver, RobotState, call_with_timeout
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
