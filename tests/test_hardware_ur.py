@@ -264,7 +264,7 @@ def test_torque_control_only_when_enabled(ur):
     _clock, controller, driver = ur
     with pytest.raises(DriverError, match="torque control is disabled"):
         driver.set_joint_torque([0.0] * 6)
-    driver.torque_control = True
+    driver.cfg.torque_control = True
     driver.set_joint_velocity([0.1] * 6)
     driver.set_joint_torque([1.0, 0, 0, 0, 0, 0])
     assert controller.calls[-3][0] == "speedStop"  # leaving speed mode first

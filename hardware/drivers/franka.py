@@ -41,13 +41,6 @@ class FrankaDriver(RobotDriver):
         self.cfg = cfg
         self.clock = clock
         self.host = cfg.host
-        self.connect_timeout_s = cfg.connect_timeout_s
-        self.relative_dynamics_factor = cfg.relative_dynamics_factor
-        self.require_realtime_kernel = cfg.require_realtime_kernel
-        self.collision_thresholds = (cfg.collision_torque_threshold, cfg.collision_force_threshold)
-        self.gripper_enabled = cfg.gripper
-        self.gripper_speed = cfg.gripper_speed
-        self.gripper_force = cfg.gripper_force
         # Soft joint limits for franky's own joint-limit repulsion in torque mode.
         self._soft_limits = soft_limits if soft_limits is not None else (None, None)
         self._hold_ms = max(1, int(round(cfg.command_hold_s * 1000)))
@@ -71,20 +64,20 @@ class FrankaDriver(RobotDriver):
     def connect(self) -> None:
         franky = self._franky = import_franky()
         self.close()
-        realtime = franky.RealtimeConfig.Enforce if self.require_realtime_kernel else franky.RealtimeConfig.Ignore
+        realtime = franky.RealtimeConfig.Enforce if self.cfg.require_realtime_kernel else franky.RealtimeConfig.Ignore
         hint = "another client already connected? robot off, unreachable, or FCI not enabled in Desk?"
         # The factor smooths accelerations and jerks; velocities are bounded by the safety layer, and a
         # velocity factor would silently cap the commands it already checked.
-        rdf = self.relative_dynamics_factor
+        rdf = self.cfg.relative_dynamics_factor
         dynamics = franky.RelativeDynamicsFactor(1.0, rdf, rdf)
         self._robot = call_with_timeout(
             lambda: franky.Robot(self.host, relative_dynamics_factor=dynamics, realtime_config=realtime),
-            self.connect_timeout_s,
+            self.cfg.connect_timeout_s,
             f"franka: connecting to {self.host}",
             hint,
             discard=lambda robot: None,  # dropping the reference disconnects it
         )
-        self._robot.set_collision_behavior(*self.collision_thresholds)
+        self._robot.set_collision_behavior(self.cfg.collision_torque_threshold, self.cfg.collision_force_threshold)
         self._limits = {
             "dq_max": np.asarray(self._robot.joint_velocity_limit.max, dtype=np.float64),
             # What franky's motion generator will actually allow under the relative dynamics factor.
@@ -95,8 +88,8 @@ class FrankaDriver(RobotDriver):
         self._signal = None
         self._torque_motion = None
         self._connected_again()
-        if self.gripper_enabled:
-            self._gripper = call_with_timeout(lambda: franky.Gripper(self.host), self.connect_timeout_s, f"franka: connecting to the gripper at {self.host}", hint)
+        if self.cfg.gripper:
+            self._gripper = call_with_timeout(lambda: franky.Gripper(self.host), self.cfg.connect_timeout_s, f"franka: connecting to the gripper at {self.host}", hint)
             self._width = float(self._gripper.width)
             self._gripper_stop = False
             self._gripper_thread = threading.Thread(target=self._gripper_worker, name="franka-gripper", daemon=True)
@@ -300,9 +293,9 @@ class FrankaDriver(RobotDriver):
             try:
                 if target < self._width - 0.002:
                     # Closing may meet the kettle handle: grasp tolerates stopping anywhere on the way.
-                    self._gripper.grasp(target, self.gripper_speed, self.gripper_force, epsilon_inner=0.08, epsilon_outer=0.08)
+                    self._gripper.grasp(target, self.cfg.gripper_speed, self.cfg.gripper_force, epsilon_inner=0.08, epsilon_outer=0.08)
                 else:
-                    self._gripper.move(target, self.gripper_speed)
+                    self._gripper.move(target, self.cfg.gripper_speed)
                 self._width = float(self._gripper.width)
             except Exception as exc:  # noqa: BLE001 - a failing gripper is a fault of the arm
                 self._latch("gripper", f"gripper: {type(exc).__name__}: {exc}", self.clock.now())
