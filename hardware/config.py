@@ -1,7 +1,8 @@
 """Typed schema of the real-robot settings under `env.hardware`.
 
-Validated the same way as `robolearn.config`: OmegaConf merges the composed node into these dataclasses,
-so an unknown key or a badly typed value fails at start-up with a message naming it, and cross-checks
+Validated with `robolearn.config.load_typed`: an unknown key or a badly typed value fails at start-up with a
+message naming it. The driver and each camera are one config class per kind, chosen by their `kind` key
+(DRIVER_CONFIGS, CAMERA_CONFIGS) and passed whole to the class they configure. Cross-checks
 against the env config (cameras, tracker, control mode, limits) run before anything connects or moves.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
 
-from robolearn.config import ConfigError, ControlMode, EnvConfig
+from robolearn.config import ControlMode, EnvConfig, check, load_typed
+
+T = TypeVar("T")
 
 
 class DriverKind(str, Enum):
@@ -41,7 +43,39 @@ class TrackerKind(str, Enum):
 
 
 @dataclass
-class FrankaOptions:
+class DriverConfig:
+    """What every driver kind shares; one subclass per kind adds its own settings (DRIVER_CONFIGS)."""
+
+    kind: DriverKind = DriverKind.fake
+    # Vendor-side watchdog: a command is executed at most this long (Franka motion duration and torque
+    # signal timeout, UR RTDE watchdog, the fake's own); with no newer command the arm stops on its own.
+    command_hold_s: float = 0.2
+    gripper: bool = True
+    gripper_speed: float = 0.1  # m/s
+
+
+@dataclass
+class FakeDriverConfig(DriverConfig):
+    kind: DriverKind = DriverKind.fake
+    initial_q: list[float] | None = None  # rad; default: the robot's home
+    latency_s: float = 0.0  # command-to-effect delay
+    # Torque-mode dynamics per joint: inertia (kg·m^2) and viscous damping (N·m·s/rad), gravity compensated.
+    inertia: list[float] = field(default_factory=lambda: [3.0, 3.0, 2.0, 2.0, 0.5, 0.5, 0.3])
+    damping: list[float] = field(default_factory=lambda: [8.0, 8.0, 6.0, 6.0, 2.0, 2.0, 1.0])
+
+
+@dataclass
+class NetworkDriverConfig(DriverConfig):
+    """A driver that talks to a controller over the network."""
+
+    host: str = "172.16.0.2"
+    connect_timeout_s: float = 3.0  # a second Franka client blocks forever: every connect is time-bound
+
+
+@dataclass
+class FrankaDriverConfig(NetworkDriverConfig):
+    kind: DriverKind = DriverKind.franka
+    host: str = "172.16.0.2"  # the robot's FCI address
     # Scales franky's velocity/acceleration/jerk limits for every motion (0, 1].
     relative_dynamics_factor: float = 0.15
     # libfranka refuses to run without a realtime kernel unless told to ignore it (franky-sim runs need false).
@@ -52,7 +86,10 @@ class FrankaOptions:
 
 
 @dataclass
-class UROptions:
+class URDriverConfig(NetworkDriverConfig):
+    kind: DriverKind = DriverKind.ur
+    host: str = "192.168.1.10"
+    gripper: bool = False  # no UR gripper backend yet
     rtde_frequency: float = 500.0  # Hz
     speedj_acceleration: float = 1.5  # rad/s^2 of the leading axis
     stop_deceleration: float = 3.0  # rad/s^2 for speedStop
@@ -60,42 +97,21 @@ class UROptions:
     torque_control: bool = False
 
 
-@dataclass
-class FakeOptions:
-    initial_q: list[float] | None = None  # rad; default: the robot's home
-    latency_s: float = 0.0  # command-to-effect delay
-    # Torque-mode dynamics per joint: inertia (kg·m^2) and viscous damping (N·m·s/rad), gravity compensated.
-    inertia: list[float] = field(default_factory=lambda: [3.0, 3.0, 2.0, 2.0, 0.5, 0.5, 0.3])
-    damping: list[float] = field(default_factory=lambda: [8.0, 8.0, 6.0, 6.0, 2.0, 2.0, 1.0])
-    gripper_speed: float = 0.1  # m/s
-
-
-@dataclass
-class DriverConfig:
-    kind: DriverKind = DriverKind.fake
-    host: str = "172.16.0.2"
-    connect_timeout_s: float = 3.0  # a second Franka client blocks forever: every connect is time-bound
-    # Vendor-side watchdog: a command is executed at most this long (Franka motion duration and torque
-    # signal timeout, UR RTDE watchdog); with no newer command the arm stops on its own.
-    command_hold_s: float = 0.2
-    gripper: bool = True
-    gripper_speed: float = 0.1  # m/s
-    franka: FrankaOptions = field(default_factory=FrankaOptions)
-    ur: UROptions = field(default_factory=UROptions)
-    fake: FakeOptions = field(default_factory=FakeOptions)
+DRIVER_CONFIGS: dict[str, type[DriverConfig]] = {
+    DriverKind.fake.value: FakeDriverConfig,
+    DriverKind.franka.value: FrankaDriverConfig,
+    DriverKind.ur.value: URDriverConfig,
+}
 
 
 @dataclass
 class CameraDeviceConfig:
+    """What every camera kind shares; one subclass per kind adds its own settings (CAMERA_CONFIGS)."""
+
     kind: CameraKind = CameraKind.fake
     width: int = 640
     height: int = 480
     fps: float = 30.0
-    source: str = "0"  # opencv: device index, file path or URL
-    serial: str = ""  # realsense: device serial; empty = the only connected device
-    recording: str = ""  # realsense: play this recording through the pipeline instead of a live device
-    depth: bool = False  # realsense: also stream depth aligned to colour
-    replay: str = ""  # fake: replay frames from this video file; empty = synthetic frames
     realtime: bool = True  # file sources: pace frames at the file's fps
     # Monitoring: no new frame for `timeout_s` is a camera fault (the arm stops); a latest frame older
     # than `max_age_s` when observed is stale (reported in info); `frozen_after` repeats of one frame
@@ -104,7 +120,50 @@ class CameraDeviceConfig:
     max_age_s: float = 0.1
     frozen_after: int = 5
     reconnect: bool = True
-    verify: bool = True  # opencv: the applied fps and resolution must match the requested ones
+
+
+@dataclass
+class FakeCameraConfig(CameraDeviceConfig):
+    kind: CameraKind = CameraKind.fake
+    replay: str = ""  # replay frames from this video file; empty = synthetic frames
+
+
+@dataclass
+class OpenCVCameraConfig(CameraDeviceConfig):
+    kind: CameraKind = CameraKind.opencv
+    source: str = "0"  # device index, file path or URL
+    verify: bool = True  # the applied fps and resolution must match the requested ones
+
+
+@dataclass
+class RealSenseCameraConfig(CameraDeviceConfig):
+    kind: CameraKind = CameraKind.realsense
+    serial: str = ""  # device serial; empty = the only connected device
+    recording: str = ""  # play this recording through the pipeline instead of a live device
+    depth: bool = False  # also stream depth aligned to colour
+
+
+CAMERA_CONFIGS: dict[str, type[CameraDeviceConfig]] = {
+    CameraKind.fake.value: FakeCameraConfig,
+    CameraKind.opencv.value: OpenCVCameraConfig,
+    CameraKind.realsense.value: RealSenseCameraConfig,
+}
+
+
+def load_command_config(schema: type[T], cfg: Any, where: str) -> T:
+    """A command's composed config as its typed schema. Converted to plain containers first, so a key
+    forced in from the command line (`+key=...`) is refused like any unknown key."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return load_typed(schema, cfg, where)
+
+
+def load_by_kind(registry: dict[str, type[T]], node: Any, where: str, default: str) -> T:
+    """The config class a node's `kind` names, built from the node (load_typed: unknown keys fail)."""
+    kind = node.kind if isinstance(node, tuple(registry.values())) else (node or {}).get("kind", default)
+    kind = getattr(kind, "value", kind)
+    check(kind in registry, f"{where}.kind", kind, f"one of {sorted(registry)}")
+    return load_typed(registry[kind], node, where)
 
 
 @dataclass
@@ -159,14 +218,30 @@ class TrackerConfig:
     max_pose_age_s: float = 0.5  # older marker poses make reward and success unknown
 
 
+HUMAN_WHEN = ("never", "after_success", "every_episode")
+
+
 @dataclass
 class ResetConfig:
+    """Every reset setting (configs/resets/): homing in the env's reset() and the between-episode
+    routine of deploy and teleop (hardware/resets.py)."""
+
     home: list[float] | None = None  # rad; default: the robot's home
     joint_noise_rad: float = 0.0  # seeded uniform noise on the home target, per joint
     tolerance_rad: float = 0.01
     timeout_s: float = 20.0
     gain: float = 2.0  # 1/s: joint-space P gain of the homing motion
     max_speed: float = 0.4  # rad/s
+    # Joint configurations (rad) visited, in order, before the env homes: e.g. lift clear of the sink.
+    waypoints: list[list[float]] = field(default_factory=list)
+    # When to ask a human to reset the scene: never | after_success (the kettle is in the sink) | every_episode.
+    human: str = "after_success"
+    human_timeout_s: float = 120.0
+    # What a prompt that times out does: stop the run (True) or carry on with the scene as it is.
+    stop_on_timeout: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.human in HUMAN_WHEN, "env.hardware.resets.human", self.human, f"one of {list(HUMAN_WHEN)}")
 
 
 @dataclass
@@ -181,11 +256,13 @@ class LoopConfig:
 
 @dataclass
 class HardwareConfig:
-    driver: DriverConfig = field(default_factory=DriverConfig)
-    cameras: dict[str, CameraDeviceConfig] = field(default_factory=dict)
+    # One config class per kind, chosen by the node's `kind` (DRIVER_CONFIGS, CAMERA_CONFIGS): typed Any
+    # here, built by load_hardware_config.
+    driver: Any = field(default_factory=lambda: {"kind": DriverKind.fake.value})
+    cameras: dict[str, Any] = field(default_factory=dict)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    reset: ResetConfig = field(default_factory=ResetConfig)
+    resets: ResetConfig = field(default_factory=ResetConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
 
@@ -193,24 +270,16 @@ class HardwareConfig:
 DRIVER_ROBOTS = {DriverKind.franka: ("panda", "fr3"), DriverKind.ur: ("ur3e", "ur5e", "ur10e", "ur16e")}
 
 
-def check(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"invalid value for {key}: {value!r} ({why})")
-
-
 def load_hardware_config(env_cfg: EnvConfig) -> HardwareConfig:
     """Validate `env.hardware` against the schema and against the rest of the env config."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(HardwareConfig), env_cfg.hardware or {})
-        hw = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"env.hardware: {exc}") from None
-    assert isinstance(hw, HardwareConfig)
+    hw = load_typed(HardwareConfig, env_cfg.hardware, "env.hardware")
+    hw.driver = load_by_kind(DRIVER_CONFIGS, hw.driver, "env.hardware.driver", DriverKind.fake.value)
+    hw.cameras = {name: load_by_kind(CAMERA_CONFIGS, node, f"env.hardware.cameras.{name}", CameraKind.fake.value) for name, node in hw.cameras.items()}
     _check_driver(hw.driver, env_cfg)
     _check_cameras(hw.cameras, env_cfg)
     _check_safety(hw.safety, env_cfg)
     _check_tracker(hw.tracker, hw.cameras, env_cfg)
-    _check_reset(hw.reset)
+    _check_resets(hw.resets)
     if hw.loop.clock is ClockKind.virtual:
         kinds = {hw.driver.kind.value} | {c.kind.value for c in hw.cameras.values()}
         check(kinds == {"fake"}, "env.hardware.loop.clock", "virtual", "only the fake driver and fake cameras run on virtual time")
@@ -226,7 +295,6 @@ def _check_driver(d: DriverConfig, env_cfg: EnvConfig) -> None:
     supported = DRIVER_ROBOTS.get(d.kind)
     if supported is not None:
         check(env_cfg.robot in supported, "env.hardware.driver.kind", d.kind.value, f"cannot drive robot {env_cfg.robot!r}; it drives {list(supported)}")
-    check(d.connect_timeout_s > 0, "env.hardware.driver.connect_timeout_s", d.connect_timeout_s, "must be positive")
     # Commands arrive once per control period; the vendor must hold each one at least that long.
     check(
         d.command_hold_s > period,
@@ -235,16 +303,19 @@ def _check_driver(d: DriverConfig, env_cfg: EnvConfig) -> None:
         f"must exceed the control period {period:.3f} s or the arm stops between commands",
     )
     check(d.gripper_speed > 0, "env.hardware.driver.gripper_speed", d.gripper_speed, "must be positive")
-    check(0 < d.franka.relative_dynamics_factor <= 1, "env.hardware.driver.franka.relative_dynamics_factor", d.franka.relative_dynamics_factor, "must be in (0, 1]")
-    check(d.ur.rtde_frequency > 0, "env.hardware.driver.ur.rtde_frequency", d.ur.rtde_frequency, "must be positive")
-    if d.kind is DriverKind.ur:
+    if isinstance(d, NetworkDriverConfig):
+        check(d.connect_timeout_s > 0, "env.hardware.driver.connect_timeout_s", d.connect_timeout_s, "must be positive")
+    if isinstance(d, FrankaDriverConfig):
+        check(0 < d.relative_dynamics_factor <= 1, "env.hardware.driver.relative_dynamics_factor", d.relative_dynamics_factor, "must be in (0, 1]")
+    if isinstance(d, URDriverConfig):
+        check(d.rtde_frequency > 0, "env.hardware.driver.rtde_frequency", d.rtde_frequency, "must be positive")
         check(not d.gripper, "env.hardware.driver.gripper", d.gripper, "the ur driver has no gripper backend yet; set it to false")
-    if d.kind is DriverKind.ur and env_cfg.control_mode is ControlMode.joint_torque:
-        check(d.ur.torque_control, "env.hardware.driver.ur.torque_control", False, "joint_torque control on a UR needs directTorque (PolyScope >= 5.23); enable it explicitly")
-    f = d.fake
-    check(f.latency_s >= 0, "env.hardware.driver.fake.latency_s", f.latency_s, "must be >= 0")
-    check(all(x > 0 for x in f.inertia), "env.hardware.driver.fake.inertia", f.inertia, "must be positive")
-    check(all(x > 0 for x in f.damping), "env.hardware.driver.fake.damping", f.damping, "must be positive")
+        if env_cfg.control_mode is ControlMode.joint_torque:
+            check(d.torque_control, "env.hardware.driver.torque_control", False, "joint_torque control on a UR needs directTorque (PolyScope >= 5.23); enable it explicitly")
+    if isinstance(d, FakeDriverConfig):
+        check(d.latency_s >= 0, "env.hardware.driver.latency_s", d.latency_s, "must be >= 0")
+        check(all(x > 0 for x in d.inertia), "env.hardware.driver.inertia", d.inertia, "must be positive")
+        check(all(x > 0 for x in d.damping), "env.hardware.driver.damping", d.damping, "must be positive")
 
 
 def _check_cameras(cams: dict[str, CameraDeviceConfig], env_cfg: EnvConfig) -> None:
@@ -257,9 +328,9 @@ def _check_cameras(cams: dict[str, CameraDeviceConfig], env_cfg: EnvConfig) -> N
         check(c.timeout_s > 0, f"{key}.timeout_s", c.timeout_s, "must be positive")
         check(c.max_age_s > 0, f"{key}.max_age_s", c.max_age_s, "must be positive")
         check(c.frozen_after >= 2, f"{key}.frozen_after", c.frozen_after, "must be >= 2")
-        if c.kind is CameraKind.fake and c.replay:
+        if isinstance(c, FakeCameraConfig) and c.replay:
             check(Path(c.replay).is_file(), f"{key}.replay", c.replay, "file not found")
-        if c.kind is CameraKind.realsense and c.recording:
+        if isinstance(c, RealSenseCameraConfig) and c.recording:
             check(Path(c.recording).is_file(), f"{key}.recording", c.recording, "file not found")
 
 
@@ -302,9 +373,11 @@ def _check_tracker(t: TrackerConfig, cams: dict[str, CameraDeviceConfig], env_cf
     check(t.max_pose_age_s > 0, "env.hardware.tracker.max_pose_age_s", t.max_pose_age_s, "must be positive")
 
 
-def _check_reset(r: ResetConfig) -> None:
-    check(r.joint_noise_rad >= 0, "env.hardware.reset.joint_noise_rad", r.joint_noise_rad, "must be >= 0")
-    check(r.tolerance_rad > 0, "env.hardware.reset.tolerance_rad", r.tolerance_rad, "must be positive")
-    check(r.timeout_s > 0, "env.hardware.reset.timeout_s", r.timeout_s, "must be positive")
-    check(r.gain > 0, "env.hardware.reset.gain", r.gain, "must be positive")
-    check(r.max_speed > 0, "env.hardware.reset.max_speed", r.max_speed, "must be positive")
+def _check_resets(r: ResetConfig) -> None:
+    key = "env.hardware.resets"
+    check(r.joint_noise_rad >= 0, f"{key}.joint_noise_rad", r.joint_noise_rad, "must be >= 0")
+    check(r.tolerance_rad > 0, f"{key}.tolerance_rad", r.tolerance_rad, "must be positive")
+    check(r.timeout_s > 0, f"{key}.timeout_s", r.timeout_s, "must be positive")
+    check(r.gain > 0, f"{key}.gain", r.gain, "must be positive")
+    check(r.max_speed > 0, f"{key}.max_speed", r.max_speed, "must be positive")
+    check(r.human_timeout_s > 0, f"{key}.human_timeout_s", r.human_timeout_s, "must be positive")

@@ -4,7 +4,7 @@ Same spaces and action normalisation as the sim for the same config (both come f
 step: the action is checked and scaled (a bad action raises before anything is sent), sent through the
 safety layer, then the loop waits for the next absolute deadline and assembles the observation from the
 latest camera frames and robot state, with their ages checked. Reset moves home through the safety
-layer. Reward and success come from `robolearn.task`, fed by the tracker; without one, reward is 0 and
+layer (hardware.resets.Homing). Reward and success come from `robolearn.task`, fed by the tracker; without one, reward is 0 and
 success is reported as unknown (`info["success_known"] = False`).
 
 A latched safety fault truncates the episode; `reset()` then refuses until `clear_fault()` succeeds.
@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from hardware.cameras import Camera, CameraError, make_camera
 from hardware.config import ClockKind, HardwareConfig, load_hardware_config
 from hardware.drivers import DriverError, RobotDriver, make_driver
+from hardware.resets import Homing, home_pose
 from hardware.safety.kinematics import TcpKinematics
 from hardware.safety.layer import ResetRefused, SafetyLayer
 from hardware.safety.limits import SafetyLimits
@@ -36,10 +37,6 @@ from robolearn.task import KettleGeometry, SinkGeometry, TaskState, compute_rewa
 
 class EStopLatched(RuntimeError):
     """The safety layer's e-stop is latched; the message says why and how to clear it."""
-
-
-class ResetFailed(RuntimeError):
-    """The arm did not reach its home configuration."""
 
 
 class RealRobotEnv(gym.Env):
@@ -68,7 +65,7 @@ class RealRobotEnv(gym.Env):
         self._mode = "velocity" if cfg.control_mode is ControlMode.joint_velocity else "torque"
         self._kin = TcpKinematics(robot)
         limits = SafetyLimits.from_config(self.hw.safety, robot, command_hold_s=self.hw.driver.command_hold_s, control_hz=cfg.control_hz)
-        self.home = self._home(limits)
+        self.home = home_pose(self.hw.resets, robot, limits)
         self.tracker = make_tracker(self.hw.tracker)
         self.virtual = self.hw.loop.clock is ClockKind.virtual
         self.clock: Clock = VirtualClock() if self.virtual else MonotonicClock(self.hw.loop.spin_s)
@@ -94,18 +91,6 @@ class RealRobotEnv(gym.Env):
             raise
 
     # -- set-up ------------------------------------------------------------------------------------
-    def _home(self, limits: SafetyLimits) -> np.ndarray:
-        home = np.asarray(self.hw.reset.home if self.hw.reset.home is not None else self.robot.home, dtype=np.float64)
-        if home.shape != (self.robot.n_joints,):
-            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (needs {self.robot.n_joints} joint angles)")
-        lo = np.asarray(limits.soft_q_min) + self.hw.reset.joint_noise_rad
-        hi = np.asarray(limits.soft_q_max) - self.hw.reset.joint_noise_rad
-        if np.any(home < lo) or np.any(home > hi):
-            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (with joint_noise_rad it leaves the soft joint limits)")
-        if not limits.inside_workspace(self._kin.position(home.tolist()), 0.0):
-            raise ConfigError(f"invalid value for env.hardware.reset.home: {home.tolist()} (its TCP is outside the safety workspace box)")
-        return home
-
     def _connect(self, limits: SafetyLimits) -> None:
         self.driver.connect()
         priority = self.hw.loop.realtime_priority
@@ -119,6 +104,7 @@ class RealRobotEnv(gym.Env):
             )
         except PermissionError as exc:
             raise ConfigError(f"invalid value for env.hardware.loop.realtime_priority: {priority} (not permitted here: {exc}; run as root or grant CAP_SYS_NICE / an rtprio limit)") from None
+        self.homing = Homing(self.hw.resets, self.robot, self.safety, self.loop, virtual=self.virtual)
         names = [name for name, _, _ in self.contract.cameras]
         if self.tracker is not None and self.tracker.camera not in names:
             names.append(self.tracker.camera)
@@ -154,10 +140,10 @@ class RealRobotEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._require_clear()
-        noise = self.hw.reset.joint_noise_rad
+        noise = self.hw.resets.joint_noise_rad
         target = self.home + (self.np_random.uniform(-noise, noise, size=self.home.shape) if noise > 0 else 0.0)
         self.safety.drain_events()
-        self._move_to(target)
+        self.homing.move_to(target)
         if self.tracker is not None:
             self.tracker.reset()
         self._steps = 0
@@ -263,7 +249,7 @@ class RealRobotEnv(gym.Env):
         target = np.asarray(target, dtype=np.float64)
         if target.shape != self.home.shape or not np.all(np.isfinite(target)):
             raise ValueError(f"move_joints: target must be {self.home.shape[0]} finite joint angles, got {target.tolist()}")
-        self._move_to(target)
+        self.homing.move_to(target)
 
     # -- internals ---------------------------------------------------------------------------------
     def _executed_action(self, sent: bool) -> np.ndarray:
@@ -274,70 +260,6 @@ class RealRobotEnv(gym.Env):
         joints = np.asarray(last[1]) if last is not None else np.zeros(self.robot.n_joints)
         gripper = safety.last_gripper
         return self.contract.normalise_command(joints, -1.0 if gripper is None else gripper)
-
-    def _move_to(self, target: np.ndarray) -> None:
-        """Joint-space P motion to `target` at the control rate, every command through the safety layer.
-
-        The motion ramps up over about a second, well inside the configured acceleration limits, so the
-        rate-limit layer never clips joints one by one (which bends the path, and at a workspace face can
-        bend it outward: the workspace layer then stops it and the reset stalls). Near a face the path is
-        also bent to slide along it (_keep_in_box)."""
-        r = self.hw.reset
-        safety = self.safety
-        limits = safety.limits
-        ramp_step = limits.nominal_period * min(0.5 * a / r.max_speed for a in limits.acceleration)
-        ramp = 0.0
-        clipped = safety.counters["workspace_clipped"]
-        safety.command_gripper(-1.0)  # open
-        deadline = self.clock.now() + r.timeout_s
-        self.loop.restart()
-        while True:
-            if self.virtual:
-                safety.poll()
-            state = safety.read_state()
-            if state is None:
-                raise ResetFailed(f"reset aborted: {safety.fault.message}")
-            error = target - state.q
-            if np.max(np.abs(error)) < r.tolerance_rad:
-                break
-            if self.clock.now() > deadline:
-                safety.hold()
-                raise ResetFailed(f"home not reached within {r.timeout_s:g} s; joint errors (rad): {np.round(error, 4).tolist()}")
-            if safety.counters["workspace_clipped"] != clipped:  # the last command was cut short: ramp again
-                clipped, ramp = safety.counters["workspace_clipped"], 0.0
-            ramp = min(1.0, ramp + ramp_step)
-            command = ramp * self._keep_in_box(state.q, np.clip(r.gain * error, -r.max_speed, r.max_speed), r.max_speed)
-            if not safety.command_velocity(command):
-                raise ResetFailed(f"reset aborted: {safety.fault.message if safety.fault else 'command refused'}")
-            self.loop.wait()
-        safety.hold()
-
-    def _keep_in_box(self, q: np.ndarray, dq: np.ndarray, max_speed: float) -> np.ndarray:
-        """Bend a scripted joint motion so the TCP slides along a workspace face instead of pushing out.
-
-        A straight joint-space path home can leave the box when the policy parked the TCP at a face; the
-        workspace layer (which predicts the TCP one horizon ahead) then scales the whole command to zero and
-        the reset stalls. Here the predicted TCP is kept at least a little inside every face it would cross:
-        a least-squares joint correction through the position Jacobian, repeated a few times because the
-        arm's motion is curved. The safety layer still checks the result as usual."""
-        limits = self.safety.limits
-        lo, hi = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
-        h = limits.horizon
-        p = np.asarray(self._kin.position(q.tolist()))
-        inward = 0.02 * h  # 2 cm/s into the box on a face that would be crossed
-        floor, ceiling = np.minimum(p, lo) + inward, np.maximum(p, hi) - inward
-        jac = None
-        for _ in range(5):
-            ahead = np.asarray(self._kin.position((q + dq * h).tolist()))
-            target = np.clip(ahead, np.minimum(floor, ahead + (lo - ahead).clip(min=0) + inward), ceiling)
-            target = np.where(ahead < lo, np.maximum(ahead, floor), np.where(ahead > hi, np.minimum(ahead, ceiling), ahead))
-            if np.allclose(target, ahead):
-                break
-            if jac is None:
-                eps = 1e-4
-                jac = np.stack([(np.asarray(self._kin.position((q + eps * e).tolist())) - p) / eps for e in np.eye(len(q))], axis=1)
-            dq = np.clip(dq + np.linalg.lstsq(jac, (target - ahead) / h, rcond=None)[0], -max_speed, max_speed)
-        return dq
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         state = self.safety.read_state()

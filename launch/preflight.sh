@@ -3,4 +3,4 @@
 #   launch/preflight.sh robot@env.hardware.driver=franka env.robot=fr3 env.hardware.driver.host=172.16.0.2
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 -m robolearn.preflight "$@"
+exec python3 -m hardware.preflight "$@"

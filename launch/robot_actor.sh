@@ -2,7 +2,7 @@
 # The robot PC of a remote run: one actor on the real-robot env, streaming to the learner box.
 #   BOX=10.0.0.5 bash launch/robot_actor.sh env=real_fake robot@env.hardware.driver=franka env.hardware.driver.host=172.16.0.2 ...
 # Losing the learner or the box stops and holds the arm through the safety layer (actor.on_learner_loss=hold).
-# Run python -m robolearn.preflight with the same env overrides first. See docs/remote.md and docs/deploy.md.
+# Run python -m hardware.preflight with the same env overrides first. See docs/remote.md and docs/deploy.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BOX:?set BOX to the learner box address}"

@@ -47,9 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class Actor:
-    def __init__(self, cfg: AsyncConfig | DictConfig, env=None, stop: threading.Event | None = None):
-        # Typed once here too: robolearn/deploy.py (an arm as an online actor) builds its config as a node.
-        cfg = load_typed(AsyncConfig, cfg, "async")
+    def __init__(self, cfg: AsyncConfig, env=None, stop: threading.Event | None = None):
         self.cfg, self.acfg = cfg, cfg.actor
         self.env = env if env is not None else make_env(cfg.env)
         self.agent = DrQAgent(self.env.observation_space, self.env.action_space, cfg.agent, device="cpu")

@@ -48,7 +48,7 @@ def build_server(node: DictConfig | AsyncConfig) -> ReplayServer:
         log.info("loaded %d demo transitions from %s", demos.num_transitions(), demos_path)
     elif demos_path:
         log.warning("no demo file at %s: batches are online data only (collect demos with python -m robolearn.train, "
-                    "or record them with python -m robolearn.teleop)", demos_path)
+                    "or record them with python -m hardware.teleop)", demos_path)
     return ReplayServer(Path(cfg.run_dir) / "replay", obs_space, act_space.shape, cfg.transport, server_cfg, demos)
 
 

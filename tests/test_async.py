@@ -126,6 +126,8 @@ def test_async_training_end_to_end_with_two_sim_actors(tmp_path):
 
 def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
     from robolearn.actor import Actor
+    from robolearn.async_config import AsyncConfig
+    from robolearn.config import load_typed
 
     cfg = transport()
     overrides = [f"run_dir={tmp_path}", f"transport.port={cfg.port}", f"transport.weights_port={cfg.weights_port}",
@@ -134,7 +136,7 @@ def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
     actor_cfg = config("async_real_fake", *overrides)
     spec = EnvSpec.from_config(actor_cfg.env)
     with running_server(tmp_path / "replay", cfg, ServerConfig(capacity=20_000), spec.observation_space(), (spec.action_dim,)) as server:
-        actor = Actor(actor_cfg)
+        actor = Actor(load_typed(AsyncConfig, actor_cfg, "async"))
         safety = actor.env.unwrapped.safety
         stop = threading.Event()
         actor.stop = stop

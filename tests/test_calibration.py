@@ -125,7 +125,7 @@ def test_realsense_intrinsics_become_a_camera_matrix():
 def test_the_calibrate_command_writes_a_setup_file_from_image_folders(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from robolearn.calibrate import run
+    from hardware.calibrate import run
     from robolearn.paths import CONFIG_DIR
 
     board_views, static = tmp_path / "views", tmp_path / "static"
@@ -156,3 +156,23 @@ def test_the_calibrate_command_takes_the_camera_name_from_the_command_line():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="calibrate", overrides=["setup=bench_1", "camera_name=wrist"])  # `camera=` is the kinds group
     assert cfg.camera_name == "wrist" and "wrist" in cfg.env.hardware.cameras
+
+
+def test_the_calibrate_command_refuses_a_wrong_key_or_value_at_start_up_naming_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from hardware.calibrate import run
+    from robolearn.paths import CONFIG_DIR
+
+    def config(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="calibrate", overrides=["setup=bench", f"calibration_dir={tmp_path}", *overrides])
+
+    with pytest.raises(ConfigCompositionException, match="intrinsic"):
+        config("intrinsic=device")
+    for override, named in [("intrinsics=guess", "intrinsics: 'guess'"), ("target_pose.xyz=[0.1,0.2]", "target_pose.xyz"),
+                            ("views=0", "views"), ("camera_name=side", "camera_name: 'side'")]:
+        with pytest.raises(ConfigError, match=named):
+            run(config(override))
+    assert not any(tmp_path.iterdir())  # nothing was written

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from hardware.teleop import GamepadReader, GamepadUnavailable, TeleopCommander, TeleopSession, gamepad_status, jacobian
+from hardware.safety.kinematics import jacobian
+from hardware.teleop import GamepadReader, GamepadUnavailable, TeleopCommander, TeleopSession, gamepad_status
 from hardware.teleop.gamepad import EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, encode_events, require_gamepad
 from robolearn.replay import ReplayStorage
 from robolearn.replay.recording import EpisodeRecorder
@@ -351,11 +352,11 @@ def test_the_teleop_command_reads_the_configured_gamepad(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from robolearn.paths import CONFIG_DIR
-    from robolearn.teleop import run
+    from hardware.teleop.command import run
 
     fifo = tmp_path / "js0"
     os.mkfifo(fifo)
-    base = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", "resets=unattended",
+    base = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", "resets@env.hardware.resets=unattended",
             "device=gamepad", f"gamepad.path={fifo}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="teleop", overrides=[*base, f"demos_path={tmp_path / 'a.npz'}"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hardware.cameras import CameraError, Frame, make_camera
-from hardware.config import CameraDeviceConfig, CameraKind
+from hardware.config import FakeCameraConfig, OpenCVCameraConfig, RealSenseCameraConfig
 from hardware.timing import MonotonicClock, VirtualClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,7 +68,7 @@ def realsense_recording(tmp_path_factory):
 
 def test_realsense_plays_a_recording_through_the_pipeline_and_detects_the_dropped_frame(realsense_recording):
     faults = []
-    cfg = CameraDeviceConfig(kind=CameraKind.realsense, recording=str(realsense_recording), width=RS_W, height=RS_H, fps=RS_FPS, reconnect=False)
+    cfg = RealSenseCameraConfig(recording=str(realsense_recording), width=RS_W, height=RS_H, fps=RS_FPS, reconnect=False)
     camera = make_camera("front", cfg, MonotonicClock(), on_fault=lambda *a: faults.append(a))
     seen = []
     original = camera._ingest
@@ -100,7 +100,7 @@ def test_realsense_plays_a_recording_through_the_pipeline_and_detects_the_droppe
 
 def test_realsense_with_an_unknown_serial_fails_at_start_naming_it():
     pytest.importorskip("pyrealsense2", reason="pyrealsense2 not importable")
-    camera = make_camera("wrist", CameraDeviceConfig(kind=CameraKind.realsense, serial="000000000042"), MonotonicClock())
+    camera = make_camera("wrist", RealSenseCameraConfig(serial="000000000042"), MonotonicClock())
     with pytest.raises(CameraError, match="no device with serial '000000000042'"):
         camera.start()
 
@@ -124,7 +124,7 @@ def video_file(tmp_path_factory):
 
 def test_opencv_reads_a_video_file_in_order_at_its_fps(video_file):
     faults = []
-    cfg = CameraDeviceConfig(kind=CameraKind.opencv, source=str(video_file), width=CV_W, height=CV_H, fps=CV_FPS, reconnect=False)
+    cfg = OpenCVCameraConfig(source=str(video_file), width=CV_W, height=CV_H, fps=CV_FPS, reconnect=False)
     camera = make_camera("front", cfg, MonotonicClock(), on_fault=lambda *a: faults.append(a))
     seen = []
     original = camera._ingest
@@ -146,25 +146,25 @@ def test_opencv_reads_a_video_file_in_order_at_its_fps(video_file):
 
 
 def test_opencv_refuses_a_resolution_or_fps_it_did_not_get(video_file):
-    cfg = CameraDeviceConfig(kind=CameraKind.opencv, source=str(video_file), width=640, height=480, fps=CV_FPS)
+    cfg = OpenCVCameraConfig(source=str(video_file), width=640, height=480, fps=CV_FPS)
     with pytest.raises(CameraError, match=r"requested 640x480 @ 25 fps, got 64x48 @ 25 fps"):
         make_camera("front", cfg, MonotonicClock()).start()
-    cfg = CameraDeviceConfig(kind=CameraKind.opencv, source=str(video_file), width=CV_W, height=CV_H, fps=60)
+    cfg = OpenCVCameraConfig(source=str(video_file), width=CV_W, height=CV_H, fps=60)
     with pytest.raises(CameraError, match="@ 60 fps"):
         make_camera("front", cfg, MonotonicClock()).start()
 
 
 def test_opencv_unopenable_source_is_named():
-    cfg = CameraDeviceConfig(kind=CameraKind.opencv, source="/nonexistent/clip.avi")
+    cfg = OpenCVCameraConfig(source="/nonexistent/clip.avi")
     with pytest.raises(CameraError, match="cannot open source '/nonexistent/clip.avi'"):
         make_camera("front", cfg, MonotonicClock()).start()
 
 
 def test_opencv_live_stream_freeze_is_detected_by_content(video_file):
     """Live devices number frames by arrival, so a stuck driver repeating one image is caught by content."""
-    live = make_camera("front", CameraDeviceConfig(kind=CameraKind.opencv, source="0"), VirtualClock())
+    live = make_camera("front", OpenCVCameraConfig(source="0"), VirtualClock())
     assert live.frozen_by_content and not live.is_file
-    cfg = CameraDeviceConfig(kind=CameraKind.opencv, source=str(video_file), width=CV_W, height=CV_H, fps=CV_FPS, frozen_after=3)
+    cfg = OpenCVCameraConfig(source=str(video_file), width=CV_W, height=CV_H, fps=CV_FPS, frozen_after=3)
     faults = []
     camera = make_camera("front", cfg, VirtualClock(), on_fault=lambda *a: faults.append(a), threaded=False)
     assert not camera.frozen_by_content  # a file has trustworthy frame positions
@@ -186,7 +186,7 @@ def fake(clock, **cfg):
     settings = dict(width=32, height=24, fps=30, timeout_s=0.2, max_age_s=0.05, frozen_after=4)
     settings.update(cfg)
     threaded = not isinstance(clock, VirtualClock)
-    camera = make_camera("front", CameraDeviceConfig(**settings), clock, on_fault=lambda *a: faults.append(a), threaded=threaded)
+    camera = make_camera("front", FakeCameraConfig(**settings), clock, on_fault=lambda *a: faults.append(a), threaded=threaded)
     camera.start()
     return camera, faults
 
@@ -249,7 +249,7 @@ def test_fake_camera_thread_keeps_the_latest_frame_fresh():
 
 
 def test_fake_camera_replays_a_video_file(video_file):
-    camera = make_camera("front", CameraDeviceConfig(replay=str(video_file), width=CV_W, height=CV_H), VirtualClock(), threaded=False)
+    camera = make_camera("front", FakeCameraConfig(replay=str(video_file), width=CV_W, height=CV_H), VirtualClock(), threaded=False)
     camera.start()
     values = [int(camera.read_latest().image[..., 0].mean()) for _ in range(CV_FRAMES + 1)]
     camera.stop()

@@ -12,7 +12,8 @@ import pytest
 
 import hardware.env as hardware_env
 from hardware.config import TrackerConfig
-from hardware.env import RealRobotEnv, ResetFailed
+from hardware.env import RealRobotEnv
+from hardware.resets import ResetFailed
 from hardware.tracking.aruco import ArucoTracker, quaternion_wxyz
 from hardware.tracking.calibration import CameraCalibration
 from robolearn.config import ConfigError, load_env_config
@@ -69,9 +70,9 @@ def test_the_factory_is_reached_through_make_env_and_the_yaml():
 DELETE = object()
 
 
-def with_hw(**settings):
-    """The real_fake config with dotted keys set (or removed with DELETE)."""
-    cfg = real_fake_config()
+def with_hw(*overrides, **settings):
+    """The real_fake config (with Hydra overrides) with dotted keys set (or removed with DELETE)."""
+    cfg = real_fake_config(*overrides)
     for key, value in settings.items():
         node = cfg
         *path, last = key.split(".")
@@ -94,11 +95,11 @@ def with_hw(**settings):
         (with_hw(**{"hardware.tracker.kind": "aruco"}), "env.hardware.tracker.calibration.*needs a camera calibration"),
         (with_hw(**{"hardware.tracker.kind": "aruco", "hardware.tracker.calibration": "/nonexistent.yaml"}), "calibration.*not found"),
         (with_hw(privileged=True), "env.privileged.*tracker"),
-        (with_hw(**{"hardware.driver.kind": "franka", "robot": "panda", "hardware.loop.clock": "virtual"}), "loop.clock.*fake"),
-        (with_hw(**{"hardware.driver.kind": "ur"}), "env.hardware.driver.kind.*cannot drive robot 'panda'"),
+        (with_hw("robot@env.hardware.driver=franka", **{"robot": "panda", "hardware.loop.clock": "virtual"}), "loop.clock.*fake"),
+        (with_hw("robot@env.hardware.driver=ur"), "env.hardware.driver.kind.*cannot drive robot 'panda'"),
         (with_hw(**{"hardware.driver.command_hold_s": 0.05}), "command_hold_s.*control period"),
         (with_hw(**{"hardware.safety.watchdog_timeout_s": 0.08}), "watchdog_timeout_s.*control period"),
-        (with_hw(**{"hardware.reset.home": [0, 0, 0, 0, 0, 0, 0]}), "env.hardware.reset.home"),
+        (with_hw(**{"hardware.resets.home": [0, 0, 0, 0, 0, 0, 0]}), "env.hardware.resets.home"),
         (with_hw(**{"hardware.driver.bogus": 1}), "bogus"),
     ],
     ids=[
@@ -119,17 +120,17 @@ def test_wrong_config_fails_naming_the_problem_before_any_driver_exists(cfg, nam
 # -- reset -------------------------------------------------------------------------------------------------
 def test_reset_moves_home_through_the_safety_layer_with_limited_speed():
     start = PANDA.home + np.array([0.4, -0.3, 0.2, 0.3, -0.2, 0.3, -0.5])
-    cfg = with_hw(**{"hardware.driver.fake.initial_q": start.tolist(), "hardware.reset.joint_noise_rad": 0.0})
+    cfg = with_hw(**{"hardware.driver.initial_q": start.tolist(), "hardware.resets.joint_noise_rad": 0.0})
     env = build(cfg)
     speeds = []
     original = env.driver.set_joint_velocity
     env.driver.set_joint_velocity = lambda dq: (speeds.append(np.max(np.abs(dq))), original(dq))[1]
     try:
         obs, info = env.reset(seed=0)
-        np.testing.assert_allclose(obs["joint_pos"], PANDA.home, atol=env.hw.reset.tolerance_rad)
+        np.testing.assert_allclose(obs["joint_pos"], PANDA.home, atol=env.hw.resets.tolerance_rad)
         counters = info["safety"]["counters"]
         assert counters["commands"] == counters["sent"] > 10  # every homing command went through the layer
-        assert max(speeds) <= env.hw.reset.max_speed + 1e-9
+        assert max(speeds) <= env.hw.resets.max_speed + 1e-9
         env.clock.advance(0.05)
         assert env.driver.at_rest  # held at home after the last, slow homing command
     finally:
@@ -141,14 +142,14 @@ def test_reset_from_a_tcp_parked_at_a_workspace_face_reaches_home():
     joint path home first pushes the TCP out; before the reset ramped up and slid along the face, the
     workspace layer scaled every homing command to zero and the reset stalled until its timeout."""
     parked = [-2.1659, -0.6373, 0.3238, -2.0081, 1.1279, 1.3951, 0.8003]
-    env = build(with_hw(**{"hardware.driver.fake.initial_q": parked, "hardware.reset.joint_noise_rad": 0.0}))
+    env = build(with_hw(**{"hardware.driver.initial_q": parked, "hardware.resets.joint_noise_rad": 0.0}))
     try:
         assert env._kin.position(parked)[0] == pytest.approx(env.hw.safety.workspace_min[0], abs=2e-3)
         tcp = []
         original = env.driver.set_joint_velocity
         env.driver.set_joint_velocity = lambda dq: (tcp.append(env._kin.position(env.driver.read_state().q.tolist())), original(dq))[1]
         obs, info = env.reset(seed=0)
-        np.testing.assert_allclose(obs["joint_pos"], PANDA.home, atol=env.hw.reset.tolerance_rad)
+        np.testing.assert_allclose(obs["joint_pos"], PANDA.home, atol=env.hw.resets.tolerance_rad)
         lo, hi = np.array(env.hw.safety.workspace_min), np.array(env.hw.safety.workspace_max)
         assert np.all(np.array(tcp) >= lo - 1e-3) and np.all(np.array(tcp) <= hi + 1e-3)  # never left the box
         assert not info["safety"]["estop"]
@@ -157,7 +158,7 @@ def test_reset_from_a_tcp_parked_at_a_workspace_face_reaches_home():
 
 
 def test_reset_refuses_while_latched_and_reports_a_failed_homing():
-    env = build(with_hw(**{"hardware.reset.timeout_s": 0.5, "hardware.reset.joint_noise_rad": 0.0, "hardware.safety.tracking_timeout_s": 5.0}))
+    env = build(with_hw(**{"hardware.resets.timeout_s": 0.5, "hardware.resets.joint_noise_rad": 0.0, "hardware.safety.tracking_timeout_s": 5.0}))
     try:
         env.reset(seed=0)
         env.driver.inject_reflex()
@@ -177,13 +178,13 @@ def test_reset_refuses_while_latched_and_reports_a_failed_homing():
 
 
 def test_seeded_resets_start_from_different_poses():
-    env = build(with_hw(**{"hardware.reset.joint_noise_rad": 0.05}))
+    env = build(with_hw(**{"hardware.resets.joint_noise_rad": 0.05}))
     try:
         a = env.reset(seed=1)[0]["joint_pos"]
         b = env.reset(seed=2)[0]["joint_pos"]
         c = env.reset(seed=1)[0]["joint_pos"]
         assert np.max(np.abs(a - b)) > 0.02
-        np.testing.assert_allclose(a, c, atol=2 * env.hw.reset.tolerance_rad)  # close, not identical
+        np.testing.assert_allclose(a, c, atol=2 * env.hw.resets.tolerance_rad)  # close, not identical
     finally:
         env.close()
 
@@ -303,12 +304,12 @@ def test_config_groups_swap_driver_camera_and_safety():
     cfg = real_fake_config("robot@env.hardware.driver=franka_sim", "camera@env.hardware.cameras.front=realsense", "safety@env.hardware.safety=conservative", virtual=False)
     hw = cfg["hardware"]
     assert hw["driver"]["kind"] == "franka" and hw["driver"]["host"] == "127.0.0.5"
-    assert hw["driver"]["franka"]["require_realtime_kernel"] is False
+    assert hw["driver"]["require_realtime_kernel"] is False
     assert hw["cameras"]["front"]["kind"] == "realsense" and hw["cameras"]["wrist"]["kind"] == "fake"
     assert hw["safety"]["velocity_fraction"] == 0.2
     from hardware.config import load_hardware_config
 
-    assert load_hardware_config(load_env_config(cfg)).driver.franka.relative_dynamics_factor == 0.15
+    assert load_hardware_config(load_env_config(cfg)).driver.relative_dynamics_factor == 0.15
 
 
 def test_eval_runs_the_real_fake_env_from_the_command_line():
@@ -338,3 +339,45 @@ def test_realtime_priority_raises_the_loop_and_watchdog_threads_and_is_undone_on
     finally:
         env.close()
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+# The hardware groups list their keys so Hydra overrides them by name; these must not drift from the schema.
+YAML_DIFFERS_FROM_SCHEMA = {"camera/fake.yaml": {"width", "height"}, "resets/default.yaml": {"joint_noise_rad"}}
+
+
+@pytest.mark.parametrize("path", ["robot/fake.yaml", "robot/franka.yaml", "robot/ur.yaml", "camera/fake.yaml", "camera/opencv.yaml",
+                                  "camera/realsense.yaml", "safety/default.yaml", "resets/default.yaml"])
+def test_group_yamls_restate_exactly_the_schema_defaults(path):
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from hardware.config import CAMERA_CONFIGS, DRIVER_CONFIGS, ResetConfig, SafetyConfig, load_by_kind
+    from robolearn.config import load_typed
+    from tests.hardware_cases import CONFIGS
+
+    node = OmegaConf.to_container(OmegaConf.load(CONFIGS / path))
+    group = path.split("/")[0]
+    if group in ("robot", "camera"):
+        registry = DRIVER_CONFIGS if group == "robot" else CAMERA_CONFIGS
+        typed = load_by_kind(registry, node, path, node["kind"])
+    else:
+        typed = load_typed(SafetyConfig if group == "safety" else ResetConfig, node, path)
+    defaults = asdict(type(typed)())
+    assert set(node) == set(defaults), "every schema key is listed, and no other"
+    differs = {k for k in node if asdict(typed)[k] != defaults[k]}
+    assert differs == YAML_DIFFERS_FROM_SCHEMA.get(path, set())
+
+
+def test_a_driver_or_camera_kind_is_one_config_class_each_and_an_unknown_key_names_the_kind():
+    from hardware.config import FrankaDriverConfig, RealSenseCameraConfig
+
+    from hardware.config import load_hardware_config
+
+    env = load_env_config(real_fake_config("robot@env.hardware.driver=franka", "camera@env.hardware.cameras.front=realsense", virtual=False))
+    hw = load_hardware_config(env)
+    assert isinstance(hw.driver, FrankaDriverConfig) and isinstance(hw.cameras["front"], RealSenseCameraConfig)
+    with pytest.raises(ConfigError, match="env.hardware.driver.*initial_q.*FrankaDriverConfig"):
+        load_hardware_config(load_env_config(with_hw("robot@env.hardware.driver=franka", **{"hardware.driver.initial_q": [0.0] * 7})))
+    with pytest.raises(ConfigError, match="env.hardware.cameras.front.*source.*FakeCameraConfig"):
+        load_hardware_config(load_env_config(with_hw(**{"hardware.cameras.front.source": "0"})))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hardware.config import FakeDriverConfig
 from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError
 from hardware.drivers.fake import FakeDriver
 from hardware.timing import VirtualClock
@@ -14,7 +15,7 @@ from robolearn.robots import PANDA
 @pytest.fixture
 def arm():
     clock = VirtualClock()
-    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=[2.0] * 7, damping=[4.0] * 7)
+    driver = FakeDriver(PANDA, clock, FakeDriverConfig(command_hold_s=0.2, inertia=[2.0] * 7, damping=[4.0] * 7))
     driver.connect()
     return clock, driver
 
@@ -127,4 +128,4 @@ def test_initial_pose_outside_the_range_is_refused():
     q = PANDA.home.copy()
     q[3] = 0.5
     with pytest.raises(DriverError, match="outside the panda joint range"):
-        FakeDriver(PANDA, VirtualClock(), initial_q=q)
+        FakeDriver(PANDA, VirtualClock(), FakeDriverConfig(initial_q=q))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from hardware.config import FakeOptions, SafetyConfig
+from hardware.config import FakeDriverConfig, SafetyConfig
 from hardware.drivers.fake import FakeDriver
 from hardware.env import EStopLatched, RealRobotEnv
 from hardware.safety.layer import ResetRefused, SafetyLayer
@@ -66,8 +66,7 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
 
 def moving_rig(**safety):
     clock = MonotonicClock()
-    fake = FakeOptions()
-    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver = FakeDriver(PANDA, clock, FakeDriverConfig(command_hold_s=0.2))
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(**safety), PANDA, command_hold_s=0.2, control_hz=10)
     layer = SafetyLayer(driver, limits, clock, watchdog_thread=True)

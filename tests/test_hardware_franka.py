@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from hardware.config import SafetyConfig
+from hardware.config import FrankaDriverConfig, SafetyConfig
 from hardware.drivers.base import DriverConnectError
 from hardware.drivers.franka import FrankaDriver
 from hardware.safety.layer import ResetRefused, SafetyLayer
@@ -34,7 +34,7 @@ def driver_for(host: str, **kwargs) -> FrankaDriver:
     # franky-sim emulates an FR3; no realtime kernel on a CI machine.
     options = dict(host=host, connect_timeout_s=5.0, command_hold_s=0.2, require_realtime_kernel=False, gripper=False)
     options.update(kwargs)
-    return FrankaDriver(FR3, MonotonicClock(), **options)
+    return FrankaDriver(FR3, MonotonicClock(), FrankaDriverConfig(**options))
 
 
 def safety_for(driver: FrankaDriver, max_state_age_s: float = SIM_STATE_AGE_S) -> SafetyLayer:
@@ -166,13 +166,13 @@ def test_the_real_robot_env_homes_and_steps_on_franky_sim():
     cfg = real_fake_config("robot@env.hardware.driver=franka_sim", virtual=False)
     cfg["robot"] = "fr3"
     cfg["hardware"]["driver"]["host"] = sim.host
-    cfg["hardware"]["reset"].update(max_speed=0.6, joint_noise_rad=0.0)
+    cfg["hardware"]["resets"].update(max_speed=0.6, joint_noise_rad=0.0)
     cfg["hardware"]["safety"]["max_state_age_s"] = SIM_STATE_AGE_S
     env = None
     try:
         env = make_env(cfg)
         obs, info = env.reset(seed=0)  # from franky-sim's start pose to FR3 home, through the safety layer
-        assert np.max(np.abs(obs["joint_pos"] - env.home)) < env.hw.reset.tolerance_rad + 1e-6
+        assert np.max(np.abs(obs["joint_pos"] - env.home)) < env.hw.resets.tolerance_rad + 1e-6
         assert info["safety"]["counters"]["sent"] > 5 and not info["safety"]["estop"]
         action = np.zeros(8, dtype=np.float32)
         action[0] = 0.2  # 0.2 of the action scale on joint 1
@@ -201,7 +201,7 @@ def test_random_torque_actions_on_franky_sim_stay_under_the_speed_limits():
     cfg = real_fake_config("robot@env.hardware.driver=franka_sim", virtual=False)
     cfg.update(robot="fr3", control_mode="joint_torque")
     cfg["hardware"]["driver"]["host"] = sim.host
-    cfg["hardware"]["reset"].update(max_speed=0.6, joint_noise_rad=0.0)
+    cfg["hardware"]["resets"].update(max_speed=0.6, joint_noise_rad=0.0)
     cfg["hardware"]["safety"]["max_state_age_s"] = SIM_STATE_AGE_S
     env, stop, peak = None, threading.Event(), []
     try:

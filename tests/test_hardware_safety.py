@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from hardware.config import FakeOptions, SafetyConfig
+from hardware.config import FakeDriverConfig, SafetyConfig
 from hardware.drivers.fake import FakeDriver
 from hardware.safety.kinematics import TcpKinematics
 from hardware.safety.layer import ResetRefused, SafetyLayer
@@ -22,8 +22,8 @@ PERIOD = 0.1
 
 def rig(q0=None, clock=None, inertia=None, driver_class=FakeDriver, **safety):
     clock = clock or VirtualClock()
-    fake = FakeOptions()  # the configured fake arm's torque-mode dynamics
-    driver = driver_class(PANDA, clock, initial_q=q0, command_hold_s=0.2, inertia=inertia or fake.inertia, damping=fake.damping)
+    fake = FakeDriverConfig()  # the configured fake arm's torque-mode dynamics
+    driver = driver_class(PANDA, clock, FakeDriverConfig(initial_q=q0, command_hold_s=0.2, inertia=inertia or fake.inertia, damping=fake.damping))
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(**safety), PANDA, command_hold_s=0.2, control_hz=10)
     return clock, driver, SafetyLayer(driver, limits, clock, watchdog_thread=False)

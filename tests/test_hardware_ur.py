@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from hardware.config import SafetyConfig
+from hardware.config import SafetyConfig, URDriverConfig
 from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError
 from hardware.drivers.ur import URDriver
 from hardware.safety.layer import ResetRefused, SafetyLayer
@@ -192,7 +192,7 @@ def fake_rtde(controller: FakeController, block_connect: threading.Event | None 
 def ur():
     clock = VirtualClock()
     controller = FakeController(clock)
-    driver = URDriver(ARM6, clock, host="127.0.0.8", command_hold_s=0.2, rtde_frequency=500.0, rtde=fake_rtde(controller))
+    driver = URDriver(ARM6, clock, URDriverConfig(host="127.0.0.8", command_hold_s=0.2, rtde_frequency=500.0), rtde=fake_rtde(controller))
     driver.connect()
     return clock, controller, driver
 
@@ -264,7 +264,7 @@ def test_torque_control_only_when_enabled(ur):
     _clock, controller, driver = ur
     with pytest.raises(DriverError, match="torque control is disabled"):
         driver.set_joint_torque([0.0] * 6)
-    driver.torque_control = True
+    driver.cfg.torque_control = True
     driver.set_joint_velocity([0.1] * 6)
     driver.set_joint_torque([1.0, 0, 0, 0, 0, 0])
     assert controller.calls[-3][0] == "speedStop"  # leaving speed mode first
@@ -285,7 +285,7 @@ def test_lost_connection_latches_and_refuses(ur):
 def test_joint_count_mismatch_fails_at_connect():
     clock = VirtualClock()
     controller = FakeController(clock, joints=7)
-    driver = URDriver(ARM6, clock, host="127.0.0.8", rtde=fake_rtde(controller))
+    driver = URDriver(ARM6, clock, URDriverConfig(host="127.0.0.8"), rtde=fake_rtde(controller))
     with pytest.raises(DriverError, match="reports 7 joints.*has 6"):
         driver.connect()
 
@@ -293,7 +293,7 @@ def test_joint_count_mismatch_fails_at_connect():
 def test_connect_is_time_bound():
     clock = VirtualClock()
     never = threading.Event()
-    driver = URDriver(ARM6, clock, host="127.0.0.8", connect_timeout_s=0.2, rtde=fake_rtde(FakeController(clock), block_connect=never))
+    driver = URDriver(ARM6, clock, URDriverConfig(host="127.0.0.8", connect_timeout_s=0.2), rtde=fake_rtde(FakeController(clock), block_connect=never))
     start = time.monotonic()
     with pytest.raises(DriverConnectError, match="RTDE control to 127.0.0.8: no answer within 0.2 s"):
         driver.connect()

@@ -153,7 +153,7 @@ def test_a_missing_marker_fails_the_tracker_check(marker_scene):
 
 # -- the command ---------------------------------------------------------------------------------------------
 def test_the_preflight_command_exits_nonzero_on_failure():
-    base = [sys.executable, "-m", "robolearn.preflight", "preflight.camera_window_s=0.3"]
+    base = [sys.executable, "-m", "hardware.preflight", "preflight.camera_window_s=0.3"]
     ok = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "PRE-FLIGHT PASSED" in ok.stdout and ok.stdout.strip().splitlines()[-1].startswith('{"ok": true')
@@ -171,3 +171,23 @@ def test_a_check_that_crashes_fails_by_name_and_the_report_goes_on():
     cameras = report.get("cameras")
     assert cameras.status == "FAIL" and cameras.detail == "check crashed: RuntimeError: capture card on fire"
     assert report.get("watchdog").status == "pass" and not report.ok
+
+
+def test_the_preflight_command_refuses_a_wrong_option_at_start_up_naming_it():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from hardware.preflight.command import run
+    from robolearn.config import ConfigError
+    from robolearn.paths import CONFIG_DIR
+
+    def config(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="preflight", overrides=list(overrides))
+
+    with pytest.raises(ConfigCompositionException, match="camera_windw_s"):
+        config("preflight.camera_windw_s=1")
+    with pytest.raises(ConfigError, match="preflight.probe_speed: 0.5"):
+        run(config("preflight.probe_speed=0.5"))
+    with pytest.raises(ConfigError, match="preflight config: .*camera_windw_s"):
+        run(config("+preflight.camera_windw_s=1"))

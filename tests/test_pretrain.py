@@ -264,6 +264,8 @@ def test_the_main_job_makes_a_missing_encoder_first(tmp_path):
 # -- the asynchronous roles ----------------------------------------------------------------------------
 def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file, tmp_path):
     from robolearn.actor import Actor
+    from robolearn.async_config import AsyncConfig
+    from robolearn.config import load_typed
     from robolearn.replay import ReplayStorage
     from robolearn.replay_server import build_server
     from tests.transport_cases import free_port
@@ -288,7 +290,7 @@ def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file,
     try:
         assert FEATURE_KEY in server.observation_space.spaces and "front" not in server.observation_space.spaces
         assert server.demos.num_transitions() == 5 and FEATURE_KEY in server.demos.obs
-        actor = Actor(cfg)
+        actor = Actor(load_typed(AsyncConfig, cfg, "async"))
         try:
             # The actor's wire spec is the server's: it sends features, not images.
             assert actor.client.spec == server.spec

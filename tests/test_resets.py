@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from hardware.deploy import run_deployment
-from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
+from hardware.config import ResetConfig
+from hardware.resets import HumanResetPrompt, ResetRoutine
 from hardware.teleop import KeyboardReader, ScriptedKeys
 from hardware.timing import MonotonicClock, VirtualClock
 from robolearn.config import ConfigError
@@ -68,14 +69,14 @@ def test_waypoints_are_reached_through_the_safety_layer():
     env = fake_env()
     try:
         lifted = (env.home + np.array([0.3, -0.2, 0.0, 0.2, 0.0, 0.1, 0.0])).tolist()
-        routine = ResetRoutine(env, ResetPlan(waypoints=[lifted], human="never"), None)
+        routine = ResetRoutine(env, ResetConfig(waypoints=[lifted], human="never"), None)
         env.reset(seed=0)
         sent_before, commands_before = env.safety.counters["sent"], env.safety.counters["commands"]
         received = []
         original = env.driver.set_joint_velocity
         env.driver.set_joint_velocity = lambda dq: (received.append(np.asarray(dq)), original(dq))[1]
         assert routine.between_episodes(previous_success=None) == "ok"
-        assert np.max(np.abs(env.driver.read_state().q - lifted)) < env.hw.reset.tolerance_rad
+        assert np.max(np.abs(env.driver.read_state().q - lifted)) < env.hw.resets.tolerance_rad
         sent = env.safety.counters["sent"] - sent_before
         assert sent > 5 and env.safety.counters["commands"] - commands_before == sent  # every command through the layer
         assert len(received) >= sent - 1  # joint commands (plus one gripper command), all via the layer
@@ -97,12 +98,12 @@ def test_bad_waypoints_are_refused_before_anything_moves(waypoint, named):
     env = fake_env()
     try:
         with pytest.raises(ConfigError, match=named):
-            ResetRoutine(env, ResetPlan(waypoints=[waypoint], human="never"), None)
+            ResetRoutine(env, ResetConfig(waypoints=[waypoint], human="never"), None)
         assert env.driver.commands_received == 0
         with pytest.raises(ConfigError, match="needs a keyboard"):
-            ResetRoutine(env, ResetPlan(human="after_success"), None)
+            ResetRoutine(env, ResetConfig(human="after_success"), None)
         with pytest.raises(ConfigError, match="resets.human: 'sometimes'"):
-            ResetRoutine(env, ResetPlan(human="sometimes"), None)
+            ResetRoutine(env, ResetConfig(human="sometimes"), None)
     finally:
         env.close()
 
@@ -111,7 +112,7 @@ def test_deploy_asks_for_a_scene_reset_between_episodes_and_stops_when_told():
     env = fake_env(seconds=0.5)
     said: list[str] = []
     keys = ScriptedKeys({1: ["enter"], 3: ["esc"]})  # answer the first prompt, stop at the second
-    routine = ResetRoutine(env, ResetPlan(human="every_episode"), HumanResetPrompt(keys, env.clock, 60.0, say=said.append))
+    routine = ResetRoutine(env, ResetConfig(human="every_episode"), HumanResetPrompt(keys, env.clock, 60.0, say=said.append))
     try:
         report = run_deployment(env, ConstantPolicy(np.zeros(8)), episodes=3, resets=routine, say=said.append)
     finally:

@@ -20,8 +20,8 @@ from hardware.teleop import (
     TeleopSession,
     decode_keys,
     gamepad_status,
-    jacobian,
 )
+from hardware.safety.kinematics import jacobian
 from robolearn.replay import ReplayStorage
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
@@ -31,7 +31,7 @@ from tests.hardware_cases import real_fake_config, real_fake_env
 def fake_env(seconds: float = 3.0):
     cfg = real_fake_config()
     cfg["episode_seconds"] = seconds
-    cfg["hardware"]["reset"]["joint_noise_rad"] = 0.0
+    cfg["hardware"]["resets"]["joint_noise_rad"] = 0.0
     return real_fake_env(cfg)
 
 
@@ -242,10 +242,10 @@ def test_the_teleop_command_records_demos_a_training_run_can_load(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from robolearn.paths import CONFIG_DIR
-    from robolearn.teleop import run
+    from hardware.teleop.command import run
 
     demos = tmp_path / "demos.npz"
-    overrides = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", f"demos_path={demos}", "resets=unattended"]
+    overrides = ["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=2", f"demos_path={demos}", "resets@env.hardware.resets=unattended"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="teleop", overrides=overrides)
         bad = compose(config_name="teleop", overrides=[*overrides, "device=gamepad", f"gamepad.path={tmp_path / 'js0'}"])
@@ -259,3 +259,24 @@ def test_the_teleop_command_records_demos_a_training_run_can_load(tmp_path):
 
     with pytest.raises(GamepadUnavailable, match="teleop device=gamepad: .*js0 does not exist"):
         run(bad, keys=keys, say=lambda m: None)
+
+
+def test_the_teleop_command_refuses_a_wrong_key_or_value_at_start_up_naming_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from hardware.teleop.command import run
+    from robolearn.config import ConfigError
+    from robolearn.paths import CONFIG_DIR
+
+    def config(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="teleop", overrides=[f"demos_path={tmp_path / 'd.npz'}", *overrides])
+
+    with pytest.raises(ConfigCompositionException, match="speeed"):
+        config("speeed=0.5")
+    for override, named in [("device=joystick", "device: 'joystick'"), ("mode=cartesian", "mode: 'cartesian'"), ("episodes=0", "episodes: 0"),
+                            ("gamepad.dead_zone=1.5", "gamepad.dead_zone: 1.5"), ("+gamepad.deadzone=0.1", "teleop config: .*deadzone")]:
+        with pytest.raises(ConfigError, match=named):
+            run(config(override), keys=ScriptedKeys({}))
+    assert not (tmp_path / "d.npz").exists()  # nothing was built or recorded

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from hardware.cameras.base import Camera, CameraDisconnected, CameraError, CameraEvent, CameraHealth, Frame
 from hardware.config import CameraDeviceConfig, CameraKind
 from hardware.timing import Clock
 
+# Camera class per config kind (hardware.config.CAMERA_CONFIGS), imported when first built.
+CAMERAS = {
+    "fake": "hardware.cameras.fake:FakeCamera",
+    "opencv": "hardware.cameras.opencv:OpenCVCamera",
+    "realsense": "hardware.cameras.realsense:RealSenseCamera",
+}
+
 
 def make_camera(name: str, cfg: CameraDeviceConfig, clock: Clock, *, on_fault=None, threaded: bool = True, scene=None) -> Camera:
     """Build (not start) the camera a validated config names. `scene` feeds fake synthetic views."""
-    if cfg.kind is CameraKind.fake:
-        from hardware.cameras.fake import FakeCamera
-
-        return FakeCamera(name, cfg, clock, scene=scene, on_fault=on_fault, threaded=threaded)
-    if cfg.kind is CameraKind.opencv:
-        from hardware.cameras.opencv import OpenCVCamera
-
-        return OpenCVCamera(name, cfg, clock, on_fault=on_fault, threaded=threaded)
-    if cfg.kind is CameraKind.realsense:
-        from hardware.cameras.realsense import RealSenseCamera
-
-        return RealSenseCamera(name, cfg, clock, on_fault=on_fault, threaded=threaded)
-    raise ValueError(f"unknown camera kind {cfg.kind!r}")
+    module, cls = CAMERAS[cfg.kind.value].split(":")
+    extra = {"scene": scene} if cfg.kind is CameraKind.fake else {}
+    return getattr(import_module(module), cls)(name, cfg, clock, on_fault=on_fault, threaded=threaded, **extra)
 
 
-__all__ = ["Camera", "CameraDisconnected", "CameraError", "CameraEvent", "CameraHealth", "Frame", "make_camera"]
+__all__ = ["CAMERAS", "Camera", "CameraDisconnected", "CameraError", "CameraEvent", "CameraHealth", "Frame", "make_camera"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hardware.cameras.base import Camera, CameraDisconnected, CameraError, Frame
-from hardware.config import CameraDeviceConfig
+from hardware.config import FakeCameraConfig
 from hardware.timing import Clock
 
 # Scene callback: what the synthetic view shows. Returns the TCP position (m, robot base frame) and the
@@ -31,7 +31,7 @@ _VIEWS = (
 class FakeCamera(Camera):
     kind = "fake"
 
-    def __init__(self, name: str, cfg: CameraDeviceConfig, clock: Clock, *, scene: SceneFn | None = None, **kwargs):
+    def __init__(self, name: str, cfg: FakeCameraConfig, clock: Clock, *, scene: SceneFn | None = None, **kwargs):
         super().__init__(name, cfg, clock, **kwargs)
         self.scene = scene
         self._index = 0  # number of the last frame produced

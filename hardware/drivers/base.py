@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -159,3 +159,35 @@ class RobotDriver(ABC):
         if arr.shape != (self.robot.n_joints,):
             raise DriverError(f"{self.kind}: {what} needs {self.robot.n_joints} values, got shape {arr.shape}")
         return arr
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str, hint: str, discard: Callable[[Any], None] | None = None) -> Any:
+    """Run a blocking vendor call in a helper thread; give up after `timeout_s`.
+
+    A result that arrives after the caller gave up is passed to `discard` so it does not linger.
+    """
+    box: dict[str, Any] = {}
+    abandoned = threading.Event()
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+            return
+        if abandoned.is_set():
+            if discard is not None:
+                discard(result)
+        else:
+            box["result"] = result
+
+    thread = threading.Thread(target=target, name=f"connect:{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        abandoned.set()
+        raise DriverConnectError(f"{what}: no answer within {timeout_s:.1f} s ({hint})")
+    if "error" in box:
+        exc = box["error"]
+        raise DriverConnectError(f"{what}: {type(exc).__name__}: {exc}") from None
+    return box["result"]

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hardware.config import FakeDriverConfig
 from hardware.drivers.base import DriverConnectError, DriverError, JointDynamics, RobotDriver, RobotState
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
@@ -27,31 +28,23 @@ _IDLE, _VELOCITY, _TORQUE = "idle", "velocity", "torque"
 class FakeDriver(RobotDriver):
     kind = "fake"
 
-    def __init__(
-        self,
-        robot: RobotDescription,
-        clock: Clock,
-        *,
-        command_hold_s: float = 0.2,
-        initial_q: Sequence[float] | None = None,
-        latency_s: float = 0.0,
-        inertia: Sequence[float] | None = None,
-        damping: Sequence[float] | None = None,
-        gripper: bool = True,
-        gripper_speed: float = 0.1,
-    ):
-        super().__init__(robot, command_hold_s)
+    def __init__(self, robot: RobotDescription, clock: Clock, cfg: FakeDriverConfig | None = None, *, soft_limits=None):
+        # soft_limits: the fake has no vendor-side joint-limit handling (it reflexes at the datasheet range).
+        cfg = cfg if cfg is not None else FakeDriverConfig()
+        super().__init__(robot, cfg.command_hold_s)
         n = robot.n_joints
+        self.cfg = cfg
         self.clock = clock
-        self.latency_s = float(latency_s)
-        self.has_gripper = gripper
-        self._gripper_speed = float(gripper_speed)
+        self.latency_s = float(cfg.latency_s)
+        self.has_gripper = cfg.gripper
+        self._gripper_speed = float(cfg.gripper_speed)
+        initial_q, inertia, damping = cfg.initial_q, cfg.inertia[:n], cfg.damping[:n]
         q0 = robot.home if initial_q is None else initial_q
         self._q = self._vector(q0, "initial_q").copy()
         if np.any(self._q < robot.q_min) or np.any(self._q > robot.q_max):
             raise DriverError(f"fake: initial_q {self._q.tolist()} is outside the {robot.name} joint range")
-        self._inertia = self._vector(inertia if inertia is not None else [1.0] * n, "inertia")
-        self._damping = self._vector(damping if damping is not None else [5.0] * n, "damping")
+        self._inertia = self._vector(inertia, "inertia")
+        self._damping = self._vector(damping, "damping")
         self._dq = np.zeros(n)
         self._target = np.zeros(n)  # velocity mode: commanded rad/s
         self._tau = np.zeros(n)  # torque mode: commanded N·m

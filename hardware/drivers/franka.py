@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
-from hardware.drivers.base import DriverConnectError, DriverError, DriverFaultError, JointDynamics, RobotDriver, RobotState
+from hardware.config import FrankaDriverConfig
+from hardware.drivers.base import DriverError, DriverFaultError, JointDynamics, RobotDriver, RobotState, call_with_timeout
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -31,74 +31,19 @@ def import_franky():
     return franky
 
 
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str, hint: str, discard: Callable[[Any], None] | None = None) -> Any:
-    """Run a blocking vendor call in a helper thread; give up after `timeout_s`.
-
-    A result that arrives after the caller gave up is passed to `discard` so it does not linger.
-    """
-    box: dict[str, Any] = {}
-    abandoned = threading.Event()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-            return
-        if abandoned.is_set():
-            if discard is not None:
-                discard(result)
-        else:
-            box["result"] = result
-
-    thread = threading.Thread(target=target, name=f"connect:{what}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        abandoned.set()
-        raise DriverConnectError(f"{what}: no answer within {timeout_s:.1f} s ({hint})")
-    if "error" in box:
-        exc = box["error"]
-        raise DriverConnectError(f"{what}: {type(exc).__name__}: {exc}") from None
-    return box["result"]
-
-
 class FrankaDriver(RobotDriver):
     kind = "franka"
 
-    def __init__(
-        self,
-        robot: RobotDescription,
-        clock: Clock,
-        *,
-        host: str,
-        connect_timeout_s: float = 3.0,
-        command_hold_s: float = 0.2,
-        relative_dynamics_factor: float = 0.15,
-        require_realtime_kernel: bool = True,
-        collision_torque_threshold: float = 20.0,
-        collision_force_threshold: float = 30.0,
-        gripper: bool = True,
-        gripper_speed: float = 0.1,
-        gripper_force: float = 20.0,
-        soft_q_min: Sequence[float] | None = None,
-        soft_q_max: Sequence[float] | None = None,
-    ):
-        super().__init__(robot, command_hold_s)
+    def __init__(self, robot: RobotDescription, clock: Clock, cfg: FrankaDriverConfig, *, soft_limits: tuple[Sequence[float], Sequence[float]] | None = None):
+        super().__init__(robot, cfg.command_hold_s)
         if robot.n_joints != 7:
             raise DriverError(f"franka: robot {robot.name!r} has {robot.n_joints} joints, a Franka arm has 7")
+        self.cfg = cfg
         self.clock = clock
-        self.host = host
-        self.connect_timeout_s = connect_timeout_s
-        self.relative_dynamics_factor = relative_dynamics_factor
-        self.require_realtime_kernel = require_realtime_kernel
-        self.collision_thresholds = (collision_torque_threshold, collision_force_threshold)
-        self.gripper_enabled = gripper
-        self.gripper_speed = gripper_speed
-        self.gripper_force = gripper_force
+        self.host = cfg.host
         # Soft joint limits for franky's own joint-limit repulsion in torque mode.
-        self._soft_limits = (soft_q_min, soft_q_max)
-        self._hold_ms = max(1, int(round(command_hold_s * 1000)))
+        self._soft_limits = soft_limits if soft_limits is not None else (None, None)
+        self._hold_ms = max(1, int(round(cfg.command_hold_s * 1000)))
         self._franky = None
         self._robot = None
         self._link_lost = False
@@ -119,20 +64,20 @@ class FrankaDriver(RobotDriver):
     def connect(self) -> None:
         franky = self._franky = import_franky()
         self.close()
-        realtime = franky.RealtimeConfig.Enforce if self.require_realtime_kernel else franky.RealtimeConfig.Ignore
+        realtime = franky.RealtimeConfig.Enforce if self.cfg.require_realtime_kernel else franky.RealtimeConfig.Ignore
         hint = "another client already connected? robot off, unreachable, or FCI not enabled in Desk?"
         # The factor smooths accelerations and jerks; velocities are bounded by the safety layer, and a
         # velocity factor would silently cap the commands it already checked.
-        rdf = self.relative_dynamics_factor
+        rdf = self.cfg.relative_dynamics_factor
         dynamics = franky.RelativeDynamicsFactor(1.0, rdf, rdf)
         self._robot = call_with_timeout(
             lambda: franky.Robot(self.host, relative_dynamics_factor=dynamics, realtime_config=realtime),
-            self.connect_timeout_s,
+            self.cfg.connect_timeout_s,
             f"franka: connecting to {self.host}",
             hint,
             discard=lambda robot: None,  # dropping the reference disconnects it
         )
-        self._robot.set_collision_behavior(*self.collision_thresholds)
+        self._robot.set_collision_behavior(self.cfg.collision_torque_threshold, self.cfg.collision_force_threshold)
         self._limits = {
             "dq_max": np.asarray(self._robot.joint_velocity_limit.max, dtype=np.float64),
             # What franky's motion generator will actually allow under the relative dynamics factor.
@@ -143,8 +88,8 @@ class FrankaDriver(RobotDriver):
         self._signal = None
         self._torque_motion = None
         self._connected_again()
-        if self.gripper_enabled:
-            self._gripper = call_with_timeout(lambda: franky.Gripper(self.host), self.connect_timeout_s, f"franka: connecting to the gripper at {self.host}", hint)
+        if self.cfg.gripper:
+            self._gripper = call_with_timeout(lambda: franky.Gripper(self.host), self.cfg.connect_timeout_s, f"franka: connecting to the gripper at {self.host}", hint)
             self._width = float(self._gripper.width)
             self._gripper_stop = False
             self._gripper_thread = threading.Thread(target=self._gripper_worker, name="franka-gripper", daemon=True)
@@ -348,9 +293,9 @@ class FrankaDriver(RobotDriver):
             try:
                 if target < self._width - 0.002:
                     # Closing may meet the kettle handle: grasp tolerates stopping anywhere on the way.
-                    self._gripper.grasp(target, self.gripper_speed, self.gripper_force, epsilon_inner=0.08, epsilon_outer=0.08)
+                    self._gripper.grasp(target, self.cfg.gripper_speed, self.cfg.gripper_force, epsilon_inner=0.08, epsilon_outer=0.08)
                 else:
-                    self._gripper.move(target, self.gripper_speed)
+                    self._gripper.move(target, self.cfg.gripper_speed)
                 self._width = float(self._gripper.width)
             except Exception as exc:  # noqa: BLE001 - a failing gripper is a fault of the arm
                 self._latch("gripper", f"gripper: {type(exc).__name__}: {exc}", self.clock.now())

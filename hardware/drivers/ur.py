@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hardware.drivers.base import DriverError, RobotDriver, RobotState
-from hardware.drivers.franka import call_with_timeout
+from hardware.config import URDriverConfig
+from hardware.drivers.base import DriverError, RobotDriver, RobotState, call_with_timeout
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -58,28 +58,12 @@ def import_rtde() -> types.SimpleNamespace:
 class URDriver(RobotDriver):
     kind = "ur"
 
-    def __init__(
-        self,
-        robot: RobotDescription,
-        clock: Clock,
-        *,
-        host: str,
-        connect_timeout_s: float = 3.0,
-        command_hold_s: float = 0.2,
-        rtde_frequency: float = 500.0,
-        speedj_acceleration: float = 1.5,
-        stop_deceleration: float = 3.0,
-        torque_control: bool = False,
-        rtde: types.SimpleNamespace | None = None,
-    ):
-        super().__init__(robot, command_hold_s)
+    def __init__(self, robot: RobotDescription, clock: Clock, cfg: URDriverConfig, *, soft_limits=None, rtde: types.SimpleNamespace | None = None):
+        # soft_limits: the controller's own joint limits apply; the safety layer enforces the soft ones.
+        super().__init__(robot, cfg.command_hold_s)
+        self.cfg = cfg
         self.clock = clock
-        self.host = host
-        self.connect_timeout_s = connect_timeout_s
-        self.rtde_frequency = rtde_frequency
-        self.speedj_acceleration = speedj_acceleration
-        self.stop_deceleration = stop_deceleration
-        self.torque_control = torque_control
+        self.host = cfg.host
         self._rtde = rtde
         self._ctrl = None
         self._recv = None
@@ -93,14 +77,14 @@ class URDriver(RobotDriver):
         self.close()
         hint = "robot off or unreachable, not in remote control, or another RTDE client connected?"
         self._recv = call_with_timeout(
-            lambda: rtde.RTDEReceiveInterface(self.host, self.rtde_frequency),
-            self.connect_timeout_s,
+            lambda: rtde.RTDEReceiveInterface(self.host, self.cfg.rtde_frequency),
+            self.cfg.connect_timeout_s,
             f"ur: connecting RTDE receive to {self.host}",
             hint,
         )
         self._ctrl = call_with_timeout(
-            lambda: rtde.RTDEControlInterface(self.host, self.rtde_frequency),
-            self.connect_timeout_s,
+            lambda: rtde.RTDEControlInterface(self.host, self.cfg.rtde_frequency),
+            self.cfg.connect_timeout_s,
             f"ur: connecting RTDE control to {self.host}",
             hint,
         )
@@ -148,7 +132,7 @@ class URDriver(RobotDriver):
         except Exception as exc:  # noqa: BLE001 - the RTDE bindings raise RuntimeError on a dead link
             self._latch("disconnected", f"cannot read state: {exc}", now)
             raise DriverError(f"ur: cannot read state from {self.host}: {exc}") from None
-        seq = int(round(robot_time * self.rtde_frequency))
+        seq = int(round(robot_time * self.cfg.rtde_frequency))
         if seq != self._last_seq:
             self._last_seq = seq
             self._seq_host_time = now
@@ -176,18 +160,18 @@ class URDriver(RobotDriver):
         _, ctrl = self._require()
         self._refuse_if_faulted()
         self._mode = "velocity"
-        if not ctrl.speedJ(target, self.speedj_acceleration, 0.0):
+        if not ctrl.speedJ(target, self.cfg.speedj_acceleration, 0.0):
             self._latch("robot_error", "speedJ rejected by the controller", self.clock.now())
         ctrl.kickWatchdog()
 
     def set_joint_torque(self, tau: Sequence[float]) -> None:
         torque = self._vector(tau, "joint torque").tolist()
-        if not self.torque_control:
-            raise DriverError("ur: torque control is disabled (env.hardware.driver.ur.torque_control)")
+        if not self.cfg.torque_control:
+            raise DriverError("ur: torque control is disabled (env.hardware.driver.torque_control)")
         _, ctrl = self._require()
         self._refuse_if_faulted()
         if self._mode == "velocity":
-            ctrl.speedStop(self.stop_deceleration)
+            ctrl.speedStop(self.cfg.stop_deceleration)
         self._mode = "torque"
         if not ctrl.directTorque(torque):
             self._latch("robot_error", "directTorque rejected (needs PolyScope >= 5.23)", self.clock.now())
@@ -203,7 +187,7 @@ class URDriver(RobotDriver):
         try:
             if self._mode == "torque":
                 ctrl.directTorque([0.0] * self.robot.n_joints)
-            ctrl.speedStop(self.stop_deceleration)
+            ctrl.speedStop(self.cfg.stop_deceleration)
             ctrl.kickWatchdog()
         except Exception as exc:  # noqa: BLE001 - best effort: the RTDE watchdog stops the arm anyway
             self._latch("disconnected", f"stop failed: {exc}", self.clock.now())

@@ -1,15 +1,32 @@
-"""Tool-centre-point position from joint angles in plain Python floats.
+"""Kinematics the hardware layer shares: the TCP position in plain Python floats, and the one Jacobian.
 
 The workspace check runs on every command; `RobotDescription.forward_kinematics` builds 4x4 numpy
-matrices (tens of µs). This computes the same position with scalar math over the same modified-DH table,
-and a test keeps the two equal.
+matrices (tens of µs). `TcpKinematics` computes the same position with scalar math over the same
+modified-DH table, and a test keeps the two equal. `jacobian` serves end-effector teleop and homing.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from robolearn.robots import RobotDescription
+
+
+def jacobian(robot: RobotDescription, q, h: float = 1e-6) -> np.ndarray:
+    """6xN geometric Jacobian (linear; angular) of the TCP in the base frame, by finite differences."""
+    q = np.asarray(q, dtype=np.float64)
+    pose = robot.forward_kinematics(q)
+    J = np.zeros((6, robot.n_joints))
+    for i in range(robot.n_joints):
+        dq = q.copy()
+        dq[i] += h
+        moved = robot.forward_kinematics(dq)
+        J[:3, i] = (moved[:3, 3] - pose[:3, 3]) / h
+        dR = moved[:3, :3] @ pose[:3, :3].T
+        J[3:, i] = 0.5 * np.array([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]]) / h
+    return J
 
 
 class TcpKinematics:

@@ -714,14 +714,10 @@ class SafetyLayer:
         age = self.clock.now() - state.host_time
         if age > self.limits.max_state_age:
             raise ResetRefused(f"robot state is still stale ({age * 1000:.0f} ms old)")
-        L = self.limits
         q = state.q.tolist()
-        for i in range(L.n):
-            if not L.soft_q_min[i] <= q[i] <= L.soft_q_max[i]:
-                raise ResetRefused(f"joint {i + 1} at {q[i]:.4f} rad is past its soft limit; guide the arm back by hand first")
-        p = self._kin.position(q)
-        if not L.inside_workspace(p, L.workspace_breach):
-            raise ResetRefused(f"TCP at {[round(x, 3) for x in p]} m is outside the workspace box; guide the arm back by hand first")
+        problems = self.limits.pose_problems(q, self._kin.position(q), workspace_tolerance=self.limits.workspace_breach)
+        if problems:
+            raise ResetRefused(f"{problems[0]}; guide the arm back by hand first")
 
     def _watchdog_loop(self) -> None:
         period = self.limits.watchdog_poll

@@ -102,6 +102,19 @@ class SafetyLimits:
         lo, hi = self.workspace_min, self.workspace_max
         return all(lo[i] - tolerance <= p[i] <= hi[i] + tolerance for i in range(3))
 
+    def pose_problems(self, q, tcp, *, joint_margin: float = 0.0, workspace_tolerance: float = 0.0) -> list[str]:
+        """The one safe-pose check (reset targets, waypoints, pre-flight, fault clearing): every joint
+        within its soft limits narrowed by `joint_margin`, the TCP `tcp` inside the workspace box widened
+        by `workspace_tolerance`. Returns what is wrong; empty when the pose is safe."""
+        problems = []
+        for i in range(self.n):
+            lo, hi = self.soft_q_min[i] + joint_margin, self.soft_q_max[i] - joint_margin
+            if not lo <= q[i] <= hi:
+                problems.append(f"joint {i + 1} at {q[i]:.3f} rad is outside its soft limits [{lo:.3f}, {hi:.3f}]")
+        if not self.inside_workspace(tcp, workspace_tolerance):
+            problems.append(f"its TCP {np.round(np.asarray(tcp, dtype=float), 3).tolist()} m is outside the workspace box")
+        return problems
+
 
 def _floats(values) -> tuple[float, ...]:
     return tuple(float(x) for x in values)

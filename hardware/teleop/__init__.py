@@ -1,7 +1,7 @@
 """Teleoperation: keyboard or gamepad (Linux joystick API) input, key -> joint or end-effector
 velocity commands, teleop demo episodes and human interventions, all through the env and its safety layer."""
 
-from hardware.teleop.commands import TeleopCommander, jacobian
+from hardware.teleop.commands import TeleopCommander
 from hardware.teleop.gamepad import GamepadLayout, GamepadReader, GamepadUnavailable, gamepad_status, require_gamepad
 from hardware.teleop.keyboard import KeyboardReader, ScriptedKeys, decode_keys
 from hardware.teleop.session import InterventionPolicy, InterventionRecorder, TeleopEpisode, TeleopSession
@@ -9,5 +9,5 @@ from hardware.teleop.session import InterventionPolicy, InterventionRecorder, Te
 __all__ = [
     "GamepadLayout", "GamepadReader", "GamepadUnavailable", "InterventionPolicy", "InterventionRecorder",
     "KeyboardReader", "ScriptedKeys", "TeleopCommander", "TeleopEpisode", "TeleopSession", "decode_keys",
-    "gamepad_status", "jacobian", "require_gamepad",
+    "gamepad_status", "require_gamepad",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robolearn.robots import RobotDescription
+from hardware.safety.kinematics import jacobian
 from robolearn.spec import EnvSpec
 
 JOINT_KEYS = {k: (i, s) for i, (up, down) in enumerate(["qa", "ws", "ed", "rf", "tg", "yh", "uj"]) for k, s in ((up, 1.0), (down, -1.0))}
@@ -30,21 +30,6 @@ EE_KEYS = {
     "r": (2, 1.0), "f": (2, -1.0),
 }
 MODES = ("joint", "ee")
-
-
-def jacobian(robot: RobotDescription, q: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """6xN geometric Jacobian (linear; angular) of the TCP in the base frame, by finite differences."""
-    q = np.asarray(q, dtype=np.float64)
-    pose = robot.forward_kinematics(q)
-    J = np.zeros((6, robot.n_joints))
-    for i in range(robot.n_joints):
-        dq = q.copy()
-        dq[i] += h
-        moved = robot.forward_kinematics(dq)
-        J[:3, i] = (moved[:3, 3] - pose[:3, 3]) / h
-        dR = moved[:3, :3] @ pose[:3, :3].T
-        J[3:, i] = 0.5 * np.array([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]]) / h
-    return J
 
 
 class TeleopCommander:

@@ -1,5 +1,5 @@
 """A calibrated camera: intrinsics, distortion and where the camera sits in the robot base frame, and
-the functions that compute one (`python -m robolearn.calibrate`).
+the functions that compute one (`python -m hardware.calibrate`).
 
 Intrinsics come from views of a ChArUco board (cv2.aruco.CharucoDetector + cv2.calibrateCamera) or from
 a RealSense stream profile; extrinsics from a ChArUco board or one ArUco marker at a measured pose in
@@ -87,7 +87,7 @@ class CalibrationError(RuntimeError):
     """Calibration could not be computed; the message says what was missing (views, corners, target)."""
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: it is the `target` node of the calibrate command's schema, which Hydra overrides
 class CalibrationTarget:
     """A printed calibration target. kind 'charuco': a squares_x x squares_y board; kind 'aruco': one marker
     of side `marker_m` with id `marker_id` (extrinsics only)."""

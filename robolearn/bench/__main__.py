@@ -8,7 +8,7 @@ import json
 import sys
 
 BENCHMARKS = {
-    "control": "robolearn.bench.control_bench",
+    "control": "hardware.bench",
     "sim": "sim.bench",
     "learner": "robolearn.bench.learner_bench",
     "replay": "robolearn.bench.replay_bench",

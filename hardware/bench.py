@@ -159,10 +159,10 @@ class _NullDriver:
         self.fault = None
         self.is_connected = True
         self.state = RobotState(robot.home.copy(), np.zeros(robot.n_joints), np.zeros(robot.n_joints), 0.04, 0.0, 0)
-        from hardware.config import FakeOptions
+        from hardware.config import FakeDriverConfig
         from hardware.drivers.base import JointDynamics
 
-        inertia = np.asarray(FakeOptions().inertia)
+        inertia = np.asarray(FakeDriverConfig().inertia)
         self.dynamics = JointDynamics(np.diag(inertia), np.diag(1.0 / inertia), np.zeros(robot.n_joints))
 
     def read_state(self):
@@ -235,7 +235,7 @@ def _safety_cost(commands: int) -> dict:
 
 def _fake_arm(watchdog_thread: bool):
     """The configured fake Panda behind a default safety layer, on the wall clock, at 10 Hz."""
-    from hardware.config import FakeOptions, SafetyConfig
+    from hardware.config import FakeDriverConfig, SafetyConfig
     from hardware.drivers.fake import FakeDriver
     from hardware.safety.layer import SafetyLayer
     from hardware.safety.limits import SafetyLimits
@@ -243,8 +243,7 @@ def _fake_arm(watchdog_thread: bool):
     from robolearn.robots import PANDA
 
     clock = MonotonicClock()
-    fake = FakeOptions()
-    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver = FakeDriver(PANDA, clock, FakeDriverConfig(command_hold_s=0.2))
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
     return driver, SafetyLayer(driver, limits, clock, watchdog_thread=watchdog_thread)
@@ -254,7 +253,7 @@ def _random_torques(commands: int, seed: int = 0) -> dict:
     """Uniform random torques over the whole torque range at 10 Hz on the fake arm (virtual clock, sampled
     at 1 kHz between commands): the highest joint speed against its limit and the least room left to a
     soft joint limit. (On franky-sim: tests/test_hardware_franka.py and docs/hardware.md.)"""
-    from hardware.config import FakeOptions, SafetyConfig
+    from hardware.config import FakeDriverConfig, SafetyConfig
     from hardware.drivers.fake import FakeDriver
     from hardware.safety.layer import SafetyLayer
     from hardware.safety.limits import SafetyLimits
@@ -262,8 +261,7 @@ def _random_torques(commands: int, seed: int = 0) -> dict:
     from robolearn.robots import PANDA
 
     clock = VirtualClock()
-    fake = FakeOptions()
-    driver = FakeDriver(PANDA, clock, command_hold_s=0.2, inertia=fake.inertia, damping=fake.damping)
+    driver = FakeDriver(PANDA, clock, FakeDriverConfig(command_hold_s=0.2))
     driver.connect()
     limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
     layer = SafetyLayer(driver, limits, clock, watchdog_thread=False)

@@ -1,7 +1,7 @@
-"""Deploy a trained policy on the real-robot env (implementation: hardware/deploy.py).
+"""`python -m hardware.deploy`: a trained policy on the real-robot env (episodes: hardware/deploy/episodes.py).
 
-    python -m robolearn.deploy checkpoint=outputs/train/<run> episodes=5                # fake arm
-    python -m robolearn.deploy checkpoint=... robot@env.hardware.driver=franka env.robot=fr3 \
+    python -m hardware.deploy checkpoint=outputs/train/<run> episodes=5                # fake arm
+    python -m hardware.deploy checkpoint=... robot@env.hardware.driver=franka env.robot=fr3 \
         env.hardware.driver.host=172.16.0.2 safety@env.hardware.safety=conservative video=true
 
 Runs the pre-flight check first (preflight.run=true), then N evaluation episodes through the same actor
@@ -18,39 +18,96 @@ weights from the learner as they come; start the learner with `learner.init_from
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from robolearn.config import ConfigError
+from hardware import preflight
+from hardware.config import load_command_config
+from hardware.deploy.episodes import run_deployment
+from hardware.preflight.options import PreflightOptions
+from hardware.resets import HumanResetPrompt, ResetRoutine
+from hardware.teleop import InterventionPolicy, InterventionRecorder, KeyboardReader, TeleopCommander
+from hardware.teleop.commands import MODES as TELEOP_MODES
+from robolearn import envs
+from robolearn.agents.policy import load_checkpoint_policy
+from robolearn.agents.weights import load_policy_weights
+from robolearn.checkpoint import load_policy_checkpoint
+from robolearn.async_config import AsyncConfig
+from robolearn.config import check, load_typed, register_schema
 from robolearn.paths import CONFIG_DIR
+from robolearn.replay.recording import EpisodeRecorder
+from robolearn.spec import EnvSpec
 
 MODES = ("eval", "online")
 
 
-def run(cfg: DictConfig, say=print) -> dict:
-    # hardware is imported here, by the entry point, never by the core's modules at import time.
-    from hardware.deploy import run_deployment
-    from hardware.preflight import run_preflight
-    from hardware.resets import HumanResetPrompt, ResetPlan, ResetRoutine
-    from robolearn.agents.policy import load_checkpoint_policy
-    from robolearn.envs import make_env
-    from robolearn.preflight import options_from
+@dataclass
+class DeployPreflight(PreflightOptions):
+    run: bool = True  # run the pre-flight check first; a failure stops the deployment
 
-    if cfg.mode not in MODES:
-        raise ConfigError(f"invalid value for mode: {cfg.mode!r} (one of {list(MODES)})")
-    if cfg.mode == "eval" and int(cfg.episodes) < 1:
-        raise ConfigError(f"invalid value for episodes: {cfg.episodes!r} (must be at least 1)")
+
+@dataclass
+class InterventionKeys:
+    """Keys while intervening (hardware/teleop/commands.py)."""
+
+    mode: str = "joint"  # joint | ee
+    speed: float = 0.3  # share of the action limit
+    ee_speed: float = 0.05  # m/s in ee mode
+    hold_s: float = 0.6
+
+    def __post_init__(self) -> None:
+        check(self.mode in TELEOP_MODES, "teleop.mode", self.mode, f"one of {list(TELEOP_MODES)}")
+
+
+@dataclass
+class DeployConfig:
+    env: Any = None  # the real-robot env config, validated when the env is built
+    transport: Any = None  # mode=online: the transport group (configs/transport/)
+    actor: Any = None  # mode=online: the actor's settings (robolearn/actor.py validates them)
+    mode: str = "eval"  # eval: `episodes` episodes. online: an actor of asynchronous training
+    checkpoint: str = MISSING  # a run directory or checkpoint.pt, trained on the same observation/action spec
+    deterministic: bool = True  # the policy's mean action (false: sample, as when collecting)
+    device: str = "cpu"
+    episodes: int = 5
+    seed: int = 0  # episode i is reset with seed + i
+    preflight: DeployPreflight = field(default_factory=DeployPreflight)
+    video: bool = False  # an mp4 of the cameras for the first `video_episodes` episodes
+    video_episodes: int = 1
+    intervention: bool = False  # keyboard takeover during episodes: i toggles (joint_velocity policies only)
+    teleop: InterventionKeys = field(default_factory=InterventionKeys)
+    output_dir: str = "outputs/deploy"  # report.json, deploy.mp4, interventions.npz
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.mode in MODES, "mode", self.mode, f"one of {list(MODES)}")
+        if self.mode == "eval":
+            check(self.episodes >= 1, "episodes", self.episodes, "must be at least 1")
+        check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
+
+
+register_schema("deploy_schema", DeployConfig)
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def run(cfg: DeployConfig | DictConfig, say=print) -> dict:
+    cfg = load_command_config(DeployConfig, cfg, "deploy")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env_cfg = plain(cfg.env)
     result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint)}
-    preflight_options = options_from(cfg.preflight)  # settings first, then the checkpoint, then anything that moves
     check_checkpoint(cfg.checkpoint, env_cfg)  # before the pre-flight, whose self-test moves the wrist
     if cfg.preflight.run:
-        report = run_preflight(env_cfg, preflight_options, say=lambda msg: None)
+        report = preflight.run_preflight(env_cfg, cfg.preflight, say=lambda msg: None)
         say(report.render())
         result["preflight"] = report.as_dict()
         if not report.ok:
@@ -62,30 +119,25 @@ def run(cfg: DictConfig, say=print) -> dict:
         (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
         return result
     keys = None
-    env = make_env(env_cfg)
+    env = envs.make_env(env_cfg)
     try:
         policy = load_checkpoint_policy(env, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device)
-        plan = ResetPlan(**OmegaConf.to_container(cfg.resets, resolve=True))
-        needs_keys = bool(cfg.intervention) or plan.human != "never"
+        plan = env.hw.resets
+        needs_keys = cfg.intervention or plan.human != "never"
         if needs_keys:
-            from hardware.teleop import KeyboardReader
-
             keys = KeyboardReader().start()
         prompt = HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say) if keys is not None else None
         resets = ResetRoutine(env, plan, prompt)
         interventions = None
         if cfg.intervention:
-            from hardware.teleop import InterventionPolicy, InterventionRecorder, TeleopCommander
-            from robolearn.replay.recording import EpisodeRecorder
-
             t = cfg.teleop
             commander = TeleopCommander(env.contract, t.mode, speed=t.speed, ee_speed=t.ee_speed, hold_s=t.hold_s)
             policy = InterventionPolicy(policy, keys, commander, env.clock, say=say)
-            room = int(cfg.episodes) * (env.cfg.max_episode_steps + 1) * 2
+            room = cfg.episodes * (env.cfg.max_episode_steps + 1) * 2
             interventions = InterventionRecorder(EpisodeRecorder.open(out / "interventions.npz", env.observation_space, env.action_space.shape, room))
         report = run_deployment(
-            env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), resets=resets, interventions=interventions,
-            video_path=out / "deploy.mp4" if cfg.video else None, video_episodes=int(cfg.video_episodes),
+            env, policy, episodes=cfg.episodes, seed=cfg.seed, resets=resets, interventions=interventions,
+            video_path=out / "deploy.mp4" if cfg.video else None, video_episodes=cfg.video_episodes,
             say=say if cfg.progress else (lambda msg: None),
         )
         if interventions is not None and interventions.segments:
@@ -102,35 +154,26 @@ def run(cfg: DictConfig, say=print) -> dict:
 def check_checkpoint(path, env_cfg: dict) -> None:
     """Refuse a checkpoint made for another observation/action spec from the env's contract alone,
     before any driver connects or anything moves (CheckpointError names both specs)."""
-    from robolearn.checkpoint import load_policy_checkpoint
-    from robolearn.spec import EnvSpec
-
     contract = EnvSpec.from_config(env_cfg)
     load_policy_checkpoint(path, contract.observation_space(), contract.action_space())
 
 
-def run_online(cfg: DictConfig, env_cfg: dict, say=print) -> dict:
+def run_online(cfg: DeployConfig, env_cfg: dict, say=print) -> dict:
     """The arm as an actor of asynchronous training, starting from the checkpoint's policy."""
-    import signal
-    import threading
+    from robolearn.actor import Actor  # the actor command's module: only the online mode needs it
 
-    from robolearn.actor import Actor
-    from robolearn.agents.weights import load_policy_weights
-    from robolearn.checkpoint import load_policy_checkpoint
-    from robolearn.envs import make_env
-
-    env = make_env(env_cfg)
+    env = envs.make_env(env_cfg)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
     try:
         payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
-        actor_cfg = OmegaConf.create({"env": env_cfg, "agent": payload["agent_config"], "transport": OmegaConf.to_container(cfg.transport, resolve=True),
-                                     "actor": OmegaConf.to_container(cfg.actor, resolve=True)})
+        actor_cfg = load_typed(AsyncConfig, {"env": env_cfg, "agent": payload["agent_config"], "transport": plain(cfg.transport),
+                                             "actor": plain(cfg.actor)}, "deploy (mode=online)")
         actor = Actor(actor_cfg, env=env, stop=stop)
         load_policy_weights(actor.agent, payload["agent"]["model"])  # the actor acts: its critic (if any) is the learner's
         actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)
         actor.client.applied(0)
-        say(f"online actor {actor.name}: streaming to {cfg.transport.host}:{cfg.transport.port}; Ctrl-C stops")
+        say(f"online actor {actor.name}: streaming to {actor_cfg.transport.host}:{actor_cfg.transport.port}; Ctrl-C stops")
         try:
             result = actor.run()
         finally:
@@ -154,7 +197,3 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps(summary, default=str))
     if result.get("stopped") == "pre-flight check failed":
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

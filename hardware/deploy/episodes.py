@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.env import EStopLatched, ResetFailed
-from hardware.resets import ResetRoutine
+from hardware.env import EStopLatched
+from hardware.resets import ResetFailed, ResetRoutine
 from robolearn.rollout import EvalSummary
 from robolearn.replay.recording import executed_action
 

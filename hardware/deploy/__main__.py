@@ -1,0 +1,3 @@
+from hardware.deploy.command import main
+
+main()

@@ -1,0 +1,3 @@
+from hardware.preflight.command import main
+
+main()

@@ -1,0 +1,3 @@
+from hardware.teleop.command import main
+
+main()

@@ -1,0 +1,126 @@
+"""`python -m hardware.teleop`: teleoperate the arm from the keyboard or a gamepad and record demos.
+
+    python -m hardware.teleop                                  # the fake arm
+    python -m hardware.teleop mode=ee robot@env.hardware.driver=franka env.robot=fr3 env.hardware.driver.host=172.16.0.2
+    python -m hardware.teleop device=gamepad                   # the first /dev/input/js*, or gamepad.path=...
+
+Keys - joint mode: q/a w/s e/d r/f t/g y/h u/j move joints 1-7; ee mode: w/s a/d r/f move the hand along
+x/y/z of the base frame. Both: space stop, o/c open/close the gripper, +/- speed, n end the episode and
+keep it, x end it and throw it away, esc quit. Gamepad (device=gamepad, Linux joystick API): sticks, d-pad
+and buttons produce the same commands (layout in hardware/teleop/gamepad.py); a gamepad that disappears
+ends the session. Every command goes through the env and its safety layer; the recorded actions are the
+executed, safety-filtered ones, in the policy's action space, appended to `demos_path` (a replay file
+training loads with demos.path=...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hardware.config import load_command_config
+from hardware.resets import HumanResetPrompt, ResetRoutine
+from hardware.teleop.commands import MODES, TeleopCommander
+from hardware.teleop.gamepad import GamepadReader, require_gamepad
+from hardware.teleop.keyboard import KeyboardReader
+from hardware.teleop.session import TeleopSession
+from robolearn.config import check, register_schema
+from robolearn.envs import make_env
+from robolearn.paths import CONFIG_DIR
+from robolearn.replay.recording import EpisodeRecorder
+
+DEVICES = ("keyboard", "gamepad")
+
+
+@dataclass
+class GamepadSettings:
+    path: str | None = None  # null: the first readable /dev/input/js*; or a device path, e.g. /dev/input/js1
+    dead_zone: float = 0.25  # share of full stick travel around the centre that does not move the arm
+
+    def __post_init__(self) -> None:
+        check(0 < self.dead_zone < 1, "gamepad.dead_zone", self.dead_zone, "a share of full stick travel, in (0, 1)")
+
+
+@dataclass
+class TeleopConfig:
+    env: Any = None  # the real-robot env config, validated when the env is built
+    device: str = "keyboard"  # keyboard | gamepad (Linux joystick API; layout in hardware/teleop/gamepad.py)
+    gamepad: GamepadSettings = field(default_factory=GamepadSettings)
+    mode: str = "joint"  # joint: q/a w/s e/d r/f t/g y/h u/j move joints 1-7. ee: w/s a/d r/f move x/y/z
+    speed: float = 0.3  # share of the action limit per key
+    ee_speed: float = 0.05  # m/s in ee mode
+    hold_s: float = 0.6  # a key drives its axis this long after its last repeat
+    episodes: int = 5
+    seed: int = 0
+    max_steps: int | None = None  # null: the env's episode length
+    record: bool = True
+    demos_path: str = "demos/teleop.npz"  # appended to when it exists
+
+    def __post_init__(self) -> None:
+        check(self.device in DEVICES, "device", self.device, f"one of {list(DEVICES)}")
+        check(self.mode in MODES, "mode", self.mode, f"one of {list(MODES)}")
+        check(self.episodes >= 1, "episodes", self.episodes, "must be at least 1")
+
+
+register_schema("teleop_schema", TeleopConfig)
+
+
+def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
+    cfg = load_command_config(TeleopConfig, cfg, "teleop")
+    gamepad_path = require_gamepad(cfg.gamepad.path) if cfg.device == "gamepad" else None
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env
+    env = make_env(env_cfg)
+    own_keys = keys is None
+    try:
+        commander = TeleopCommander(env.contract, cfg.mode, speed=cfg.speed, ee_speed=cfg.ee_speed, hold_s=cfg.hold_s)
+        if own_keys:
+            if gamepad_path is not None:
+                keys = GamepadReader(gamepad_path, mode=cfg.mode, dead_zone=cfg.gamepad.dead_zone).start()
+            else:
+                keys = KeyboardReader().start()
+        recorder = None
+        if cfg.record:
+            room = cfg.episodes * (env.cfg.max_episode_steps + 1)
+            recorder = EpisodeRecorder.open(cfg.demos_path, env.observation_space, env.action_space.shape, room)
+        plan = env.hw.resets
+        resets = ResetRoutine(env, plan, HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say))
+        session = TeleopSession(env, keys, commander, recorder, say=say)
+        if gamepad_path is not None:
+            say(f"teleop ({cfg.mode} mode) on {env.hw.driver.kind.value} from gamepad {gamepad_path}: sticks move, "
+                "B stops, A/X close/open, RT/LT speed, START keeps the episode, BACK discards, GUIDE quits")
+        else:
+            say(f"teleop ({cfg.mode} mode) on {env.hw.driver.kind.value}: hold keys to move, space stops, n keeps the episode, x discards, esc quits")
+        episodes, previous = [], None
+        for i in range(cfg.episodes):
+            answer = resets.between_episodes(previous)
+            if answer in ("quit", "timeout"):
+                break
+            episode = session.run_episode(seed=cfg.seed + i, max_steps=cfg.max_steps)
+            episodes.append(episode)
+            previous = episode.success
+            if episode.quit or episode.ended_by == "safety":
+                break
+        saved = recorder.save() if recorder is not None and recorder.kept else None
+    finally:
+        if own_keys and keys is not None:
+            keys.close()
+        env.close()
+    return {
+        "episodes": len(episodes),
+        "kept": sum(e.kept for e in episodes),
+        "steps": [e.steps for e in episodes],
+        "ended_by": [e.ended_by for e in episodes],
+        "safety_events": sum(len(e.safety_events) for e in episodes),
+        "demos": str(saved) if saved else None,
+        "demo_transitions": recorder.store.num_transitions() if recorder is not None else 0,
+        "input_fault": getattr(keys, "fault", None),
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="teleop")
+def main(cfg: DictConfig) -> None:
+    print(json.dumps(run(cfg)))
