@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hardware.deploy import run_deployment
+from hardware.safety.kinematics import jacobian
 from hardware.teleop import (
     InterventionPolicy,
     InterventionRecorder,
@@ -21,7 +22,6 @@ from hardware.teleop import (
     decode_keys,
     gamepad_status,
 )
-from hardware.safety.kinematics import jacobian
 from robolearn.replay import ReplayStorage
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
