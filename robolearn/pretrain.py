@@ -36,6 +36,7 @@ from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.device import pick_device
 from robolearn.replay.codec import obs_name
+from robolearn.rollout import run_episode
 from robolearn.spec import image_keys_of
 
 log = logging.getLogger(__name__)
@@ -105,16 +106,19 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
                disable=not cfg.progress)
     for episode in bar:
         rng = np.random.default_rng([cfg.seed, episode])
-        obs, _ = env.reset(seed=20_000_000 + cfg.seed * 100_000 + episode)  # disjoint from train, eval and demo seeds
         expert.reset()
         random_episode = rng.uniform() < cfg.random_fraction
         noise = rng.choice(cfg.noise_scales)
-        detour_left, done = 0, False
-        while not done:
+        detour_left = 0
+
+        def keep_frame(obs, *_) -> None:
             for key in data:
                 if key != "episode":
                     data[key].append(obs[key][None])
             data["episode"].append(np.array([episode]))
+
+        def act(obs) -> np.ndarray:
+            nonlocal detour_left
             action = expert.act(obs)  # keeps the expert's phase machine current even when it is overridden
             if random_episode or detour_left > 0:
                 action = rng.uniform(-1, 1, action.shape)
@@ -123,8 +127,11 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
                 action = action + noise * rng.standard_normal(action.shape)
                 if rng.uniform() < cfg.detour_probability:
                     detour_left = int(rng.integers(1, cfg.detour_max_steps + 1))
-            obs, _, terminated, truncated, _ = env.step(np.clip(action, -1, 1).astype(np.float32))
-            done = terminated or truncated
+            return np.clip(action, -1, 1).astype(np.float32)
+
+        # Every observation an action was chosen on is a frame; the last one of an episode is not.
+        run_episode(env, act, seed=20_000_000 + cfg.seed * 100_000 + episode,  # disjoint from train, eval and demo seeds
+                    on_start=keep_frame, record=lambda step: None if step.done else keep_frame(step.next_obs))
         bar.set_postfix(frames=sum(len(x) for x in data["episode"]))
         if (episode + 1) % cfg.save_every_episodes == 0 or episode + 1 == cfg.episodes:
             arrays = {k: np.concatenate(v) for k, v in data.items()}

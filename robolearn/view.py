@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from robolearn.config import check, load_typed, register_schema
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
+from robolearn.rollout import run_episode
 
 
 @dataclass
@@ -47,19 +48,23 @@ def main(node: DictConfig) -> None:
     policy = instantiate(cfg.policy, env=env)
     period = 1.0 / base.cfg.control_hz
     with mujoco.viewer.launch_passive(base.model, base.data) as viewer:
+        def show(step) -> None:
+            viewer.sync()
+            time.sleep(max(0.0, period - (time.monotonic() - started[0])))
+
+        started = [time.monotonic()]
         for episode in range(cfg.episodes):
-            obs, _ = env.reset(seed=cfg.seed + episode)
             policy.reset()
-            done = False
-            while viewer.is_running() and not done:
-                start = time.monotonic()
-                obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-                done = terminated or truncated
-                viewer.sync()
-                time.sleep(max(0.0, period - (time.monotonic() - start)))
+
+            def act(obs):
+                started[0] = time.monotonic()
+                return policy.act(obs)
+
+            run = run_episode(env, act, seed=cfg.seed + episode, on_step=show,
+                              before_step=lambda: None if viewer.is_running() else "viewer closed")
             if not viewer.is_running():
                 break
-            print(f"episode {episode}: success={info['success']}")
+            print(f"episode {episode}: success={run.success}")
     env.close()
 
 

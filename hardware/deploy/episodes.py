@@ -22,20 +22,18 @@ import numpy as np
 
 from hardware.env import EStopLatched
 from hardware.resets import ResetFailed, ResetRoutine
-from robolearn.rollout import EvalSummary
+from robolearn.rollout import EpisodeResult, EvalSummary, Step, run_episode
 from robolearn.replay.recording import executed_action
 
 Transition = Callable[..., None]
 
 
 @dataclass
-class DeployEpisode:
-    seed: int
-    success: bool
-    success_known: bool
-    episode_return: float
-    length: int
-    ended_by: str  # terminated | truncated | safety | quit
+class DeployEpisode(EpisodeResult):
+    """An evaluated episode (seed, success, return, length) plus what only a real arm has."""
+
+    success_known: bool = False
+    ended_by: str = ""  # terminated | truncated | safety | quit
     intervention_steps: int = 0
     deadline_misses: int = 0
     safety_events: list[dict] = field(default_factory=list)
@@ -43,9 +41,8 @@ class DeployEpisode:
 
 @dataclass
 class DeployReport(EvalSummary):
-    """EvalSummary's success rate and mean return/length, plus what only a real arm has."""
+    """EvalSummary's success rate and mean return/length over DeployEpisodes, plus the run's own records."""
 
-    episodes: list[DeployEpisode] = field(default_factory=list)
     between_episode_events: list[dict] = field(default_factory=list)
     stopped: str = ""  # why the run stopped early, if it did
     safety_counters: dict = field(default_factory=dict)
@@ -152,40 +149,42 @@ def run_deployment(
             if answer == "quit" or (answer == "timeout" and resets.plan.stop_on_timeout):
                 report.stopped = f"scene reset prompt: {answer}"
                 break
-            try:
-                obs, info = env.reset(seed=seed + i)
+            policy.reset()
+            episode = DeployEpisode(seed + i, False, 0.0, 0)
+            recording = video is not None and i < video_episodes
+
+            def start(obs, reset_info) -> None:
+                episode.safety_events.extend(reset_info["safety"]["events"])  # the homing's
+                if recording:
+                    video.add(env, obs)
+
+            def record(step: Step) -> None:
+                intervening = bool(getattr(policy, "intervening", False))
+                episode.safety_events.extend(step.info["safety"]["events"])
+                episode.intervention_steps += intervening
+                if interventions is not None:
+                    interventions.step(intervening, step.obs, step.action, step.info, step.reward, step.terminated,
+                                       step.truncated, step.next_obs)
+                if on_transition is not None:
+                    on_transition(step.obs, executed_action(step.info, step.action), step.reward, step.terminated,
+                                  step.truncated, step.next_obs, step.info)
+                if recording:
+                    video.add(env, step.next_obs)
+
+            def end(_episode) -> None:
+                if interventions is not None:
+                    interventions.end_episode()
+                env.safety.hold()
+
+            try:  # only the env's reset raises these (homing refused or failed); a step reports its fault in info
+                run = run_episode(env, policy.act, seed=seed + i, on_start=start, record=record, on_end=end,
+                                  on_step=lambda step: "quit" if getattr(policy, "quit", False) else None)
             except (EStopLatched, ResetFailed) as exc:
                 report.stopped = f"reset: {exc}"
                 break
-            policy.reset()
-            episode = DeployEpisode(seed + i, False, False, 0.0, 0, "")
-            episode.safety_events += info["safety"]["events"]  # the homing's
-            recording = video is not None and i < video_episodes
-            while True:
-                if recording:
-                    video.add(env, obs)
-                action = policy.act(obs)
-                intervening = bool(getattr(policy, "intervening", False))
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                episode.episode_return += float(reward)
-                episode.length += 1
-                episode.safety_events += info["safety"]["events"]
-                if intervening:
-                    episode.intervention_steps += 1
-                if interventions is not None:
-                    interventions.step(intervening, obs, action, info, reward, terminated, truncated, next_obs)
-                if on_transition is not None:
-                    on_transition(obs, executed_action(info, action), reward, terminated, truncated, next_obs, info)
-                obs = next_obs
-                quit_now = bool(getattr(policy, "quit", False))
-                if terminated or truncated or quit_now:
-                    episode.ended_by = "safety" if info["safety"]["estop"] else "terminated" if terminated else "quit" if quit_now and not truncated else "truncated"
-                    break
-            if recording:
-                video.add(env, obs)
-            if interventions is not None:
-                interventions.end_episode()
-            env.safety.hold()
+            info = run.info
+            episode.episode_return, episode.length = run.episode_return, run.length
+            episode.ended_by = "safety" if info["safety"]["estop"] else run.ended_by
             episode.success, episode.success_known = bool(info["success"]), bool(info["success_known"])
             episode.deadline_misses = info["timing"]["deadline_misses"]
             report.episodes.append(episode)

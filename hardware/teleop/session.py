@@ -19,6 +19,7 @@ import numpy as np
 
 from hardware.teleop.commands import TeleopCommander
 from robolearn.replay.recording import EpisodeRecorder, executed_action
+from robolearn.rollout import Step, run_episode
 
 
 @dataclass
@@ -42,13 +43,17 @@ class TeleopSession:
     def run_episode(self, seed: int | None = None, max_steps: int | None = None) -> TeleopEpisode:
         env, commander, recorder = self.env, self.commander, self.recorder
         out = TeleopEpisode()
-        obs, info = env.reset(seed=seed)
-        out.safety_events += info["safety"]["events"]
-        commander.stop()
-        if recorder is not None:
-            recorder.begin(obs)
         keep = True
-        while True:
+        now = 0.0  # when the keys were last polled: the commander's action is computed for that time
+
+        def start(obs, info) -> None:
+            out.safety_events.extend(info["safety"]["events"])
+            commander.stop()
+            if recorder is not None:
+                recorder.begin(obs)
+
+        def poll_keys() -> str | None:
+            nonlocal keep, now
             now = env.clock.now()
             for key in self.keys.poll():
                 if commander.press(key, now):
@@ -63,20 +68,24 @@ class TeleopSession:
             if fault and not out.ended_by:
                 out.ended_by, out.quit, keep = "device", True, False
                 self.say(f"input device lost, stopping: {fault}")
-            if out.ended_by:
-                break
-            action = commander.action(now, obs["joint_pos"])
-            obs, reward, terminated, truncated, info = env.step(action)
+            return out.ended_by or None
+
+        def record(step: Step) -> None:
             out.steps += 1
-            out.episode_return += reward
-            out.safety_events += info["safety"]["events"]
+            out.safety_events.extend(step.info["safety"]["events"])
             if recorder is not None:
-                recorder.add(executed_action(info, action), reward, terminated, truncated, obs)
-            if terminated or truncated or (max_steps is not None and out.steps >= max_steps):
-                out.ended_by = "safety" if info["safety"]["estop"] else "env"
-                break
-        out.success = bool(info.get("success", False))
-        env.safety.hold()
+                recorder.add(executed_action(step.info, step.action), step.reward, step.terminated, step.truncated,
+                             step.next_obs)
+
+        episode = run_episode(
+            env, lambda obs: commander.action(now, obs["joint_pos"]), seed=seed, on_start=start, before_step=poll_keys,
+            record=record, on_step=lambda step: "max_steps" if max_steps is not None and out.steps >= max_steps else None,
+            on_end=lambda episode: env.safety.hold())
+        out.episode_return = episode.episode_return
+        last_info = episode.info or episode.reset_info  # no step taken: the reset's
+        if not out.ended_by:  # the env ended it, or max_steps
+            out.ended_by = "safety" if last_info["safety"]["estop"] else "env"
+        out.success = bool(last_info.get("success", False))
         if recorder is not None:
             written = recorder.end(keep=keep)
             out.kept = written > 0
