@@ -175,6 +175,6 @@ def load_env_config(node: DictConfig | dict | EnvConfig | None = None, **overrid
     return cfg
 
 
-# The kettle sim's env group files start from the schema (configs/env/kettle_sink.yaml), so they hold only
-# what differs and a misspelt key fails as Hydra composes them.
-register_schema("kettle_sink_schema", EnvConfig, group="env")
+# The env group files of the kettle sim and of the real robot start from the schema (configs/env/kettle_sink.yaml,
+# real_fake.yaml), so they hold only what differs and a misspelt key fails as Hydra composes them.
+register_schema("env_schema", EnvConfig, group="env")

@@ -18,7 +18,8 @@ from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.spec import EnvSpec
 from robolearn.transport.actor_client import ActorClient
-from tests.transport_cases import running_server, transport, wait_for
+from tests.transport_cases import running_server, transport
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,17 +12,10 @@ import pytest
 from hardware.cameras import CameraError, Frame, make_camera
 from hardware.config import FakeCameraConfig, OpenCVCameraConfig, RealSenseCameraConfig
 from hardware.timing import MonotonicClock, VirtualClock
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def wait_for(predicate, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 # -- RealSense ----------------------------------------------------------------------------------------------
@@ -81,7 +74,7 @@ def test_realsense_plays_a_recording_through_the_pipeline_and_detects_the_droppe
     camera.start()
     try:
         assert camera.intrinsics["fx"] == pytest.approx(60.0) and camera.intrinsics["ppy"] == pytest.approx(23.5)
-        assert wait_for(lambda: faults, 5.0), "the end of the recording was not reported"
+        assert eventually(lambda: faults, 5.0), "the end of the recording was not reported"
         health = camera.health()
     finally:
         camera.stop()
@@ -133,7 +126,7 @@ def test_opencv_reads_a_video_file_in_order_at_its_fps(video_file):
     camera.start()
     try:
         assert camera.applied == (CV_W, CV_H, pytest.approx(CV_FPS))
-        assert wait_for(lambda: faults, 5.0)
+        assert eventually(lambda: faults, 5.0)
         elapsed = time.monotonic() - start
     finally:
         camera.stop()
@@ -243,7 +236,7 @@ def test_fake_camera_thread_keeps_the_latest_frame_fresh():
         camera.stall()
         time.sleep(0.1)
         assert camera.is_stale(camera.read_latest())  # older than max_age_s
-        assert wait_for(lambda: faults, 0.5) and faults[0][1] == "timeout"
+        assert eventually(lambda: faults, 0.5) and faults[0][1] == "timeout"
     finally:
         camera.stop()
 

@@ -25,6 +25,7 @@ from hardware.timing import MonotonicClock
 from robolearn.robots import PANDA
 from robolearn.spec import InvalidActionError
 from tests.hardware_cases import real_fake_config
+from tests.waiting import eventually, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,13 +57,6 @@ class Commander:
         return self.last_sent
 
 
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
-        time.sleep(0.01)
-
 
 def moving_rig(**safety):
     clock = MonotonicClock()
@@ -72,14 +66,6 @@ def moving_rig(**safety):
     layer = SafetyLayer(driver, limits, clock, watchdog_thread=True)
     return driver, layer
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.001)
-    return predicate()
 
 
 def beyond_box(q):
@@ -140,14 +126,14 @@ def test_fatal_fault_latches_in_time_stops_the_arm_and_ignores_commands_until_re
         time.sleep(0.25)
         assert not layer.latched and abs(driver.read_state().dq[6]) > 0.3  # moving
         began = fault.inject(driver, commander)
-        assert wait_for(lambda: layer.latched, fault.bound_s + 1.0), f"{fault.name}: nothing latched"
+        assert eventually(lambda: layer.latched, fault.bound_s + 1.0), f"{fault.name}: nothing latched"
         latency = layer.fault.time - began
         assert layer.fault.layer == fault.layer, layer.fault
         assert latency <= fault.bound_s, f"{fault.name}: latched after {latency * 1000:.0f} ms"
     finally:
         commander.stop()
     # The arm is brought to rest (by the safety layer's stop, or by its own watchdog when unreachable).
-    assert wait_for(lambda: driver.at_rest, 0.5)
+    assert eventually(lambda: driver.at_rest, 0.5)
     # Commands are ignored while latched.
     before = driver.commands_received
     assert not layer.command_velocity(SPIN)
@@ -271,7 +257,7 @@ def test_camera_fault_latches_the_estop_and_the_env_refuses_to_reset_until_clear
     assert fault.time - began <= bound_s, f"latched after {(fault.time - began) * 1000:.0f} ms"
     assert info["safety"]["estop"] and "camera front" in info["safety"]["fault"]
     # The arm was stopped and further steps send nothing.
-    assert wait_for(lambda: env.driver.at_rest, 0.5)
+    assert eventually(lambda: env.driver.at_rest, 0.5)
     before = env.driver.commands_received
     _obs, _reward, _terminated, truncated, info = env.step(SLOW_SPIN)
     assert truncated and env.driver.commands_received == before
@@ -281,7 +267,7 @@ def test_camera_fault_latches_the_estop_and_the_env_refuses_to_reset_until_clear
         env.clear_fault()  # the stream is still broken
     front.resume()
     front.plug_in()
-    assert wait_for(lambda: front.unhealthy_reason() is None, 2.0)
+    assert eventually(lambda: front.unhealthy_reason() is None, 2.0)
     env.clear_fault()
     env.reset(seed=1)
     env.step(SLOW_SPIN)
@@ -306,7 +292,7 @@ def test_a_camera_stalling_behind_stale_robot_state_keeps_the_arm_latched(env):
     env.step(SLOW_SPIN)
     assert env.latched and env.safety.fault.layer == "state"
     env.cameras["front"].stall()
-    wait_until(lambda: any(f.layer == "camera" for f in env.safety.faults), 2.0, "the camera fault joins the stale state")
+    wait_for(lambda: any(f.layer == "camera" for f in env.safety.faults), 2.0, "the camera fault joins the stale state")
     env.driver.unfreeze_state()
     with pytest.raises(ResetRefused, match="front"):
         env.clear_fault()  # the state is fresh again; the camera is still stalled
@@ -314,7 +300,7 @@ def test_a_camera_stalling_behind_stale_robot_state_keeps_the_arm_latched(env):
     with pytest.raises(EStopLatched):
         env.reset(seed=1)  # and nothing homes the arm
     env.cameras["front"].resume()
-    wait_until(lambda: env.cameras["front"].unhealthy_reason() is None or "since its fault" in env.cameras["front"].unhealthy_reason(),
+    wait_for(lambda: env.cameras["front"].unhealthy_reason() is None or "since its fault" in env.cameras["front"].unhealthy_reason(),
                2.0, "frames again")
     time.sleep(0.1)
     env.clear_fault()

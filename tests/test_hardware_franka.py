@@ -16,6 +16,7 @@ from hardware.safety.limits import SafetyLimits
 from hardware.timing import MonotonicClock
 from robolearn.robots import FR3
 from tests.hardware_franky_sim import SIM_STATE_AGE_S, FrankySim
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 franky = pytest.importorskip("franky", reason="franky-control is not installed (pip install franky-control)")
@@ -41,14 +42,6 @@ def safety_for(driver: FrankaDriver, max_state_age_s: float = SIM_STATE_AGE_S) -
     limits = SafetyLimits.from_config(SafetyConfig(max_state_age_s=max_state_age_s), FR3, command_hold_s=driver.command_hold_s, control_hz=10)
     return SafetyLayer(driver, limits.tightened(driver.reported_limits), driver.clock)
 
-
-def wait_for(predicate, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +78,7 @@ def test_velocity_commands_through_the_safety_layer_move_the_joint(connected):
             time.sleep(0.1)
         moving = connected.read_state()
         safety.hold()
-        assert wait_for(lambda: np.all(np.abs(connected.read_state().dq) < 1e-3), 2.0)
+        assert eventually(lambda: np.all(np.abs(connected.read_state().dq) < 1e-3), 2.0)
         moved = connected.read_state().q - q0
         # ~0.05 rad less the ramp; less when a loaded machine slows franky-sim below real time.
         assert 0.02 < moved[0] < 0.07, moved
@@ -99,16 +92,16 @@ def test_gripper_moves_to_the_commanded_width_in_the_background(connected):
     start = time.monotonic()
     connected.set_gripper(0.07)
     assert time.monotonic() - start < 0.1  # returns at once (a move takes seconds); a worker thread runs it
-    assert wait_for(lambda: abs(connected.read_state().gripper_width - 0.07) < 0.002, 5.0)
+    assert eventually(lambda: abs(connected.read_state().gripper_width - 0.07) < 0.002, 5.0)
     connected.set_gripper(0.03)  # closing grasps, tolerating an object in the way
-    assert wait_for(lambda: connected.read_state().gripper_width < 0.035, 5.0)
+    assert eventually(lambda: connected.read_state().gripper_width < 0.035, 5.0)
     assert connected.fault is None
 
 
 def test_missing_torque_signal_trips_and_needs_an_explicit_recovery(connected):
     connected.set_joint_torque(np.zeros(7))  # one torque, then silence
     start = time.monotonic()
-    assert wait_for(lambda: (connected.read_state(), connected.fault)[1] is not None, 2.0)
+    assert eventually(lambda: (connected.read_state(), connected.fault)[1] is not None, 2.0)
     elapsed = time.monotonic() - start
     assert connected.fault.kind == "signal_timeout" and "torque signal" in connected.fault.message
     assert elapsed < connected.command_hold_s + 0.3

@@ -20,7 +20,8 @@ from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
 from robolearn.transport.security import generate_keys
 from tests.test_transport_server import learner, stored_ids
-from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport, wait_for
+from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 SPEC = spec_signature(SPACE, ACTION)

@@ -15,7 +15,8 @@ from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.learner_client import LearnerClient
 from robolearn.transport.protocol import SCHEMA_VERSION, decode, encode
 from robolearn.transport.security import generate_keys
-from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport, wait_for
+from tests.transport_cases import ACTION, SPACE, action, observation, running_server, stream_episodes, transport
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from robolearn.config import check, load_typed
+from robolearn.config import check, load_typed, register_schema
 
 
 @dataclass
@@ -37,6 +37,10 @@ class TransportConfig:
             check(getattr(self, key) >= 1, f"transport.{key}", getattr(self, key), "must be at least 1")
         check(_is_loopback(self.host) or bool(self.curve_keys), "transport.host", self.host,
               "not loopback; remote runs need transport.curve_keys (generate them with `python -m robolearn.transport.keys DIR`)")
+
+
+# configs/transport/*.yaml start from it and hold only what differs.
+register_schema("transport_schema", TransportConfig, group="transport")
 
 
 def load_transport_config(node) -> TransportConfig:
