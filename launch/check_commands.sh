@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every command of the README's "Common commands" block with small budgets (a smoke check of the
+# command lines as written, not of their results): bash launch/check_commands.sh [OUT_DIR]
+# Each line's exit status is printed; the script exits 1 if any failed. Takes ~15 minutes on a 2-core CPU.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-/tmp/robolearn_commands}
+mkdir -p "$OUT"
+failed=0
+run() {  # name, then the command
+  local name=$1; shift
+  local start=$SECONDS
+  if "$@" > "$OUT/$name.log" 2>&1; then echo "ok   $name ($((SECONDS - start)) s)"; else echo "FAIL $name ($((SECONDS - start)) s): $OUT/$name.log"; failed=1; fi
+}
+TINY_TRAIN=(total_steps=60 seed_steps=30 demos.episodes=1 eval.episodes=1 eval.every=60 eval.first_min=null save_every=60 progress=false)
+ENC="$OUT/encoder.pt"
+run pretrain python3 -m robolearn.pretrain out="$ENC" episodes=2 epochs=1 progress=false env.episode_seconds=2
+# launch/train_pixels.sh runs for hours (the full pretraining, three seeds): only its syntax here; its steps are
+# the pretrain, train and eval command lines checked below.
+run train_pixels_syntax bash -n launch/train_pixels.sh
+run train_drq python3 -m robolearn.train --config-name train_drq "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/drq"
+run train_state python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/state"
+run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=120 resume="$OUT/state" hydra.run.dir="$OUT/state"
+run time_limit python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=100000 time_limit_min=0.5 hydra.run.dir="$OUT/limit"
+run eval_checkpoint python3 -m robolearn.eval policy=checkpoint policy.path="$OUT/state" episodes=1 video=true video_path="$OUT/ckpt.mp4" env.cameras=[] env.privileged=true
+run train_dmc python3 -m robolearn.train --config-name train_dmc env=dmc_walker_walk "${TINY_TRAIN[@]}" hydra.run.dir="$OUT/dmc"
+run eval_expert python3 -m robolearn.eval policy=expert episodes=2
+run eval_torque python3 -m robolearn.eval policy=expert episodes=1 env.control_mode=joint_torque
+run eval_video python3 -m robolearn.eval policy=expert episodes=1 video=true video_path="$OUT/expert.mp4"
+run eval_shadows python3 -m robolearn.eval policy=random episodes=1 env.render.shadows=true
+run view_config python3 -m robolearn.view --cfg job
+for bench in sim learner replay control transport; do run "bench_$bench" python3 -m robolearn.bench "$bench" --quick; done
+run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_state actors=2 learner.total_updates=50 actor.total_steps=300 run_dir="$OUT/async_state"
+run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name async_pixels actors=2 learner.total_updates=5 learner.min_transitions=50 actor.total_steps=80 actor.seed_steps=40 agent.encoder_weights="$ENC" run_dir="$OUT/async_pixels" server.demos=null
+run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 actor.total_steps=60 run_dir="$OUT/dry_run"
+run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
+exit $failed
