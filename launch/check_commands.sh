@@ -23,15 +23,15 @@ run train_state python3 -m robolearn.train --config-name train_state "${TINY_TRA
 run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=120 resume="$OUT/state" hydra.run.dir="$OUT/state"
 run time_limit python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=100000 time_limit_min=0.5 hydra.run.dir="$OUT/limit"
 run eval_checkpoint python3 -m robolearn.eval policy=checkpoint policy.path="$OUT/state" episodes=1 video=true video_path="$OUT/ckpt.mp4" env.cameras=[] env.privileged=true
-run train_dmc python3 -m robolearn.train --config-name train_dmc env=dmc_walker_walk "${TINY_TRAIN[@]}" hydra.run.dir="$OUT/dmc"
+run train_dmc python3 -m robolearn.train --config-name train_dmc env=dmc_walker_walk total_steps=60 seed_steps=30 eval.episodes=1 eval.every=60 save_every=60 progress=false hydra.run.dir="$OUT/dmc"
 run eval_expert python3 -m robolearn.eval policy=expert episodes=2
 run eval_torque python3 -m robolearn.eval policy=expert episodes=1 env.control_mode=joint_torque
 run eval_video python3 -m robolearn.eval policy=expert episodes=1 video=true video_path="$OUT/expert.mp4"
 run eval_shadows python3 -m robolearn.eval policy=random episodes=1 env.render.shadows=true
 run view_config python3 -m robolearn.view --cfg job
 for bench in sim learner replay control transport; do run "bench_$bench" python3 -m robolearn.bench "$bench" --quick; done
-run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_state actors=2 learner.total_updates=50 actor.total_steps=300 run_dir="$OUT/async_state"
-run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name async_pixels actors=2 learner.total_updates=5 learner.min_transitions=50 actor.total_steps=80 actor.seed_steps=40 agent.encoder_weights="$ENC" run_dir="$OUT/async_pixels" server.demos=null
-run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 actor.total_steps=60 run_dir="$OUT/dry_run"
+run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_state actors=2 learner.total_updates=50 learner.min_transitions=200 run_dir="$OUT/async_state"
+run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name async_pixels actors=2 learner.total_updates=5 learner.min_transitions=50 actor.seed_steps=40 agent.encoder_weights="$ENC" run_dir="$OUT/async_pixels" server.demos=null
+run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 learner.min_transitions=50 run_dir="$OUT/dry_run"
 run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
 exit $failed
