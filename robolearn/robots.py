@@ -30,6 +30,9 @@ class RobotDescription:
     hand_yaw: float = -np.pi / 4
     gripper_max_width: float = 0.08  # m, both fingers together
     gripper_max_force: float = 70.0  # N, continuous
+    # Which driver family speaks to it ("franka", "ur"), and the link masses the sim builds it with (kg).
+    family: str = "franka"
+    link_masses: tuple[float, ...] = (4.97, 0.65, 3.23, 3.59, 1.23, 1.67, 0.74)  # Panda, approximate
 
     @property
     def n_joints(self) -> int:
@@ -124,7 +127,98 @@ FR3 = RobotDescription(
     home=_HOME,
 )
 
-ROBOTS: dict[str, RobotDescription] = {r.name: r for r in (PANDA, FR3)}
+
+# -- Universal Robots e-Series ------------------------------------------------------------------------
+# Kinematics and link masses: Universal Robots, "DH parameters for calculations of kinematics and
+# dynamics" (support article 45257, e-Series software 5.1). UR publishes standard DH (Rz(theta) Tz(d)
+# Tx(a) Rx(alpha) per joint); `_ur_dh` regroups it into the modified rows used here, which is exact
+# because Tx(a) and Rx(alpha) commute (tests/test_robots.py checks it against the standard chain).
+# Joint ranges (+-360 deg on every joint; UR3e's wrist 3 turns without end, limited here to the same)
+# and joint speeds: each arm's e-Series user manual / datasheet ("Range of motion", "Speed").
+# Joint torques: Universal Robots support article "Max. joint torques" (joint sizes 0-4: 12, 28, 56,
+# 150, 330 N·m). Acceleration, jerk and torque-rate limits are not published by UR: the values below are
+# ours (of the Panda's order, lower for the large joints) and feed only the safety layer's rate limits.
+_UR_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3")
+_UR_ALPHA = (np.pi / 2, 0.0, 0.0, np.pi / 2, -np.pi / 2, 0.0)
+_UR_RANGE = 2 * np.pi
+
+
+def _ur_dh(d: tuple[float, ...], a: tuple[float, ...]) -> np.ndarray:
+    """UR's standard DH (d, a per joint; alpha shared by the e-Series) as modified-DH rows + flange."""
+    rows = [(0.0, d[0], 0.0)]
+    rows += [(a[i - 1], d[i], _UR_ALPHA[i - 1]) for i in range(1, 6)]
+    rows.append((a[5], 0.0, _UR_ALPHA[5]))
+    out = np.array(rows, dtype=np.float64)
+    out.setflags(write=False)
+    return out
+
+
+def _ur(name: str, d, a, speed_deg: tuple[float, ...], torque: tuple[float, ...], masses, home, ddq) -> RobotDescription:
+    ddq_max = _arr(*ddq)
+    return RobotDescription(
+        name=name,
+        joint_names=_UR_JOINTS,
+        q_min=_arr(*[-_UR_RANGE] * 6),
+        q_max=_arr(*[_UR_RANGE] * 6),
+        dq_max=_arr(*np.radians(speed_deg)),
+        ddq_max=ddq_max,
+        jerk_max=_arr(*(ddq_max * 500.0)),
+        tau_max=_arr(*torque),
+        dtau_max=_arr(*[1000.0] * 6),
+        dh=_ur_dh(d, a),
+        # Tool pointing down 35 cm in front of the base, 45 cm up (as the Panda's home), elbow up;
+        # wrist 3 turned so the fingers close across the base's y axis. UR3e: 30 cm, 35 cm up (shorter reach).
+        home=_arr(*home),
+        # The sim mounts the same parallel-jaw hand as on the Panda (a Franka Hand's size) on the flange,
+        # square to it; there is no UR gripper backend yet.
+        hand_yaw=0.0,
+        family="ur",
+        link_masses=tuple(masses),
+    )
+
+
+UR3E = _ur(
+    "ur3e",
+    d=(0.15185, 0.0, 0.0, 0.13105, 0.08535, 0.0921),
+    a=(0.0, -0.24355, -0.2132, 0.0, 0.0, 0.0),
+    speed_deg=(180, 180, 180, 360, 360, 360),
+    torque=(56, 56, 28, 12, 12, 12),
+    masses=(1.98, 3.4445, 1.437, 0.871, 0.805, 0.261),
+    home=(2.6895, -1.4234, 0.6247, -0.7721, -1.5708, -2.0229),
+    ddq=(15, 15, 15, 25, 25, 25),
+)
+UR5E = _ur(
+    "ur5e",
+    d=(0.1625, 0.0, 0.0, 0.1333, 0.0997, 0.0996),
+    a=(0.0, -0.425, -0.3922, 0.0, 0.0, 0.0),
+    speed_deg=(180, 180, 180, 180, 180, 180),
+    torque=(150, 150, 150, 28, 28, 28),
+    masses=(3.761, 8.058, 2.846, 1.37, 1.3, 0.365),
+    home=(2.7509, -1.9479, 1.7023, -1.3252, -1.5708, -1.9615),
+    ddq=(10, 10, 10, 20, 20, 20),
+)
+UR10E = _ur(
+    "ur10e",
+    d=(0.1807, 0.0, 0.0, 0.17415, 0.11985, 0.11655),
+    a=(0.0, -0.6127, -0.57155, 0.0, 0.0, 0.0),
+    speed_deg=(120, 120, 180, 180, 180, 180),
+    torque=(330, 330, 150, 56, 56, 56),
+    masses=(7.369, 13.051, 3.989, 2.1, 1.98, 0.615),
+    home=(2.6208, -2.2557, 2.2299, -1.5450, -1.5708, -2.0916),
+    ddq=(8, 8, 10, 15, 15, 15),
+)
+UR16E = _ur(
+    "ur16e",
+    d=(0.1807, 0.0, 0.0, 0.17415, 0.11985, 0.11655),
+    a=(0.0, -0.4784, -0.36, 0.0, 0.0, 0.0),
+    speed_deg=(120, 120, 180, 180, 180, 180),
+    torque=(330, 330, 150, 56, 56, 56),
+    masses=(7.369, 10.45, 4.321, 2.18, 2.033, 0.907),
+    home=(2.6208, -1.9422, 1.8212, -1.4498, -1.5708, -2.0916),
+    ddq=(8, 8, 10, 15, 15, 15),
+)
+
+ROBOTS: dict[str, RobotDescription] = {r.name: r for r in (PANDA, FR3, UR3E, UR5E, UR10E, UR16E)}
 
 
 def get_robot(name: str) -> RobotDescription:

@@ -1,4 +1,4 @@
-"""The 7-DoF arm and parallel-jaw gripper, built with dm_control.mjcf from a RobotDescription.
+"""The arm (7-DoF Franka or 6-DoF UR) and parallel-jaw gripper, built with dm_control.mjcf from a RobotDescription.
 
 Links are primitives (capsules and spheres): the Panda's visual meshes cost 35-50 ms per small render
 here, primitives a few ms. Joint frames follow the description's modified DH parameters exactly, so the
@@ -7,6 +7,8 @@ sim's tool centre point equals `RobotDescription.forward_kinematics`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from dm_control import mjcf
 
@@ -14,14 +16,35 @@ from robolearn.config import ControlMode
 from robolearn.robots import RobotDescription
 from sim.geometry import look_at_xyaxes
 
-# Approximate Panda link masses (kg), base to wrist; the hand is added separately.
-_LINK_MASSES = (4.97, 0.65, 3.23, 3.59, 1.23, 1.67, 0.74)
-_LINK_RADIUS = (0.06, 0.06, 0.055, 0.055, 0.05, 0.045, 0.04)
-# Reflected rotor inertia and viscous friction: they also keep the light wrist stable at 2 ms steps.
-_ARMATURE = (0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05)
-_DAMPING = (1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5)
-# Velocity-servo gains (N·m per rad/s); MuJoCo integrates them implicitly, so stiff gains are stable.
-_VELOCITY_KV = (300.0, 300.0, 200.0, 200.0, 40.0, 40.0, 20.0)
+
+
+@dataclass(frozen=True)
+class JointModel:
+    """What the datasheet leaves out, per joint (base to wrist): link radius (m), reflected rotor inertia
+    (armature) and viscous friction, which also keep the light wrist stable at 2 ms steps, and the
+    velocity-servo gain (N·m per rad/s; MuJoCo integrates it implicitly, so stiff gains are stable)."""
+
+    radius: tuple[float, ...]
+    armature: tuple[float, ...]
+    damping: tuple[float, ...]
+    velocity_kv: tuple[float, ...]
+
+
+JOINT_MODELS = {
+    "franka": JointModel(
+        radius=(0.06, 0.06, 0.055, 0.055, 0.05, 0.045, 0.04),
+        armature=(0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05),
+        damping=(1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5),
+        velocity_kv=(300.0, 300.0, 200.0, 200.0, 40.0, 40.0, 20.0),
+    ),
+    # Tuned on the UR5e (upper arm 8 kg, twice the Panda's heaviest link); used for every e-Series size.
+    "ur": JointModel(
+        radius=(0.075, 0.07, 0.06, 0.045, 0.045, 0.045),
+        armature=(0.2, 0.2, 0.1, 0.05, 0.05, 0.05),
+        damping=(2.0, 2.0, 1.0, 0.5, 0.5, 0.5),
+        velocity_kv=(600.0, 600.0, 300.0, 60.0, 60.0, 40.0),
+    ),
+}
 
 FINGER_TRAVEL = 0.04  # m per finger
 ARM_COLOUR = (0.92, 0.92, 0.92, 1.0)
@@ -46,6 +69,7 @@ def build_arm(robot: RobotDescription, control_mode: ControlMode, gravity_compen
     arm.default.geom.contype = ARM_CONTYPE
     arm.default.geom.conaffinity = ARM_CONAFFINITY
     arm.default.geom.rgba = ARM_COLOUR
+    joints = JOINT_MODELS[robot.family]
     gravcomp = 1.0 if (gravity_compensation or control_mode is ControlMode.joint_velocity) else 0.0
 
     base = arm.worldbody.add("body", name="base")
@@ -69,22 +93,22 @@ def build_arm(robot: RobotDescription, control_mode: ControlMode, gravity_compen
             axis=[0, 0, 1],
             range=[robot.q_min[i], robot.q_max[i]],
             limited=True,
-            armature=_ARMATURE[i],
-            damping=_DAMPING[i],
+            armature=joints.armature[i],
+            damping=joints.damping[i],
         )
         # One geom per link (each costs a draw call per render): a capsule toward the next joint's
         # origin, or a sphere where the next joint shares this one's origin.
-        r = _LINK_RADIUS[i]
+        r = joints.radius[i]
         a_next, d_next, alpha_next = robot.dh[i + 1]
         to_next = np.array([a_next, -np.sin(alpha_next) * d_next, np.cos(alpha_next) * d_next])
         if np.linalg.norm(to_next) > 1e-6:
-            body.add("geom", name=f"link{i + 1}", type="capsule", fromto=[0, 0, 0, *to_next], size=[r], mass=_LINK_MASSES[i])
+            body.add("geom", name=f"link{i + 1}", type="capsule", fromto=[0, 0, 0, *to_next], size=[r], mass=robot.link_masses[i])
         else:
-            body.add("geom", name=f"link{i + 1}", type="sphere", size=[r], mass=_LINK_MASSES[i], rgba=JOINT_COLOUR)
+            body.add("geom", name=f"link{i + 1}", type="sphere", size=[r], mass=robot.link_masses[i], rgba=JOINT_COLOUR)
         parent = body
 
     _add_hand(parent, robot, gravcomp)
-    _add_actuators(arm, robot, control_mode)
+    _add_actuators(arm, robot, control_mode, joints)
     return arm
 
 
@@ -117,7 +141,7 @@ def _add_hand(flange_parent, robot: RobotDescription, gravcomp: float) -> None:
         )
 
 
-def _add_actuators(arm: mjcf.RootElement, robot: RobotDescription, control_mode: ControlMode) -> None:
+def _add_actuators(arm: mjcf.RootElement, robot: RobotDescription, control_mode: ControlMode, joints: JointModel) -> None:
     for i, name in enumerate(robot.joint_names):
         joint = arm.find("joint", name)
         if control_mode is ControlMode.joint_velocity:
@@ -125,7 +149,7 @@ def _add_actuators(arm: mjcf.RootElement, robot: RobotDescription, control_mode:
                 "velocity",
                 name=f"{name}_velocity",
                 joint=joint,
-                kv=_VELOCITY_KV[i],
+                kv=joints.velocity_kv[i],
                 ctrlrange=[-robot.dq_max[i], robot.dq_max[i]],
                 forcerange=[-robot.tau_max[i], robot.tau_max[i]],
             )
