@@ -32,6 +32,8 @@ ENV_CASES = [
     EnvCase("sim-joint_velocity", _sim, {"control_mode": "joint_velocity"}),
     EnvCase("sim-joint_torque", _sim, {"control_mode": "joint_torque"}),
     EnvCase("sim-privileged", _sim, {"privileged": True, "cameras": [{"name": "front", "width": 64, "height": 48}]}),
+    EnvCase("sim-ur5e-joint_velocity", _sim, {"robot": "ur5e", "control_mode": "joint_velocity"}),
+    EnvCase("sim-ur5e-joint_torque", _sim, {"robot": "ur5e", "control_mode": "joint_torque"}),
     EnvCase("real_fake-joint_velocity", real_fake_env, real_fake_config()),
     EnvCase("real_fake-joint_torque", real_fake_env, {**real_fake_config(), "control_mode": "joint_torque"}),
 ]
