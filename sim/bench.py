@@ -27,9 +27,10 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=300 if quick else 1000, help="env steps per round")
     parser.add_argument("--rounds", type=int, default=3 if quick else 5)
     parser.add_argument("--control-mode", default="joint_velocity")
+    parser.add_argument("overrides", nargs="*", metavar="env.KEY=VALUE", help="env config overrides, e.g. env.robot=ur5e")
     args = parser.parse_args(argv or [])
 
-    cfg = load_env_config(control_mode=args.control_mode)
+    cfg = load_env_config({"control_mode": args.control_mode, **_env_overrides(args.overrides)})
     env = make_env(cfg)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, size=(args.steps, env.action_space.shape[0])).astype(np.float32)
@@ -60,6 +61,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "ceiling_steps_per_s": round(ceiling_rate, 1),
         "ratio": round(env_rate / ceiling_rate, 3),
         "cameras": [f"{name} {w}x{h}" for name, h, w in env.unwrapped.contract.cameras],
+        "robot": cfg.robot,
         "control_mode": cfg.control_mode.value,
         "control_hz": cfg.control_hz,
         "physics_hz": cfg.physics_hz,
@@ -71,6 +73,19 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "mujoco": mujoco.__version__,
         "quick": quick,
     }
+
+
+def _env_overrides(items: list[str]) -> dict:
+    """`env.robot=ur5e env.physics_hz=1000` -> a nested dict for load_env_config (values parsed as YAML)."""
+    from omegaconf import OmegaConf
+
+    from robolearn.config import ConfigError
+
+    bad = [item for item in items if not item.startswith("env.") or "=" not in item]
+    if bad:
+        raise ConfigError(f"bench sim: overrides must read env.KEY=VALUE, got {bad}")
+    dotlist = [item[len("env."):] for item in items]
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
 
 
 class _Ceiling:

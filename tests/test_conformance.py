@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from robolearn.config import load_env_config
 from robolearn.spec import EnvSpec, InvalidActionError
 from tests.env_cases import ENV_CASES
 
@@ -67,8 +68,12 @@ def test_observations_in_space_with_declared_dtypes(env_and_cfg):
         assert reward == pytest.approx(sum(info["reward_terms"].values()))
 
 
+def action_size(case) -> int:
+    return EnvSpec.from_config(load_env_config(case.base)).action_dim
+
+
 def test_same_seed_same_rollout_and_different_seeds_differ(case):
-    actions = np.random.default_rng(0).uniform(-1, 1, size=(4, 8)).astype(np.float32)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(4, action_size(case))).astype(np.float32)
 
     def rollout(seed):
         env, _ = case.build()
@@ -89,19 +94,21 @@ def test_same_seed_same_rollout_and_different_seeds_differ(case):
 @pytest.mark.parametrize(
     "bad",
     [
-        np.full(8, np.nan, dtype=np.float32),
-        np.array([0, 0, 0, np.inf, 0, 0, 0, 0], dtype=np.float32),
-        np.array([0, 0, 0, 0, 0, 0, 0, -np.inf]),
-        np.zeros(7, dtype=np.float32),
-        np.zeros(9, dtype=np.float32),
-        np.zeros((1, 8), dtype=np.float32),
-        "forward",
-        None,
+        lambda n: np.full(n, np.nan, dtype=np.float32),
+        lambda n: np.array([0, 0, 0, np.inf] + [0] * (n - 4), dtype=np.float32),
+        lambda n: np.array([0] * (n - 1) + [-np.inf]),
+        lambda n: np.zeros(n - 1, dtype=np.float32),
+        lambda n: np.zeros(n + 1, dtype=np.float32),
+        lambda n: np.zeros((1, n), dtype=np.float32),
+        lambda n: "forward",
+        lambda n: None,
     ],
     ids=["nan", "inf", "-inf", "short", "long", "2d", "string", "none"],
 )
 def test_bad_action_is_a_clear_error_and_moves_nothing(case, bad):
-    action = np.full(8, 0.5, dtype=np.float32)
+    n = action_size(case)
+    bad = bad(n)
+    action = np.full(n, 0.5, dtype=np.float32)
     env, _ = case.build()
     reference, _ = case.build()
     try:
@@ -123,8 +130,9 @@ def test_out_of_range_action_is_clipped_not_rejected(case):
     try:
         env.reset(seed=0)
         reference.reset(seed=0)
-        big = np.full(8, 5.0, dtype=np.float32)
-        assert_obs_equal(env.step(big)[0], reference.step(np.ones(8, dtype=np.float32))[0])
+        n = action_size(case)
+        big = np.full(n, 5.0, dtype=np.float32)
+        assert_obs_equal(env.step(big)[0], reference.step(np.ones(n, dtype=np.float32))[0])
     finally:
         env.close()
         reference.close()
@@ -134,7 +142,7 @@ def test_truncates_at_time_limit(case):
     env, cfg = case.build(episode_seconds=0.5)
     try:
         env.reset(seed=0)
-        hold = np.zeros(8, dtype=np.float32)
+        hold = np.zeros(action_size(case), dtype=np.float32)
         flags = [env.step(hold)[2:4] for _ in range(cfg.max_episode_steps)]
         assert flags[-1] == (False, True)
         assert all(f == (False, False) for f in flags[:-1])

@@ -15,8 +15,10 @@ from sim.expert import KettleSinkExpert
         {"control_mode": "joint_velocity"},
         {"control_mode": "joint_torque"},
         {"control_mode": "joint_torque", "gravity_compensation": False},
+        {"robot": "ur5e", "control_mode": "joint_velocity"},
+        {"robot": "ur5e", "control_mode": "joint_torque"},
     ],
-    ids=["velocity", "torque", "torque-no-gravcomp"],
+    ids=["velocity", "torque", "torque-no-gravcomp", "ur5e-velocity", "ur5e-torque"],
 )
 def test_expert_places_the_kettle(overrides):
     # Small cameras: the expert reads privileged state, and the test is about control.
