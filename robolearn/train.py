@@ -33,7 +33,7 @@ from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.divergence import check_finite
 from robolearn.agents.policy import AgentPolicy
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
-from robolearn.config import check, load_typed, register_schema
+from robolearn.config import ConfigError, EnvConfig, check, load_typed, register_schema
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
@@ -212,7 +212,14 @@ class Workspace:
             store = ReplayStorage.load(path, obs_space, act_space.shape)
             log.info("loaded %d demo transitions from %s", store.num_transitions(), path)
             return self._as_learned(store)
-        store = ReplayStorage(obs_space, act_space.shape, cfg.episodes * (self.env.unwrapped.cfg.max_episode_steps + 1))
+        env_cfg = getattr(self.env.unwrapped, "cfg", None)
+        if not isinstance(env_cfg, EnvConfig):
+            raise ConfigError(
+                f"demos.episodes={cfg.episodes}: demos are collected by the kettle-to-sink demonstrator "
+                f"({cfg.policy.get('_target_', cfg.policy)}), which this env ({type(self.env.unwrapped).__name__}) cannot run; "
+                "set demos.episodes=0 or point demos.path at a recorded file"
+            )
+        store = ReplayStorage(obs_space, act_space.shape, cfg.episodes * (env_cfg.max_episode_steps + 1))
         expert = instantiate(cfg.policy, env=self.env)
         successes = 0
         bar = tqdm(range(cfg.episodes), desc="demos", unit="ep", disable=not self.cfg.progress)

@@ -63,3 +63,15 @@ def test_learner_trains_on_dmc_pixels(tmp_path):
             "eval.every=1000000", "eval.final=false", "progress=false", "torch_threads=1"])
     run(cfg, tmp_path)
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_demos_on_a_dmc_env_are_a_config_error_naming_the_key(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from robolearn.paths import CONFIG_DIR
+    from robolearn.train import run
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train_dmc", overrides=["env.image_size=48", "demos.episodes=2", "progress=false", "torch_threads=1"])
+    with pytest.raises(ConfigError, match="demos.episodes=2"):
+        run(cfg, tmp_path)
