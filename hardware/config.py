@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from robolearn.config import ControlMode, EnvConfig, check, load_typed
+from robolearn.robots import ROBOTS
 
 T = TypeVar("T")
 
@@ -89,12 +90,24 @@ class FrankaDriverConfig(NetworkDriverConfig):
 class URDriverConfig(NetworkDriverConfig):
     kind: DriverKind = DriverKind.ur
     host: str = "192.168.1.10"
-    gripper: bool = False  # no UR gripper backend yet
+    # A Robotiq 2F-85 / 2F-140 through the Robotiq URCap's socket server on the controller (same host).
+    gripper: bool = False
+    gripper_port: int = 63352
+    gripper_max_width: float = 0.085  # m: 2F-85 (0.14 for a 2F-140)
     rtde_frequency: float = 500.0  # Hz
-    speedj_acceleration: float = 1.5  # rad/s^2 of the leading axis
+    # speedJ's acceleration (rad/s^2, leading axis). It must let the arm follow the safety layer's
+    # rate-limited commands (else the arm lags them and brakes late): None = the robot's largest joint
+    # acceleration limit, so the layer alone shapes the motion.
+    speedj_acceleration: float | None = None
     stop_deceleration: float = 3.0  # rad/s^2 for speedStop
     # directTorque needs PolyScope >= 5.23 on the controller; off unless the arm is known to support it.
     torque_control: bool = False
+    # The payload (kg) the controller's installation must report at pre-flight (gripper, fixtures, tool);
+    # None: pre-flight checks only that one is set and within the arm's rating.
+    payload_kg: float | None = None
+    # Dry run: ur_rtde replaced by an in-process simulated controller (hardware/drivers/ur_simulated.py).
+    # Never reaches an arm; the only UR setting that may run on a virtual clock.
+    simulated: bool = False
 
 
 DRIVER_CONFIGS: dict[str, type[DriverConfig]] = {
@@ -275,14 +288,15 @@ def load_hardware_config(env_cfg: EnvConfig) -> HardwareConfig:
     hw = load_typed(HardwareConfig, env_cfg.hardware, "env.hardware")
     hw.driver = load_by_kind(DRIVER_CONFIGS, hw.driver, "env.hardware.driver", DriverKind.fake.value)
     hw.cameras = {name: load_by_kind(CAMERA_CONFIGS, node, f"env.hardware.cameras.{name}", CameraKind.fake.value) for name, node in hw.cameras.items()}
-    _check_driver(hw.driver, env_cfg)
+    _check_driver(hw.driver, hw.safety, env_cfg)
     _check_cameras(hw.cameras, env_cfg)
     _check_safety(hw.safety, env_cfg)
     _check_tracker(hw.tracker, hw.cameras, env_cfg)
     _check_resets(hw.resets)
     if hw.loop.clock is ClockKind.virtual:
-        kinds = {hw.driver.kind.value} | {c.kind.value for c in hw.cameras.values()}
-        check(kinds == {"fake"}, "env.hardware.loop.clock", "virtual", "only the fake driver and fake cameras run on virtual time")
+        simulated = isinstance(hw.driver, URDriverConfig) and hw.driver.simulated
+        kinds = {"fake" if simulated else hw.driver.kind.value} | {c.kind.value for c in hw.cameras.values()}
+        check(kinds == {"fake"}, "env.hardware.loop.clock", "virtual", "only the fake driver, the simulated UR controller and fake cameras run on virtual time")
     check(0 <= hw.loop.spin_s < 0.02, "env.hardware.loop.spin_s", hw.loop.spin_s, "must be in [0, 0.02) s")
     check(0 <= hw.loop.realtime_priority <= 98, "env.hardware.loop.realtime_priority", hw.loop.realtime_priority, "must be 0 (off) or a SCHED_FIFO priority 1..98")
     if hw.loop.clock is ClockKind.virtual:
@@ -290,7 +304,7 @@ def load_hardware_config(env_cfg: EnvConfig) -> HardwareConfig:
     return hw
 
 
-def _check_driver(d: DriverConfig, env_cfg: EnvConfig) -> None:
+def _check_driver(d: DriverConfig, safety: SafetyConfig, env_cfg: EnvConfig) -> None:
     period = 1.0 / env_cfg.control_hz
     supported = DRIVER_ROBOTS.get(d.kind)
     if supported is not None:
@@ -309,7 +323,20 @@ def _check_driver(d: DriverConfig, env_cfg: EnvConfig) -> None:
         check(0 < d.relative_dynamics_factor <= 1, "env.hardware.driver.relative_dynamics_factor", d.relative_dynamics_factor, "must be in (0, 1]")
     if isinstance(d, URDriverConfig):
         check(d.rtde_frequency > 0, "env.hardware.driver.rtde_frequency", d.rtde_frequency, "must be positive")
-        check(not d.gripper, "env.hardware.driver.gripper", d.gripper, "the ur driver has no gripper backend yet; set it to false")
+        if d.speedj_acceleration is not None:
+            layer = max(safety.acceleration_fraction * ROBOTS[env_cfg.robot].ddq_max)
+            check(
+                d.speedj_acceleration >= layer,
+                "env.hardware.driver.speedj_acceleration",
+                d.speedj_acceleration,
+                f"must be >= the safety layer's largest joint acceleration limit ({layer:.2f} rad/s^2): a slower speedJ lags the commands and the layer's braking comes late",
+            )
+        if d.payload_kg is not None:
+            rated = ROBOTS[env_cfg.robot].payload_max
+            check(0 <= d.payload_kg <= rated, "env.hardware.driver.payload_kg", d.payload_kg, f"must be in [0, {rated}] kg (the {env_cfg.robot}'s rated payload)")
+        check(not (d.gripper and d.simulated), "env.hardware.driver.gripper", d.gripper, "the simulated UR controller has no gripper; set it to false")
+        check(0 < d.gripper_port < 65536, "env.hardware.driver.gripper_port", d.gripper_port, "must be a TCP port")
+        check(d.gripper_max_width > 0, "env.hardware.driver.gripper_max_width", d.gripper_max_width, "must be positive")
         if env_cfg.control_mode is ControlMode.joint_torque:
             check(d.torque_control, "env.hardware.driver.torque_control", False, "joint_torque control on a UR needs directTorque (PolyScope >= 5.23); enable it explicitly")
     if isinstance(d, FakeDriverConfig):

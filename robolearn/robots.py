@@ -30,6 +30,7 @@ class RobotDescription:
     hand_yaw: float = -np.pi / 4
     gripper_max_width: float = 0.08  # m, both fingers together
     gripper_max_force: float = 70.0  # N, continuous
+    payload_max: float = 3.0  # kg, the manufacturer's rated payload (Panda and FR3: 3 kg)
     # Which driver family speaks to it ("franka", "ur"), and the link masses the sim builds it with (kg).
     family: str = "franka"
     link_masses: tuple[float, ...] = (4.97, 0.65, 3.23, 3.59, 1.23, 1.67, 0.74)  # Panda, approximate
@@ -135,6 +136,7 @@ FR3 = RobotDescription(
 # because Tx(a) and Rx(alpha) commute (tests/test_robots.py checks it against the standard chain).
 # Joint ranges (+-360 deg on every joint; UR3e's wrist 3 turns without end, limited here to the same)
 # and joint speeds: each arm's e-Series user manual / datasheet ("Range of motion", "Speed").
+# Rated payloads (3, 5, 12.5, 16 kg): the e-Series datasheets.
 # Joint torques: Universal Robots support article "Max. joint torques" (joint sizes 0-4: 12, 28, 56,
 # 150, 330 N·m). Acceleration, jerk and torque-rate limits are not published by UR: the values below are
 # ours (of the Panda's order, lower for the large joints) and feed only the safety layer's rate limits.
@@ -153,7 +155,7 @@ def _ur_dh(d: tuple[float, ...], a: tuple[float, ...]) -> np.ndarray:
     return out
 
 
-def _ur(name: str, d, a, speed_deg: tuple[float, ...], torque: tuple[float, ...], masses, home, ddq) -> RobotDescription:
+def _ur(name: str, d, a, speed_deg: tuple[float, ...], torque: tuple[float, ...], masses, home, ddq, payload) -> RobotDescription:
     ddq_max = _arr(*ddq)
     return RobotDescription(
         name=name,
@@ -170,10 +172,11 @@ def _ur(name: str, d, a, speed_deg: tuple[float, ...], torque: tuple[float, ...]
         # wrist 3 turned so the fingers close across the base's y axis. UR3e: 30 cm, 35 cm up (shorter reach).
         home=_arr(*home),
         # The sim mounts the same parallel-jaw hand as on the Panda (a Franka Hand's size) on the flange,
-        # square to it; there is no UR gripper backend yet.
+        # square to it (on a real UR: a Robotiq 2F-85 through its URCap, hardware/drivers/robotiq.py).
         hand_yaw=0.0,
         family="ur",
         link_masses=tuple(masses),
+        payload_max=payload,
     )
 
 
@@ -186,6 +189,7 @@ UR3E = _ur(
     masses=(1.98, 3.4445, 1.437, 0.871, 0.805, 0.261),
     home=(2.6895, -1.4234, 0.6247, -0.7721, -1.5708, -2.0229),
     ddq=(15, 15, 15, 25, 25, 25),
+    payload=3.0,
 )
 UR5E = _ur(
     "ur5e",
@@ -196,6 +200,7 @@ UR5E = _ur(
     masses=(3.761, 8.058, 2.846, 1.37, 1.3, 0.365),
     home=(2.7509, -1.9479, 1.7023, -1.3252, -1.5708, -1.9615),
     ddq=(10, 10, 10, 20, 20, 20),
+    payload=5.0,
 )
 UR10E = _ur(
     "ur10e",
@@ -206,6 +211,7 @@ UR10E = _ur(
     masses=(7.369, 13.051, 3.989, 2.1, 1.98, 0.615),
     home=(2.6208, -2.2557, 2.2299, -1.5450, -1.5708, -2.0916),
     ddq=(8, 8, 10, 15, 15, 15),
+    payload=12.5,
 )
 UR16E = _ur(
     "ur16e",
@@ -216,6 +222,7 @@ UR16E = _ur(
     masses=(7.369, 10.45, 4.321, 2.18, 2.033, 0.907),
     home=(2.6208, -1.9422, 1.8212, -1.4498, -1.5708, -2.0916),
     ddq=(8, 8, 10, 15, 15, 15),
+    payload=16.0,
 )
 
 ROBOTS: dict[str, RobotDescription] = {r.name: r for r in (PANDA, FR3, UR3E, UR5E, UR10E, UR16E)}

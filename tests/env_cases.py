@@ -8,7 +8,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from robolearn.config import EnvConfig, load_env_config
-from tests.hardware_cases import real_fake_config, real_fake_env
+from tests.hardware_cases import real_fake_config, real_fake_env, real_ur_config
 
 
 @dataclass(frozen=True)
@@ -36,4 +36,6 @@ ENV_CASES = [
     EnvCase("sim-ur5e-joint_torque", _sim, {"robot": "ur5e", "control_mode": "joint_torque"}),
     EnvCase("real_fake-joint_velocity", real_fake_env, real_fake_config()),
     EnvCase("real_fake-joint_torque", real_fake_env, {**real_fake_config(), "control_mode": "joint_torque"}),
+    EnvCase("real_ur5e-joint_velocity", real_fake_env, real_ur_config()),
+    EnvCase("real_ur5e-joint_torque", real_fake_env, real_ur_config("env.control_mode=joint_torque", "env.hardware.driver.torque_control=true")),
 ]

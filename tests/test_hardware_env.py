@@ -19,7 +19,7 @@ from hardware.tracking.calibration import CameraCalibration
 from robolearn.config import ConfigError, load_env_config
 from robolearn.envs import make_env
 from robolearn.robots import PANDA
-from tests.hardware_cases import real_fake_config
+from tests.hardware_cases import real_fake_config, real_ur_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,19 +29,21 @@ def build(cfg) -> RealRobotEnv:
 
 
 # -- the contract ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("robot", ["panda", "fr3"])
+@pytest.mark.parametrize("robot", ["panda", "fr3", "ur5e"])
 @pytest.mark.parametrize("mode", ["joint_velocity", "joint_torque"])
 def test_spaces_and_action_scaling_equal_the_sims_for_the_same_robot_config(robot, mode):
     from sim import make_kettle_sink_env
 
     shared = {"robot": robot, "control_mode": mode, "velocity_limit_fraction": 0.3, "cameras": [{"name": "front", "width": 64, "height": 48}, {"name": "wrist", "width": 84, "height": 84}]}
     sim = make_kettle_sink_env(load_env_config(shared))
-    real = build({**real_fake_config(), **shared})
+    # The UR5e through the UR driver (ur_rtde's calls) on the simulated controller; the Franka arms on the fake.
+    base = real_ur_config("env.hardware.driver.torque_control=true") if robot == "ur5e" else real_fake_config()
+    real = build({**base, **shared})
     try:
         assert real.observation_space == sim.observation_space
         assert real.action_space == sim.action_space
         np.testing.assert_array_equal(real.contract.command_limits, sim.unwrapped.contract.command_limits)
-        action = np.linspace(-1, 1, 8).astype(np.float32)
+        action = np.linspace(-1, 1, real.action_space.shape[0]).astype(np.float32)
         for a, b in zip(real.contract.scale_action(action), sim.unwrapped.contract.scale_action(action)):
             np.testing.assert_array_equal(a, b)
         obs, _ = real.reset(seed=0)

@@ -67,6 +67,20 @@ class JointDynamics:
     drift: np.ndarray  # (n,) rad/s^2: the acceleration with no torque commanded (Coriolis, damping)
 
 
+@dataclass(frozen=True)
+class ControllerStatus:
+    """What a controller says about itself beyond the joint state, for pre-flight to judge."""
+
+    model: str  # as the vendor names it (e.g. "UR5")
+    expected_model: str  # what the configured robot description should be called by the vendor
+    software: str  # the controller's software version
+    robot_mode: str  # e.g. RUNNING, POWER_OFF
+    safety_status: str  # e.g. NORMAL, PROTECTIVE_STOP
+    remote_control: bool | None  # None where the vendor has no such mode
+    payload_kg: float | None  # the payload set in the controller's installation, where it reports one
+    torque_control: bool | None  # direct torque control available on this controller (None: not asked)
+
+
 class RobotDriver(ABC):
     kind: ClassVar[str]
     supports_torque: ClassVar[bool] = True
@@ -104,6 +118,11 @@ class RobotDriver(ABC):
     @property
     def reported_limits(self) -> dict[str, np.ndarray] | None:
         """Limits the vendor library enforces (e.g. `dq_max`), once connected; None if it reports none."""
+        return None
+
+    def controller_status(self) -> ControllerStatus | None:
+        """The controller's own report (mode, safety status, payload, ...), once connected; None if the
+        backend has none. Pre-flight judges it."""
         return None
 
     def joint_dynamics(self, state: RobotState) -> JointDynamics | None:

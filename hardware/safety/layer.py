@@ -711,6 +711,8 @@ class SafetyLayer:
             state = d.read_state()
         except DriverError as exc:
             raise ResetRefused(f"cannot read the robot: {exc}") from None
+        if d.fault is not None:  # a second robot fault that the first one (or the dead link) hid
+            raise ResetRefused(f"robot reports: {d.fault.message}; inspect the arm, then reset(recover_robot_errors=True)")
         age = self.clock.now() - state.host_time
         if age > self.limits.max_state_age:
             raise ResetRefused(f"robot state is still stale ({age * 1000:.0f} ms old)")
