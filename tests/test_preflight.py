@@ -29,7 +29,7 @@ def statuses(report) -> dict[str, str]:
 def test_a_healthy_fake_arm_passes_and_both_watchdogs_trip():
     report = run_preflight(wall_clock_config(), QUICK)
     assert report.ok, report.render()
-    assert statuses(report) == {"config": "warn", "calibration": "skip", "robot": "pass", "cameras": "pass", "tracker": "skip", "watchdog": "pass"}
+    assert statuses(report) == {"config": "warn", "calibration": "skip", "robot": "pass", "controller": "skip", "cameras": "pass", "tracker": "skip", "watchdog": "pass"}
     watchdog = report.get("watchdog").data
     # 150 ms timeout, polled every 5 ms; the fake arm's vendor hold is 200 ms.
     assert 150 <= watchdog["safety_watchdog_trip_ms"] <= 250
@@ -191,3 +191,56 @@ def test_the_preflight_command_refuses_a_wrong_option_at_start_up_naming_it():
         run(config("preflight.probe_speed=0.5"))
     with pytest.raises(ConfigError, match="preflight config: .*camera_windw_s"):
         run(config("+preflight.camera_windw_s=1"))
+
+
+# -- a UR arm: the UR driver against the simulated controller ------------------------------------------
+def ur_preflight(*overrides, plant=None):
+    from tests.hardware_cases import real_ur_config
+
+    hook = (lambda what, obj: plant(obj.simulated_controller) if what == "driver" else None) if plant else None
+    return run_preflight(real_ur_config(*overrides, virtual=False), QUICK, hook=hook)
+
+
+def test_a_healthy_ur_passes_the_controller_check_and_its_rtde_watchdog_stops_the_arm():
+    report = ur_preflight("env.hardware.driver.payload_kg=1.0")
+    assert report.ok, report.render()
+    controller = report.get("controller")
+    assert controller.status == "pass" and controller.data["model"] == "UR5" and controller.data["payload_kg"] == 1.0
+    assert 200 <= report.get("watchdog").data["vendor_watchdog_stop_ms"] <= 500
+
+
+def _no_payload(c):
+    c.payload_kg = 0.0
+
+
+def _local_control(c):
+    c.remote_control = False
+
+
+def _over_rated(c):
+    c.payload_kg = 6.0
+
+
+UR_PLANTED = [
+    (_local_control, "controller", r"not in remote control"),
+    (_no_payload, "controller", r"no payload set"),
+    (_over_rated, "controller", r"payload 6\.00 kg is over the ur5e's rated 5\.0 kg"),
+    (lambda c: c.protective_stop(), "robot", r"ur: controller in protective_stop.*never clears errors"),
+    (lambda c: c.power_off(), "robot", r"robot mode POWER_OFF, not RUNNING"),
+]
+
+
+@pytest.mark.parametrize("plant,check,message", UR_PLANTED, ids=["local_control", "no_payload", "over_rated", "protective_stop", "power_off"])
+def test_each_planted_ur_controller_problem_fails_naming_it(plant, check, message):
+    report = ur_preflight(plant=plant)
+    failed = report.get(check)
+    assert not report.ok and failed.status == "FAIL", report.render()
+    assert __import__("re").search(message, failed.detail), failed.detail
+    assert report.get("watchdog").status == "skip"  # nothing moves on a controller that failed its check
+
+
+def test_a_ur_payload_other_than_the_configured_one_fails():
+    report = ur_preflight("env.hardware.driver.payload_kg=1.5")  # the controller reports 1.5 unless planted
+    assert report.ok, report.render()
+    report = ur_preflight("env.hardware.driver.payload_kg=1.5", plant=lambda c: setattr(c, "payload_kg", 1.0))
+    assert "payload set to 1.00 kg, the config expects 1.50 kg" in report.get("controller").detail

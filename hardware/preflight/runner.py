@@ -13,6 +13,7 @@ from typing import Any
 from hardware.preflight.calibration_check import check_calibration
 from hardware.preflight.cameras_check import check_cameras
 from hardware.preflight.config_check import check_config
+from hardware.preflight.controller_check import check_controller
 from hardware.preflight.options import PreflightOptions
 from hardware.preflight.report import FAIL, SKIP, WARN, CheckResult, PreflightReport
 from hardware.preflight.robot_check import check_robot
@@ -49,11 +50,15 @@ class Preflight:
             config_ok = self._guarded("config", lambda: check_config(self))
             self._guarded("calibration", lambda: check_calibration(self))
             if not config_ok:
-                for name in ("robot", "cameras", "tracker", "watchdog"):
+                for name in ("robot", "controller", "cameras", "tracker", "watchdog"):
                     self.add(name, SKIP, "not run: the config is invalid")
                 return self.report
             self.clock = MonotonicClock(self.hw.loop.spin_s)  # always the wall clock: rates are measured
             robot_ok = self._guarded("robot", lambda: check_robot(self))
+            if robot_ok:
+                robot_ok = self._guarded("controller", lambda: check_controller(self))
+            else:
+                self.add("controller", SKIP, "not run: the robot check failed")
             cameras_ok = self._guarded("cameras", lambda: check_cameras(self))
             self._guarded("tracker", lambda: check_tracker(self, cameras_ok))
             if not self.options.watchdog_test:
