@@ -189,3 +189,34 @@ def test_a_checkpoint_for_another_spec_is_refused_before_anything_moves(checkpoi
                         "env.hardware.loop.clock=virtual", "preflight.run=true", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}")
     with pytest.raises(CheckpointError, match="different observation/action spec"):
         run(cfg, say=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def ur5e_checkpoint(tmp_path_factory) -> Path:
+    from robolearn.train import run
+
+    run_dir = tmp_path_factory.mktemp("train_ur5e")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train_drq", overrides=[o for o in TINY_TRAIN if not o.startswith("env.robot=")] + ["env.robot=ur5e"])
+    run(cfg, run_dir)
+    return run_dir
+
+
+@pytest.mark.timeout(180)
+def test_a_ur5e_checkpoint_deploys_through_the_ur_driver_on_the_simulated_controller(ur5e_checkpoint, tmp_path):
+    """The dry run docs/deploy.md describes for UR arms: pre-flight (controller status, both watchdogs),
+    then an episode through the UR driver's speedJ path and the safety layer, on the wall clock."""
+    from hardware.deploy.command import run
+
+    cfg = deploy_config(
+        f"checkpoint={ur5e_checkpoint}", "env=real_ur_simulated", "episodes=1", "resets@env.hardware.resets=unattended",
+        f"output_dir={tmp_path}", "progress=false", "env.episode_seconds=1", "env.hardware.resets.joint_noise_rad=0.0",
+        "preflight.camera_window_s=0.5",
+    )
+    result = run(cfg, say=lambda m: None)
+    checks = {c["name"]: c for c in result["preflight"]["checks"]}
+    assert result["preflight"]["ok"], checks
+    assert checks["controller"]["status"] == "pass" and checks["controller"]["data"]["model"] == "UR5"
+    assert checks["watchdog"]["status"] == "pass"  # the RTDE watchdog ended the script; the deploy's connect restarted it
+    assert result["episodes"] == 1 and not result["stopped"], result["stopped"]
+    assert result["per_episode"][0]["length"] == 10 and result["safety_counters"]["latched"] == 0

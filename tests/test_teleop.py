@@ -106,8 +106,21 @@ def test_joint_keys_drive_one_joint_until_released_and_space_stops():
         TeleopCommander(EnvSpec.from_config(cfg))
 
 
-def test_end_effector_keys_move_the_hand_along_the_base_axis_holding_orientation():
-    spec = EnvSpec.from_config(real_fake_config())
+def test_a_six_joint_ur_has_no_joint_7_keys():
+    from tests.hardware_cases import real_ur_config
+
+    spec = EnvSpec.from_config(real_ur_config())
+    c = TeleopCommander(spec, "joint")
+    assert c.press("y", 0.0) and c.joint_command(0.1, spec.robot.home)[5] > 0  # joint 6, the UR's last
+    assert not c.press("u", 0.0) and not c.press("joint7+", 0.0)  # left to the caller, nothing moves
+    assert c.action(0.1, spec.robot.home).shape == (7,)
+
+
+@pytest.mark.parametrize("config", ["panda", "ur5e"])
+def test_end_effector_keys_move_the_hand_along_the_base_axis_holding_orientation(config):
+    from tests.hardware_cases import real_ur_config
+
+    spec = EnvSpec.from_config(real_ur_config() if config == "ur5e" else real_fake_config())
     c = TeleopCommander(spec, "ee", ee_speed=0.05)
     q = spec.robot.home + 0.1
     c.press("w", 0.0)  # +x

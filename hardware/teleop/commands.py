@@ -49,7 +49,8 @@ class TeleopCommander:
         n_axes = spec.n_joints if mode == "joint" else 3
         self._direction = np.zeros(n_axes)
         self._until = np.full(n_axes, -np.inf)
-        self.keys = JOINT_KEYS if mode == "joint" else EE_KEYS
+        # A 6-joint arm (UR) has no joint 7: its keys (u/j, joint7+/-) are not motion keys there.
+        self.keys = {k: v for k, v in JOINT_KEYS.items() if v[0] < n_axes} if mode == "joint" else EE_KEYS
 
     def press(self, key: str, now: float) -> bool:
         """Handle a motion key; False if the key is not a motion key (the caller may use it)."""
