@@ -8,6 +8,7 @@ against the env config (cameras, tracker, control mode, limits) run before anyth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -102,6 +103,10 @@ class URDriverConfig(NetworkDriverConfig):
     stop_deceleration: float = 3.0  # rad/s^2 for speedStop
     # directTorque needs PolyScope >= 5.23 on the controller; off unless the arm is known to support it.
     torque_control: bool = False
+    # The oldest PolyScope the driver accepts for torque control: Direct Torque Control V1 came with 5.23
+    # (UR's script manual); ur-rtde's newest release notes name 5.26 (the friction-scale arguments its
+    # script passes): raise it if your ur-rtde asks for more.
+    torque_min_polyscope: str = "5.23"
     # The payload (kg) the controller's installation must report at pre-flight (gripper, fixtures, tool);
     # None: pre-flight checks only that one is set and within the arm's rating.
     payload_kg: float | None = None
@@ -335,6 +340,7 @@ def _check_driver(d: DriverConfig, safety: SafetyConfig, env_cfg: EnvConfig) -> 
             rated = ROBOTS[env_cfg.robot].payload_max
             check(0 <= d.payload_kg <= rated, "env.hardware.driver.payload_kg", d.payload_kg, f"must be in [0, {rated}] kg (the {env_cfg.robot}'s rated payload)")
         check(not (d.gripper and d.simulated), "env.hardware.driver.gripper", d.gripper, "the simulated UR controller has no gripper; set it to false")
+        check(re.fullmatch(r"\d+\.\d+(\.\d+)?", d.torque_min_polyscope) is not None, "env.hardware.driver.torque_min_polyscope", d.torque_min_polyscope, "must be a version like 5.23")
         check(0 < d.gripper_port < 65536, "env.hardware.driver.gripper_port", d.gripper_port, "must be a TCP port")
         check(d.gripper_max_width > 0, "env.hardware.driver.gripper_max_width", d.gripper_max_width, "must be positive")
         if env_cfg.control_mode is ControlMode.joint_torque:

@@ -34,4 +34,5 @@ run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_
 run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name async_pixels actors=2 learner.total_updates=5 learner.min_transitions=50 actor.seed_steps=40 agent.encoder_weights="$ENC" run_dir="$OUT/async_pixels" server.demos=null
 run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 learner.min_transitions=50 run_dir="$OUT/dry_run"
 run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
+run real_ur_simulated python3 -m robolearn.eval env=real_ur_simulated policy=zero episodes=1
 exit $failed

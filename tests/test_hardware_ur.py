@@ -165,9 +165,10 @@ def test_torque_mode_leaves_speed_mode_first_and_reports_the_controllers_model()
     np.testing.assert_allclose(model.drift, -controller.damping * state.dq / controller.inertia)
 
 
-def test_torque_control_on_an_old_polyscope_fails_at_connect_naming_the_version():
-    _, _, driver = rig(polyscope="5.15.2", torque_control=True)
-    with pytest.raises(DriverError, match=r"needs PolyScope >= 5\.23.*5\.15\.2.*joint_velocity"):
+@pytest.mark.parametrize("controller,needed", [("5.15.2", "5.23"), ("5.23.0", "5.26")])
+def test_torque_control_on_an_old_polyscope_fails_at_connect_naming_the_version(controller, needed):
+    _, _, driver = rig(polyscope=controller, torque_control=True, torque_min_polyscope=needed)
+    with pytest.raises(DriverError, match=rf"needs PolyScope >= {needed}.*{controller}.*joint_velocity"):
         driver.connect()
     assert not driver.is_connected
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from hardware.config import FakeDriverConfig
 from hardware.drivers.base import DriverConnectError, DriverError, JointDynamics, RobotDriver, RobotState
+from hardware.drivers.joint_motion import damped_inertia, track_velocity
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -291,20 +292,9 @@ class FakeDriver(RobotDriver):
             r = self.robot
             q0 = self._q.copy()
             if self._mode == _TORQUE:
-                # Damped inertia: dq -> tau / b with rate b / m, integrated exactly.
-                k = self._damping / self._inertia
-                dq_inf = self._tau / self._damping
-                decay = np.exp(-k * dt)
-                self._q = self._q + dq_inf * dt + (self._dq - dq_inf) * (1.0 - decay) / k
-                self._dq = dq_inf + (self._dq - dq_inf) * decay
-            else:
-                # Track the target velocity at the datasheet acceleration.
-                diff = self._target - self._dq
-                t_reach = np.abs(diff) / r.ddq_max
-                t_ramp = np.minimum(t_reach, dt)
-                accel = np.sign(diff) * r.ddq_max
-                self._q = self._q + self._dq * t_ramp + 0.5 * accel * t_ramp**2 + self._target * (dt - t_ramp)
-                self._dq = np.where(t_reach <= dt, self._target, self._dq + accel * dt)
+                self._q, self._dq = damped_inertia(self._q, self._dq, self._tau, self._inertia, self._damping, dt)
+            else:  # track the target velocity at the datasheet acceleration
+                self._q, self._dq = track_velocity(self._q, self._dq, self._target, r.ddq_max, dt)
             for j in self._frozen_joints:
                 self._q[j] = q0[j]
                 self._dq[j] = 0.0

@@ -70,7 +70,6 @@ ROBOT_MODES = {
     8: "UPDATING_FIRMWARE",
 }
 _RUNNING = 7
-TORQUE_POLYSCOPE = (5, 23)  # the first PolyScope with direct torque control (and the model getters)
 # What the dashboard's "get robot model" answers for each description (e-Series answers without the "e").
 VENDOR_MODELS = {"ur3e": "UR3", "ur5e": "UR5", "ur10e": "UR10", "ur16e": "UR16"}
 
@@ -195,10 +194,11 @@ class URDriver(RobotDriver):
         if not hasattr(self._ctrl, "directTorque"):
             self.close()
             raise DriverError("ur: torque control needs ur-rtde >= 1.6 (directTorque); this ur-rtde has none: pip install 'ur-rtde>=1.6'")
-        if version is None or version[:2] < TORQUE_POLYSCOPE:
+        needed = polyscope_version(self.cfg.torque_min_polyscope)
+        if version is None or version < needed:
             self.close()
             raise DriverError(
-                f"ur: torque control (directTorque) needs PolyScope >= {TORQUE_POLYSCOPE[0]}.{TORQUE_POLYSCOPE[1]}; "
+                f"ur: torque control (directTorque) needs PolyScope >= {self.cfg.torque_min_polyscope}; "
                 f"the controller at {self.host} runs {self._polyscope!r}. Update PolyScope, or run "
                 "env.control_mode=joint_velocity with env.hardware.driver.torque_control=false"
             )
@@ -304,7 +304,7 @@ class URDriver(RobotDriver):
             safety_status=safety.split(":")[-1].strip(),
             remote_control=remote,
             payload_kg=float(recv.getPayload()),
-            torque_control=None if version is None else version[:2] >= TORQUE_POLYSCOPE,
+            torque_control=None if version is None else version >= polyscope_version(self.cfg.torque_min_polyscope),
         )
 
     def joint_dynamics(self, state: RobotState) -> JointDynamics | None:

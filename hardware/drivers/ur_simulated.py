@@ -26,6 +26,7 @@ from collections import deque
 
 import numpy as np
 
+from hardware.drivers.joint_motion import damped_inertia, track_velocity
 from hardware.timing import Clock
 from robolearn.robots import RobotDescription
 
@@ -234,19 +235,9 @@ class SimulatedURController:
         if dt <= 0:
             return
         if self._mode == "torque":
-            # Damped inertia, exactly: qd -> tau / b at rate b / m.
-            k = self.damping / self.inertia
-            qd_inf = self._tau / self.damping
-            decay = np.exp(-k * dt)
-            self.q = self.q + qd_inf * dt + (self.qd - qd_inf) * (1.0 - decay) / k
-            self.qd = qd_inf + (self.qd - qd_inf) * decay
+            self.q, self.qd = damped_inertia(self.q, self.qd, self._tau, self.inertia, self.damping, dt)
         else:
-            diff = self._target - self.qd
-            t_reach = np.abs(diff) / self._accel
-            t_ramp = np.minimum(t_reach, dt)
-            accel = np.sign(diff) * self._accel
-            self.q = self.q + self.qd * t_ramp + 0.5 * accel * t_ramp**2 + self._target * (dt - t_ramp)
-            self.qd = np.where(t_reach <= dt, self._target, self.qd + accel * dt)
+            self.q, self.qd = track_velocity(self.q, self.qd, self._target, self._accel, dt)
         r = self.robot
         if np.any(self.q < r.q_min) or np.any(self.q > r.q_max) or np.any(np.abs(self.qd) > r.dq_max + 1e-9):
             self.q = np.clip(self.q, r.q_min, r.q_max)
