@@ -323,3 +323,16 @@ def test_the_rtde_watchdog_is_kicked_while_stopped_but_only_commands_kick_it_in_
         wait_for(lambda: not np.any(driver.read_state().dq), 1.0, "the arm at rest after the script stopped")
     finally:
         driver.close()
+
+
+def test_a_connect_that_fails_half_way_leaves_no_rtde_client_behind(monkeypatch):
+    from hardware.drivers.ur_simulated import _Dashboard
+
+    def unreachable(self, timeout_ms=2000):
+        raise RuntimeError("dashboard: connection refused")
+
+    monkeypatch.setattr(_Dashboard, "connect", unreachable)
+    _, controller, driver = rig()
+    with pytest.raises(DriverError, match="dashboard at 127.0.0.8.*connection refused"):
+        driver.connect()
+    assert controller.clients == 0 and not driver.is_connected  # the control client was closed again

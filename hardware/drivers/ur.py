@@ -111,7 +111,7 @@ class URDriver(RobotDriver):
         if rtde is None and cfg.simulated:
             from hardware.drivers.ur_simulated import SimulatedURController
 
-            self.simulated_controller = SimulatedURController(robot, clock, payload_kg=cfg.payload_kg or 1.0)
+            self.simulated_controller = SimulatedURController(robot, clock, payload_kg=1.0 if cfg.payload_kg is None else cfg.payload_kg)
             rtde = self.simulated_controller.rtde()
         self._rtde = rtde
         self._ctrl = None
@@ -147,19 +147,11 @@ class URDriver(RobotDriver):
             f"ur: connecting RTDE control to {self.host}",
             hint,
         )
-        joints = len(self._recv.getActualQ())
-        if joints != self.robot.n_joints:
-            self.close()
-            raise DriverError(f"ur: the arm at {self.host} reports {joints} joints, robot {self.robot.name!r} has {self.robot.n_joints}")
-        # The controller stops the arm when no input arrives at this rate; every command kicks it.
-        if not self._ctrl.setWatchdog(1.0 / self.command_hold_s):
-            self.close()
-            raise DriverError("ur: the controller refused to arm the RTDE watchdog")
-        self._polyscope = self._dashboard(lambda d: str(d.polyscopeVersion()), "asking the PolyScope version")
-        if self.cfg.torque_control:
-            self._check_torque_support()
-        if self.gripper is not None:
-            self._connect_gripper()
+        try:
+            self._set_up()
+        except BaseException:
+            self.close()  # nothing half-connected stays behind (a second RTDE client is refused)
+            raise
         self._mode = None
         self._connected_again()
         self.read_state()  # a stop already in force latches now, not at the first command
@@ -168,13 +160,19 @@ class URDriver(RobotDriver):
             self._keepalive = threading.Thread(target=self._keep_alive, name=f"ur-keepalive:{self.host}", daemon=True)
             self._keepalive.start()
 
-    def _connect_gripper(self) -> None:
-        try:
+    def _set_up(self) -> None:
+        joints = len(self._recv.getActualQ())
+        if joints != self.robot.n_joints:
+            raise DriverError(f"ur: the arm at {self.host} reports {joints} joints, robot {self.robot.name!r} has {self.robot.n_joints}")
+        # The controller stops the arm when no input arrives at this rate; every command kicks it.
+        if not self._ctrl.setWatchdog(1.0 / self.command_hold_s):
+            raise DriverError("ur: the controller refused to arm the RTDE watchdog")
+        self._polyscope = self._dashboard(lambda d: str(d.polyscopeVersion()), "asking the PolyScope version")
+        if self.cfg.torque_control:
+            self._check_torque_support()
+        if self.gripper is not None:
             self.gripper.connect()
             self.gripper.activate()
-        except DriverError:
-            self.close()
-            raise
 
     def _keep_alive(self) -> None:
         """Kick the RTDE watchdog while the arm is stopped; never while a command is in force."""
@@ -192,11 +190,9 @@ class URDriver(RobotDriver):
         """Say at start-up, not at the first torque command, when this controller cannot take torques."""
         version = polyscope_version(self._polyscope)
         if not hasattr(self._ctrl, "directTorque"):
-            self.close()
             raise DriverError("ur: torque control needs ur-rtde >= 1.6 (directTorque); this ur-rtde has none: pip install 'ur-rtde>=1.6'")
         needed = polyscope_version(self.cfg.torque_min_polyscope)
         if version is None or version < needed:
-            self.close()
             raise DriverError(
                 f"ur: torque control (directTorque) needs PolyScope >= {self.cfg.torque_min_polyscope}; "
                 f"the controller at {self.host} runs {self._polyscope!r}. Update PolyScope, or run "
