@@ -364,12 +364,18 @@ class ReplayStorage:
     def spec_signature(self) -> dict:
         return spec_signature(self.observation_space, self.action_shape)
 
-    def save(self, path: str | Path) -> None:
-        """The rows held and the counters, to a replay file (robolearn.replay.persistence: crash-safe)."""
+    def save(self, path: str | Path, extra: dict[str, np.ndarray] | None = None) -> None:
+        """The rows held and the counters, to a replay file (robolearn.replay.persistence: crash-safe).
+        `extra`: more per-row arrays (held rows, oldest first) kept in the file beside them, such as an
+        imported dataset's intervention flags; `load` ignores them."""
         meta = {"capacity": self.capacity, "total": self.total, "transitions_added": self.transitions_added,
                 "episodes_added": self.episodes_added, "cursor": {str(k): v for k, v in self._cursor.items()},
                 "spec": self.spec_signature()}
-        write_replay_file(path, meta, self._held_arrays())
+        arrays = self._held_arrays()
+        for name, values in (extra or {}).items():
+            if name in arrays or name == "meta" or len(values) != len(self):
+                raise ValueError(f"replay save: extra array {name!r} clashes with a field or has {len(values)} rows, not {len(self)}")
+        write_replay_file(path, meta, {**arrays, **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int | None = None) -> ReplayStorage:
