@@ -3,7 +3,9 @@
 - Jitter: the real-robot env on the fake driver and fake cameras (capture threads running) steps at
   10 Hz on the wall clock with random actions; jitter is |period - nominal| between successive deadline
   wake-ups. Baseline, same env and work: plain sleep to the same absolute deadlines (no final spin).
-  Also reported: the same loop with the opt-in `loop.realtime_priority` (SCHED_FIFO), where permitted.
+  Also reported: the same loop with the opt-in `loop.realtime_priority` (SCHED_FIFO), where permitted, and
+  the same loop with the live view on (robolearn/display.py, saving to a temporary .rrd): its jitter beside
+  the loop's without it, the view's own cost per step on the loop's side, and the frames it dropped.
 - Safety cost: the seven layers on velocity and torque commands against a driver that does nothing
   (read_state returns a prepared state), so only the layer is timed; the median of rounds of 1000
   commands. Baselines: the bare driver calls, and one `RobotDescription.forward_kinematics` (numpy).
@@ -35,6 +37,12 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
 
     jitter = _jitter(args.steps, spin_s=0.001)
     print(f"loop (sleep + 1 ms spin): period jitter p50 {jitter['p50']:.3f} p99 {jitter['p99']:.3f} max {jitter['max']:.3f} ms", flush=True)
+    viewed = _jitter(args.steps, spin_s=0.001, live_view=True)
+    view = viewed["view"]
+    print(f"loop with the live view on: period jitter p50 {viewed['p50']:.3f} p99 {viewed['p99']:.3f} max {viewed['max']:.3f} ms "
+          f"(off: {jitter['p50']:.3f} / {jitter['p99']:.3f} / {jitter['max']:.3f}); the view's cost on the loop "
+          f"{view['loop_us_mean']:.1f} µs/step (p99 {view['loop_us_p99']:.1f}, max {view['loop_us_max']:.1f}), "
+          f"{view['dropped']} of {view['frames']} frames dropped", flush=True)
     sleep_only = _jitter(args.steps, spin_s=0.0)
     print(f"baseline (sleep only):    period jitter p50 {sleep_only['p50']:.3f} p99 {sleep_only['p99']:.3f} max {sleep_only['max']:.3f} ms", flush=True)
     try:
@@ -78,6 +86,15 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "control_hz": 10.0,
         "lateness_p99_ms": round(jitter["lateness_p99"], 3),
         "deadline_misses": jitter["misses"],
+        # The same loop (sleep + 1 ms spin) with the live view saving every step; its cost on the loop's side.
+        "live_view_jitter_p50_ms": round(viewed["p50"], 3),
+        "live_view_jitter_p99_ms": round(viewed["p99"], 3),
+        "live_view_jitter_max_ms": round(viewed["max"], 3),
+        "live_view_us_per_step": view["loop_us_mean"],
+        "live_view_us_p99": view["loop_us_p99"],
+        "live_view_us_max": view["loop_us_max"],
+        "live_view_frames": view["frames"],
+        "live_view_dropped": view["dropped"],
         "baseline_sleep_only_jitter_p50_ms": round(sleep_only["p50"], 3),
         "baseline_sleep_only_jitter_p99_ms": round(sleep_only["p99"], 3),
         "baseline_sleep_only_jitter_max_ms": round(sleep_only["max"], 3),
@@ -111,7 +128,10 @@ def _real_fake_config(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg.env, resolve=True)
 
 
-def _jitter(steps: int, spin_s: float, realtime_priority: int = 0) -> dict:
+def _jitter(steps: int, spin_s: float, realtime_priority: int = 0, live_view: bool = False) -> dict:
+    import tempfile
+
+    from robolearn.display import DisplayConfig, LiveView
     from robolearn.envs import make_env
 
     cfg = _real_fake_config(
@@ -120,12 +140,18 @@ def _jitter(steps: int, spin_s: float, realtime_priority: int = 0) -> dict:
     env = make_env(cfg)
     rng = np.random.default_rng(0)
     periods, lateness, misses = [], [], 0
+    tmp = tempfile.TemporaryDirectory(prefix="bench_control_") if live_view else None
+    view = LiveView(DisplayConfig(enabled=True, save=f"{tmp.name}/bench.rrd"), "bench control") if tmp is not None else None
     try:
-        env.reset(seed=0)
+        obs, info = env.reset(seed=0)
+        if view is not None:
+            view.start(obs, info)
         for _ in range(steps):
             # Small actions: the arm wanders without reaching a limit during the run.
             action = (0.2 * rng.uniform(-1, 1, size=env.action_space.shape)).astype(np.float32)
-            _, _, terminated, truncated, info = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
+            if view is not None:
+                view.step(obs, action, reward, info)  # as run_episode calls it
             timing = info["timing"]
             periods.append(timing["period_ms"])
             lateness.append(timing["lateness_ms"])
@@ -135,7 +161,10 @@ def _jitter(steps: int, spin_s: float, realtime_priority: int = 0) -> dict:
                     raise RuntimeError(f"the benchmark run latched the e-stop: {info['safety']['fault']}")
                 env.reset()
     finally:
+        stats = view.close() if view is not None else None
         env.close()
+        if tmp is not None:
+            tmp.cleanup()
     nominal = 1000.0 / cfg["control_hz"]
     deviation = np.abs(np.asarray(periods[1:]) - nominal)  # the first period starts at reset
     return {
@@ -144,6 +173,7 @@ def _jitter(steps: int, spin_s: float, realtime_priority: int = 0) -> dict:
         "max": float(np.max(deviation)),
         "lateness_p99": float(np.percentile(lateness, 99)),
         "misses": misses,
+        "view": stats,
     }
 
 

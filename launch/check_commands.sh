@@ -35,4 +35,5 @@ run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name asyn
 run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 learner.min_transitions=50 run_dir="$OUT/dry_run"
 run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
 run real_ur_simulated python3 -m robolearn.eval env=real_ur_simulated policy=zero episodes=1
+run live_view python3 -m robolearn.eval policy=expert episodes=1 display.enabled=true display.save="$OUT/expert.rrd"
 exit $failed

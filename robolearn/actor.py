@@ -33,6 +33,7 @@ from robolearn.agents.policy import AgentPolicy
 from robolearn.agents.weights import load_acting_weights
 from robolearn.async_config import AsyncConfig
 from robolearn.config import load_typed
+from robolearn.display import open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
@@ -65,6 +66,7 @@ class Actor:
         self.stop = stop or threading.Event()
         self.steps = self.episodes = self.holds = 0
         self.events: list[str] = []  # what happened to the link, for the operator and for tests
+        self.view = open_view(cfg.display, f"actor {self.name}")
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -77,7 +79,7 @@ class Actor:
             self.policy.reset()
             episode = run_episode(self.env, self.policy.act, seed=int(self.rng.integers(2**31)), observe=self.agent.observe,
                                   on_start=lambda obs, _: self.client.start_episode(obs), record=self._send,
-                                  before_step=self._before_step)
+                                  before_step=self._before_step, view=self.view)
             if episode.ended_by == "link":
                 self._hold()
                 continue
@@ -159,6 +161,8 @@ class Actor:
 
     def close(self) -> bool:
         """Send what is left and stop; True when the server acknowledged every transition."""
+        if self.view is not None:
+            self.view.close()
         try:
             return self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
         finally:
@@ -189,6 +193,8 @@ def main(node: DictConfig) -> None:
     finally:
         acknowledged = actor.close()
     result.update(transitions_sent=actor.client.stats["transitions"], all_acknowledged=acknowledged)
+    if actor.view is not None:
+        result["display"] = actor.view.stats()
     print(f"actor {actor.name} finished: {result}")
     ignore_late_stop_signals()
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from robolearn.agents.drq import AgentConfig
 from robolearn.config import check, register_schema
+from robolearn.display import DisplayConfig
 from robolearn.transport.config import TransportConfig
 from robolearn.replay.config import ServerConfig
 
@@ -70,6 +71,7 @@ class AsyncConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)  # the actors' live view (docs/watching.md)
 
     def __post_init__(self) -> None:
         check(self.actors >= 0, "actors", self.actors, "must be >= 0")

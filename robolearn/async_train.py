@@ -71,9 +71,11 @@ def run(cfg: AsyncConfig) -> dict:
         procs["learner"] = _start("robolearn.learner", name, common, run_dir / "learner.log")
         for i in range(cfg.actors):
             # Each actor's spill dir is in the run: what it leaves unacknowledged is sent by the next run in this dir.
+            # Each its own live-view file (one viewer takes them all as separate recordings).
+            view = [f"display.save={Path(cfg.display.save).with_suffix('')}_actor{i}.rrd"] if cfg.display.save else []
             procs[f"actor{i}"] = _start("robolearn.actor", name, common + [f"actor.name=actor{i}", f"actor.seed={cfg.seed * 1000 + i}",
                                                                        f"transport.spill_dir={run_dir / 'spill' / f'actor{i}'}",
-                                                                       "progress=false"], run_dir / f"actor{i}.log")
+                                                                       "progress=false", *view], run_dir / f"actor{i}.log")
         log.info("async training in %s: replay server, learner, %d actors (logs: %s/*.log)", run_dir, cfg.actors, run_dir)
         while not stop["flag"]:
             learner_code = procs["learner"].poll()

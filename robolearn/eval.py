@@ -3,6 +3,7 @@
     python -m robolearn.eval policy=expert episodes=50
     python -m robolearn.eval policy=expert episodes=3 video=true video_path=videos/expert.mp4
     python -m robolearn.eval env.control_mode=joint_torque
+    python -m robolearn.eval policy=expert episodes=1 display.enabled=true display.save=runs/expert.rrd   # docs/watching.md
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from robolearn.config import check, load_typed, register_schema
+from robolearn.display import DisplayConfig, open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.rollout import evaluate
@@ -34,6 +36,7 @@ class EvalConfig:
     video_episodes: int = 1
     video_path: str = "videos/eval.mp4"
     progress: bool = True
+    display: DisplayConfig = field(default_factory=DisplayConfig)  # the live view (docs/watching.md)
 
     def __post_init__(self) -> None:
         check(self.episodes >= 0, "episodes", self.episodes, "must be >= 0")
@@ -47,7 +50,9 @@ def run(cfg: EvalConfig | DictConfig) -> dict:
     """Evaluate; a composed config is checked against EvalConfig first."""
     cfg = load_typed(EvalConfig, cfg, "eval")
     env = make_env(cfg.env, render_mode="rgb_array" if cfg.video else None)
+    view = None
     try:
+        view = open_view(cfg.display, "eval")
         policy = instantiate(cfg.policy, env=env)
         summary = evaluate(
             env,
@@ -57,10 +62,14 @@ def run(cfg: EvalConfig | DictConfig) -> dict:
             video_path=cfg.video_path if cfg.video else None,
             video_episodes=cfg.video_episodes,
             progress=cfg.progress,
+            view=view,
         )
     finally:
+        display = view.close() if view is not None else None
         env.close()
     result = summary.as_dict()
+    if display is not None:
+        result["display"] = display
     env_node = cfg.env or {}
     if "control_mode" in env_node:  # the kettle sim's and the arm's (its env group starts from EnvConfig); dm_control has none
         result["control_mode"] = str(env_node["control_mode"])

@@ -13,6 +13,10 @@ by hooks:
 - `on_step(step) -> reason | None`: after `record`; a reason ends the episode after this step (a safety
   fault, an operator quitting);
 - `on_end(episode)`: once, with the finished or stopped episode.
+
+`view` (robolearn/display.py's live view, or None) sees the same episode as the env gave it: `start(obs,
+info)`, `step(obs, action, reward, info)` right after each env step (camera images, before `observe` turns
+them into features), `end(episode)`. It returns at once, so every command watches its runs the same way.
 """
 
 from __future__ import annotations
@@ -82,10 +86,13 @@ def run_episode(
     before_step: Optional[Callable[[], Optional[str]]] = None,
     on_step: Optional[Callable[[Step], Optional[str]]] = None,
     on_end: Optional[Callable[[Episode], None]] = None,
+    view=None,
 ) -> Episode:
     """Reset with `seed`, then step until the env ends the episode or a hook gives a reason to stop.
     The policy's own `reset()` is the caller's (it may wrap several policies)."""
     obs, info = env.reset(seed=seed)
+    if view is not None:
+        view.start(obs, info)
     if observe is not None:
         obs = observe(obs)
     episode = Episode(seed, obs=obs, reset_info=info)
@@ -99,6 +106,8 @@ def run_episode(
                 break
         action = act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
+        if view is not None:
+            view.step(next_obs, action, reward, info)
         if observe is not None:
             next_obs = observe(next_obs)
         step = Step(obs, action, reward, terminated, truncated, next_obs, info)
@@ -117,6 +126,8 @@ def run_episode(
             break
     if on_end is not None:
         on_end(episode)
+    if view is not None:
+        view.end(episode)
     return episode
 
 
@@ -179,10 +190,12 @@ def evaluate(
     video_path: str | Path | None = None,
     video_episodes: int = 1,
     progress: bool = True,
+    view=None,
 ) -> EvalSummary:
     """Episode i starts from reset(seed=seed + i). Video frames: the env's render beside the policy's cameras.
 
-    The eval command uses it, and training evaluates through it too, so both report the same numbers."""
+    The eval command uses it, and training evaluates through it too, so both report the same numbers.
+    `view`: a live view (robolearn/display.py) that watches every episode."""
     summary = EvalSummary()
     writer = None
     if video_path is not None:
@@ -199,7 +212,7 @@ def evaluate(
             filming = writer is not None and i < video_episodes
             frame = (lambda obs, *_: _write_frame(writer, env, obs, image_keys)) if filming else None
             episode = run_episode(env, policy.act, seed=seed + i, on_start=frame,
-                                  record=(lambda step: frame(step.next_obs)) if filming else None)
+                                  record=(lambda step: frame(step.next_obs)) if filming else None, view=view)
             summary.episodes.append(EpisodeResult(seed + i, episode.success, episode.episode_return, episode.length))
             bar.set_postfix(success=f"{summary.success_rate:.2f}", ret=f"{summary.mean_return:.1f}")
     finally:

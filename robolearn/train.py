@@ -34,6 +34,7 @@ from robolearn.agents.divergence import check_finite
 from robolearn.agents.policy import AgentPolicy
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.config import ConfigError, EnvConfig, check, load_typed, register_schema
+from robolearn.display import DisplayConfig, open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
@@ -95,6 +96,7 @@ class TrainConfig:
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     demos: DemoSettings = field(default_factory=DemoSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    display: DisplayConfig = field(default_factory=DisplayConfig)  # a live view of demos, collection and evaluation (docs/watching.md)
 
     def __post_init__(self) -> None:
         for key in ("utd", "update_every", "batch_size", "log_every_updates", "save_every"):
@@ -178,6 +180,7 @@ class Workspace:
         self.rng = np.random.default_rng(cfg.seed)
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env, render_mode="rgb_array" if cfg.eval.video else None)
+        self.view = open_view(cfg.display, "train")
         obs_space, act_space = self.env.observation_space, self.env.action_space
         self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=self.device)
         self.agent.check_trainable()
@@ -227,7 +230,7 @@ class Workspace:
             expert.reset()
             # Demo seeds are fixed (the cached file is shared by runs) and disjoint from training and eval seeds.
             episode = run_episode(self.env, expert.act, seed=10_000_000 + i, on_start=lambda obs, _: store.start_episode(obs),
-                                  record=lambda step: _store(store, step))
+                                  record=lambda step: _store(store, step), view=self._viewing("demo"))
             successes += episode.success
             bar.set_postfix(success=f"{successes}/{i + 1}")
         log.info("collected %d demo episodes (%d successful, %d transitions)", cfg.episodes, successes, store.num_transitions())
@@ -274,7 +277,7 @@ class Workspace:
                 episode = run_episode(
                     self.env, collect.act, seed=cfg.seed * 1_000_000 + self.episode, observe=self.agent.observe,
                     on_start=start, record=lambda step: _store(self.replay, step), on_step=stepped,
-                    before_step=lambda: "total_steps" if self.step >= cfg.total_steps else None)
+                    before_step=lambda: "total_steps" if self.step >= cfg.total_steps else None, view=self._viewing("train"))
                 if not episode.finished:
                     break  # total_steps ran out mid-episode: the run is over
                 self.episode += 1
@@ -335,7 +338,7 @@ class Workspace:
         cfg = self.cfg.eval
         video = self.run_dir / "videos" / f"eval_{self.step:08d}.mp4" if cfg.video else None
         summary = evaluate(self.eval_env, AgentPolicy(self.agent, deterministic=True), episodes=cfg.episodes,
-                           seed=cfg.seed, video_path=video, progress=False)
+                           seed=cfg.seed, video_path=video, progress=False, view=self._viewing("eval"))
         result = {"step": self.step, "success_rate": summary.success_rate, "mean_return": summary.mean_return,
                   "mean_length": summary.mean_length}
         self._log("eval", result)
@@ -356,6 +359,12 @@ class Workspace:
             self.best = result
             save_checkpoint(self.run_dir / "best.pt", {**self._payload(), "eval": result})
         return result
+
+    def _viewing(self, label: str):
+        """The live view (or None), its episode entries labelled demo, train or eval."""
+        if self.view is not None:
+            self.view.label = label
+        return self.view
 
     def _log(self, prefix: str, values: dict) -> None:
         for name, value in values.items():
@@ -396,6 +405,8 @@ class Workspace:
         log.info("resumed from %s at step %d (episode %d, %d updates)", run_dir, self.step, self.episode, self.updates)
 
     def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
         self.env.close()
         self.eval_env.close()
 

@@ -151,11 +151,16 @@ class KettleSinkEnv(gym.Env):
         return bool(off_counter or z < -SINK.depth - 0.1)
 
     def _info(self, terms: dict[str, float], success: bool, fell: bool) -> dict[str, Any]:
+        s, d = self.scene, self.data
         return {
             "success": success,
             "kettle_fell": fell,
             "reward_terms": terms,
             "tcp_pos": self.tcp_position(),
+            # The scene in the base frame, for the live view (robolearn/display.py); the policy never reads info.
+            "kettle_pos": d.qpos[s.kettle_qpos : s.kettle_qpos + 3].copy(),
+            "handle_pos": d.site_xpos[s.handle_site].copy(),
+            "sink_pos": d.site_xpos[s.sink_site].copy(),
             "control_mode": self.contract.control_mode.value,
         }
 

@@ -41,6 +41,7 @@ from robolearn.agents.weights import load_policy_weights
 from robolearn.checkpoint import load_policy_checkpoint
 from robolearn.async_config import AsyncConfig
 from robolearn.config import check, load_typed, register_schema
+from robolearn.display import DisplayConfig, open_view
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
@@ -84,6 +85,7 @@ class DeployConfig:
     teleop: InterventionKeys = field(default_factory=InterventionKeys)
     output_dir: str = "outputs/deploy"  # report.json, deploy.mp4, interventions.npz
     progress: bool = True
+    display: DisplayConfig = field(default_factory=DisplayConfig)  # a live view, in both modes (docs/watching.md)
 
     def __post_init__(self) -> None:
         check(self.mode in MODES, "mode", self.mode, f"one of {list(MODES)}")
@@ -118,9 +120,10 @@ def run(cfg: DeployConfig | DictConfig, say=print) -> dict:
         result.update(run_online(cfg, env_cfg, say))
         (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
         return result
-    keys = None
+    keys = view = None
     env = envs.make_env(env_cfg)
     try:
+        view = open_view(cfg.display, "deploy")
         policy = load_checkpoint_policy(env, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device)
         plan = env.hw.resets
         needs_keys = cfg.intervention or plan.human != "never"
@@ -138,11 +141,13 @@ def run(cfg: DeployConfig | DictConfig, say=print) -> dict:
         report = run_deployment(
             env, policy, episodes=cfg.episodes, seed=cfg.seed, resets=resets, interventions=interventions,
             video_path=out / "deploy.mp4" if cfg.video else None, video_episodes=cfg.video_episodes,
-            say=say if cfg.progress else (lambda msg: None),
+            say=say if cfg.progress else (lambda msg: None), view=view,
         )
         if interventions is not None and interventions.segments:
             report.interventions_file = str(interventions.recorder.save())
     finally:
+        if view is not None:
+            result["display"] = view.close()
         if keys is not None:
             keys.close()
         env.close()
@@ -168,7 +173,7 @@ def run_online(cfg: DeployConfig, env_cfg: dict, say=print) -> dict:
     try:
         payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
         actor_cfg = load_typed(AsyncConfig, {"env": env_cfg, "agent": payload["agent_config"], "transport": plain(cfg.transport),
-                                             "actor": plain(cfg.actor)}, "deploy (mode=online)")
+                                             "actor": plain(cfg.actor), "display": cfg.display}, "deploy (mode=online)")
         actor = Actor(actor_cfg, env=env, stop=stop)
         load_policy_weights(actor.agent, payload["agent"]["model"])  # the actor acts: its critic (if any) is the learner's
         actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)

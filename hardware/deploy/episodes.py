@@ -129,8 +129,10 @@ def run_deployment(
     video_episodes: int = 1,
     on_transition: Transition | None = None,
     say: Callable[[str], None] = print,
+    view=None,
 ) -> DeployReport:
-    """`interventions`: an InterventionRecorder when `policy` is an InterventionPolicy (a human can take over)."""
+    """`interventions`: an InterventionRecorder when `policy` is an InterventionPolicy (a human can take over).
+    `view`: a live view (robolearn/display.py) of every episode, or None."""
     if episodes < 1:
         raise ValueError(f"deploy: episodes must be at least 1, got {episodes}")
     report = DeployReport()
@@ -178,7 +180,7 @@ def run_deployment(
 
             try:  # only the env's reset raises these (homing refused or failed); a step reports its fault in info
                 run = run_episode(env, policy.act, seed=seed + i, on_start=start, record=record, on_end=end,
-                                  on_step=lambda step: "quit" if getattr(policy, "quit", False) else None)
+                                  on_step=lambda step: "quit" if getattr(policy, "quit", False) else None, view=view)
             except (EStopLatched, ResetFailed) as exc:
                 report.stopped = f"reset: {exc}"
                 break

@@ -29,6 +29,7 @@ from hardware.teleop.gamepad import GamepadReader, require_gamepad
 from hardware.teleop.keyboard import KeyboardReader
 from hardware.teleop.session import TeleopSession
 from robolearn.config import check, register_schema
+from robolearn.display import DisplayConfig, open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.recording import EpisodeRecorder
@@ -59,6 +60,7 @@ class TeleopConfig:
     max_steps: int | None = None  # null: the env's episode length
     record: bool = True
     demos_path: str = "demos/teleop.npz"  # appended to when it exists
+    display: DisplayConfig = field(default_factory=DisplayConfig)  # a live view (docs/watching.md)
 
     def __post_init__(self) -> None:
         check(self.device in DEVICES, "device", self.device, f"one of {list(DEVICES)}")
@@ -75,7 +77,9 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env
     env = make_env(env_cfg)
     own_keys = keys is None
+    view = None
     try:
+        view = open_view(cfg.display, "teleop")
         commander = TeleopCommander(env.contract, cfg.mode, speed=cfg.speed, ee_speed=cfg.ee_speed, hold_s=cfg.hold_s)
         if own_keys:
             if gamepad_path is not None:
@@ -88,7 +92,7 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
             recorder = EpisodeRecorder.open(cfg.demos_path, env.observation_space, env.action_space.shape, room)
         plan = env.hw.resets
         resets = ResetRoutine(env, plan, HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say))
-        session = TeleopSession(env, keys, commander, recorder, say=say)
+        session = TeleopSession(env, keys, commander, recorder, say=say, view=view)
         if gamepad_path is not None:
             say(f"teleop ({cfg.mode} mode) on {env.hw.driver.kind.value} from gamepad {gamepad_path}: sticks move, "
                 "B stops, A/X close/open, RT/LT speed, START keeps the episode, BACK discards, GUIDE quits")
@@ -106,6 +110,7 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
                 break
         saved = recorder.save() if recorder is not None and recorder.kept else None
     finally:
+        display = view.close() if view is not None else None
         if own_keys and keys is not None:
             keys.close()
         env.close()
@@ -118,6 +123,7 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
         "demos": str(saved) if saved else None,
         "demo_transitions": recorder.store.num_transitions() if recorder is not None else 0,
         "input_fault": getattr(keys, "fault", None),
+        **({"display": display} if display is not None else {}),
     }
 
 

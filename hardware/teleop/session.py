@@ -37,8 +37,9 @@ class TeleopSession:
     """Runs teleop episodes on an env (`RealRobotEnv`), recording kept ones into `recorder`."""
 
     def __init__(self, env, keys, commander: TeleopCommander, recorder: EpisodeRecorder | None = None,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, view=None):
         self.env, self.keys, self.commander, self.recorder, self.say = env, keys, commander, recorder, say
+        self.view = view  # a live view (robolearn/display.py) or None
 
     def run_episode(self, seed: int | None = None, max_steps: int | None = None) -> TeleopEpisode:
         env, commander, recorder = self.env, self.commander, self.recorder
@@ -80,7 +81,7 @@ class TeleopSession:
         episode = run_episode(
             env, lambda obs: commander.action(now, obs["joint_pos"]), seed=seed, on_start=start, before_step=poll_keys,
             record=record, on_step=lambda step: "max_steps" if max_steps is not None and out.steps >= max_steps else None,
-            on_end=lambda episode: env.safety.hold())
+            on_end=lambda episode: env.safety.hold(), view=self.view)
         out.episode_return = episode.episode_return
         last_info = episode.info or episode.reset_info  # no step taken: the reset's
         if not out.ended_by:  # the env ended it, or max_steps
