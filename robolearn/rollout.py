@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from robolearn.policies import Policy
 from robolearn.spec import image_keys_of
+from robolearn.video import mp4_writer
 
 Obs = dict[str, np.ndarray]
 
@@ -199,11 +200,7 @@ def evaluate(
     summary = EvalSummary()
     writer = None
     if video_path is not None:
-        import imageio.v2 as imageio
-
-        Path(video_path).parent.mkdir(parents=True, exist_ok=True)
-        fps = env.metadata.get("render_fps", 10)
-        writer = imageio.get_writer(str(video_path), fps=fps, codec="libx264", quality=7, macro_block_size=8)
+        writer = mp4_writer(video_path, env.metadata.get("render_fps", 10))
     image_keys = image_keys_of(env.observation_space)
     bar = tqdm(range(episodes), desc="eval", unit="ep", disable=not progress)
     try:

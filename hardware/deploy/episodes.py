@@ -22,8 +22,9 @@ import numpy as np
 
 from hardware.env import EStopLatched
 from hardware.resets import ResetFailed, ResetRoutine
-from robolearn.rollout import EpisodeResult, EvalSummary, Step, run_episode
 from robolearn.replay.recording import executed_action
+from robolearn.rollout import EpisodeResult, EvalSummary, Step, run_episode
+from robolearn.video import mp4_writer
 
 Transition = Callable[..., None]
 
@@ -83,13 +84,10 @@ class CameraVideo:
     """An mp4 of the env's cameras (their full-resolution latest frames side by side) at the control rate."""
 
     def __init__(self, path: str | Path, fps: float, height: int = 240):
-        import imageio.v2 as imageio
-
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.height = height
         self.frames = 0
-        self._writer = imageio.get_writer(str(self.path), fps=fps, codec="libx264", quality=7, macro_block_size=8)
+        self._writer = mp4_writer(self.path, fps)
 
     def add(self, env, obs: dict[str, np.ndarray]) -> None:
         import cv2
