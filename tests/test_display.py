@@ -108,7 +108,7 @@ def test_a_full_queue_drops_frames_without_blocking_the_loop(tmp_path):
     for _ in range(50):
         view.step(obs, np.zeros(8, np.float32), 0.0, {"success": False})
     elapsed = time.perf_counter() - began
-    assert elapsed < 0.5  # 51 frames offered while the sink takes none
+    assert elapsed < 5.0  # 51 frames offered while the sink takes none: a blocking put would never return
     # Four wait in the queue, and the thread may hold one more: the rest are dropped, and counted.
     assert view.dropped in (46, 47)
     view.gate.set()

@@ -84,6 +84,10 @@ class ControllerStatus:
 class RobotDriver(ABC):
     kind: ClassVar[str]
     supports_torque: ClassVar[bool] = True
+    # The fault kind the vendor's own watchdog leaves behind when it stops the arm as designed (a UR's
+    # RTDE watchdog ends the control script); None: its stop leaves no fault. Pre-flight's self-test
+    # expects exactly this one.
+    vendor_stop_fault: ClassVar[str | None] = None
 
     def __init__(self, robot: RobotDescription, command_hold_s: float):
         self.robot = robot

@@ -100,6 +100,7 @@ def import_rtde() -> types.SimpleNamespace:
 
 class URDriver(RobotDriver):
     kind = "ur"
+    vendor_stop_fault = "script_stopped"  # the RTDE watchdog stops the arm by ending the control script
 
     def __init__(self, robot: RobotDescription, clock: Clock, cfg: URDriverConfig, *, soft_limits=None, rtde: types.SimpleNamespace | None = None):
         # soft_limits: the controller's own joint limits apply; the safety layer enforces the soft ones.

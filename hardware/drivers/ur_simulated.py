@@ -100,7 +100,7 @@ class SimulatedURController:
                 if expiry < now:
                     self._integrate(max(expiry - self._t, 0.0))
                     self._t = max(self._t, expiry)
-                    self._stop_script()
+                    self.stop_script()
             self._integrate(now - self._t)
             self._t = max(self._t, now)
 
@@ -135,6 +135,15 @@ class SimulatedURController:
             return False
         self._mode, self._tau = "torque", np.asarray(tau, dtype=np.float64).copy()
         return True
+
+    def measured_torque(self) -> np.ndarray:
+        return self._tau.copy() if self._mode == "torque" else np.zeros_like(self.q)
+
+    def stop_script(self) -> None:
+        """The script ends (its watchdog fired, or it was stopped): the arm decelerates to rest."""
+        self.program_running = False
+        self.speed_stop(_STOP_ACCELERATION)
+        self._tau[:] = 0.0
 
     def restart_script(self) -> bool:
         if self.safety_mode != NORMAL or self.robot_mode != RUNNING:
@@ -222,14 +231,9 @@ class SimulatedURController:
     def _accepting(self) -> bool:
         return self.program_running and self.safety_mode == NORMAL and self.robot_mode == RUNNING
 
-    def _stop_script(self) -> None:
-        self.program_running = False
-        self.speed_stop(_STOP_ACCELERATION)
-        self._tau[:] = 0.0
-
     def _brake(self) -> None:
         self.qd[:] = 0.0
-        self._stop_script()
+        self.stop_script()
 
     def _integrate(self, dt: float) -> None:
         if dt <= 0:
@@ -325,7 +329,7 @@ class _Control:
         with self.c.lock:
             self.c.require_link("getJointTorques", self._generation)
             self.c.advance()
-            return (self.c._tau if self.c._mode == "torque" else np.zeros_like(self.c.q)).tolist()
+            return self.c.measured_torque().tolist()
 
     def isProgramRunning(self):
         with self.c.lock:
@@ -344,7 +348,7 @@ class _Control:
     def stopScript(self):
         with self.c.lock:
             self._call("stopScript")
-            self.c._stop_script()
+            self.c.stop_script()
 
     def disconnect(self):
         with self.c.lock:

@@ -101,9 +101,9 @@ def check_watchdogs(pf) -> None:
         finally:
             layer.close()
         fault = pf.driver.fault
-        # A UR's RTDE watchdog stops the arm by ending the control script: that is the stop we asked for
-        # (the next connect starts the script again), not a robot error.
-        if fault is not None and not (fault.kind == "script_stopped" and "vendor_watchdog_stop_ms" in data):
+        # The fault a vendor's stop leaves by design (a UR's ended control script) is the stop we asked for.
+        expected = pf.driver.vendor_stop_fault is not None and "vendor_watchdog_stop_ms" in data
+        if fault is not None and not (expected and fault.kind == pf.driver.vendor_stop_fault):
             problems.append(f"the robot reported an error during the self-test: {fault.message}")
     except DriverError as exc:
         problems.append(f"driver error during the self-test: {exc}")
