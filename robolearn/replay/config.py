@@ -21,9 +21,9 @@ class ServerConfig:
     # Limits on what peers may ask of the server (docs/remote.md, "Limits"):
     max_message_mb: float = 64.0  # larger messages are dropped by ZeroMQ before they are read (and the peer disconnected)
     max_batch_mb: float = 512.0  # sample requests whose batch would be larger are refused
-    max_name_chars: int = 64  # actor and learner names
-    max_actors: int = 64  # live actors at once
-    max_actor_names: int = 2000  # names ever stored under (persisted with their sequence numbers in a 1 MB state slot)
+    max_name_bytes: int = 64  # actor and learner names, in UTF-8 bytes (what the persisted state holds)
+    max_actors: int = 64  # live actor names at once
+    max_actor_names: int = 2000  # names ever stored under (persisted with their sequence numbers; the state slots are sized for this many names of max_name_bytes)
     max_peers: int = 1024  # connections remembered (stale ones are forgotten first)
     max_pending_per_peer: int = 4  # sample requests being gathered for one peer; more are refused
     max_queued_replies: int = 64  # replies ZeroMQ holds for a peer that does not read; beyond, they are dropped
@@ -38,7 +38,7 @@ class ServerConfig:
         check(self.sampler_threads >= 0, "server.sampler_threads", self.sampler_threads, "0 gathers in the server's loop")
         for key in ("max_message_mb", "max_batch_mb"):
             check(getattr(self, key) > 0, f"server.{key}", getattr(self, key), "must be positive")
-        for key in ("max_name_chars", "max_actors", "max_actor_names", "max_peers", "max_pending_per_peer", "max_queued_replies",
+        for key in ("max_name_bytes", "max_actors", "max_actor_names", "max_peers", "max_pending_per_peer", "max_queued_replies",
                     "peer_log_per_min"):
             check(getattr(self, key) >= 1, f"server.{key}", getattr(self, key), "must be at least 1")
         check(self.drain_s >= 0, "server.drain_s", self.drain_s, "seconds, 0 or more")

@@ -111,15 +111,39 @@ def store_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...], c
     return capacity * row_bytes(observation_space, action_shape)
 
 
+MAX_INT = 2**64 - 1  # the largest integer msgpack writes (9 bytes): what a counter may grow to
+
+
+def state_bound(names: list[str]) -> int:
+    """Bytes of the packed replay state (DurableReplay._state) at its largest for these actor names: every
+    counter and row at its largest, each name with a demo stream too, every stream in both stores' cursors."""
+    streams = {key: MAX_INT for name in names for key in (name, "demo:" + name)}
+    cursor = [[MAX_INT, MAX_INT]] * len(streams)
+    store = {"total": MAX_INT, "transitions_added": MAX_INT, "episodes_added": MAX_INT, "cursor": cursor}
+    return len(msgpack.packb({"stores": {which: store for which in STORES}, "streams": streams,
+                              "next_seq": dict.fromkeys(names, MAX_INT)}))
+
+
+def slot_bytes_for(max_names: int, max_name_bytes: int) -> int:
+    """A state slot that holds the state of `max_names` names of `max_name_bytes` each, whatever they are."""
+    width = max(max_name_bytes, len(str(max_names)))  # distinct names of (at least) the largest size
+    return StateFile.SLOT_HEAD.size + state_bound([f"{i:0{width}d}" for i in range(max_names)]) + 4096
+
+
 class StateFile:
-    """`intent` record at offset 0, then two alternating slots of msgpack state, each checksummed."""
+    """`intent` record at offset 0, the slot size at 64, then two alternating slots of msgpack state, each
+    checksummed. The slot size is chosen when the file is created (from the server's name limits, so the
+    state can never outgrow it) and read back on every open; files written before it was recorded have 1 MB slots."""
 
     _INTENT = struct.Struct("<QBI")  # rows reach (exclusive), store index, crc
-    _SLOT_HEAD = struct.Struct("<QII")  # commit number, length, crc
-    SLOT_BYTES = 1 << 20
+    _LAYOUT = struct.Struct("<4sQI")  # magic, slot bytes, crc
+    _LAYOUT_AT = 64
+    _MAGIC = b"RLS1"
+    SLOT_HEAD = struct.Struct("<QII")  # commit number, length, crc
+    LEGACY_SLOT_BYTES = 1 << 20
     _SLOTS_AT = 4096
 
-    def __init__(self, path: Path, fsync: bool):
+    def __init__(self, path: Path, fsync: bool, slot_bytes: int = LEGACY_SLOT_BYTES):
         self.path, self.fsync = path, fsync
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:  # one server per directory: two writing the same store would corrupt it (released when the process dies)
@@ -128,13 +152,14 @@ class StateFile:
             os.close(self._fd)
             raise RuntimeError(f"another replay server is using {path.parent}: stop it, or give this one another run_dir") from None
         self.number, self.state, self.intent = 0, None, None
-        data = os.pread(self._fd, self._SLOTS_AT + 2 * self.SLOT_BYTES, 0)
+        self.slot_bytes = self._layout(slot_bytes)
+        data = os.pread(self._fd, self._SLOTS_AT + 2 * self.slot_bytes, 0)
         for slot in range(2):
-            at = self._SLOTS_AT + slot * self.SLOT_BYTES
-            if len(data) < at + self._SLOT_HEAD.size:
+            at = self._SLOTS_AT + slot * self.slot_bytes
+            if len(data) < at + self.SLOT_HEAD.size:
                 continue
-            number, length, crc = self._SLOT_HEAD.unpack_from(data, at)
-            payload = data[at + self._SLOT_HEAD.size: at + self._SLOT_HEAD.size + length]
+            number, length, crc = self.SLOT_HEAD.unpack_from(data, at)
+            payload = data[at + self.SLOT_HEAD.size: at + self.SLOT_HEAD.size + length]
             if number > self.number and len(payload) == length and zlib.crc32(payload, number & 0xFFFFFFFF) == crc:
                 self.number, self.state = number, msgpack.unpackb(payload, strict_map_key=False)
         if len(data) >= self._INTENT.size:
@@ -142,6 +167,27 @@ class StateFile:
             if zlib.crc32(data[:self._INTENT.size - 4]) == crc and store < len(STORES):
                 self.intent = (STORES[store], reach)
             # A damaged intent was being written when the server died: no row of that chunk had been written yet.
+
+    def _layout(self, slot_bytes: int) -> int:
+        """The slot size: recorded in the file, or (a new file) `slot_bytes`, recorded now with the file's
+        blocks reserved, so that a commit never meets a full disk."""
+        if os.fstat(self._fd).st_size == 0:
+            head = struct.pack("<4sQ", self._MAGIC, slot_bytes)
+            os.pwrite(self._fd, head + struct.pack("<I", zlib.crc32(head)), self._LAYOUT_AT)
+            try:
+                os.posix_fallocate(self._fd, 0, self._SLOTS_AT + 2 * slot_bytes)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise
+            os.fsync(self._fd)
+            return slot_bytes
+        magic, recorded, crc = self._LAYOUT.unpack(os.pread(self._fd, self._LAYOUT.size, self._LAYOUT_AT).ljust(self._LAYOUT.size, b"\0"))
+        if magic == self._MAGIC and zlib.crc32(struct.pack("<4sQ", magic, recorded)) == crc:
+            return recorded
+        return self.LEGACY_SLOT_BYTES
+
+    def fits(self, size: int) -> bool:
+        return size <= self.slot_bytes - self.SLOT_HEAD.size
 
     def write_intent(self, store: str, reach: int) -> None:
         head = struct.pack("<QB", reach, STORES.index(store))
@@ -151,11 +197,12 @@ class StateFile:
 
     def commit(self, state: dict) -> None:
         payload = msgpack.packb(state)
-        if len(payload) > self.SLOT_BYTES - self._SLOT_HEAD.size:
-            raise RuntimeError(f"replay state of {len(payload)} bytes does not fit its {self.SLOT_BYTES}-byte slot in {self.path}")
-        self.number += 1
-        head = self._SLOT_HEAD.pack(self.number, len(payload), zlib.crc32(payload, self.number & 0xFFFFFFFF))
-        os.pwrite(self._fd, head + payload, self._SLOTS_AT + (self.number % 2) * self.SLOT_BYTES)
+        if not self.fits(len(payload)):
+            raise RuntimeError(f"replay state of {len(payload)} bytes does not fit its {self.slot_bytes}-byte slot in {self.path}")
+        number = self.number + 1
+        head = self.SLOT_HEAD.pack(number, len(payload), zlib.crc32(payload, number & 0xFFFFFFFF))
+        os.pwrite(self._fd, head + payload, self._SLOTS_AT + (number % 2) * self.slot_bytes)
+        self.number = number
         if self.fsync:
             os.fsync(self._fd)
 
@@ -172,7 +219,8 @@ class DurableReplay:
             raise ReplayFormatError(f"{self.dir} holds a write-ahead log of an earlier robolearn (wal/): this version keeps its "
                                     "replay in store/; start the server with another run directory")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state_file = StateFile(self.dir / "state", cfg.fsync)  # first: it holds the directory's lock
+        slot = slot_bytes_for(cfg.max_actor_names, cfg.max_name_bytes)
+        self.state_file = StateFile(self.dir / "state", cfg.fsync, slot)  # first: it holds the directory's lock
         try:
             self._open(observation_space, action_shape, demos)
         except BaseException:
@@ -196,24 +244,48 @@ class DurableReplay:
             files.created()
         if demos is not None:
             self._take_demos(demos)
+        self._committed = self._state()  # what a restart would find now (undo goes back to it)
 
     def accept(self, name: str, seq: int, demo: bool, arrays: dict[str, np.ndarray]) -> int:
-        """Store the checked chunk `seq` of actor `name` (the next one expected) durably; returns transitions added."""
+        """Store the checked chunk `seq` of actor `name` (the next one expected) durably; returns transitions added.
+
+        If its state cannot be made durable, the chunk is undone in memory as a restart would undo it, and
+        the error raised: `next_seq` never runs ahead of the state on disk, so no welcome or acknowledgement
+        covers a chunk that a restart would not have."""
         which = "demo" if demo else "online"
         store = self.stores[which]
-        stream = self._stream(name, demo)
-        check_continuity(arrays, store.has_open_episode(stream))
-        self.state_file.write_intent(which, store.total + len(arrays["kind"]))
-        added = apply_chunk(store, arrays, stream)
-        self.next_seq[name] = seq + 1
-        if self.cfg.fsync:
-            self.files[which].flush()
-        self.state_file.commit(self._state())
+        key = ("demo:" if demo else "") + name
+        check_continuity(arrays, key in self.streams and store.has_open_episode(self.streams[key]))
+        reach = store.total + len(arrays["kind"])
+        self.state_file.write_intent(which, reach)
+        try:
+            added = apply_chunk(store, arrays, self._stream(name, demo))
+            self.next_seq[name] = seq + 1
+            if self.cfg.fsync:
+                self.files[which].flush()
+            state = self._state()
+            self.state_file.commit(state)
+        except BaseException:
+            self._undo(which, reach)
+            raise
+        self._committed = state
         return added
+
+    def _undo(self, which: str, reach: int) -> None:
+        """Back to the last committed state in memory (what a restart would find), undoing a chunk whose
+        state was not committed."""
+        state = self._committed
+        self.streams, self.next_seq = dict(state["streams"]), dict(state["next_seq"])
+        self.stores[which].resume(state["stores"][which], reach)
+
+    def has_room_for(self, name: str) -> bool:
+        """Whether the state can take one more actor name, at its largest, in its slot (always, when the
+        slot was sized for this server's limits; a state file made under smaller limits may not)."""
+        return self.state_file.fits(state_bound([*self.next_seq, name]))
 
     def _state(self) -> dict:
         return {"stores": {which: store.state() for which, store in self.stores.items()},
-                "streams": self.streams, "next_seq": self.next_seq}
+                "streams": dict(self.streams), "next_seq": dict(self.next_seq)}
 
     def _resume(self) -> None:
         state = self.state_file.state

@@ -57,11 +57,16 @@ from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.spec import spec_signature
 from robolearn.transport.config import TransportConfig
-from robolearn.transport.protocol import Message, ProtocolError, decode, encode
+from robolearn.transport.protocol import Message, ProtocolError, arrays_digest, decode, encode
 from robolearn.transport.security import ServerSecurity, role_allows
 
 log = logging.getLogger(__name__)
 ACK_EVERY = 8  # chunks of one actor between acknowledgements within a burst (an actor keeps up to 32 in flight)
+# Subscribers send only subscriptions (a byte and a topic), but ZeroMQ applies this limit to the CURVE
+# handshake too: at 256 bytes every authenticated subscriber was dropped while connecting (measured: 512
+# lets it through). 4 kB bounds what a subscriber can send and leaves the handshake room.
+MAX_SUBSCRIBER_MESSAGE = 4096
+KEYS_CHECK_S = 1.0  # how often the authorised keys are looked at for changes (revocations)
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Peer:
     last_seen: float
     state: str = ""
     pending: int = 0  # sample requests being gathered for it
+    user: str | None = None  # with CURVE: the client name of the key it connected with
 
 
 class PeerLog:
@@ -140,6 +146,7 @@ class ReplayServer:
         self.learner_seen = -float("inf")
         self.weights: list[bytes] | None = None
         self.weights_version = -1
+        self.weights_digest = ""  # arrays_digest of the current weights: actors apply only arrays that hash to it
         self._weights_from: bytes | None = None  # the learner connection that published the current weights
         self.counters: Counter = Counter()
         self.peer_log = PeerLog(cfg.peer_log_per_min)
@@ -150,6 +157,8 @@ class ReplayServer:
         self.router = self._bind(zmq.ROUTER, transport.port)
         self.publisher = self._bind(zmq.XPUB, transport.weights_port)
         self.endpoints = {"router": self.router.last_endpoint.decode(), "weights": self.publisher.last_endpoint.decode()}
+        self._sockets_replaced = False  # set when revoked keys made the server bind new sockets (the poller follows)
+        self._keys_checked = time.monotonic()
         self._replies_endpoint = f"inproc://sampled-{self.epoch}"
         self._replies = self.context.socket(zmq.PULL)  # batches from sampler threads; only this thread uses the ROUTER
         self._replies.bind(self._replies_endpoint)
@@ -159,13 +168,13 @@ class ReplayServer:
         self._last_report = time.monotonic()
         self._alive_state = (None, None)
 
-    def _bind(self, kind: int, port: int) -> zmq.Socket:
+    def _bind(self, kind: int, port: int, retry_s: float = 0.0) -> zmq.Socket:
         socket = self.context.socket(kind)
         socket.linger = 0
         if kind == zmq.XPUB:
             socket.sndhwm = 4  # weights: a slow subscriber gets the newest, not a backlog
             socket.xpub_verbose = True  # every subscription is reported, not only the first: each joiner gets the weights
-            socket.maxmsgsize = 256  # subscribers send subscriptions only
+            socket.maxmsgsize = MAX_SUBSCRIBER_MESSAGE
         else:
             socket.maxmsgsize = self._max_message  # ZeroMQ drops larger messages (and their peer) before reading them
             socket.sndhwm = self.cfg.max_queued_replies  # per peer: a peer that does not read holds at most this many
@@ -173,19 +182,26 @@ class ReplayServer:
         if self.security:
             self.security.apply(socket)
         endpoint = f"tcp://{self.transport.host}:{port if port else '*'}"
-        socket.bind(endpoint)
-        return socket
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                socket.bind(endpoint)
+                return socket
+            except zmq.ZMQError as exc:  # a port just released by the socket this one replaces frees up shortly
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    socket.close(0)
+                    raise
+                time.sleep(0.05)
 
     # -- serving -------------------------------------------------------------------------------------
     def serve(self, duration_s: float | None = None) -> None:
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        poller.register(self._replies, zmq.POLLIN)
-        poller.register(self.publisher, zmq.POLLIN)
+        poller = self._poller()
         end = None if duration_s is None else time.monotonic() + duration_s
         log.info("replay server %s listening on %s (weights on %s)%s", self.epoch, self.endpoints["router"],
-                 self.endpoints["weights"], " with CURVE" if self.security else "")
+                 self.endpoints["weights"], " with CURVE" if self.security else " WITHOUT keys: any local process can connect")
         while not self._drained() and (end is None or time.monotonic() < end):
+            if self._sockets_replaced:
+                poller, self._sockets_replaced = self._poller(), False
             events = dict(poller.poll(100))
             if self._replies in events:
                 while True:
@@ -208,6 +224,12 @@ class ReplayServer:
                     self._handle(frames[0].bytes, frames[1:])
                 self._send_acks()
             self._periodic()
+
+    def _poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        for socket in (self.router, self._replies, self.publisher):
+            poller.register(socket, zmq.POLLIN)
+        return poller
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop serving: at once, or (drain_s > 0, as on SIGTERM) once every actor has said goodbye or
@@ -299,15 +321,21 @@ class ReplayServer:
         role, name = msg.header.get("role"), msg.header.get("name")
         if not (isinstance(role, str) and role in ("actor", "learner")):
             raise ProtocolError(f"field 'role' must be 'actor' or 'learner', got {role!r:.80}")
-        if not (isinstance(name, str) and 0 < len(name) <= self.cfg.max_name_chars and name.isprintable()):
-            raise ProtocolError(f"field 'name' must be 1-{self.cfg.max_name_chars} printable characters, got {name!r:.80}"
-                                + (f" ({len(name)} characters)" if isinstance(name, str) else ""))
+        size = len(name.encode("utf-8", "surrogatepass")) if isinstance(name, str) else 0
+        if not (isinstance(name, str) and 0 < size <= self.cfg.max_name_bytes and name.isprintable()):
+            raise ProtocolError(f"field 'name' must be printable text of 1-{self.cfg.max_name_bytes} bytes in UTF-8, got {name!r:.80}"
+                                + (f" ({size} bytes)" if isinstance(name, str) else ""))
         if msg.header.get("spec") != self.spec:
             raise ProtocolError(f"observation/action spec mismatch: peer {name!r} has {msg.header.get('spec')!s:.500}, server has {self.spec}")
+        user = None
         if self.security is not None:
             user = self.security.user_of(head_frame)
             if not role_allows(self.security.roles, user, role, name):
                 raise Refused("not_authorised", f"key {user!r} is not authorised as {role} {name!r} (see {self.security.roles_path})")
+        known = self.peers.get(identity)
+        if known is not None and (known.role, known.name) != (role, name):
+            raise Refused("name_change", f"this connection said hello as {known.role} {known.name!r}: a connection keeps its "
+                                         "role and name (connect again to use another)")
         now = time.monotonic()
         live = [(i, p) for i, p in self.peers.items() if i != identity and now - p.last_seen < self.transport.peer_timeout_s]
         if role == "actor" and any(p.role == "actor" and p.name == name for _, p in live):
@@ -315,16 +343,21 @@ class ReplayServer:
                                          f"({self.transport.peer_timeout_s} s of silence)")
         if role == "learner" and any(p.role == "learner" for _, p in live):
             raise Refused("name_in_use", "a learner is already connected and alive: only one learner publishes weights")
-        if role == "actor" and name not in self.data.next_seq and len(self.data.next_seq) >= self.cfg.max_actor_names:
-            raise Refused("too_many_names", f"{len(self.data.next_seq)} actor names already hold data in this replay "
-                                            f"(server.max_actor_names): reuse a name, or start a new run directory")
-        if role == "actor" and identity not in self.peers and sum(p.role == "actor" for _, p in live) >= self.cfg.max_actors:
-            raise Refused("too_many_actors", f"{self.cfg.max_actors} actors are live (server.max_actors)")
+        if role == "actor" and name not in self.data.next_seq:
+            if len(self.data.next_seq) >= self.cfg.max_actor_names:
+                raise Refused("too_many_names", f"{len(self.data.next_seq)} actor names already hold data in this replay "
+                                                f"(server.max_actor_names): reuse a name, or start a new run directory")
+            if not self.data.has_room_for(name):  # only a state file made under smaller limits can get here
+                raise Refused("too_many_names", f"the replay state in {self.data.dir} has no room for another actor name: "
+                                                "reuse a name, or start a new run directory")
+        live_names = {p.name for _, p in live if p.role == "actor"}
+        if role == "actor" and name not in live_names and len(live_names) >= self.cfg.max_actors:
+            raise Refused("too_many_actors", f"{len(live_names)} actor names are live (server.max_actors={self.cfg.max_actors})")
         if identity not in self.peers and len(self.peers) >= self.cfg.max_peers:
             self._forget_peers(now, older_than=self.transport.peer_timeout_s)
             if len(self.peers) >= self.cfg.max_peers:
                 raise Refused("too_many_peers", f"{self.cfg.max_peers} connections are live (server.max_peers)")
-        self.peers[identity] = Peer(role, name, now)
+        self.peers[identity] = Peer(role, name, now, user=user)
         if role == "learner":
             self.learner_seen = now
         else:
@@ -363,8 +396,8 @@ class ReplayServer:
         peer, state = self.peers[identity], msg.header.get("state")
         if isinstance(state, str) and state != peer.state:
             state = state[:200]
-            if peer.state or state != "acting":
-                self.peer_log(logging.WARNING, "%s %r reports: %s", peer.role, peer.name, state)
+            if peer.state or state != "acting":  # holding or a fault is worth a warning; back to acting is news only
+                self.peer_log(logging.INFO if state == "acting" else logging.WARNING, "%s %r reports: %s", peer.role, peer.name, state)
             peer.state = state
         return encode("status", {"epoch": self.epoch, **self._status()})
 
@@ -455,7 +488,14 @@ class ReplayServer:
         self.weights = encode("weights", {"version": version}, msg.arrays)
         self.weights = [bytes(f) for f in self.weights]  # kept for actors that connect later
         self.weights_version = version
+        self.weights_digest = arrays_digest(msg.arrays)
         self.publisher.send_multipart(self.weights, copy=False)
+        # Announce it to the actors now rather than with their next status: they apply arrays only once
+        # announced, and waiting for the next heartbeat cost ~500 ms.
+        status = encode("status", {"epoch": self.epoch, **self._status()})
+        for peer_id, peer in list(self.peers.items()):
+            if peer.role == "actor":
+                self._send(peer_id, status)
         return encode("ack", {"version": version})
 
     def _on_subscriptions(self) -> None:
@@ -487,6 +527,36 @@ class ReplayServer:
         for name in [n for n, t in self.actor_seen.items() if now - t > older_than]:
             del self.actor_seen[name]
 
+    # -- keys --------------------------------------------------------------------------------------------
+    def _check_keys(self) -> None:
+        """Take changes to `authorized/` (a key deleted, roles.json edited) without a restart. When a key is
+        revoked or its role narrowed, both sockets are bound anew: every connection is closed and handshakes
+        again against the new key list, so the revoked key's connections (weights subscriptions included)
+        end at once; the other peers reconnect and say hello again within about a second, losing nothing
+        (actors resend what was not acknowledged)."""
+        try:
+            revoked = self.security.reload()
+        except Exception as exc:  # a half-edited roles.json: keep the old table, say so, try again later
+            self.peer_log(logging.ERROR, "the authorised keys could not be reloaded (the previous ones stay in force): %s", exc)
+            return
+        if revoked is None:
+            return
+        log.warning("authorised keys changed; %s: closing every connection so each handshakes again",
+                    f"revoked or narrowed: {sorted(revoked)}" if revoked else "none revoked")
+        if revoked:
+            self._replace_sockets()
+
+    def _replace_sockets(self) -> None:
+        ports = [int(self.endpoints[k].rsplit(":", 1)[1]) for k in ("router", "weights")]
+        self.router.close(0)
+        self.publisher.close(0)
+        self.router = self._bind(zmq.ROUTER, ports[0], retry_s=5.0)
+        self.publisher = self._bind(zmq.XPUB, ports[1], retry_s=5.0)
+        self.peers.clear()  # every peer says hello again on its new connection
+        self._acks.clear()
+        self.counters["sockets_replaced"] += 1
+        self._sockets_replaced = True
+
     # -- liveness ------------------------------------------------------------------------------------
     def _status(self) -> dict:
         now = time.monotonic()
@@ -495,6 +565,7 @@ class ReplayServer:
             "learner_alive": now - self.learner_seen < timeout,
             "actors_alive": sum(now - t < timeout for t in list(self.actor_seen.values())),  # list(): atomic, sampler threads call this too
             "weights_version": self.weights_version,
+            "weights_digest": self.weights_digest,
             "transitions": self.storage.num_transitions(),
             "demo_transitions": self.demos.num_transitions(),
         }
@@ -511,6 +582,9 @@ class ReplayServer:
         now = time.monotonic()
         # Connections replaced by a reconnect, or peers gone for good (and the names they used).
         self._forget_peers(now, older_than=10 * self.transport.peer_timeout_s)
+        if self.security is not None and now - self._keys_checked > KEYS_CHECK_S:
+            self._keys_checked = now
+            self._check_keys()
         if now - self._last_report > 10.0:
             self._last_report = now
             log.info("replay: %d transitions (%d demo), %d actors alive, learner %s, %d batches served (%d gathered again), "

@@ -34,7 +34,7 @@ from robolearn.replay.codec import obs_name
 from robolearn.spec import is_image_space, spec_signature
 from robolearn.transport.client import TransportFatal, close_dealer, connect_dealer, read_reply, reconnect_on, refusal
 from robolearn.transport.config import TransportConfig, endpoint
-from robolearn.transport.protocol import ProtocolError, decode, encode
+from robolearn.transport.protocol import ProtocolError, arrays_digest, decode, encode
 from robolearn.transport.records import pack_record, unpack_record
 from robolearn.transport.security import apply_client_keys
 
@@ -127,9 +127,12 @@ class ActorClient:
         self._in_flight: dict[int, list] = {}  # local seq -> frames sent, not yet acknowledged (the network thread's)
         self._welcomed = False
         self.restored = self._restore_unacknowledged()
-        self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0, "weights_unannounced": 0}
+        self.stats = {"chunks_sent": 0, "resent": 0, "acked": 0, "wire_bytes": 0, "transitions": 0, "weights_unannounced": 0,
+                      "weights_rejected": 0}
         self._weights: tuple[int, dict[str, np.ndarray]] | None = None
-        self._unannounced: dict[int, dict] = {}  # weights received before the server's status announced them, by arrival
+        self._announced: tuple[int, str] = (-1, "")  # the newest (version, digest) the server announced
+        self._announced_at = 0.0
+        self._unannounced: dict[str, tuple[int, dict]] = {}  # by digest: weights that arrived before their announcement
         self._weights_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"actor-net-{self.name}", daemon=True)
@@ -218,55 +221,62 @@ class ActorClient:
         hello_at = last_beat = 0.0
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
-                if dealer is None:
-                    dealer = connect_dealer(context, self.cfg, "actor", self.name, self.spec)
-                    self.connected = False
-                    hello_at = now
-                    poller = zmq.Poller()  # one per connection, not per loop
-                    poller.register(dealer, zmq.POLLIN)
-                    poller.register(sub, zmq.POLLIN)
-                events = dict(poller.poll(10))
-                if sub in events:
-                    self._receive_weights(sub)
-                if dealer in events:
-                    while True:
-                        try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        if self._on_reply(frames, dealer, in_flight) == "reconnect":
-                            dealer.close(0)
+                try:
+                    now = time.monotonic()
+                    if dealer is None:
+                        dealer = connect_dealer(context, self.cfg, "actor", self.name, self.spec)
+                        self.connected = False
+                        hello_at = now
+                        poller = zmq.Poller()  # one per connection, not per loop
+                        poller.register(dealer, zmq.POLLIN)
+                        poller.register(sub, zmq.POLLIN)
+                    events = dict(poller.poll(10))
+                    if sub in events:
+                        self._receive_weights(sub)
+                    if dealer in events:
+                        while True:
+                            try:
+                                frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                break
+                            if self._on_reply(frames, dealer, in_flight) == "reconnect":
+                                dealer.close(0)
+                                dealer = None
+                                break
+                    if dealer is None or self.fatal:
+                        if self.fatal:
+                            return
+                        continue
+                    now = time.monotonic()
+                    if not self.connected:
+                        if now - hello_at > self.cfg.peer_timeout_s:
+                            dealer.close(0)  # drop whatever is queued for a dead connection; resend after the next welcome
                             dealer = None
-                            break
-                if dealer is None or self.fatal:
-                    if self.fatal:
-                        return
-                    continue
-                now = time.monotonic()
-                if not self.connected:
-                    if now - hello_at > self.cfg.peer_timeout_s:
-                        dealer.close(0)  # drop whatever is queued for a dead connection; resend after the next welcome
+                        continue
+                    if now - self.last_reply > self.cfg.peer_timeout_s:
+                        log.warning("actor %s: replay server silent for %.1f s; reconnecting", self.name, now - self.last_reply)
+                        dealer.close(0)
                         dealer = None
-                    continue
-                if now - self.last_reply > self.cfg.peer_timeout_s:
-                    log.warning("actor %s: replay server silent for %.1f s; reconnecting", self.name, now - self.last_reply)
-                    dealer.close(0)
+                        continue
+                    while len(in_flight) < self.cfg.max_in_flight:
+                        item = self.outbox.pop()
+                        if item is None:
+                            break
+                        seq, arrays = item
+                        frames = encode("chunk", {"name": self.name, "seq": seq + self._seq_offset, "demo": self.demo}, arrays,
+                                        self.compress, self.cfg.jpeg_quality)
+                        in_flight[seq] = frames
+                        self._send(dealer, frames)
+                        self.stats["chunks_sent"] += 1
+                    if now - last_beat > self.cfg.heartbeat_s:
+                        dealer.send_multipart(encode("heartbeat", {"name": self.name, "state": self.state}))
+                        last_beat = now
+                        self._warn_if_weights_overdue()
+                except zmq.Again:  # a send that would block: no connection to send on (a key the server refused)
+                    log.warning("actor %s: the replay server does not take messages (no connection: is our key authorised?); reconnecting", self.name)
+                    if dealer is not None:
+                        dealer.close(0)
                     dealer = None
-                    continue
-                while len(in_flight) < self.cfg.max_in_flight:
-                    item = self.outbox.pop()
-                    if item is None:
-                        break
-                    seq, arrays = item
-                    frames = encode("chunk", {"name": self.name, "seq": seq + self._seq_offset, "demo": self.demo}, arrays,
-                                    self.compress, self.cfg.jpeg_quality)
-                    in_flight[seq] = frames
-                    self._send(dealer, frames)
-                    self.stats["chunks_sent"] += 1
-                if now - last_beat > self.cfg.heartbeat_s:
-                    dealer.send_multipart(encode("heartbeat", {"name": self.name, "state": self.state}))
-                    last_beat = now
         finally:
             close_dealer(dealer, self.name)
             sub.close(0)
@@ -386,45 +396,75 @@ class ActorClient:
     def _update_status(self, h: dict) -> None:
         self.learner_alive = bool(h.get("learner_alive"))
         self.learner_seen_ever |= self.learner_alive
-        self.server_status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions")}
-        announced = h.get("weights_version")
-        if type(announced) is int:
-            with self._weights_lock:
-                due = [v for v in self._unannounced if v <= announced]
-                if due:
-                    self._take(max(due), self._unannounced[max(due)])
-                    for v in due:
-                        del self._unannounced[v]
+        self.server_status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "weights_digest", "transitions")}
+        version, digest = h.get("weights_version"), h.get("weights_digest")
+        if type(version) is not int or not isinstance(digest, str) or version <= self._announced[0]:
+            return
+        with self._weights_lock:
+            self._announced, self._announced_at = (version, digest), time.monotonic()
+            held = self._unannounced.pop(digest, None)
+            if held is not None and held[0] == version:
+                self._take(version, held[1])
+            for key in [k for k, (v, _) in self._unannounced.items() if v <= version]:
+                del self._unannounced[key]  # announced under another digest, or superseded: never applied
+                self._rejected(f"weights claiming version <= {version} do not hash to what the server announced")
 
     def _receive_weights(self, sub: zmq.Socket) -> None:
-        latest = None
-        while True:  # only the newest matters
+        while True:  # every message is checked: a forged one must not push the learner's aside
             try:
-                latest = sub.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-        try:
-            self._keep_weights(decode(latest))
-        except ProtocolError as exc:
-            log.error("actor %s: unreadable weights: %s", self.name, exc)
+            try:
+                self._keep_weights(decode(frames))
+            except ProtocolError as exc:
+                log.error("actor %s: unreadable weights: %s", self.name, exc)
 
     def _keep_weights(self, msg) -> None:
-        """Weights are taken as the server announced them: a version beyond the `weights_version` of its
-        last status (a broadcast from whoever took over the weights port, a forged or garbled version) is
-        held until a status announces it, and never replaces announced ones."""
+        """Weights are applied only when they are the learner's: their arrays hash to the digest that the
+        server announced (on the request channel, where with CURVE the server's key is checked) for their
+        version. Arrays that arrive before their announcement are held (4 at most, by digest) until it
+        comes; arrays that hash to nothing announced (whoever took over the weights port, a garbled or
+        forged copy, whatever version they claim) are never applied and are counted (`weights_rejected`)."""
         version = msg.header.get("version")
         if type(version) is not int or version < 0:
             log.error("actor %s: weights with an invalid version %r ignored", self.name, version)
             return
+        digest = arrays_digest(msg.arrays)
         with self._weights_lock:
-            announced = self.server_status.get("weights_version")
-            if type(announced) is not int or version > announced:
+            announced_version, announced_digest = self._announced
+            if (version, digest) == (announced_version, announced_digest):
+                self._take(version, msg.arrays)
+            elif version > announced_version:
                 self.stats["weights_unannounced"] += 1
-                self._unannounced[version] = msg.arrays
+                self._unannounced[digest] = (version, msg.arrays)
                 while len(self._unannounced) > 4:  # the oldest arrivals go: a forged version cannot stay forever
                     del self._unannounced[next(iter(self._unannounced))]
-                return
-            self._take(version, msg.arrays)
+            elif version == announced_version:
+                self._rejected(f"weights v{version} do not hash to what the server announced")
+            # Older than the announcement: superseded (an earlier broadcast arriving late), not applied.
+
+    def _rejected(self, why: str) -> None:
+        self.stats["weights_rejected"] += 1
+        if self.stats["weights_rejected"] in (1, 10, 100, 1000):
+            log.error("actor %s: %s: ignored (%d so far; another process on the weights port %d?)", self.name, why,
+                      self.stats["weights_rejected"], self.cfg.weights_port)
+
+    def _warn_if_weights_overdue(self, after_s: float = 5.0) -> None:
+        version = self._announced[0]
+        if self.weights_overdue_s() > after_s and self._overdue_warned != version:
+            self._overdue_warned = version
+            log.warning("actor %s: the server announced weights v%d %.0f s ago and they have not arrived on the weights port "
+                        "%d (blocked, or taken by another process?)", self.name, version, self.weights_overdue_s(), self.cfg.weights_port)
+
+    _overdue_warned = -1
+
+    def weights_overdue_s(self) -> float:
+        """How long the newest announced weights have been announced without arriving (0 if they did):
+        weights that never arrive mean the weights port is not the server's, or is blocked."""
+        version = self._announced[0]
+        current = max(self._weights[0] if self._weights else -1, self._applied_version)
+        return time.monotonic() - self._announced_at if version >= 0 and current < version else 0.0
 
     def _take(self, version: int, arrays) -> None:
         current = self._weights[0] if self._weights else -1

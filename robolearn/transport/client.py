@@ -23,6 +23,11 @@ def connect_dealer(context: zmq.Context, cfg: TransportConfig, role: str, name: 
     which says hello first, as every peer must after each (re)connect."""
     dealer = context.socket(zmq.DEALER)
     dealer.linger = 0
+    # Sends never block (zmq.Again instead): a connection whose handshake the server refused (a revoked or
+    # unknown key) leaves the DEALER with nowhere to send, and a blocking send would hang the client for good.
+    dealer.sndtimeo = 0
+    dealer.sndhwm = 0  # no queue limit, so zmq.Again means no connection, never backpressure: the
+    # callers bound what they queue (an actor's max_in_flight chunks, a learner's prefetch requests)
     if cfg.curve_keys:
         apply_client_keys(dealer, cfg.curve_keys, cfg.client_key)
     dealer.connect(endpoint(cfg.host, cfg.port))

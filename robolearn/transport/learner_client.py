@@ -35,6 +35,7 @@ class LearnerClient:
                         "min_transitions": min_transitions}
         self._batches: queue.Queue = queue.Queue(maxsize=max(cfg.prefetch, 1))
         self._weights_out: tuple[int, dict] | None = None
+        self._last_sent: tuple[int, dict] | None = None
         self._lock = threading.Lock()
         self.status: dict = {}
         self.connected = False
@@ -79,47 +80,54 @@ class LearnerClient:
         hello_at = last_beat = 0.0
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
-                if dealer is None:  # a new connection: what was asked on the old one is not answered
-                    self.connected, outstanding, hello_at = False, set(), now
-                    dealer = connect_dealer(context, self.cfg, "learner", self.name, self.spec)
-                if dealer.poll(10):
-                    while True:
-                        try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        action = self._on_reply(frames, outstanding)
-                        if action == "reconnect":
-                            dealer.close(0)
-                            dealer = None
-                            break
-                if self.fatal:
-                    return
-                if dealer is None:
-                    continue
-                now = time.monotonic()
-                silent = now - (self.last_reply if self.connected else hello_at)
-                if silent > self.cfg.peer_timeout_s:
-                    log.warning("learner: replay server silent for %.1f s; reconnecting", silent)
-                    self.connected = False
-                    dealer.close(0)
+                try:
+                    now = time.monotonic()
+                    if dealer is None:  # a new connection: what was asked on the old one is not answered
+                        self.connected, outstanding, hello_at = False, set(), now
+                        dealer = connect_dealer(context, self.cfg, "learner", self.name, self.spec)
+                    if dealer.poll(10):
+                        while True:
+                            try:
+                                frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                break
+                            action = self._on_reply(frames, outstanding)
+                            if action == "reconnect":
+                                dealer.close(0)
+                                dealer = None
+                                break
+                    if self.fatal:
+                        return
+                    if dealer is None:
+                        continue
+                    now = time.monotonic()
+                    silent = now - (self.last_reply if self.connected else hello_at)
+                    if silent > self.cfg.peer_timeout_s:
+                        log.warning("learner: replay server silent for %.1f s; reconnecting", silent)
+                        self.connected = False
+                        dealer.close(0)
+                        dealer = None
+                        continue
+                    if not self.connected:
+                        continue
+                    with self._lock:
+                        weights, self._weights_out = self._weights_out, None
+                    if weights is not None:
+                        self._last_sent = weights  # sent again after a reconnect until acknowledged
+                        dealer.send_multipart(encode("weights", {"version": weights[0]}, weights[1]), copy=False)
+                    # Keep `prefetch` requests outstanding, counting batches already waiting in the queue.
+                    while len(outstanding) + self._batches.qsize() < self.cfg.prefetch:
+                        req += 1
+                        outstanding.add(req)
+                        dealer.send_multipart(encode("sample", {"req": req, **self.request}))
+                    if now - last_beat > self.cfg.heartbeat_s:
+                        dealer.send_multipart(encode("heartbeat", {"name": self.name}))
+                        last_beat = now
+                except zmq.Again:  # a send that would block: no connection to send on (a key the server refused)
+                    log.warning("learner: the replay server does not take messages (no connection: is our key authorised?); reconnecting")
+                    if dealer is not None:
+                        dealer.close(0)
                     dealer = None
-                    continue
-                if not self.connected:
-                    continue
-                with self._lock:
-                    weights, self._weights_out = self._weights_out, None
-                if weights is not None:
-                    dealer.send_multipart(encode("weights", {"version": weights[0]}, weights[1]), copy=False)
-                # Keep `prefetch` requests outstanding, counting batches already waiting in the queue.
-                while len(outstanding) + self._batches.qsize() < self.cfg.prefetch:
-                    req += 1
-                    outstanding.add(req)
-                    dealer.send_multipart(encode("sample", {"req": req, **self.request}))
-                if now - last_beat > self.cfg.heartbeat_s:
-                    dealer.send_multipart(encode("heartbeat", {"name": self.name}))
-                    last_beat = now
         finally:
             close_dealer(dealer, self.name)
 
@@ -133,6 +141,11 @@ class LearnerClient:
             self.status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions", "demo_transitions")}
         if msg.type == "welcome":
             self.connected = True
+            sent = self._last_sent
+            if sent is not None and self.weights_acked < sent[0]:  # lost with the old connection
+                with self._lock:
+                    if self._weights_out is None:
+                        self._weights_out = sent
             log.info("learner: connected to replay server %s (%s transitions stored)", h.get("epoch"), h.get("transitions"))
         elif msg.type == "batch":
             outstanding.discard(h.get("req"))

@@ -6,7 +6,8 @@ writes a server keypair and one keypair per client name. Layout of KEYS_DIR:
 
     server.key, server.key_secret         the server's keypair (server.key_secret stays on the server)
     <client>.key, <client>.key_secret     a client's keypair (copy to that client with server.key)
-    authorized/<client>.key               public keys the server accepts; delete one to revoke it
+    authorized/<client>.key               public keys the server accepts; delete one to revoke it (a running
+                                          server notices within a second and closes that key's connections)
     authorized/roles.json                 what each key may be: {"<client>": {"role": "actor", "names": ["arm-*"]}}
 
 The server authenticates clients with ZAP (pyzmq's ThreadAuthenticator) against `authorized/`: a peer
@@ -104,15 +105,33 @@ def role_allows(roles: dict[str, dict], client: str | None, role: str, name: str
     return role == "learner" or any(fnmatch.fnmatchcase(name, pattern) for pattern in entry["names"])
 
 
+def client_keys(authorized: Path) -> dict[bytes, str]:
+    """Public key (z85) -> client name, for every `authorized/<client>.key`."""
+    clients = {}
+    for path in sorted(authorized.glob("*.key")):
+        public, _ = zmq.auth.load_certificate(path)
+        clients[public] = path.stem
+    return clients
+
+
+def _fingerprint(authorized: Path) -> tuple:
+    """What changes when a key file or roles.json is added, removed or edited."""
+    entries = []
+    for path in sorted([*authorized.glob("*.key"), authorized / ROLES_FILE]):
+        try:
+            st = path.stat()
+            entries.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            pass
+    return tuple(entries)
+
+
 class _NamedKeys(ThreadAuthenticator):
     """ZAP that names each authenticated connection by its key file (`authorized/<client>.key` -> client)."""
 
     def __init__(self, context, authorized: Path):
         super().__init__(context, log=logging.getLogger("robolearn.transport.zap"))
-        self.clients = {}
-        for path in authorized.glob("*.key"):
-            public, _ = zmq.auth.load_certificate(path)
-            self.clients[public] = path.stem
+        self.clients = client_keys(authorized)
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self.clients.get(zmq.utils.z85.encode(client_public_key), "")
@@ -127,11 +146,29 @@ class ServerSecurity:
         authorized = self.keys_dir / "authorized"
         if not authorized.is_dir() or not any(authorized.glob("*.key")):
             raise CurveKeyError(f"no authorized client keys in {authorized}")
+        self.authorized = authorized
         self.roles_path = authorized / ROLES_FILE
+        self._seen = _fingerprint(authorized)
         self.roles = load_roles(self.roles_path)
         self.auth = _NamedKeys(context, authorized)
         self.auth.start()
         self.auth.configure_curve(domain="*", location=str(authorized))
+
+    def reload(self) -> set[str] | None:
+        """Read `authorized/` again if it changed since the last look: None if it did not; otherwise the
+        client names whose access was taken away or changed (key deleted or replaced, role entry removed
+        or edited), whose live connections must be closed. New handshakes use the new keys at once. A
+        roles.json that does not load raises CurveKeyError and changes nothing."""
+        seen = _fingerprint(self.authorized)
+        if seen == self._seen:
+            return None
+        roles = load_roles(self.roles_path)
+        clients = client_keys(self.authorized)
+        before = {name: (public, self.roles.get(name)) for public, name in self.auth.clients.items()}
+        after = {name: (public, roles.get(name)) for public, name in clients.items()}
+        self.roles, self.auth.clients, self._seen = roles, clients, seen
+        self.auth.configure_curve(domain="*", location=str(self.authorized))
+        return {name for name, entry in before.items() if after.get(name) != entry}
 
     @staticmethod
     def user_of(frame) -> str | None:
