@@ -162,7 +162,7 @@ def _write(tmp: Path, src: Source, episodes: list[np.ndarray], features: dict, c
            fps: int, crf: int, pix_fmt: str, task: str, robot: str) -> int:
     """Every file of the dataset under `tmp`; returns the number of frames."""
     columns: dict[str, list[np.ndarray]] = {name: [] for name, ft in features.items() if ft["dtype"] != "video"}
-    image_stats = {cam: fmt.ImageStats() for cam in cameras}
+    stats: dict[str, list[dict]] = {name: [] for name in features}  # per feature, per episode (LeRobot's order)
     writers = {cam: mp4_writer(tmp / fmt.VIDEO_PATH.format(video_key=fmt.IMAGES + cam, chunk_index=0, file_index=0), fps,
                                crf=crf, pix_fmt=pix_fmt) for cam in cameras}
     lengths: list[int] = []
@@ -170,22 +170,21 @@ def _write(tmp: Path, src: Source, episodes: list[np.ndarray], features: dict, c
         for index, rows in enumerate(episodes):
             for name, values in _frames(src, rows, index, sum(lengths), fps, vectors).items():
                 columns[name].append(values)
+                stats[name].append(fmt.frame_stats(values))
             for cam in cameras:
                 images = src.store.obs[cam][rows % src.store.capacity]
                 for image in images:
                     writers[cam].append_data(image)
-                image_stats[cam].add(images)
+                stats[fmt.IMAGES + cam].append(fmt.image_stats(images))
             lengths.append(len(rows))
     finally:
         for writer in writers.values():
             writer.close()
     data = {name: np.concatenate(parts) for name, parts in columns.items()}
     fmt.write_parquet(tmp / fmt.DATA_PATH.format(chunk_index=0, file_index=0), data)
-    fmt.write_parquet(tmp / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0), _episodes_table(lengths, task, cameras, fps))
+    fmt.write_parquet(tmp / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0), _episodes_table(lengths, task, cameras, fps, stats))
     fmt.write_tasks(tmp / fmt.TASKS_PATH, [task])
-    stats = {name: fmt.vector_stats(values) for name, values in data.items()}
-    stats.update({fmt.IMAGES + cam: s.as_dict() for cam, s in image_stats.items()})
-    fmt.write_json(tmp / fmt.STATS_PATH, stats)
+    fmt.write_json(tmp / fmt.STATS_PATH, fmt.stats_json({name: fmt.aggregate_stats(eps) for name, eps in stats.items()}))
     fmt.write_json(tmp / fmt.INFO_PATH, {
         "codebase_version": fmt.CODEBASE_VERSION, "robot_type": robot,
         "total_episodes": len(lengths), "total_frames": sum(lengths), "total_tasks": 1,
@@ -226,8 +225,9 @@ def _frames(src: Source, rows: np.ndarray, index: int, first: int, fps: int, vec
     return col
 
 
-def _episodes_table(lengths: list[int], task: str, cameras: list[str], fps: int) -> dict:
-    """One row per episode: where its frames are in the data file and in each camera's video."""
+def _episodes_table(lengths: list[int], task: str, cameras: list[str], fps: int, stats: dict[str, list[dict]]) -> dict:
+    """One row per episode: where its frames are in the data file and in each camera's video, and its
+    statistics per feature (`stats/<feature>/<stat>`)."""
     n, zeros = len(lengths), np.zeros(len(lengths), np.int64)
     ends = np.cumsum(lengths)
     starts = ends - np.asarray(lengths)
@@ -237,6 +237,7 @@ def _episodes_table(lengths: list[int], task: str, cameras: list[str], fps: int)
         key = f"videos/{fmt.IMAGES}{cam}"
         table.update({f"{key}/chunk_index": zeros, f"{key}/file_index": zeros,
                       f"{key}/from_timestamp": starts / fps, f"{key}/to_timestamp": ends / fps})
+    table.update(fmt.episode_stats_columns(stats))
     table.update({"meta/episodes/chunk_index": zeros, "meta/episodes/file_index": zeros})
     return table
 

@@ -16,8 +16,15 @@ info), checked against v3.0 datasets on the Hub:
 - `meta/episodes/chunk-000/file-000.parquet`: one row per episode: episode_index, tasks (list of strings),
   length, data/chunk_index, data/file_index, dataset_from_index, dataset_to_index (the global frame rows
   [from, to)), per video key videos/<key>/chunk_index, videos/<key>/file_index, videos/<key>/from_timestamp
-  and videos/<key>/to_timestamp (seconds into that mp4), meta/episodes/chunk_index, meta/episodes/file_index.
-- `meta/stats.json`: per feature min, max, mean, std, count (images per channel, scaled to [0, 1], shape [3, 1, 1]).
+  and videos/<key>/to_timestamp (seconds into that mp4), the episode's statistics `stats/<feature>/<stat>`
+  (LeRobot's flatten_dict of {"stats": ...}), meta/episodes/chunk_index, meta/episodes/file_index.
+- Statistics (compute_stats.py; dataset_metadata.save_episode, dataset_tools.delete_episodes read them back):
+  per episode and feature min, max, mean, std (population), count and quantiles q01, q10, q50, q90, q99, over
+  frames per dimension, shape [k] ([1] for a scalar column), count [1]; cameras per channel over the pixels of
+  sampled frames (length ** 0.75 of them, 100..10,000, strided to ~150 px from 300 px), scaled to [0, 1],
+  shape [3, 1, 1], count = frames sampled. `meta/stats.json` aggregates the episodes: min of minima, max of
+  maxima, count-weighted mean, pooled variance, summed count, quantiles the count-weighted mean of the
+  episodes' (LeRobot's approximation).
 
 Everything read from a dataset goes through `DatasetError` naming the file and the field, never a bare
 KeyError.
@@ -74,6 +81,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 def arrow_column(values) -> pa.Array:
     """A numpy column as arrow: (n,) a plain column, (n, k) a fixed-size list (datasets' Sequence(length=k))."""
+    if isinstance(values, pa.Array):
+        return values
     if isinstance(values, list):  # lists of strings (the episodes' tasks)
         return pa.array(values, type=pa.list_(pa.string()))
     values = np.ascontiguousarray(values)
@@ -108,34 +117,100 @@ def write_tasks(path: Path, tasks: list[str]) -> None:
     pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
 
 
-def vector_stats(values: np.ndarray) -> dict[str, list]:
-    """min/max/mean/std/count over frames (axis 0); a scalar column gets vectors of length 1."""
-    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
-            "std": values.std(0).tolist(), "count": [len(values)]}
+# -- statistics ------------------------------------------------------------------------------------------------
+# LeRobot's writer (compute_stats.py, 0.4.x and 0.6.x) keeps, per episode and per feature, min, max, mean, std
+# (over frames, per dimension), count and the quantiles below; meta/stats.json aggregates them. Here the
+# quantiles are exact (numpy's linear interpolation); LeRobot estimates them from a 5000-bin histogram.
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
+IMAGE_SAMPLES_MIN, IMAGE_SAMPLES_MAX, IMAGE_SAMPLES_POWER = 100, 10_000, 0.75  # LeRobot's frame sampling
+IMAGE_DOWNSAMPLE_FROM, IMAGE_DOWNSAMPLE_TO = 300, 150  # frames this large are strided down to ~150 px
 
 
-class ImageStats:
-    """Per-channel image statistics in [0, 1], accumulated episode by episode (LeRobot's [3, 1, 1] layout)."""
+def frame_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """One episode's column over its frames (axis 0), per dimension: float64 arrays of shape (k,) ((1,) for a
+    scalar column, as LeRobot keeps them), count of shape (1,)."""
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    stats = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([len(x)], np.int64)}
+    stats.update(zip(QUANTILES, np.quantile(x, list(QUANTILES.values()), axis=0)))
+    return stats
 
-    def __init__(self):
-        self.frames, self.n, self.total, self.squares = 0, 0, np.zeros(3), np.zeros(3)
-        self.low, self.high = np.full(3, np.inf), np.full(3, -np.inf)
 
-    def add(self, frames: np.ndarray) -> None:
-        pixels = frames.reshape(-1, 3).astype(np.float64) / 255.0
-        self.n += len(pixels)
-        self.total += pixels.sum(0)
-        self.squares += (pixels**2).sum(0)
-        self.low, self.high = np.minimum(self.low, pixels.min(0)), np.maximum(self.high, pixels.max(0))
-        self.frames += len(frames)
+def sampled_frames(length: int) -> np.ndarray:
+    """Which of an episode's `length` frames image statistics read: all of a short episode, else
+    length ** 0.75 of them (at least 100, at most 10,000) evenly spread, first and last included."""
+    wanted = max(min(length, IMAGE_SAMPLES_MIN), min(int(length**IMAGE_SAMPLES_POWER), IMAGE_SAMPLES_MAX))
+    return np.round(np.linspace(0, length - 1, wanted)).astype(np.int64)
 
-    def as_dict(self) -> dict[str, list]:
-        mean = self.total / self.n
-        std = np.sqrt(np.maximum(self.squares / self.n - mean**2, 0.0))
-        shaped = lambda v: [[[float(x)]] for x in v]  # (3, 1, 1)
-        return {"min": shaped(self.low), "max": shaped(self.high), "mean": shaped(mean), "std": shaped(std),
-                "count": [self.frames]}
+
+def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """One episode's camera frames (T, H, W, C) uint8 -> per-channel statistics in [0, 1] of shape (C, 1, 1)
+    over the pixels of the sampled frames (strided down when a side reaches 300 px); count: frames sampled."""
+    if frames.ndim != 4 or frames.dtype != np.uint8:
+        raise ValueError(f"image statistics take (T, H, W, C) uint8 frames, got {frames.shape} {frames.dtype}")
+    picked = frames[sampled_frames(len(frames))]
+    side = max(picked.shape[1:3])
+    if side >= IMAGE_DOWNSAMPLE_FROM:
+        step = int(side / IMAGE_DOWNSAMPLE_TO)
+        picked = picked[:, ::step, ::step]
+    channels = picked.shape[-1]
+    pixels = picked.reshape(-1, channels)
+    levels = np.arange(256, dtype=np.float64)
+    stats: dict[str, list] = {name: [] for name in STAT_NAMES if name != "count"}
+    for c in range(channels):  # a histogram of the 256 levels holds everything, quantiles exactly
+        counts = np.bincount(pixels[:, c], minlength=256)
+        n = counts.sum()
+        mean = counts @ levels / n
+        present = np.flatnonzero(counts)
+        stats["min"].append(levels[present[0]])
+        stats["max"].append(levels[present[-1]])
+        stats["mean"].append(mean)
+        stats["std"].append(np.sqrt(counts @ (levels - mean) ** 2 / n))
+        ends = np.cumsum(counts)  # sorted pixel i has the level where ends first exceeds i
+        for name, q in QUANTILES.items():
+            position = q * (n - 1)
+            below = int(np.floor(position))
+            low, high = np.searchsorted(ends, [below, min(below + 1, n - 1)], side="right")
+            stats[name].append(levels[low] + (position - below) * (levels[high] - levels[low]))
+    shaped = {name: (np.asarray(v) / 255.0).reshape(channels, 1, 1) for name, v in stats.items()}
+    return {**shaped, "count": np.array([len(picked)], np.int64)}
+
+
+def aggregate_stats(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Episodes' statistics of one feature -> the dataset's, as LeRobot aggregates them: min of the minima, max
+    of the maxima, count-weighted mean, the pooled variance (each episode's variance plus its mean's squared
+    distance to the overall mean, count-weighted), counts summed; quantiles the count-weighted mean of the
+    episodes' quantiles (LeRobot's approximation: exact for min, max, mean, std, count only)."""
+    counts = np.array([s["count"][0] for s in episodes], dtype=np.float64)
+    shape = np.shape(episodes[0]["mean"])
+    weights = (counts / counts.sum()).reshape(-1, *[1] * len(shape))
+    stack = lambda name: np.stack([np.asarray(s[name], dtype=np.float64) for s in episodes])
+    means = stack("mean")
+    mean = (weights * means).sum(0)
+    variance = (weights * (stack("std") ** 2 + (means - mean) ** 2)).sum(0)
+    out = {"min": stack("min").min(0), "max": stack("max").max(0), "mean": mean, "std": np.sqrt(variance),
+           "count": np.array([int(counts.sum())], np.int64)}
+    out.update({name: (weights * stack(name)).sum(0) for name in QUANTILES if all(name in s for s in episodes)})
+    return out
+
+
+def stats_json(stats: dict[str, dict[str, np.ndarray]]) -> dict:
+    """meta/stats.json's content: {feature: {stat: nested lists}}."""
+    return {name: {stat: np.asarray(v).tolist() for stat, v in ft.items()} for name, ft in stats.items()}
+
+
+def episode_stats_columns(per_episode: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, pa.Array]:
+    """The episodes table's `stats/<feature>/<stat>` columns (LeRobot's flattened names), one row per episode:
+    list<double> (images: list<list<list<double>>>, shape (3, 1, 1)), count list<int64>."""
+    columns = {}
+    for name, episodes in per_episode.items():
+        for stat in STAT_NAMES:
+            values = [np.asarray(s[stat]) for s in episodes]
+            kind = pa.int64() if stat == "count" else pa.float64()
+            for _ in range(values[0].ndim):
+                kind = pa.list_(kind)
+            columns[f"stats/{name}/{stat}"] = pa.array([v.tolist() for v in values], type=kind)
+    return columns
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
