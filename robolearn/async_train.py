@@ -6,6 +6,10 @@
 Each role runs in its own process (the same commands a remote run uses, docs/remote.md) with this run's
 overrides; this process starts them, forwards Ctrl-C, and stops the actors and the server once the
 learner has finished. If any role dies, the others are stopped and the run fails with its name.
+
+The roles authenticate each other with CURVE keys made for the run (`<run_dir>/keys/`, readable by its
+owner only: the learner's key and one key per actor, each actor's bound to its own name), unless
+`transport.curve_keys` names keys of your own or `transport.insecure_no_keys=true`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from omegaconf import DictConfig
 from robolearn.async_config import AsyncConfig
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
+from robolearn.transport.security import generate_keys
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +56,27 @@ def _wait_for_endpoints(run_dir: Path, server: subprocess.Popen, since: float, t
     raise RoleFailed(f"the replay server did not come up within {timeout_s:.0f} s")
 
 
+def run_keys(run_dir: Path, actors: int) -> Path:
+    """Per-run CURVE keys: the server's, the learner's and one per actor bound to its own name, in a folder
+    only the owner can read (kept across a resume in the same run directory, so the roles find them again)."""
+    keys = run_dir / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    keys.chmod(0o700)
+    names = [f"actor{i}" for i in range(actors)]
+    generate_keys(keys, ["learner", *names], names={name: [name] for name in names})
+    return keys
+
+
 def run(cfg: AsyncConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Children log to stdout only, which goes to <run_dir>/<role>.log (Hydra's own file would be shared by the actors).
     base = [o for o in hydra_cfg.overrides.task if not o.startswith(("run_dir=", "actors="))] + [f"run_dir={run_dir}", "hydra/job_logging=stdout"]
+    own_keys = not cfg.transport.curve_keys and not cfg.transport.insecure_no_keys
+    if own_keys:
+        base.append(f"transport.curve_keys={run_keys(run_dir, cfg.actors)}")
+    learner_key = ["transport.client_key=learner"] if own_keys else []
     name = hydra_cfg.job.config_name
     started = time.time() - 1.0
     server = _start("robolearn.replay_server", name, base, run_dir / "replay_server.log")
@@ -68,12 +88,13 @@ def run(cfg: AsyncConfig) -> dict:
         ends = _wait_for_endpoints(run_dir, server, started)
         ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
         common = base + ports
-        procs["learner"] = _start("robolearn.learner", name, common, run_dir / "learner.log")
+        procs["learner"] = _start("robolearn.learner", name, common + learner_key, run_dir / "learner.log")
         for i in range(cfg.actors):
             # Each actor's spill dir is in the run: what it leaves unacknowledged is sent by the next run in this dir.
             # Each its own live-view file (one viewer takes them all as separate recordings).
             view = [f"display.save={Path(cfg.display.save).with_suffix('')}_actor{i}.rrd"] if cfg.display.save else []
-            procs[f"actor{i}"] = _start("robolearn.actor", name, common + [f"actor.name=actor{i}", f"actor.seed={cfg.seed * 1000 + i}",
+            actor_key = [f"transport.client_key=actor{i}"] if own_keys else []
+            procs[f"actor{i}"] = _start("robolearn.actor", name, common + actor_key + [f"actor.name=actor{i}", f"actor.seed={cfg.seed * 1000 + i}",
                                                                        f"transport.spill_dir={run_dir / 'spill' / f'actor{i}'}",
                                                                        "progress=false", *view], run_dir / f"actor{i}.log")
         log.info("async training in %s: replay server, learner, %d actors (logs: %s/*.log)", run_dir, cfg.actors, run_dir)

@@ -32,7 +32,8 @@ def config(name: str, *overrides: str) -> AsyncConfig:
 def role(module: str, config_name: str, run_dir, cfg, *extra: str, log=None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", module, "--config-name", config_name, f"run_dir={run_dir}", f"transport.port={cfg.port}",
            f"transport.weights_port={cfg.weights_port}", f"transport.heartbeat_s={cfg.heartbeat_s}",
-           f"transport.peer_timeout_s={cfg.peer_timeout_s}", "server.demos=null", "hydra/job_logging=stdout", "progress=false", *extra]
+           f"transport.peer_timeout_s={cfg.peer_timeout_s}", "transport.insecure_no_keys=true", "server.demos=null", "hydra/job_logging=stdout",
+           "progress=false", *extra]
     return subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -133,7 +134,7 @@ def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
     cfg = transport()
     overrides = [f"run_dir={tmp_path}", f"transport.port={cfg.port}", f"transport.weights_port={cfg.weights_port}",
                  f"transport.heartbeat_s={cfg.heartbeat_s}", f"transport.peer_timeout_s={cfg.peer_timeout_s}",
-                 "env.hardware.loop.clock=virtual", "actor.name=arm"]
+                 "transport.insecure_no_keys=true", "env.hardware.loop.clock=virtual", "actor.name=arm"]
     actor_cfg = config("async_real_fake", *overrides)
     spec = EnvSpec.from_config(actor_cfg.env)
     with running_server(tmp_path / "replay", cfg, ServerConfig(capacity=20_000), spec.observation_space(), (spec.action_dim,)) as server:
@@ -178,7 +179,7 @@ def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(t
     cfg = transport()
     lcfg = config("async_state", f"run_dir={tmp_path}", f"transport.port={cfg.port}", f"transport.weights_port={cfg.weights_port}",
                   f"transport.heartbeat_s={cfg.heartbeat_s}", f"transport.peer_timeout_s={cfg.peer_timeout_s}", "progress=false",
-                  "learner.batch_size=8", "learner.min_transitions=10", "learner.max_utd=0.25", "learner.total_updates=null")
+                  "transport.insecure_no_keys=true", "learner.batch_size=8", "learner.min_transitions=10", "learner.max_utd=0.25", "learner.total_updates=null")
     spec = EnvSpec.from_config(lcfg.env)
     space, action_shape = spec.observation_space(), (spec.action_dim,)
     rng = np.random.default_rng(0)
@@ -290,7 +291,7 @@ def test_a_role_stopped_while_it_starts_exits_cleanly(tmp_path, role):
     import signal
 
     cmd = [sys.executable, "-m", role, "--config-name", "async_state", f"run_dir={tmp_path}", "transport.port=0",
-           "transport.weights_port=0", "progress=false"]
+           "transport.weights_port=0", "transport.insecure_no_keys=true", "progress=false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: proc.poll() is not None or _importing_torch(proc.pid), timeout_s=30, what="the imports")

@@ -16,6 +16,7 @@ from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay, StateFile, slot_bytes_for, state_bound
 from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.protocol import arrays_digest, encode
+from robolearn.transport.keys import main as keys_command
 from robolearn.transport.security import generate_keys
 from tests.test_transport_attacks import Peer, one_chunk
 from tests.test_transport_server import learner
@@ -183,7 +184,7 @@ def test_a_revoked_key_is_shut_out_of_a_running_server_and_the_others_lose_nothi
             first = stream_episodes(arm1, 2, 10)
             stream_episodes(arm2, 1, 10, first_id=10_000)
             wait_for(lambda: server.storage.num_transitions() == 30, what="both actors' data stored")
-            (keys / "authorized" / "arm2.key").unlink()  # the robot PC behind arm2 was lost
+            keys_command([str(keys), "--revoke", "arm2"])  # the robot PC behind arm2 was lost
             wait_for(lambda: server.counters["sockets_replaced"] == 1, timeout_s=10, what="the server noticed the revocation")
             wait_for(lambda: not arm2.connected or arm2.fatal, timeout_s=10, what="arm2 cut off")
             stream_episodes(arm1, 2, 10, first_id=first)  # arm1 reconnects by itself and goes on
@@ -312,3 +313,29 @@ def test_max_actors_counts_names_and_a_connection_keeps_its_name(tmp_path):
         assert server.counters["rejected_too_many_actors"] == 1
         for o in (p, *others):
             o.close()
+
+
+def test_roles_refuse_to_start_without_keys_unless_told_what_they_give_up(tmp_path):
+    from robolearn.config import ConfigError
+    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.config import TransportConfig
+
+    for start in (lambda cfg: ReplayServer(tmp_path, SPACE, ACTION, cfg), lambda cfg: ActorClient(cfg, SPACE, ACTION, name="a"),
+                  lambda cfg: learner(cfg)):
+        with pytest.raises(ConfigError, match="transport.insecure_no_keys"):
+            start(TransportConfig(port=0, weights_port=0))
+
+
+def test_the_all_in_one_launcher_makes_per_run_keys_only_its_owner_can_read(tmp_path):
+    import stat
+
+    from robolearn.async_train import run_keys
+
+    keys = run_keys(tmp_path, actors=2)
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    for secret in keys.glob("*.key_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    roles = (keys / "authorized" / "roles.json").read_text()
+    assert '"actor0"' in roles and '"names": [\n      "actor0"\n    ]' in roles  # each actor's key holds its own name only
+    before = (keys / "learner.key_secret").read_bytes()
+    assert run_keys(tmp_path, actors=2) == keys and (keys / "learner.key_secret").read_bytes() == before  # a resume keeps them

@@ -27,9 +27,10 @@ def free_port() -> int:
 
 
 def transport(**overrides) -> TransportConfig:
-    """Loopback on two fresh ports, with short timeouts so tests finish quickly."""
+    """Loopback on two fresh ports, with short timeouts so tests finish quickly; without keys unless given."""
     values = dict(port=free_port(), weights_port=free_port(), heartbeat_s=0.1, peer_timeout_s=1.0, chunk_steps=4)
     values.update(overrides)
+    values.setdefault("insecure_no_keys", not values.get("curve_keys"))
     return TransportConfig(**values)
 
 

@@ -12,6 +12,8 @@ only receives them (no acknowledgements, no validation, no log, no storage): the
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 import multiprocessing as mp
 import shutil
 import statistics
@@ -42,14 +44,12 @@ def _observations(space, n: int = 32) -> list[dict]:
 
 
 # -- processes -------------------------------------------------------------------------------------------
-def _serve(directory: str, port: int, weights_port: int, capacity: int, ready, keep_freed: bool) -> None:
+def _serve(directory: str, cfg, capacity: int, ready, keep_freed: bool) -> None:
     from robolearn.replay.config import ServerConfig
     from robolearn.replay.server import ReplayServer
-    from robolearn.transport.config import TransportConfig
 
     space, action_shape = _contract()
-    server = ReplayServer(directory, space, action_shape, TransportConfig(port=port, weights_port=weights_port),
-                          ServerConfig(capacity=capacity))
+    server = ReplayServer(directory, space, action_shape, cfg, ServerConfig(capacity=capacity))
     if keep_freed:
         keep_freed_memory()  # after the replay is allocated, as python -m robolearn.replay_server does
     ready.set()
@@ -152,6 +152,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     parser.add_argument("--capacity", type=int, default=4_096, help="server replay capacity (filled before timing)")
     parser.add_argument("--batches", type=int, default=20 if quick else 100)
     parser.add_argument("--broadcasts", type=int, default=10 if quick else 30)
+    parser.add_argument("--insecure-no-keys", action="store_true",
+                        help="run the roles without CURVE (default: with per-run keys, as every run is by default)")
     parser.add_argument("--allocator", choices=("keep-freed", "default"), default="keep-freed",
                         help="glibc settings in every process of the run, the ceiling's included (robolearn/process/allocator.py): "
                              "keep-freed, as the replay server and learner run; or glibc's defaults")
@@ -167,6 +169,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     from robolearn.transport.config import TransportConfig
     from robolearn.transport.learner_client import LearnerClient
     from robolearn.transport.protocol import encode
+    from robolearn.transport.security import generate_keys
 
     space, action_shape = _contract()
     pool = _observations(space)
@@ -189,9 +192,11 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     # The replay server in its own process.
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    cfg = TransportConfig(port=_free_port(), weights_port=_free_port(), chunk_steps=CHUNK, max_in_flight=32)
     directory = tempfile.mkdtemp(prefix="robolearn-bench-transport-")
-    server = ctx.Process(target=_serve, args=(directory, cfg.port, cfg.weights_port, args.capacity, ready, keep_freed), daemon=True)
+    keys = None if args.insecure_no_keys else str(generate_keys(Path(directory) / "keys", ["actor", "learner"]))
+    cfg = TransportConfig(port=_free_port(), weights_port=_free_port(), chunk_steps=CHUNK, max_in_flight=32, curve_keys=keys,
+                          insecure_no_keys=args.insecure_no_keys, spill_dir=str(Path(directory) / "spill"))
+    server = ctx.Process(target=_serve, args=(str(Path(directory) / "replay"), cfg, args.capacity, ready, keep_freed), daemon=True)
     server.start()
     try:
         ready.wait(60)
@@ -207,7 +212,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         wire_per_transition = actor.stats["wire_bytes"] / actor.stats["transitions"]
 
         print(f"learner: {args.batches} batches of 256 (3 frames, 3-step) ...", flush=True)
-        learner = LearnerClient(cfg, space, action_shape, batch_size=256, n_step=3, gamma=0.99, frame_stack=3, min_transitions=1)
+        learner = LearnerClient(replace(cfg, client_key="learner"), space, action_shape, batch_size=256, n_step=3, gamma=0.99, frame_stack=3, min_transitions=1)
         learner.next_batch(timeout_s=30)  # connected and warm
         start = time.perf_counter()
         for _ in range(args.batches):
@@ -263,6 +268,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         "weight_apply_ms": round(statistics.median(applies), 2),
         "chunk_transitions": CHUNK,
         "allocator": args.allocator,
+        "curve": not args.insecure_no_keys,
         "spilled_chunks": spilled,
         "ceiling_wire_bytes_per_transition": round(wire_bytes(frames) / CHUNK, 1),
     }

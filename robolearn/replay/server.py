@@ -126,6 +126,7 @@ class ReplayServer:
                  transport: TransportConfig | None = None, cfg: ServerConfig | None = None, demos: ReplayStorage | None = None):
         self.cfg = cfg = cfg or ServerConfig()
         self.transport = transport = transport or TransportConfig()
+        transport.require_keys("the replay server")
         self.dir = Path(directory)
         self.observation_space, self.action_shape = observation_space, tuple(action_shape)
         self.spec = spec_signature(observation_space, action_shape)

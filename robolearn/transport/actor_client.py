@@ -101,6 +101,7 @@ class Outbox:
 class ActorClient:
     def __init__(self, cfg: TransportConfig, observation_space: spaces.Dict, action_shape: tuple[int, ...],
                  name: str | None = None, demo: bool = False):
+        cfg.require_keys("an actor")
         self.cfg = cfg
         self.name = name or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.demo = demo

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from robolearn.config import check, load_typed, register_schema
+from robolearn.config import ConfigError, check, load_typed, register_schema
 
 
 @dataclass
@@ -14,8 +14,11 @@ class TransportConfig:
     host: str = "127.0.0.1"  # the server binds here; clients connect here. Loopback unless a remote run asks otherwise
     port: int = 5555  # ROUTER: every request/reply (0 on the server: any free port)
     weights_port: int = 5556  # XPUB: weights to actors (broadcast, and re-sent to each subscriber that joins)
-    curve_keys: Optional[str] = None  # a directory from `python -m robolearn.transport.keys`; required off loopback
+    curve_keys: Optional[str] = None  # a directory from `python -m robolearn.transport.keys`: required unless insecure_no_keys
     client_key: str = "actor"  # which keypair in curve_keys this client uses
+    # Run without CURVE: any local process (any user's, on a shared learner box) can then connect as an actor or
+    # as the learner, store data and publish weights that move an arm. Loopback only; for tests and single-user machines.
+    insecure_no_keys: bool = False
     heartbeat_s: float = 0.5
     peer_timeout_s: float = 3.0  # silence after which a peer counts as lost
     chunk_steps: int = 16  # steps per chunk an actor sends
@@ -37,6 +40,16 @@ class TransportConfig:
             check(getattr(self, key) >= 1, f"transport.{key}", getattr(self, key), "must be at least 1")
         check(_is_loopback(self.host) or bool(self.curve_keys), "transport.host", self.host,
               "not loopback; remote runs need transport.curve_keys (generate them with `python -m robolearn.transport.keys DIR`)")
+
+    def require_keys(self, who: str) -> None:
+        """Every role authenticates by default: a role started without keys fails here, naming the fix."""
+        if not self.curve_keys and not self.insecure_no_keys:
+            raise ConfigError(
+                f"{who}: transport.curve_keys is not set, and every role authenticates by default (on a shared machine "
+                "loopback is no boundary: another user's process could publish weights that move an arm). Make keys with "
+                "`python -m robolearn.transport.keys KEYS_DIR` and pass transport.curve_keys=KEYS_DIR (clients also "
+                "transport.client_key=<their key>); `python -m robolearn.async_train` makes per-run keys itself. "
+                "transport.insecure_no_keys=true runs without them (docs/remote.md says what a local peer can then do).")
 
 
 # configs/transport/*.yaml start from it and hold only what differs.

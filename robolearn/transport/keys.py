@@ -1,13 +1,14 @@
-"""python -m robolearn.transport.keys KEYS_DIR [--clients actor learner] [--names arm1=arm1 ...]: CURVE keys for remote runs.
+"""python -m robolearn.transport.keys KEYS_DIR [--clients actor learner] [--names arm1=arm1 ...] [--revoke CLIENT]: CURVE keys.
 
 A client named learner* gets the learner's role, any other client an actor's; `--names CLIENT=PATTERN[,PATTERN]`
-limits the actor names that client's key may use (default: any). Written to KEYS_DIR/authorized/roles.json."""
+limits the actor names that client's key may use (default: any). Written to KEYS_DIR/authorized/roles.json.
+`--revoke CLIENT` takes a client's access away: a running replay server closes its connections within a second."""
 
 from __future__ import annotations
 
 import argparse
 
-from robolearn.transport.security import generate_keys
+from robolearn.transport.security import generate_keys, revoke_key
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +17,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", nargs="+", default=["actor", "learner"], help="one keypair per client name")
     parser.add_argument("--names", nargs="*", default=[], metavar="CLIENT=PATTERNS",
                         help="actor names a client's key may use, comma-separated glob patterns (e.g. arm1=arm1,arm1-*)")
+    parser.add_argument("--revoke", nargs="+", metavar="CLIENT", help="take these clients' access away (nothing is generated)")
     args = parser.parse_args(argv)
+    if args.revoke:
+        for client in args.revoke:
+            if revoke_key(args.directory, client):
+                print(f"revoked {client}: a running replay server using {args.directory} closes its connections within a second")
+            else:
+                print(f"{client} had no access in {args.directory}/authorized")
+        return
     names = {}
     for item in args.names:
         client, sep, patterns = item.partition("=")

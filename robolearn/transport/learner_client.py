@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class LearnerClient:
     def __init__(self, cfg: TransportConfig, observation_space: spaces.Dict, action_shape: tuple[int, ...], *,
                  batch_size: int, n_step: int, gamma: float, frame_stack: int, min_transitions: int, name: str = "learner"):
+        cfg.require_keys("the learner")
         self.cfg, self.name = cfg, name
         self.spec = spec_signature(observation_space, action_shape)
         self.request = {"batch_size": batch_size, "n_step": n_step, "gamma": gamma, "frame_stack": frame_stack,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -49,14 +50,19 @@ def default_role(client: str) -> dict:
 def generate_keys(directory: str | Path, clients: list[str], names: dict[str, list[str]] | None = None) -> Path:
     """Keypairs for the server and each client; `names` restricts an actor client to those name patterns."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     authorized = directory / "authorized"
     authorized.mkdir(exist_ok=True)
-    if not (directory / "server.key_secret").exists():
-        zmq.auth.create_certificates(directory, "server")
+    umask = os.umask(0o077)  # secret keys are never readable by others, not even for a moment
+    try:
+        if not (directory / "server.key_secret").exists():
+            zmq.auth.create_certificates(directory, "server")
+        for name in clients:
+            if not (directory / f"{name}.key_secret").exists():
+                zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(umask)
     for name in clients:
-        if not (directory / f"{name}.key_secret").exists():
-            zmq.auth.create_certificates(directory, name)
         shutil.copy(directory / f"{name}.key", authorized / f"{name}.key")
     roles_path = authorized / ROLES_FILE
     roles = json.loads(roles_path.read_text()) if roles_path.exists() else {}
@@ -64,10 +70,28 @@ def generate_keys(directory: str | Path, clients: list[str], names: dict[str, li
         roles[name] = default_role(name)
         if names and name in names and roles[name]["role"] == "actor":
             roles[name]["names"] = list(names[name])
-    roles_path.write_text(json.dumps(roles, indent=2) + "\n")
+    tmp = roles_path.with_suffix(".tmp")  # a running server reads it: never half written
+    tmp.write_text(json.dumps(roles, indent=2) + "\n")
+    os.replace(tmp, roles_path)
     for secret in directory.glob("*.key_secret"):
         secret.chmod(0o600)
     return directory
+
+
+def revoke_key(directory: str | Path, client: str) -> bool:
+    """Take a client's access away: its public key leaves `authorized/` and its entry leaves roles.json. A
+    running server notices within a second and closes that key's connections. False if it had no access."""
+    authorized = Path(directory) / "authorized"
+    key = authorized / f"{client}.key"
+    roles_path = authorized / ROLES_FILE
+    roles = load_roles(roles_path) if roles_path.exists() else {}
+    had = key.exists() or client in roles
+    key.unlink(missing_ok=True)
+    if roles.pop(client, None) is not None:
+        tmp = roles_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(roles, indent=2) + "\n")
+        os.replace(tmp, roles_path)
+    return had
 
 
 def _load(path: Path, secret: bool):
