@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robolearn.async_train import RoleFailed, _start, _stop_all, _wait_for_endpoints
+from robolearn.async_train import RoleFailed, _start, _stop_all, _wait_for_endpoints, run_keys
 
 
 def rss_mb(pid: int) -> float:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = [f"run_dir={run_dir}", "hydra/job_logging=stdout", "progress=false", "server.demos=null", "torch_threads=1",
             f"server.capacity={args.capacity}", "transport.port=0", "transport.weights_port=0",
             "learner.total_updates=null", "learner.batch_size=128", "learner.min_transitions=1000", "learner.max_utd=0.5",
-            "actor.log_every_episodes=50"]
+            "actor.log_every_episodes=50", f"transport.curve_keys={run_keys(run_dir, args.actors)}"]  # with keys, as every run
     name = "async_state"
     started = time.time() - 1.0
     procs = {"replay_server": _start("robolearn.replay_server", name, base, run_dir / "replay_server.log")}
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         ends = _wait_for_endpoints(run_dir, procs["replay_server"], started)
         ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
-        procs["learner"] = _start("robolearn.learner", name, base + ports, run_dir / "learner.log")
+        procs["learner"] = _start("robolearn.learner", name, base + ports + ["transport.client_key=learner"], run_dir / "learner.log")
         for i in range(args.actors):
-            procs[f"actor{i}"] = _start("robolearn.actor", name, base + ports + [f"actor.name=actor{i}", f"actor.seed={i}"],
+            procs[f"actor{i}"] = _start("robolearn.actor", name, base + ports + [f"actor.name=actor{i}", f"actor.seed={i}", f"transport.client_key=actor{i}"],
                                         run_dir / f"actor{i}.log")
         print(f"soak: {args.actors} actors, learner, replay server for {args.minutes} min in {run_dir}", flush=True)
         end = time.monotonic() + 60 * args.minutes
