@@ -24,15 +24,18 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.agents import DrQAgent
 from robolearn.agents.divergence import check_finite
-from robolearn.agents.weights import acting_weights, load_agent_state
+from robolearn.agents.drq import AgentConfig
+from robolearn.agents.weights import acting_weights
 from robolearn.async_config import AsyncConfig
-from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
+from robolearn.checkpoint import (acting_signature, check_signature, checkpoint_agent_config, env_record, explicit_agent_overrides,
+                                  load_checkpoint, load_policy_for, save_checkpoint)
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
@@ -48,8 +51,10 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 class Learner:
-    def __init__(self, cfg: AsyncConfig, run_dir: Path):
-        self.cfg, self.lcfg, self.run_dir = cfg, cfg.learner, run_dir
+    def __init__(self, cfg: AsyncConfig, run_dir: Path, agent_overrides: dict | None = None):
+        """`agent_overrides`: the agent keys given by name on the command line; with `learner.init_from` they
+        are the only ones not taken from the checkpoint (robolearn.checkpoint.checkpoint_agent_config)."""
+        self.lcfg, self.run_dir = cfg.learner, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -58,14 +63,29 @@ class Learner:
         torch.manual_seed(cfg.seed)
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()
-        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device))
+        init = None
+        if self.lcfg.init_from:
+            # Fine-tuning (e.g. online on the arm after sim) starts from a checkpoint with the agent it was
+            # trained with: its config comes with it (what deploy's online actor uses too), not from this
+            # command's agent group; only keys given by name override it.
+            init = load_checkpoint(self.lcfg.init_from)
+            agent_cfg = load_typed(AgentConfig, checkpoint_agent_config(init, self.lcfg.init_from, obs_space, agent_overrides),
+                                   f"{self.lcfg.init_from}: agent")
+            cfg = dataclasses.replace(cfg, agent=agent_cfg)
+            log.info("learner: the agent config of %s (%s), overridden by %s", self.lcfg.init_from,
+                     {k: getattr(agent_cfg, k) for k in ("encoder", "critic_only_keys", "actor_only_keys")},
+                     sorted(agent_overrides or {}) or "nothing")
+        self.cfg = cfg
+        encoder_meta = init.get("encoder_meta") if init is not None and cfg.agent.encoder == "pretrained" else None
+        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device), encoder_meta=encoder_meta)
         self.agent.check_trainable()
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
-        if self.lcfg.init_from and not (run_dir / "checkpoint.pt").exists():
-            # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
-            payload = load_checkpoint(self.lcfg.init_from, self.signature)
-            if load_agent_state(self.agent, payload):
+        if init is not None and not (run_dir / "checkpoint.pt").exists():
+            # Networks, optimisers and alpha from the checkpoint; its policy must read this env's observations.
+            saved_critic_only = (init.get("agent_config") or {}).get("critic_only_keys") or []
+            check_signature(init, acting_signature(obs_space, act_space, saved_critic_only), self.lcfg.init_from)
+            if load_policy_for(self.agent, init):
                 log.info("learner initialised from %s", self.lcfg.init_from)
             else:
                 log.warning("learner: policy initialised from %s; its critic read other keys than this one's %s: "
@@ -151,6 +171,7 @@ class Learner:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": dataclasses.asdict(self.cfg.agent),
+            "env_config": env_record(self.cfg.env),
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"updates": self.updates},
         })
@@ -163,7 +184,8 @@ class Learner:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
 def main(node: DictConfig) -> None:
     cfg = load_typed(AsyncConfig, node, "async")
-    learner = Learner(cfg, Path(cfg.run_dir) / "learner")
+    explicit = explicit_agent_overrides(list(HydraConfig.get().overrides.task), cfg.agent)
+    learner = Learner(cfg, Path(cfg.run_dir) / "learner", agent_overrides=explicit)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(learner, "stop_requested", True))  # save, then exit
     try:

@@ -6,8 +6,9 @@ features are the fused embedding of both cameras and the joint encoders plus the
 (normalised), which is what the policy needs to find the kettle and the sink.
 
 The file is made by `python -m robolearn.pretrain` and holds the weights with what it was made for
-(camera names and shapes, proprioception keys and sizes, target layout); loading it against another
-observation spec is a clear error.
+(camera names and shapes, proprioception keys and sizes, target layout, robot); loading it against another
+observation spec is a clear error. Its default name says what it was made for (robolearn/paths.py). A
+training checkpoint of the pixel recipe carries the encoder too and loads here in the file's place.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
     """Load and check an encoder file against the observation space it will see."""
     if not path:
         raise EncoderFileError("agent.encoder=pretrained needs agent.encoder_weights: a file made by "
-                               "`python -m robolearn.pretrain` (e.g. encoders/kettle_sink.pt)")
+                               "`python -m robolearn.pretrain` (its default name: `python -m robolearn.paths`)")
     path = Path(path).expanduser()
     if not path.is_file():
         raise EncoderFileError(f"pretrained encoder {path} does not exist; make it with "
@@ -147,8 +148,14 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise EncoderFileError(f"pretrained encoder {path} is unreadable: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise EncoderFileError(f"{path} is not a robolearn pretrained encoder (format {FORMAT})")
+    if isinstance(payload, dict) and payload.get("encoder_meta") and isinstance(payload.get("agent"), dict):
+        # A training checkpoint of the pixel recipe carries its frozen encoder: starting from the checkpoint
+        # (online fine-tuning, a learner box) needs no separate encoder file.
+        prefix = "frozen_encoder."
+        model = payload["agent"].get("model", {})
+        payload = {"meta": payload["encoder_meta"], "state_dict": {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}}
+    elif not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EncoderFileError(f"{path} is not a robolearn pretrained encoder (format {FORMAT}) nor a checkpoint that carries one")
     meta = payload["meta"]
     expected = meta["inputs"]
     actual = input_signature(observation_space, meta["image_keys"], meta["proprio_keys"])
