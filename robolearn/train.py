@@ -457,7 +457,6 @@ def main(cfg: DictConfig) -> None:
         result = run(typed, run_dir)
     except (ConfigError, EncoderFileError, CheckpointError, ReplayFormatError) as exc:
         # A wrong setting or file: its message names it and the fix; a traceback would only bury it.
-        log.error("%s", exc)
         raise SystemExit(f"error: {exc}") from None
     print(f"run directory: {run_dir}")
     print(f"final eval: {result}")
