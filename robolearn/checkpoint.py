@@ -188,3 +188,23 @@ if __name__ == "__main__":
         print("\n".join(replay_server_overrides(sys.argv[2])))
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def run_agent_config(cfg, observation_space: spaces.Dict, task_overrides: list[str] | None = None):
+    """The agent config of an asynchronous role (robolearn.async_config.AsyncConfig `cfg`): with
+    `learner.init_from` set, the checkpoint's (`checkpoint_agent_config`) with the agent keys the command
+    line named on top; else the config's own. `task_overrides` default: this Hydra run's command line.
+    Every role calls it with the same config, so learner, replay server and actors agree."""
+    from robolearn.agents.drq import AgentConfig
+    from robolearn.config import load_typed
+
+    init_from = cfg.learner.init_from
+    if not init_from:
+        return cfg.agent
+    if task_overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        task_overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    explicit = explicit_agent_overrides(task_overrides, cfg.agent)
+    payload = load_checkpoint(init_from)
+    return load_typed(AgentConfig, checkpoint_agent_config(payload, init_from, observation_space, explicit), f"{init_from}: agent")

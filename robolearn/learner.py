@@ -24,18 +24,16 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from robolearn.agents import DrQAgent
 from robolearn.agents.divergence import check_finite
-from robolearn.agents.drq import AgentConfig
 from robolearn.agents.weights import acting_weights
 from robolearn.async_config import AsyncConfig
-from robolearn.checkpoint import (acting_signature, check_signature, checkpoint_agent_config, env_record, explicit_agent_overrides,
-                                  load_checkpoint, load_policy_for, save_checkpoint)
+from robolearn.checkpoint import (acting_signature, check_signature, env_record, load_checkpoint, load_policy_for,
+                                  run_agent_config, save_checkpoint)
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
@@ -51,9 +49,9 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 class Learner:
-    def __init__(self, cfg: AsyncConfig, run_dir: Path, agent_overrides: dict | None = None):
-        """`agent_overrides`: the agent keys given by name on the command line; with `learner.init_from` they
-        are the only ones not taken from the checkpoint (robolearn.checkpoint.checkpoint_agent_config)."""
+    def __init__(self, cfg: AsyncConfig, run_dir: Path, task_overrides: list[str] | None = None):
+        """`task_overrides`: the command line's overrides (default: this Hydra run's); with `learner.init_from`
+        the agent keys they name are the only ones not taken from the checkpoint (robolearn.checkpoint.run_agent_config)."""
         self.lcfg, self.run_dir = cfg.learner, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.torch_threads:
@@ -69,12 +67,10 @@ class Learner:
             # trained with: its config comes with it (what deploy's online actor uses too), not from this
             # command's agent group; only keys given by name override it.
             init = load_checkpoint(self.lcfg.init_from)
-            agent_cfg = load_typed(AgentConfig, checkpoint_agent_config(init, self.lcfg.init_from, obs_space, agent_overrides),
-                                   f"{self.lcfg.init_from}: agent")
+            agent_cfg = run_agent_config(cfg, obs_space, task_overrides)
             cfg = dataclasses.replace(cfg, agent=agent_cfg)
-            log.info("learner: the agent config of %s (%s), overridden by %s", self.lcfg.init_from,
-                     {k: getattr(agent_cfg, k) for k in ("encoder", "critic_only_keys", "actor_only_keys")},
-                     sorted(agent_overrides or {}) or "nothing")
+            log.info("learner: the agent config of %s (%s)", self.lcfg.init_from,
+                     {k: getattr(agent_cfg, k) for k in ("encoder", "critic_only_keys", "actor_only_keys")})
         self.cfg = cfg
         encoder_meta = init.get("encoder_meta") if init is not None and cfg.agent.encoder == "pretrained" else None
         self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device), encoder_meta=encoder_meta)
@@ -184,8 +180,7 @@ class Learner:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
 def main(node: DictConfig) -> None:
     cfg = load_typed(AsyncConfig, node, "async")
-    explicit = explicit_agent_overrides(list(HydraConfig.get().overrides.task), cfg.agent)
-    learner = Learner(cfg, Path(cfg.run_dir) / "learner", agent_overrides=explicit)
+    learner = Learner(cfg, Path(cfg.run_dir) / "learner")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(learner, "stop_requested", True))  # save, then exit
     try:

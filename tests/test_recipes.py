@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from robolearn.agents.policy import load_checkpoint_policy
 from robolearn.agents.pretrained import EncoderFileError
 from robolearn.async_config import AsyncConfig
-from robolearn.checkpoint import actor_input_keys, checkpoint_agent_config, explicit_agent_overrides, load_checkpoint, replay_server_overrides
+from robolearn.checkpoint import (actor_input_keys, checkpoint_agent_config, explicit_agent_overrides, load_checkpoint,
+                                  replay_server_overrides, run_agent_config)
 from robolearn.config import load_typed
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR, file_names
@@ -123,7 +124,7 @@ def test_the_learner_starts_from_a_main_job_checkpoint_with_its_agent_config(mai
     learner = None
     actor = None
     try:
-        learner = Learner(cfg, tmp_path / "learner", agent_overrides={})
+        learner = Learner(cfg, tmp_path / "learner", task_overrides=[])
         assert learner.agent.cfg.encoder == "pretrained" and learner.agent.cfg.hidden_dim == 32
         # No tracker on the arm: the critic reads the features (the actor's inputs), as docs/learner.md says.
         assert learner.agent.cfg.critic_only_keys == [] and learner.agent.cfg.actor_only_keys == []
@@ -168,6 +169,30 @@ def test_agent_keys_given_by_name_override_the_checkpoint_and_nothing_else(main_
         "run_dir=/tmp/x", name="async_pixels"), "async")))
     assert sim["critic_only_keys"] == ["privileged"] and sim["actor_only_keys"] == ["image_features"]
     assert explicit_agent_overrides(["agent=sac_pretrained"], cfg.agent)["encoder"] == cfg.agent.encoder
+    # What every asynchronous role can call (the learner does): the checkpoint's config, named keys on top.
+    init = load_typed(AsyncConfig, async_config("run_dir=/tmp/x", f"learner.init_from={main_job_checkpoint}", "agent.actor_lr=0.001"), "async")
+    agent_cfg = run_agent_config(init, space, ["agent.actor_lr=0.001"])
+    assert agent_cfg.actor_lr == 0.001 and agent_cfg.encoder == "pretrained" and agent_cfg.critic_lr == payload["agent_config"]["critic_lr"]
+    assert run_agent_config(cfg, space, []) is cfg.agent  # no init_from: the config's own
+
+
+def test_a_replay_server_given_the_run_agent_config_agrees_with_the_learner_without_extra_overrides(main_job_checkpoint, tmp_path):
+    # The hook robolearn/replay_server.py's build_server needs (so launch/learner_box.sh's server-overrides become unnecessary).
+    import dataclasses
+
+    from robolearn.learner import Learner
+    from robolearn.replay_server import build_server
+
+    cfg = load_typed(AsyncConfig, async_config(f"run_dir={tmp_path}", f"learner.init_from={main_job_checkpoint}"), "async")
+    server = build_server(dataclasses.replace(cfg, agent=run_agent_config(cfg, make_env_space(cfg), [])))
+    try:
+        learner = Learner(cfg, tmp_path / "learner", task_overrides=[])
+        try:
+            assert learner.client.spec == server.spec
+        finally:
+            learner.close()
+    finally:
+        server.close()
 
 
 def make_env_space(cfg: AsyncConfig):
