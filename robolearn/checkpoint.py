@@ -132,10 +132,14 @@ def explicit_agent_overrides(task_overrides: list[str], agent_cfg) -> dict:
     return chosen
 
 
-def actor_input_keys(agent, agent_config: dict) -> list[str]:
-    """The order of the vector keys the actor of an agent with `agent_config` reads, in `agent`'s learning
-    space (robolearn.agents.drq.DrQAgent: actor-only keys first, then the shared ones)."""
-    vectors = [k for k in agent.learning_space.spaces if k not in agent.image_keys]
+def actor_input_keys(agent, payload: dict) -> list[str]:
+    """The order of the vector keys a checkpoint's actor reads: recorded in it (`actor_keys`), or for older
+    checkpoints as robolearn.agents.drq.DrQAgent ordered them (actor-only keys first, then the shared ones, in
+    the then sorted order of the learning space's keys)."""
+    if payload.get("actor_keys"):
+        return list(payload["actor_keys"])
+    agent_config = payload.get("agent_config") or {}
+    vectors = sorted(k for k in agent.learning_space.spaces if k not in agent.image_keys)
     actor_only = set(agent_config.get("actor_only_keys") or [])
     critic_only = set(agent_config.get("critic_only_keys") or [])
     return [k for k in vectors if k in actor_only] + [k for k in vectors if k not in actor_only and k not in critic_only]
@@ -144,10 +148,11 @@ def actor_input_keys(agent, agent_config: dict) -> list[str]:
 def load_policy_for(agent, payload: dict) -> bool:
     """A checkpoint's state into an agent built with `checkpoint_agent_config`: everything when the critic
     reads the same keys, else the policy only, its first layer's inputs reordered when the agent's actor
-    reads the same keys in another order (actor_only_keys changed). Returns whether the critic was loaded."""
+    reads the same keys in another order (a checkpoint made before the features came first in the learning
+    space, loaded with another actor_only_keys). Returns whether the critic was loaded."""
     from robolearn.agents.weights import load_agent_state
 
-    saved_order = actor_input_keys(agent, payload.get("agent_config") or {})
+    saved_order = actor_input_keys(agent, payload)
     if saved_order == agent.actor_keys:
         return load_agent_state(agent, payload)
     if sorted(saved_order) != sorted(agent.actor_keys):

@@ -167,6 +167,7 @@ class Learner:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": dataclasses.asdict(self.cfg.agent),
+            "actor_keys": list(self.agent.actor_keys),  # the order of the policy's vector inputs
             "env_config": env_record(self.cfg.env),
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"updates": self.updates},

@@ -403,6 +403,7 @@ class Workspace:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": dataclasses.asdict(self.cfg.agent),
+            "actor_keys": list(self.agent.actor_keys),  # the order of the policy's vector inputs
             "env_config": env_record(self.cfg.env),  # what the run trained on (online fine-tuning takes the agent from here)
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"step": self.step, "episode": self.episode, "updates": self.updates,

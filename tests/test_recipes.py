@@ -11,7 +11,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from robolearn.agents import AgentConfig
 from robolearn.agents.policy import load_checkpoint_policy
+from robolearn.agents.weights import acting_weights, load_acting_weights
 from robolearn.agents.pretrained import EncoderFileError
 from robolearn.async_config import AsyncConfig
 from robolearn.checkpoint import (actor_input_keys, checkpoint_agent_config, explicit_agent_overrides, load_checkpoint,
@@ -128,17 +130,25 @@ def test_the_learner_starts_from_a_main_job_checkpoint_with_its_agent_config(mai
         assert learner.agent.cfg.encoder == "pretrained" and learner.agent.cfg.hidden_dim == 32
         # No tracker on the arm: the critic reads the features (the actor's inputs), as docs/learner.md says.
         assert learner.agent.cfg.critic_only_keys == [] and learner.agent.cfg.actor_only_keys == []
-        # deploy mode=online's actor builds its agent from the same checkpoint the same way.
+        # deploy mode=online's actor builds its agent from the checkpoint's agent config as trained (the
+        # features actor-only; its encoder file is where the run made it, here the checkpoint's copy).
         payload = load_checkpoint(main_job_checkpoint)
         env = make_env(cfg.env)
-        actor_cfg = load_typed(AsyncConfig, {**node_plain(node), "agent": checkpoint_agent_config(payload, main_job_checkpoint, env.observation_space)}, "actor")
-        actor = Actor(actor_cfg, env=env)
+        as_trained = {**payload["agent_config"], "encoder_weights": str(main_job_checkpoint)}
+        actor = Actor(load_typed(AsyncConfig, {**node_plain(node), "agent": as_trained}, "actor"), env=env)
         assert actor.client.spec == server.spec == learner.client.spec
-        # The learner's policy is the checkpoint's (its inputs reordered where the key split changed).
-        assert actor_input_keys(learner.agent, payload["agent_config"]) != learner.agent.actor_keys
+        # The policy reads its inputs in one order whatever the critic's split: the learner's policy is the
+        # checkpoint's, and its broadcasts fit that actor.
+        assert learner.agent.actor_keys == actor.agent.actor_keys == actor_input_keys(learner.agent, payload) == payload["actor_keys"]
         policy = load_checkpoint_policy(env, str(main_job_checkpoint))
         obs, _ = env.reset(seed=3)
-        assert np.allclose(learner.agent.act(dict(obs), deterministic=True), policy.act(obs), atol=1e-6)
+        expected = policy.act(obs)
+        assert np.allclose(learner.agent.act(dict(obs), deterministic=True), expected, atol=1e-6)
+        load_acting_weights(actor.agent, acting_weights(learner.agent))
+        assert np.allclose(actor.agent.act(dict(obs), deterministic=True), expected, atol=1e-6)
+        # The helper deploy can call instead (the encoder read from the checkpoint, the no-tracker split).
+        hooked = load_typed(AsyncConfig, {**node_plain(node), "agent": checkpoint_agent_config(payload, main_job_checkpoint, env.observation_space)}, "actor")
+        assert hooked.agent == learner.agent.cfg
         learner.save()
         saved = load_checkpoint(tmp_path / "learner")
         assert saved["agent_config"]["critic_only_keys"] == [] and saved["env_config"]["factory"].startswith("hardware.")
@@ -148,6 +158,36 @@ def test_the_learner_starts_from_a_main_job_checkpoint_with_its_agent_config(mai
         if learner is not None:
             learner.close()
         server.close()
+
+
+def test_a_policy_saved_with_its_inputs_in_the_old_order_loads_reordered(main_job_checkpoint, tmp_path):
+    # Checkpoints made before the features came first in the learning space, with the features shared
+    # (actor_only_keys=[]), had the actor read [gripper, image_features, joint_pos, joint_vel].
+    from robolearn.agents import DrQAgent
+    from robolearn.checkpoint import load_policy_for
+
+    payload = load_checkpoint(main_job_checkpoint)
+    env = make_env(load_typed(AsyncConfig, async_config("run_dir=/tmp/x"), "async").env)
+    try:
+        policy = load_checkpoint_policy(env, str(main_job_checkpoint))
+        widths = {k: int(np.prod(policy.agent.learning_space[k].shape)) for k in policy.agent.actor_keys}
+        new_cols, start = {}, 0
+        for k in policy.agent.actor_keys:
+            new_cols[k], start = list(range(start, start + widths[k])), start + widths[k]
+        old_order = ["gripper", "image_features", "joint_pos", "joint_vel"]
+        legacy = {k: v for k, v in payload.items() if k != "actor_keys"}
+        legacy["agent_config"] = {**payload["agent_config"], "critic_only_keys": [], "actor_only_keys": []}
+        model = dict(payload["agent"]["model"])
+        model["actor.net.0.weight"] = model["actor.net.0.weight"][:, [c for k in old_order for c in new_cols[k]]]
+        legacy["agent"] = {**payload["agent"], "model": model}
+        agent_cfg = load_typed(AgentConfig, checkpoint_agent_config(legacy, main_job_checkpoint, env.observation_space), "agent")
+        agent = DrQAgent(env.observation_space, env.action_space, agent_cfg, encoder_meta=payload["encoder_meta"])
+        assert actor_input_keys(agent, legacy) == old_order != agent.actor_keys
+        load_policy_for(agent, legacy)
+        obs, _ = env.reset(seed=4)
+        assert np.allclose(agent.act(dict(obs), deterministic=True), policy.act(obs), atol=1e-6)
+    finally:
+        env.close()
 
 
 def node_plain(node) -> dict:

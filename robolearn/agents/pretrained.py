@@ -13,6 +13,7 @@ training checkpoint of the pixel recipe carries the encoder too and loads here i
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,14 @@ class FrozenStateEncoder:
         return out
 
     def feature_space(self, observation_space: spaces.Dict) -> spaces.Dict:
-        """The observation space with the image keys replaced by the feature vector (what the replay stores)."""
-        rest = {k: s for k, s in observation_space.spaces.items() if k not in self.image_keys}
-        return spaces.Dict({**rest, FEATURE_KEY: spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)})
+        """The observation space with the image keys replaced by the feature vector (what the replay stores).
+
+        The features come first (an OrderedDict: gymnasium would sort a dict), so the policy's inputs are in
+        the same order whether the features are actor-only (the sim recipe) or shared with the critic (an arm
+        without a tracker): a sim checkpoint's policy, the learner fine-tuning it and the actors it
+        broadcasts to read them alike, whichever split each was configured with."""
+        rest = [(k, s) for k, s in observation_space.spaces.items() if k not in self.image_keys]
+        return spaces.Dict(OrderedDict([(FEATURE_KEY, spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)), *rest]))
 
 
 def input_signature(observation_space: spaces.Dict, image_keys: list[str], proprio_keys: list[str]) -> dict:
