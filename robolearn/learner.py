@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from robolearn.agents import DrQAgent
 from robolearn.agents.divergence import check_finite
-from robolearn.agents.weights import acting_weights, load_agent_state
+from robolearn.agents.weights import acting_weights
 from robolearn.async_config import AsyncConfig
-from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
+from robolearn.checkpoint import (acting_signature, check_signature, env_record, load_checkpoint, load_policy_for,
+                                  run_agent_config, save_checkpoint)
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
@@ -48,8 +49,10 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 class Learner:
-    def __init__(self, cfg: AsyncConfig, run_dir: Path):
-        self.cfg, self.lcfg, self.run_dir = cfg, cfg.learner, run_dir
+    def __init__(self, cfg: AsyncConfig, run_dir: Path, task_overrides: list[str] | None = None):
+        """`task_overrides`: the command line's overrides (default: this Hydra run's); with `learner.init_from`
+        the agent keys they name are the only ones not taken from the checkpoint (robolearn.checkpoint.run_agent_config)."""
+        self.lcfg, self.run_dir = cfg.learner, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -58,14 +61,27 @@ class Learner:
         torch.manual_seed(cfg.seed)
         contract = EnvSpec.from_config(cfg.env)
         obs_space, act_space = contract.observation_space(), contract.action_space()
-        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device))
+        init = None
+        if self.lcfg.init_from:
+            # Fine-tuning (e.g. online on the arm after sim) starts from a checkpoint with the agent it was
+            # trained with: its config comes with it (what deploy's online actor uses too), not from this
+            # command's agent group; only keys given by name override it.
+            init = load_checkpoint(self.lcfg.init_from)
+            agent_cfg = run_agent_config(cfg, obs_space, task_overrides)
+            cfg = dataclasses.replace(cfg, agent=agent_cfg)
+            log.info("learner: the agent config of %s (%s)", self.lcfg.init_from,
+                     {k: getattr(agent_cfg, k) for k in ("encoder", "critic_only_keys", "actor_only_keys")})
+        self.cfg = cfg
+        encoder_meta = init.get("encoder_meta") if init is not None and cfg.agent.encoder == "pretrained" else None
+        self.agent = DrQAgent(obs_space, act_space, cfg.agent, device=pick_device(cfg.device), encoder_meta=encoder_meta)
         self.agent.check_trainable()
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
-        if self.lcfg.init_from and not (run_dir / "checkpoint.pt").exists():
-            # Fine-tuning (e.g. online on the arm after sim): networks, optimisers and alpha from a checkpoint.
-            payload = load_checkpoint(self.lcfg.init_from, self.signature)
-            if load_agent_state(self.agent, payload):
+        if init is not None and not (run_dir / "checkpoint.pt").exists():
+            # Networks, optimisers and alpha from the checkpoint; its policy must read this env's observations.
+            saved_critic_only = (init.get("agent_config") or {}).get("critic_only_keys") or []
+            check_signature(init, acting_signature(obs_space, act_space, saved_critic_only), self.lcfg.init_from)
+            if load_policy_for(self.agent, init):
                 log.info("learner initialised from %s", self.lcfg.init_from)
             else:
                 log.warning("learner: policy initialised from %s; its critic read other keys than this one's %s: "
@@ -151,6 +167,8 @@ class Learner:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": dataclasses.asdict(self.cfg.agent),
+            "actor_keys": list(self.agent.actor_keys),  # the order of the policy's vector inputs
+            "env_config": env_record(self.cfg.env),
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"updates": self.updates},
         })

@@ -1,6 +1,7 @@
 """Pretrain the frozen image encoder of the pixel recipe in sim: regress the privileged state from both cameras.
 
-    python -m robolearn.pretrain                          # -> encoders/kettle_sink.pt (about 15 minutes on 2 CPU cores)
+    python -m robolearn.pretrain                          # -> encoders/kettle_sink_<robot>_<cameras>_<hash>.pt (~25 minutes on 2 CPU cores)
+    python -m robolearn.pretrain env.robot=ur5e           # the UR5e's (its own file)
     python -m robolearn.pretrain episodes=20 epochs=2     # a quick, rough one
 
 Two resumable stages. Collecting: episodes of the scripted expert with action noise and random detours,
@@ -37,7 +38,7 @@ from robolearn.paths import CONFIG_DIR
 from robolearn.process.device import pick_device
 from robolearn.replay.codec import obs_name
 from robolearn.rollout import run_episode
-from robolearn.spec import image_keys_of
+from robolearn.spec import EnvSpec, image_keys_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class PretrainConfig:
     env: Any = None  # the kettle sim (or the arm's env config, to fine-tune on its recordings)
-    out: str = "encoders/kettle_sink.pt"  # what agent.encoder_weights points to; a .state.pt beside it makes training resumable
+    # what agent.encoder_weights points to, named by the robot and cameras it is made for (robolearn/paths.py);
+    # a .state.pt beside it makes training resumable
+    out: str = "encoders/kettle_sink_${encoder_tag:${env}}.pt"
     data: Optional[str] = None  # the collected frames; null: beside `out` (<out>.data.npz), reused when present
     seed: int = 0
     device: str = "auto"
@@ -284,6 +287,7 @@ def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
             "target_dim": int(env.observation_space[TARGET_KEY].shape[0]),
             "embed_dim": int(cfg.embed_dim), "hidden_dim": int(cfg.hidden_dim),
             "episodes": int(cfg.episodes), "seed": int(cfg.seed),
+            "robot": EnvSpec.from_config(env_cfg).robot.name,  # same-sized arms (Panda/FR3, the URs) look different
         }
         out = Path(cfg.out)
         data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))

@@ -141,3 +141,55 @@ def split_privileged(vector: np.ndarray) -> dict[str, np.ndarray]:
         out[name] = np.asarray(vector[i : i + n])
         i += n
     return out
+
+
+# -- file names by content --------------------------------------------------------------------------------
+# Demo and encoder files are cached on disk and reused by name, so their names say what they hold: the
+# robot, the control mode and the cameras readably, then a short hash of everything the file is bound to.
+# A config that changes any of it names another file (made when missing); a file under the old names is
+# never picked up. Bump a version when what the files hold changes without the spec changing.
+DEMO_FILE_VERSION = 3  # v2: the front camera framed on the work area; v3: names by content
+ENCODER_FILE_VERSION = 1
+ENCODER_INPUT_KEYS = ("joint_pos", "gripper")  # proprioception the pretrained encoder reads beside the cameras
+
+
+def _short_hash(data) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _cameras_part(spec: EnvSpec) -> str:
+    if not spec.cameras:
+        return "state"
+    return "-".join(f"{n}{h}" if h == w else f"{n}{h}x{w}" for n, h, w in spec.cameras)
+
+
+def demo_tag(env_cfg) -> str:
+    """What a demo file of this env holds, for its name: `<robot>_<control mode>_<cameras>[_privileged]_<hash>`.
+    The hash covers the observation/action spec (keys, shapes, dtypes), the robot, the control mode and rate
+    and the action scaling: demos for any other env get another name."""
+    spec = EnvSpec.from_config(env_cfg)
+    signature = spec_signature(spec.observation_space(), spec.action_space().shape)
+    bound = {"v": DEMO_FILE_VERSION, "spec": signature, "robot": spec.robot.name, "control_mode": str(spec.control_mode),
+             "control_hz": spec.control_hz, "limits": [round(float(x), 6) for x in spec.command_limits]}
+    privileged = "_privileged" if spec.privileged else ""
+    return f"{spec.robot.name}_{spec.control_mode}_{_cameras_part(spec)}{privileged}_{_short_hash(bound)}"
+
+
+def encoder_inputs(env_cfg) -> dict:
+    """What a pretrained encoder of this env reads: each camera and proprioception key with its shape."""
+    space = EnvSpec.from_config(env_cfg).observation_space()
+    keys = [*image_keys_of(space), *ENCODER_INPUT_KEYS]
+    return {k: list(space[k].shape) for k in keys}
+
+
+def encoder_tag(env_cfg) -> str:
+    """What a pretrained encoder of this env is made for, for its name: `<robot>_<cameras>_<hash>`. The hash
+    covers the robot and the encoder's inputs (cameras and their sizes, joints); not the privileged state (the
+    pretraining target, always on in sim) nor the control mode, so the main job and the no-tracker recipe
+    share one encoder."""
+    spec = EnvSpec.from_config(env_cfg)
+    bound = {"v": ENCODER_FILE_VERSION, "robot": spec.robot.name, "inputs": encoder_inputs(env_cfg)}
+    return f"{spec.robot.name}_{_cameras_part(spec)}_{_short_hash(bound)}"

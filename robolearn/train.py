@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from robolearn.agents import AgentConfig, DrQAgent
 from robolearn.agents.divergence import check_finite
+from robolearn.agents.pretrained import EncoderFileError
 from robolearn.agents.policy import AgentPolicy
-from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
+from robolearn.checkpoint import CheckpointError, acting_signature, env_record, load_checkpoint, save_checkpoint
 from robolearn.config import ConfigError, EnvConfig, check, load_typed, register_schema
 from robolearn.display import DisplayConfig, open_view
 from robolearn.envs import make_env
@@ -41,8 +42,9 @@ from robolearn.policies import SeedActions
 from robolearn.process.allocator import keep_freed_memory, one_off_buffers
 from robolearn.process.device import pick_device
 from robolearn.process.signals import StopRequests
-from robolearn.replay import MixedSampler, ReplayStorage
+from robolearn.replay import MixedSampler, ReplayFormatError, ReplayStorage
 from robolearn.rollout import Step, evaluate, run_episode
+from robolearn.spec import EnvSpec
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +149,13 @@ def ensure_encoder(cfg: TrainConfig) -> None:
     """The pixel recipe's frozen encoder: made from the project's own sim data when its file is missing
     (nothing is downloaded), so the main job runs on a fresh machine. Without `pretrain_if_missing` the
     agent refuses the missing file with the command that makes it."""
-    if cfg.agent.encoder != "pretrained" or not cfg.agent.encoder_weights or not cfg.pretrain_if_missing:
+    if cfg.agent.encoder != "pretrained" or not cfg.agent.encoder_weights:
         return
     path = Path(cfg.agent.encoder_weights)
     if path.is_file():
+        check_encoder_robot(path, cfg.env)
+        return
+    if not cfg.pretrain_if_missing:
         return
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -167,6 +172,21 @@ def ensure_encoder(cfg: TrainConfig) -> None:
             pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
     # The same cameras and scene as the run.
     pretrain(dataclasses.replace(load_typed(PretrainConfig, pretrain_cfg, "pretrain"), env=cfg.env))
+
+
+def check_encoder_robot(path: Path, env_cfg) -> None:
+    """An existing encoder file made for another robot is refused, not used: arms of the same joint count
+    (Panda and FR3, the UR sizes) give it the same input shapes, which the agent checks, but other images."""
+    try:
+        robot = EnvSpec.from_config(env_cfg).robot.name
+        meta = torch.load(path, map_location="cpu", weights_only=False).get("meta", {})
+    except Exception:  # not a kettle env, or an unreadable or foreign file: the agent's load names the problem
+        return
+    made_for = meta.get("robot")
+    if made_for is not None and made_for != robot:
+        raise EncoderFileError(f"pretrained encoder {path} was made for the {made_for}, not the {robot}: leave agent.encoder_weights "
+                               f"at its default (each robot and camera set has its own file, made on first use) or point it at "
+                               f"an encoder made with `python -m robolearn.pretrain env.robot={robot}`")
 
 
 class Workspace:
@@ -383,6 +403,8 @@ class Workspace:
             "spec": self.signature,
             "agent": self.agent.training_state(),
             "agent_config": dataclasses.asdict(self.cfg.agent),
+            "actor_keys": list(self.agent.actor_keys),  # the order of the policy's vector inputs
+            "env_config": env_record(self.cfg.env),  # what the run trained on (online fine-tuning takes the agent from here)
             "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
             "counters": {"step": self.step, "episode": self.episode, "updates": self.updates,
                          "next_eval": self.next_eval, "next_save": self.next_save},
@@ -432,7 +454,11 @@ def run(cfg: TrainConfig | DictConfig, run_dir: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     typed = load_typed(TrainConfig, cfg, "train")
     run_dir = Path(typed.resume) if typed.resume else Path(HydraConfig.get().runtime.output_dir)
-    result = run(typed, run_dir)
+    try:
+        result = run(typed, run_dir)
+    except (ConfigError, EncoderFileError, CheckpointError, ReplayFormatError) as exc:
+        # A wrong setting or file: its message names it and the fix; a traceback would only bury it.
+        raise SystemExit(f"error: {exc}") from None
     print(f"run directory: {run_dir}")
     print(f"final eval: {result}")
 

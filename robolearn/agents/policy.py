@@ -7,7 +7,6 @@ from collections import deque
 import numpy as np
 
 from robolearn.agents.drq import DrQAgent
-from robolearn.agents.weights import load_agent_state
 
 
 class FrameStacker:
@@ -52,13 +51,13 @@ def load_checkpoint_policy(env, path: str, deterministic: bool = True, device: s
     Used by `python -m robolearn.eval policy=checkpoint policy.path=...` and by deploy.
     """
     from robolearn.agents.drq import AgentConfig
-    from robolearn.checkpoint import load_policy_checkpoint
+    from robolearn.checkpoint import load_policy_checkpoint, load_policy_for
     from robolearn.config import load_typed
 
     payload = load_policy_checkpoint(path, env.observation_space, env.action_space)
     cfg = load_typed(AgentConfig, payload["agent_config"], f"{path}: agent")
     # A frozen encoder is rebuilt from the checkpoint, which carries its weights: the file is not needed.
     agent = DrQAgent(env.observation_space, env.action_space, cfg, device=device, encoder_meta=payload.get("encoder_meta"))
-    load_agent_state(agent, payload)
+    load_policy_for(agent, payload)  # load_agent_state, with the policy's inputs in the order the checkpoint recorded
     agent.eval()
     return AgentPolicy(agent, deterministic=deterministic)

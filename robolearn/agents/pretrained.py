@@ -6,12 +6,14 @@ features are the fused embedding of both cameras and the joint encoders plus the
 (normalised), which is what the policy needs to find the kettle and the sink.
 
 The file is made by `python -m robolearn.pretrain` and holds the weights with what it was made for
-(camera names and shapes, proprioception keys and sizes, target layout); loading it against another
-observation spec is a clear error.
+(camera names and shapes, proprioception keys and sizes, target layout, robot); loading it against another
+observation spec is a clear error. Its default name says what it was made for (robolearn/paths.py). A
+training checkpoint of the pixel recipe carries the encoder too and loads here in the file's place.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +117,14 @@ class FrozenStateEncoder:
         return out
 
     def feature_space(self, observation_space: spaces.Dict) -> spaces.Dict:
-        """The observation space with the image keys replaced by the feature vector (what the replay stores)."""
-        rest = {k: s for k, s in observation_space.spaces.items() if k not in self.image_keys}
-        return spaces.Dict({**rest, FEATURE_KEY: spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)})
+        """The observation space with the image keys replaced by the feature vector (what the replay stores).
+
+        The features come first (an OrderedDict: gymnasium would sort a dict), so the policy's inputs are in
+        the same order whether the features are actor-only (the sim recipe) or shared with the critic (an arm
+        without a tracker): a sim checkpoint's policy, the learner fine-tuning it and the actors it
+        broadcasts to read them alike, whichever split each was configured with."""
+        rest = [(k, s) for k, s in observation_space.spaces.items() if k not in self.image_keys]
+        return spaces.Dict(OrderedDict([(FEATURE_KEY, spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)), *rest]))
 
 
 def input_signature(observation_space: spaces.Dict, image_keys: list[str], proprio_keys: list[str]) -> dict:
@@ -138,7 +145,7 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
     """Load and check an encoder file against the observation space it will see."""
     if not path:
         raise EncoderFileError("agent.encoder=pretrained needs agent.encoder_weights: a file made by "
-                               "`python -m robolearn.pretrain` (e.g. encoders/kettle_sink.pt)")
+                               "`python -m robolearn.pretrain` (its default name: `python -m robolearn.paths`)")
     path = Path(path).expanduser()
     if not path.is_file():
         raise EncoderFileError(f"pretrained encoder {path} does not exist; make it with "
@@ -147,8 +154,14 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise EncoderFileError(f"pretrained encoder {path} is unreadable: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise EncoderFileError(f"{path} is not a robolearn pretrained encoder (format {FORMAT})")
+    if isinstance(payload, dict) and payload.get("encoder_meta") and isinstance(payload.get("agent"), dict):
+        # A training checkpoint of the pixel recipe carries its frozen encoder: starting from the checkpoint
+        # (online fine-tuning, a learner box) needs no separate encoder file.
+        prefix = "frozen_encoder."
+        model = payload["agent"].get("model", {})
+        payload = {"meta": payload["encoder_meta"], "state_dict": {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}}
+    elif not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EncoderFileError(f"{path} is not a robolearn pretrained encoder (format {FORMAT}) nor a checkpoint that carries one")
     meta = payload["meta"]
     expected = meta["inputs"]
     actual = input_signature(observation_space, meta["image_keys"], meta["proprio_keys"])
