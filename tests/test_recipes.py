@@ -108,7 +108,7 @@ def async_config(*overrides: str, name: str = "async_real_fake"):
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=name, overrides=[
-            f"transport.port={free_port()}", f"transport.weights_port={free_port()}", "server.capacity=100",
+            f"transport.port={free_port()}", f"transport.weights_port={free_port()}", "transport.insecure_no_keys=true", "server.capacity=100",
             "server.demo_capacity=100", "env.episode_seconds=1", "progress=false", *overrides])
 
 
