@@ -384,3 +384,19 @@ def test_the_launcher_passes_the_commands_defaults_through():
     from hardware.deploy.command import DeployConfig
 
     assert DeployConfig.episodes == 5 and DeployConfig.video is False  # what docs/deploy.md and the launcher say
+
+
+def test_deploy_that_reads_keys_is_refused_without_a_terminal_before_anything_moves(monkeypatch, tmp_path):
+    import hardware.preflight
+    import robolearn.envs
+    from hardware.teleop import InputUnavailable
+
+    command = fake_policy_deploy(monkeypatch, FakePolicy())
+
+    def must_not_run(*_a, **_kw):
+        raise AssertionError("the pre-flight or the env ran with nobody able to answer")
+
+    monkeypatch.setattr(hardware.preflight, "run_preflight", must_not_run)
+    monkeypatch.setattr(robolearn.envs, "make_env", must_not_run)
+    with pytest.raises(InputUnavailable, match="intervention=true or a human reset prompt needs a person at a terminal"):
+        command.run(deploy_config("checkpoint=x", "intervention=true", f"output_dir={tmp_path}"), say=lambda m: None)

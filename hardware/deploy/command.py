@@ -30,12 +30,13 @@ import hydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hardware import preflight
-from hardware.config import load_command_config
+from hardware.config import load_command_config, load_hardware_config
 from hardware.deploy.episodes import DeployReport, run_deployment
 from hardware.env import EStopLatched
 from hardware.preflight.options import PreflightOptions
 from hardware.resets import HumanResetPrompt, ResetRoutine
-from hardware.teleop import InterventionPolicy, InterventionRecorder, KeyboardReader, TeleopCommander
+from hardware.teleop import InputUnavailable, InterventionPolicy, InterventionRecorder, KeyboardReader, TeleopCommander, terminal_problem
+from hardware.teleop.keyboard import stdin_fd
 from hardware.teleop.commands import MODES as TELEOP_MODES
 from robolearn import envs
 from hardware.tracking.calibration import CalibrationError
@@ -43,7 +44,7 @@ from robolearn.agents.policy import ActingConfig, LatencyMeter, TimedPolicy, loa
 from robolearn.agents.weights import load_policy_weights
 from robolearn.checkpoint import load_policy_checkpoint
 from robolearn.async_config import AsyncConfig
-from robolearn.config import check, load_typed, register_schema
+from robolearn.config import check, load_env_config, load_typed, register_schema
 from robolearn.display import DisplayConfig, open_view
 from robolearn.paths import CONFIG_DIR
 from robolearn.process import exits
@@ -129,6 +130,10 @@ def run(cfg: DeployConfig | DictConfig, say=print, *, now=time.perf_counter) -> 
         f"({startup['threads']} torch thread(s))")
     if not startup["ok"]:
         return finish(result, out, "refused", too_slow_message(startup))
+    if cfg.mode == "eval" and needs_keyboard(cfg, env_cfg):
+        problem = terminal_problem(stdin_fd())
+        if problem:  # interventions and the reset prompt read keys: nobody could answer
+            raise InputUnavailable(f"deploy with intervention=true or a human reset prompt needs a person at a terminal: {problem}")
     if cfg.preflight.run:
         report = preflight.run_preflight(env_cfg, cfg.preflight, say=lambda msg: None, policy_latency=startup)
         say(report.render())
@@ -153,6 +158,14 @@ def run(cfg: DeployConfig | DictConfig, say=print, *, now=time.perf_counter) -> 
     return finish(result, out, report.outcome or "done", report.stopped)
 
 
+def needs_keyboard(cfg: DeployConfig, env_cfg: dict) -> bool:
+    """Someone must be able to type: interventions, or a reset prompt that can come (after a success
+    needs a tracker to know of one)."""
+    hw = load_hardware_config(load_env_config(env_cfg))
+    human, tracked = hw.resets.human, getattr(hw.tracker.kind, "value", hw.tracker.kind) != "none"
+    return bool(cfg.intervention or human == "every_episode" or (human == "after_success" and tracked))
+
+
 def load_policy(cfg: DeployConfig, contract: EnvSpec):
     """The checkpoint's policy, built from the env's contract alone (no arm connected yet)."""
     return load_checkpoint_policy(None, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device,
@@ -168,7 +181,7 @@ def run_eval(cfg: DeployConfig, env_cfg: dict, policy, period: float, out: Path,
         plan = env.hw.resets
         needs_keys = cfg.intervention or plan.human != "never"
         if needs_keys:
-            keys = KeyboardReader().start(require_terminal=True)
+            keys = KeyboardReader().start(require_terminal=needs_keyboard(cfg, env_cfg))
         prompt = HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say) if keys is not None else None
         resets = ResetRoutine(env, plan, prompt)
         interventions = None
@@ -258,7 +271,7 @@ def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="deploy")
-@exits.reported("deploy", known=(CalibrationError, EStopLatched))
+@exits.reported("deploy", known=(CalibrationError, EStopLatched, InputUnavailable))
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     summary = {k: v for k, v in result.items() if k not in ("per_episode", "between_episode_events", "preflight")}

@@ -28,6 +28,7 @@ from hardware.resets import HumanResetPrompt, ResetFailed, ResetRoutine
 from hardware.teleop.commands import MODES, TeleopCommander
 from hardware.env import EStopLatched
 from hardware.teleop.gamepad import GamepadReader, GamepadUnavailable, require_gamepad
+from hardware.teleop import keyboard
 from hardware.teleop.keyboard import InputUnavailable, KeyboardReader, terminal_problem
 from hardware.teleop.session import TeleopSession
 from robolearn.config import check, register_schema
@@ -81,7 +82,7 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print, stdin_fd: int | No
     cfg = load_command_config(TeleopConfig, cfg, "teleop")
     gamepad_path = require_gamepad(cfg.gamepad.path) if cfg.device == "gamepad" else None
     if keys is None and cfg.device == "keyboard":
-        fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+        fd = keyboard.stdin_fd() if stdin_fd is None else stdin_fd
         problem = terminal_problem(fd)
         if problem:
             raise InputUnavailable(f"keyboard teleop needs a person at a terminal: {problem}")

@@ -17,13 +17,21 @@ class InputUnavailable(RuntimeError):
     """No input device a person can drive the arm with: refused before anything moves."""
 
 
-def terminal_problem(fd: int) -> str | None:
+def stdin_fd() -> int | None:
+    """Standard input's descriptor, or None when there is none (closed, or replaced by an object without one)."""
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def terminal_problem(fd: int | None) -> str | None:
     """Why keys cannot be read from `fd` by a person at a terminal, or None.
 
     Not a terminal (a pipe, /dev/null, a service): nobody is typing. A terminal whose foreground is another
     process group (started with `&`, or under `timeout` without `--foreground`): the kernel stops this
     process (SIGTTOU/SIGTTIN) the moment it sets cbreak mode or reads, silently."""
-    if not os.isatty(fd):
+    if fd is None or not os.isatty(fd):
         return "standard input is not a terminal (no TTY: a pipe, a file or a service); run it in a terminal, or use a gamepad (device=gamepad)"
     try:
         foreground = os.tcgetpgrp(fd)
