@@ -237,7 +237,10 @@ class FakePolicy:
         self.resets += 1
 
     def act(self, obs):
+        import torch
+
         self.calls.append(obs)
+        self.threads_seen = torch.get_num_threads()
         if self.clock is not None:
             self.clock.advance(self.stall_s if len(self.calls) in self.stall else self.seconds)
         return np.zeros(8, np.float32)
@@ -276,10 +279,10 @@ def test_deploy_warms_the_policy_up_with_one_thread_and_reports_its_latency(monk
         result = command.run(deploy_config("checkpoint=x", "episodes=1", "env.episode_seconds=0.5", "env.hardware.loop.clock=virtual",
                                            "preflight.run=false", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}",
                                            "progress=false"), say=lambda m: None, now=startup_clock.now)
-        threads = torch.get_num_threads()
+        threads, after = policy.threads_seen, torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-    assert threads == 1
+    assert threads == 1 and after == 2  # the policy's while it acted, the caller's again after
     # 3 warm-up and 20 timed calls on a zero observation before the first step, then the 5 steps.
     assert len(policy.calls) == 3 + 20 + 5 and all(not o["front"].any() and not o["joint_pos"].any() for o in policy.calls[:23])
     assert result["outcome"] == "done" and result["exit_code"] == 0

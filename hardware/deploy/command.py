@@ -50,6 +50,7 @@ from robolearn.paths import CONFIG_DIR
 from robolearn.process import exits
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
+from robolearn.transport.config import load_transport_config
 
 MODES = ("eval", "online")
 
@@ -113,12 +114,25 @@ def plain(node: Any) -> Any:
 def run(cfg: DeployConfig | DictConfig, say=print, *, now=time.perf_counter) -> dict:
     """Deploy; returns the report (also written to output_dir/report.json once anything was tried) with
     `outcome`: done | preflight_failed | refused | fault | stopped (exit_code() maps it to the exit status).
-    `now`: the clock that times the policy's start-up calls (tests pass a virtual clock's)."""
+    `now`: the clock that times the policy's start-up calls (tests pass a virtual clock's). torch's thread
+    count is the policy's (`policy.threads`) while it runs, and the caller's again afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, say, now)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg, say, now) -> dict:
     cfg = load_command_config(DeployConfig, cfg, "deploy")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_cfg = plain(cfg.env)
     result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint), "outcome": "", "stopped": ""}
+    if cfg.mode == "online":
+        load_transport_config(plain(cfg.transport))  # a remote host without keys, say: refused before anything connects
     check_checkpoint(cfg.checkpoint, env_cfg)  # before the pre-flight, whose self-test moves the wrist
     contract = EnvSpec.from_config(env_cfg)
     period = 1.0 / contract.control_hz
