@@ -217,6 +217,7 @@ class Actor:
 
     def _ask_operator(self, fault: str) -> bool:
         op = self.operator
+        getattr(op, "discard_typed", lambda: None)()  # an Enter typed before the fault must not clear it
         op.say(f"SAFETY E-STOP LATCHED: {fault}. The arm is held. Check the arm and remove the cause, then press Enter to "
                "clear the fault (robot errors included) and go on with a new episode; type q and Enter to stop.")
         while not self.stop.is_set():
@@ -335,6 +336,11 @@ class TerminalOperator:
             return cls(fd) if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp() else None
         except (OSError, ValueError, AttributeError):
             return None
+
+    def discard_typed(self) -> None:
+        import termios
+
+        termios.tcflush(self.fd, termios.TCIFLUSH)
 
     def poll(self) -> str | None:
         ready, _, _ = select.select([self.fd], [], [], 0)

@@ -208,3 +208,31 @@ def test_an_actor_keeps_its_name_and_spill_folder_across_restarts(tmp_path):
         second.close()
     sim = default_actor_name({"factory": "sim.make_env"}, seed=3)
     assert sim.endswith("-sim-seed3") and default_actor_name({"factory": "sim.make_env"}, seed=3) == sim
+
+
+def test_a_refused_reset_keeps_the_arm_held_and_asks_again(tmp_path):
+    from robolearn.actor import Actor
+
+    operator = ScriptedOperator(["\n", None, "\n"])
+    operator.discarded = 0
+    operator.discard_typed = lambda: setattr(operator, "discarded", operator.discarded + 1)
+    actor = Actor(actor_config(tmp_path, "actor.total_steps=12"), operator=operator)
+    try:
+        env = actor.env.unwrapped
+        reflex_at_step(env, 2)
+        real_clear = env.clear_fault
+        tries = []
+
+        def clear_fault(**kwargs):
+            tries.append(kwargs)
+            if len(tries) == 1:
+                raise RuntimeError("robot reports: reflex; guide the arm back by hand first")
+            real_clear(**kwargs)
+
+        env.clear_fault = clear_fault
+        result = actor.run()
+    finally:
+        actor.close()
+    assert operator.discarded == 1  # what was typed before the fault does not answer the prompt
+    assert len(tries) == 2 and tries[0] == {"recover_robot_errors": True, "reconnect": True}
+    assert "reset refused: robot reports: reflex" in operator.said[1] and result["outcome"] == "done"
