@@ -344,6 +344,10 @@ def test_a_terminal_in_the_background_is_refused_instead_of_stopping_silently(mo
     monkeypatch.setattr(os, "isatty", lambda fd: True)
     monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)  # another process group has the terminal
     assert "timeout --foreground" in terminal_problem(0)
+    # A reader that does not require a terminal leaves a background one alone (no cbreak, no read: both would stop us).
+    reader = KeyboardReader(0).start()
+    assert reader.closed_input and reader._thread is None and reader._saved_tty is None and reader.poll() == []
+    reader.close()
     monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp())
     assert terminal_problem(0) is None
 

@@ -89,11 +89,15 @@ class KeyboardReader:
         self.closed_input = False  # the other end went away (EOF)
 
     def start(self, require_terminal: bool = False) -> KeyboardReader:
-        """require_terminal: raise InputUnavailable unless a person can type into `fd` (a foreground terminal)."""
-        if require_terminal:
-            problem = terminal_problem(self.fd)
-            if problem:
-                raise InputUnavailable(f"keyboard: {problem}")
+        """require_terminal: raise InputUnavailable unless a person can type into `fd` (a foreground terminal).
+        Otherwise a terminal this process does not own (in the background) is left alone, with no keys read:
+        setting its mode or reading it would stop the process."""
+        problem = terminal_problem(self.fd)
+        if require_terminal and problem:
+            raise InputUnavailable(f"keyboard: {problem}")
+        if os.isatty(self.fd) and problem:
+            self.closed_input = True
+            return self
         if os.isatty(self.fd):
             import termios
             import tty
