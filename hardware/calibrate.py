@@ -25,6 +25,7 @@ from hardware.cameras import make_camera
 from hardware.config import load_command_config, load_hardware_config
 from hardware.timing import MonotonicClock
 from hardware.tracking.calibration import (
+    CalibrationError,
     CalibrationTarget,
     CameraCalibration,
     calibrate_intrinsics,
@@ -35,6 +36,7 @@ from hardware.tracking.calibration import (
 )
 from robolearn.config import ConfigError, check, load_env_config, register_schema
 from robolearn.paths import CONFIG_DIR
+from robolearn.process import exits
 
 INTRINSICS = ("charuco", "device", "file")
 
@@ -158,6 +160,7 @@ def run(cfg: CalibrateConfig | DictConfig, say=print) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="calibrate")
+@exits.reported("calibrate", known=(CalibrationError,))
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     print(f"calibration written to {result['file']}; set env.hardware.tracker.calibration={result['file']}")

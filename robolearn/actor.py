@@ -9,6 +9,15 @@ between steps, whenever they arrive. Every transition carries the version of the
 When the learner (or the replay server) is lost, `actor.on_learner_loss` decides: `continue` acting with
 the last weights (sim), or `hold`: the arm is stopped and held through the safety layer and the actor
 waits, reporting it, until the link is back; then it starts a new episode (a real arm needs a reset).
+
+On an arm (an env with a safety layer) the actor acts with `actor.policy_threads` torch threads and warms
+the policy up before its first step, so its first steps meet the watchdog; every step's policy time is in
+the result. A latched safety fault does not end the process: the arm is held, the fault logged, and a
+person is asked at the terminal to check the arm and clear it (Enter; q stops); with no terminal the
+actor holds and logs for `actor.fault_wait_s`, then exits with code 3 (robolearn/process/exits.py).
+
+Its name (default: from the host and the env, the same on every start) and its spill folder (default:
+`<run_dir>/spill/<name>`) survive a restart, so what was not acknowledged is sent by the next start.
 """
 
 from __future__ import annotations
@@ -18,18 +27,24 @@ if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting
 
     exit_cleanly_on_early_stop()
 
+import dataclasses
 import logging
+import os
+import re
+import select
 import signal
+import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from robolearn.agents import DrQAgent
-from robolearn.agents.policy import AgentPolicy
+from robolearn.agents.policy import AgentPolicy, ActingConfig, LatencyMeter, prepare_for_control, set_acting_threads
 from robolearn.agents.weights import load_acting_weights
 from robolearn.async_config import AsyncConfig
 from robolearn.config import load_typed
@@ -37,6 +52,7 @@ from robolearn.display import open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
+from robolearn.process import exits
 from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.rollout import Step, run_episode
@@ -48,15 +64,27 @@ log = logging.getLogger(__name__)
 
 
 class Actor:
-    def __init__(self, cfg: AsyncConfig, env=None, stop: threading.Event | None = None):
+    """`spill_root`: where the spill folder `<spill_root>/<name>` goes when transport.spill_dir is not set
+    (default `<run_dir>/spill`). `operator`: who is asked to clear a latched fault on an arm: "auto" (the
+    terminal, when this process has one in the foreground), None (nobody: hold for actor.fault_wait_s), or
+    an object with `poll() -> str | None` (a line typed, or nothing yet) and `say(message)`."""
+
+    def __init__(self, cfg: AsyncConfig, env=None, stop: threading.Event | None = None, spill_root: str | Path | None = None,
+                 operator="auto"):
         self.cfg, self.acfg = cfg, cfg.actor
         self.env = env if env is not None else make_env(cfg.env)
+        self.on_arm = hasattr(self.env.unwrapped, "clear_fault") and safe_hold_of(self.env) is not None
+        if self.on_arm:
+            set_acting_threads(self.acfg.policy_threads)
         self.agent = DrQAgent(self.env.observation_space, self.env.action_space, cfg.agent, device="cpu")
         self.agent.eval()
+        self.name = self.acfg.name or default_actor_name(cfg.env, self.acfg.seed)
+        transport = load_transport_config(cfg.transport)
+        if not transport.spill_dir:  # in the run, under the actor's name: a restart finds what it left
+            root = Path(spill_root) if spill_root else Path(cfg.run_dir or "outputs/actor") / "spill"
+            transport = dataclasses.replace(transport, spill_dir=str(root / self.name))
         # With a frozen encoder the actor sends features (computed once per step, as it acts on them).
-        self.client = ActorClient(load_transport_config(cfg.transport), self.agent.learning_space, self.env.action_space.shape,
-                                  name=self.acfg.name)
-        self.name = self.client.name
+        self.client = ActorClient(transport, self.agent.learning_space, self.env.action_space.shape, name=self.name)
         self.version = -1  # no weights yet
         self.rng = np.random.default_rng(self.acfg.seed)
         # Random actions until the first weights and for the actor's seed steps; the policy still acts on
@@ -65,21 +93,52 @@ class Actor:
                                   lambda: self.version < 0 or self.steps < self.acfg.seed_steps)
         self.stop = stop or threading.Event()
         self.steps = self.episodes = self.holds = 0
-        self.events: list[str] = []  # what happened to the link, for the operator and for tests
+        self.events: list[str] = []  # what happened to the link and the arm, for the operator and for tests
         self.view = open_view(cfg.display, f"actor {self.name}")
+        self.operator = TerminalOperator.if_available() if operator == "auto" else operator
+        self.fault: str | None = None  # a latched fault nobody cleared: the run ended on it
+        self.faults = 0
+        self.latency = LatencyMeter()  # the policy's time per step (features + action)
+        self._observe_s = 0.0
+        fps = getattr(self.env.unwrapped, "metadata", {}).get("render_fps")
+        self.period = 1.0 / float(fps) if fps else None
+        self.warmup: dict = {}
+        if self.on_arm:
+            self.warm_up()
+
+    def warm_up(self) -> dict:
+        """Warm the policy up on a zero observation (features and action, as a step computes them) and time it."""
+        policy = self.policy.policy
+        acting = ActingConfig(threads=self.acfg.policy_threads, warmup_calls=self.acfg.warmup_calls, latency_calls=5)
+        self.warmup = prepare_for_control(policy, self.env.observation_space, self.period or 0.1, acting,
+                                          act=lambda obs: policy.act(self.agent.observe(obs)), refuse=False)
+        log.info("actor %s: policy warmed up: p50 %.1f ms, p99 %.1f ms (%d torch thread(s))", self.name, self.warmup["p50_ms"],
+                 self.warmup["p99_ms"], self.warmup["threads"])
+        return self.warmup
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> dict:
         acfg = self.acfg
         successes = []
         while not self.stop.is_set() and (acfg.total_steps is None or self.steps < acfg.total_steps):
+            fault = self._latched_fault()
+            if fault is not None:
+                if self._wait_for_person(fault):
+                    continue
+                self.fault = fault
+                break
             if acfg.on_learner_loss == "hold" and self.client.link_problem():
                 self._hold()
                 continue
             self.policy.reset()
-            episode = run_episode(self.env, self.policy.act, seed=int(self.rng.integers(2**31)), observe=self.agent.observe,
-                                  on_start=lambda obs, _: self.client.start_episode(obs), record=self._send,
-                                  before_step=self._before_step, view=self.view)
+            try:
+                episode = run_episode(self.env, self._act, seed=int(self.rng.integers(2**31)), observe=self._observe,
+                                      on_start=lambda obs, _: self.client.start_episode(obs), record=self._send,
+                                      before_step=self._before_step, view=self.view)
+            except Exception:
+                if self._latched_fault() is None:
+                    raise
+                continue  # the reset met a latched fault (EStopLatched): held and asked at the top of the loop
             if episode.ended_by == "link":
                 self._hold()
                 continue
@@ -92,7 +151,92 @@ class Actor:
                              self.name, self.episodes, self.steps, episode.episode_return, np.mean(recent), len(recent), self.version,
                              self.client.link_problem() or "ok")
         return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "version": self.version,
-                "success_rate": float(np.mean(successes)) if successes else 0.0}
+                "success_rate": float(np.mean(successes)) if successes else 0.0, "faults": self.faults, "fault": self.fault,
+                "outcome": "fault" if self.fault else "done",
+                "policy_latency": {"startup": self.warmup, "steps": self.latency.summary(self.period)}}
+
+    def _observe(self, obs):
+        start = time.perf_counter()
+        out = self.agent.observe(obs)
+        self._observe_s = time.perf_counter() - start
+        return out
+
+    def _act(self, obs):
+        start = time.perf_counter()
+        action = self.policy.act(obs)
+        self.latency.samples.append(self._observe_s + time.perf_counter() - start)  # the features are part of the step
+        self._observe_s = 0.0
+        return action
+
+    # -- faults on an arm ----------------------------------------------------------------------------
+    def _latched_fault(self) -> str | None:
+        safety = getattr(self.env.unwrapped, "safety", None) if self.on_arm else None
+        fault = getattr(safety, "fault", None)
+        return None if fault is None else f"{fault.layer}: {fault.message}"
+
+    def _wait_for_person(self, fault: str) -> bool:
+        """The arm is held (the latch stopped it; hold again, it is allowed when latched) until a person
+        clears the fault: True. False: nobody did (no terminal and actor.fault_wait_s passed, q, or a stop)."""
+        safe_hold_of(self.env)()
+        self.faults += 1
+        self.client.state = "holding"
+        self.events.append(f"fault: {fault}")
+        log.error("actor %s: safety e-stop latched: %s; the arm is held", self.name, fault)
+        try:
+            if self.operator is None:
+                return self._hold_unattended(fault)
+            return self._ask_operator(fault)
+        finally:
+            self.client.state = "acting"
+
+    def _sleep(self, seconds: float) -> None:
+        clock = getattr(self.env.unwrapped, "clock", None)
+        if clock is not None:
+            clock.sleep_until(clock.now() + seconds)  # a virtual clock: at once
+        else:
+            time.sleep(seconds)
+
+    def _now(self) -> float:
+        clock = getattr(self.env.unwrapped, "clock", None)
+        return clock.now() if clock is not None else time.monotonic()
+
+    def _hold_unattended(self, fault: str) -> bool:
+        wait = float(self.acfg.fault_wait_s)
+        log.error("actor %s: no terminal to ask a person: holding the arm for %.0f s (actor.fault_wait_s), then exiting (code 3). "
+                  "Check the arm, remove the cause, then start the actor again (same name and spill folder: nothing is lost)",
+                  self.name, wait)
+        deadline = self._now() + wait
+        last_log = self._now()
+        while not self.stop.is_set() and self._now() < deadline:
+            self._sleep(min(0.5, max(0.0, deadline - self._now())))
+            if self._now() - last_log >= 60.0:
+                log.error("actor %s: still holding after a safety fault (%s); exiting in %.0f s", self.name, fault, deadline - self._now())
+                last_log = self._now()
+        self.events.append("fault: nobody cleared it")
+        return False
+
+    def _ask_operator(self, fault: str) -> bool:
+        op = self.operator
+        getattr(op, "discard_typed", lambda: None)()  # an Enter typed before the fault must not clear it
+        op.say(f"SAFETY E-STOP LATCHED: {fault}. The arm is held. Check the arm and remove the cause, then press Enter to "
+               "clear the fault (robot errors included) and go on with a new episode; type q and Enter to stop.")
+        while not self.stop.is_set():
+            answer = op.poll()
+            if answer is None:
+                self._sleep(0.1)
+                continue
+            if answer.strip().lower() in ("q", "quit", "stop"):
+                self.events.append("fault: the operator stopped")
+                return False
+            try:
+                self.env.unwrapped.clear_fault(recover_robot_errors=True, reconnect=True)
+            except Exception as exc:  # noqa: BLE001 - ResetRefused (the cause is still there), a failed reconnect
+                op.say(f"reset refused: {exc}. Still holding: fix it, then press Enter again (q: stop).")
+                continue
+            self.events.append("fault: cleared by the operator")
+            log.warning("actor %s: the operator cleared the fault (%s); a new episode starts with a reset", self.name, fault)
+            return True
+        return False
 
     def _before_step(self) -> str | None:
         """New weights between steps; a lost link ends the episode unfinished when the arm must hold."""
@@ -178,10 +322,59 @@ def safe_hold_of(env):
     return safety.hold if safety is not None else None
 
 
+class TerminalOperator:
+    """A person at this process's terminal: lines typed (read without blocking), messages on stderr."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    @classmethod
+    def if_available(cls) -> TerminalOperator | None:
+        """The terminal, if stdin is one and this process is in its foreground (a background read would stop it)."""
+        try:
+            fd = sys.stdin.fileno()
+            return cls(fd) if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp() else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def discard_typed(self) -> None:
+        import termios
+
+        termios.tcflush(self.fd, termios.TCIFLUSH)
+
+    def poll(self) -> str | None:
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        if not ready:
+            return None
+        return os.read(self.fd, 4096).decode(errors="replace")
+
+    def say(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+
+def default_actor_name(env_cfg, seed: int = 0) -> str:
+    """The same name on every start of the same actor: the host, and the arm (robot, driver, its address)
+    or, in sim, the actor's seed. The server numbers its chunks on from where the last start stopped."""
+    if isinstance(env_cfg, DictConfig):
+        env_cfg = OmegaConf.to_container(env_cfg, resolve=True)
+    env_cfg = dict(env_cfg or {})
+    host = socket.gethostname().split(".")[0] or "host"
+    hardware = env_cfg.get("hardware")
+    if hardware:
+        driver = dict(hardware.get("driver") or {})
+        parts = [host, str(env_cfg.get("robot", "arm")), str(driver.get("kind", "arm"))]
+        if driver.get("host"):
+            parts.append(str(driver["host"]))
+    else:
+        parts = [host, "sim", f"seed{seed}"]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))[:64]
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
+@exits.reported("actor", known=(TransportFatal,))
 def main(node: DictConfig) -> None:
     cfg = load_typed(AsyncConfig, node, "async")
-    torch.set_num_threads(1)  # acting is one small forward pass; leave the cores to the env and the learner
+    set_acting_threads(cfg.actor.policy_threads)  # acting is one small forward pass; leave the cores to the env and the learner
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the step, send what is left, then exit
@@ -197,6 +390,9 @@ def main(node: DictConfig) -> None:
         result["display"] = actor.view.stats()
     print(f"actor {actor.name} finished: {result}")
     ignore_late_stop_signals()
+    if result["fault"]:
+        print(f"actor {actor.name}: safety e-stop latched and not cleared: {result['fault']}", file=sys.stderr)
+        sys.exit(exits.FAULT)
 
 
 if __name__ == "__main__":

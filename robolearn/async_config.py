@@ -38,7 +38,7 @@ class LearnerConfig:
 
 @dataclass
 class ActorConfig:
-    name: Optional[str] = None  # default: host-pid-random
+    name: Optional[str] = None  # default: stable, from the host and the env (robolearn.actor.default_actor_name)
     seed: int = 0
     seed_steps: int = 500  # uniform random actions per actor before the policy acts
     total_steps: Optional[int] = None  # per actor (the episode under way is finished); null: until stopped
@@ -47,8 +47,14 @@ class ActorConfig:
     on_learner_loss: str = "continue"  # continue (keep acting with the last weights) | hold (stop the arm, wait)
     log_every_episodes: int = 5
     flush_timeout_s: float = 10.0
+    policy_threads: int = 1  # torch threads while acting (0: torch's default); the policy shares the CPU with the loop
+    warmup_calls: int = 3  # on an arm: act() calls on a zero observation before the first step
+    fault_wait_s: float = 600.0  # on an arm, after a latched fault with no terminal to ask: hold this long, then exit (code 3)
 
     def __post_init__(self) -> None:
+        check(self.policy_threads >= 0, "actor.policy_threads", self.policy_threads, "must be >= 0 (0: torch's default)")
+        check(self.warmup_calls >= 0, "actor.warmup_calls", self.warmup_calls, "must be >= 0")
+        check(self.fault_wait_s >= 0, "actor.fault_wait_s", self.fault_wait_s, "must be >= 0")
         check(self.on_learner_loss in LOSS_MODES, "actor.on_learner_loss", self.on_learner_loss, f"one of {LOSS_MODES}")
         check(self.seed_steps >= 0, "actor.seed_steps", self.seed_steps, "must be >= 0")
         check(self.log_every_episodes >= 1, "actor.log_every_episodes", self.log_every_episodes, "must be positive")

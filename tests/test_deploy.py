@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -220,3 +221,185 @@ def test_a_ur5e_checkpoint_deploys_through_the_ur_driver_on_the_simulated_contro
     assert checks["watchdog"]["status"] == "pass"  # the RTDE watchdog ended the script; the deploy's connect restarted it
     assert result["episodes"] == 1 and not result["stopped"], result["stopped"]
     assert result["per_episode"][0]["length"] == 10 and result["safety_counters"]["latched"] == 0
+
+
+# -- the policy's latency, and how a run ends (exit codes, report.json) ---------------------------------------------
+class FakePolicy:
+    """Acts with zeros; records its calls; on the env's virtual clock, `stall` calls take `stall_s` (the watchdog
+    counts the policy's time)."""
+
+    def __init__(self, stall: tuple[int, ...] = (), stall_s: float = 0.0, seconds: float = 0.0, clock=None):
+        self.calls: list[dict] = []
+        self.resets = 0
+        self.stall, self.stall_s, self.seconds, self.clock = stall, stall_s, seconds, clock
+
+    def reset(self):
+        self.resets += 1
+
+    def act(self, obs):
+        import torch
+
+        self.calls.append(obs)
+        self.threads_seen = torch.get_num_threads()
+        if self.clock is not None:
+            self.clock.advance(self.stall_s if len(self.calls) in self.stall else self.seconds)
+        return np.zeros(8, np.float32)
+
+
+def fake_policy_deploy(monkeypatch, policy: FakePolicy, *, on_env=None):
+    """Deploy with `policy` instead of a checkpoint's (its spec check skipped); `on_env(env)` sees the env."""
+    import hardware.deploy.command as command
+    import robolearn.envs
+
+    monkeypatch.setattr(command, "check_checkpoint", lambda path, env_cfg: None)
+    monkeypatch.setattr(command, "load_policy", lambda cfg, contract: policy)
+    real_make_env = robolearn.envs.make_env
+
+    def make_env(cfg):
+        env = real_make_env(cfg)
+        if on_env is not None:
+            on_env(env)
+        return env
+
+    monkeypatch.setattr(robolearn.envs, "make_env", make_env)
+    return command
+
+
+def test_deploy_warms_the_policy_up_with_one_thread_and_reports_its_latency(monkeypatch, tmp_path):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    policy = FakePolicy()
+    command = fake_policy_deploy(monkeypatch, policy, on_env=lambda env: setattr(policy, "clock", env.clock))
+    try:
+        from hardware.timing import VirtualClock
+
+        startup_clock = VirtualClock()
+        policy.clock, policy.seconds = startup_clock, 0.004
+        result = command.run(deploy_config("checkpoint=x", "episodes=1", "env.episode_seconds=0.5", "env.hardware.loop.clock=virtual",
+                                           "preflight.run=false", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}",
+                                           "progress=false"), say=lambda m: None, now=startup_clock.now)
+        threads, after = policy.threads_seen, torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert threads == 1 and after == 2  # the policy's while it acted, the caller's again after
+    # 3 warm-up and 20 timed calls on a zero observation before the first step, then the 5 steps.
+    assert len(policy.calls) == 3 + 20 + 5 and all(not o["front"].any() and not o["joint_pos"].any() for o in policy.calls[:23])
+    assert result["outcome"] == "done" and result["exit_code"] == 0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["policy_latency"]["startup"]["p99_ms"] == pytest.approx(4.0) and saved["policy_latency"]["startup"]["threads"] == 1
+    assert saved["policy_latency"]["episodes"]["calls"] == 5 and saved["policy_latency"]["episodes"]["p50_ms"] == pytest.approx(4.0)
+
+
+def test_a_policy_too_slow_for_the_control_rate_is_refused_before_anything_moves(monkeypatch, tmp_path):
+    import hardware.preflight
+    import robolearn.envs
+    from hardware.timing import VirtualClock
+
+    clock = VirtualClock()
+    command = fake_policy_deploy(monkeypatch, FakePolicy(seconds=0.07, clock=clock))
+
+    def must_not_run(*_a, **_kw):
+        raise AssertionError("the pre-flight (which moves the wrist) or the env ran under a policy too slow for the rate")
+
+    monkeypatch.setattr(hardware.preflight, "run_preflight", must_not_run)
+    monkeypatch.setattr(robolearn.envs, "make_env", must_not_run)
+    result = command.run(deploy_config("checkpoint=x", "preflight.run=true", f"output_dir={tmp_path}"), say=lambda m: None, now=clock.now)
+    assert result["outcome"] == "refused" and result["exit_code"] == 2
+    assert "p99 latency 70.0 ms" in result["stopped"] and "0.5 of the 100 ms control period (50 ms)" in result["stopped"]
+    assert json.loads((tmp_path / "report.json").read_text())["policy_latency"]["startup"]["ok"] is False
+
+
+def test_a_policy_stall_trips_the_watchdog_and_the_run_ends_non_zero_with_the_fault_in_the_report(monkeypatch, tmp_path):
+    """The issue's e-stop: one act() longer than the watchdog allows. The run ends with exit code 3 and a report."""
+    policy = FakePolicy(stall=(3 + 20 + 4,), stall_s=0.25)  # the 4th step of the first episode takes 250 ms
+    command = fake_policy_deploy(monkeypatch, policy, on_env=lambda env: setattr(policy, "clock", env.clock))
+    result = command.run(deploy_config("checkpoint=x", "episodes=2", "env.episode_seconds=1", "env.hardware.loop.clock=virtual",
+                                       "preflight.run=false", "resets@env.hardware.resets=unattended", f"output_dir={tmp_path}",
+                                       "progress=false"), say=lambda m: None)
+    assert result["outcome"] == "fault" and result["exit_code"] == 3
+    assert result["episodes"] == 1 and result["per_episode"][0]["ended_by"] == "safety"
+    assert "watchdog: no command for" in result["stopped"]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["exit_code"] == 3 and saved["safety_event_counts"].get("watchdog/tripped") == 1
+    assert saved["policy_latency"]["episodes"]["calls_over_period"] == 1 and saved["policy_latency"]["episodes"]["max_ms"] == pytest.approx(250.0)
+
+
+def test_known_errors_are_one_line_on_stderr_and_exit_2(tmp_path):
+    cmd = [sys.executable, "-m", "hardware.deploy", f"checkpoint={tmp_path / 'missing'}", f"output_dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deploy: CheckpointError: ") and "missing" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_online_mode_ends_on_a_latched_fault_with_a_report_and_exit_code_3(checkpoint, tmp_path, monkeypatch):
+    import robolearn.envs
+    from hardware.deploy.command import run
+    from robolearn.replay.config import ServerConfig
+    from robolearn.spec import EnvSpec
+    from robolearn.transport.learner_client import LearnerClient
+    from tests.transport_cases import running_server, transport
+
+    real_make_env = robolearn.envs.make_env
+    steps = {"n": 0}
+
+    def make_env(cfg):  # the arm's workspace check (here: a reflex) latches at the 6th step
+        env = real_make_env(cfg)
+        real_step = env.step
+
+        def step(action):
+            steps["n"] += 1
+            if steps["n"] == 6:
+                env.driver.inject_reflex("cartesian reflex: workspace")
+            return real_step(action)
+
+        env.step = step
+        return env
+
+    monkeypatch.setattr(robolearn.envs, "make_env", make_env)
+    link = transport()
+    cfg = deploy_config(
+        f"checkpoint={checkpoint}", "mode=online", "env.robot=fr3", "env.episode_seconds=1", "env.hardware.loop.clock=virtual",
+        "preflight.run=false", f"output_dir={tmp_path}", f"transport.port={link.port}", f"transport.weights_port={link.weights_port}",
+        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "actor.total_steps=25", "actor.name=arm", "actor.fault_wait_s=5",
+        "operator_prompt=false", f"spill_dir={tmp_path / 'spill'}")
+    spec = EnvSpec.from_config(cfg.env)
+    space, action_shape = spec.observation_space(), (spec.action_dim,)
+    with running_server(tmp_path / "replay", link, ServerConfig(capacity=1000), space, action_shape):
+        learner = LearnerClient(link, space, action_shape, batch_size=8, n_step=1, gamma=0.99, frame_stack=1, min_transitions=10**9)
+        try:
+            result = run(cfg, say=lambda m: None)
+        finally:
+            learner.close()
+    assert result["outcome"] == "fault" and result["exit_code"] == 3 and result["steps"] == 6
+    assert result["fault"] == "driver: fake: cartesian reflex: workspace" and "fault: nobody cleared it" in result["link_events"]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["outcome"] == "fault" and saved["stopped"].startswith("safety e-stop latched: driver: fake: cartesian reflex")
+    assert saved["spill_dir"] == str(tmp_path / "spill" / "arm")  # the configured folder, under the actor's name
+
+
+def test_the_launcher_passes_the_commands_defaults_through():
+    script = (Path(__file__).resolve().parent.parent / "launch" / "deploy.sh").read_text()
+    assert "EPISODES:-5" not in script and "VIDEO:-true" not in script
+    from hardware.deploy.command import DeployConfig
+
+    assert DeployConfig.episodes == 5 and DeployConfig.video is False  # what docs/deploy.md and the launcher say
+
+
+def test_deploy_that_reads_keys_is_refused_without_a_terminal_before_anything_moves(monkeypatch, tmp_path):
+    import hardware.preflight
+    import robolearn.envs
+    from hardware.teleop import InputUnavailable
+
+    command = fake_policy_deploy(monkeypatch, FakePolicy())
+
+    def must_not_run(*_a, **_kw):
+        raise AssertionError("the pre-flight or the env ran with nobody able to answer")
+
+    monkeypatch.setattr(hardware.preflight, "run_preflight", must_not_run)
+    monkeypatch.setattr(robolearn.envs, "make_env", must_not_run)
+    with pytest.raises(InputUnavailable, match="intervention=true or a human reset prompt needs a person at a terminal"):
+        command.run(deploy_config("checkpoint=x", "intervention=true", f"output_dir={tmp_path}"), say=lambda m: None)

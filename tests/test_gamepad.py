@@ -379,8 +379,8 @@ def test_the_teleop_command_reads_the_configured_gamepad(tmp_path):
     actions = store.action[: store.num_transitions(), :7]
     assert actions[:, 0].max() > 0.1 and not actions[:, 1:].any()
     assert quiet["steps"] == [10, 10]  # half way is inside a 0.9 dead zone: the arm never moved
-    store = ReplayStorage.load(tmp_path / "b.npz", spec.observation_space(), spec.action_space().shape)
-    assert not store.action[: store.num_transitions(), :7].any()
+    # ... and nobody drove it: no episode is saved (all-zero commands are not a demonstration).
+    assert quiet["kept"] == 0 and quiet["undriven"] == 2 and not (tmp_path / "b.npz").exists()
 
     from robolearn.config import ConfigError
 

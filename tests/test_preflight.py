@@ -244,3 +244,43 @@ def test_a_ur_payload_other_than_the_configured_one_fails():
     assert report.ok, report.render()
     report = ur_preflight("env.hardware.driver.payload_kg=1.5", plant=lambda c: setattr(c, "payload_kg", 1.0))
     assert "payload set to 1.00 kg, the config expects 1.50 kg" in report.get("controller").detail
+
+
+class TimedPolicy:
+    """A policy whose act() takes `seconds` on a virtual clock."""
+
+    def __init__(self, clock, seconds):
+        self.clock, self.seconds = clock, seconds
+
+    def reset(self):
+        pass
+
+    def act(self, obs):
+        self.clock.advance(self.seconds)
+        import numpy as np
+
+        return np.zeros(8, np.float32)
+
+
+@pytest.mark.parametrize("seconds, status", [(0.02, "pass"), (0.08, "FAIL")])
+def test_the_policy_latency_check_measures_a_checkpoints_policy_against_the_period(monkeypatch, seconds, status):
+    import functools
+
+    import hardware.preflight.policy_check as policy_check
+    from hardware.timing import VirtualClock
+
+    clock = VirtualClock()
+    loaded = []
+    monkeypatch.setattr(policy_check, "load_checkpoint_policy", lambda env, path, spaces: loaded.append((path, spaces)) or TimedPolicy(clock, seconds))
+    monkeypatch.setattr(policy_check, "prepare_for_control", functools.partial(policy_check.prepare_for_control, now=clock.now))
+    options = PreflightOptions(camera_window_s=0.3, watchdog_test=False)
+    report = run_preflight(real_fake_config(), options, checkpoint="runs/x")
+    check = report.get("policy latency")
+    assert loaded[0][0] == "runs/x" and "front" in loaded[0][1][0].spaces  # the env's contract: no checkpoint file needed here
+    assert check.status == status and check.data["p99_ms"] == pytest.approx(seconds * 1000) and check.data["threads"] == 1
+    if status == "FAIL":
+        assert "p99 latency 80.0 ms" in check.detail and "above 0.5 of the 100 ms control period" in check.detail and not report.ok
+    else:
+        assert "p99 20.0 ms of the 100 ms period (limit 50 ms" in check.detail
+    # Without a checkpoint there is no such check.
+    assert "policy latency" not in statuses(run_preflight(real_fake_config(), options))

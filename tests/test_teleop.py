@@ -293,3 +293,105 @@ def test_the_teleop_command_refuses_a_wrong_key_or_value_at_start_up_naming_it(t
         with pytest.raises(ConfigError, match=named):
             run(config(override), keys=ScriptedKeys({}))
     assert not (tmp_path / "d.npz").exists()  # nothing was built or recorded
+
+
+# -- nobody at the controls -----------------------------------------------------------------------------------
+def test_an_episode_nobody_drove_is_not_saved_and_says_so(tmp_path):
+    env = fake_env(seconds=1.0)
+    said: list[str] = []
+    store = ReplayStorage(env.observation_space, env.action_space.shape, 100)
+    try:
+        # No key at all: the env ends the episode after its 10 steps. Then only "n" (keep) and a speed key.
+        for script in ({}, {2: ["+"], 3: ["n"]}):
+            session = TeleopSession(env, ScriptedKeys(script), TeleopCommander(env.contract), EpisodeRecorder(store), say=said.append)
+            episode = session.run_episode(seed=0)
+            assert not episode.kept and episode.human_commands == 0
+        # One motion key is a human command: kept.
+        session = TeleopSession(env, ScriptedKeys({1: ["q"], 3: ["n"]}), TeleopCommander(env.contract), EpisodeRecorder(store), say=said.append)
+        assert session.run_episode(seed=0).kept
+    finally:
+        env.close()
+    assert "not recorded: no human command in the episode" in said[0] and "not recorded: no human command" in said[1]
+    assert store.episodes_added == 1 and store.num_transitions() == 3
+
+
+def test_keyboard_teleop_without_a_terminal_is_refused_before_anything_connects(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import hardware.teleop.command as command
+    from hardware.teleop import InputUnavailable
+    from robolearn.paths import CONFIG_DIR
+
+    def must_not_run(*_a, **_kw):
+        raise AssertionError("the env was built without an input device")
+
+    monkeypatch.setattr(command, "make_env", must_not_run)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="teleop", overrides=[f"demos_path={tmp_path / 'd.npz'}"])
+    read_fd, write_fd = os.pipe()
+    try:
+        with pytest.raises(InputUnavailable, match="keyboard teleop needs a person at a terminal: standard input is not a terminal"):
+            command.run(cfg, stdin_fd=read_fd)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_a_terminal_in_the_background_is_refused_instead_of_stopping_silently(monkeypatch):
+    from hardware.teleop import terminal_problem
+
+    monkeypatch.setattr(os, "isatty", lambda fd: True)
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)  # another process group has the terminal
+    assert "timeout --foreground" in terminal_problem(0)
+    # A reader that does not require a terminal leaves a background one alone (no cbreak, no read: both would stop us).
+    reader = KeyboardReader(0).start()
+    assert reader.closed_input and reader._thread is None and reader._saved_tty is None and reader.poll() == []
+    reader.close()
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp())
+    assert terminal_problem(0) is None
+
+
+def test_the_teleop_command_without_a_terminal_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    demos = tmp_path / "d.npz"
+    cmd = [sys.executable, "-m", "hardware.teleop", f"demos_path={demos}", "env.hardware.loop.clock=virtual", "hydra.run.dir=" + str(tmp_path)]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("teleop: InputUnavailable: keyboard teleop needs a person at a terminal")
+    assert not demos.exists()
+
+
+def test_a_teleop_session_ended_by_a_latched_fault_exits_3(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import hardware.teleop.command as command
+    from robolearn.paths import CONFIG_DIR
+
+    real_make_env = command.make_env
+
+    def make_env(cfg):
+        env = real_make_env(cfg)
+        real_step = env.step
+
+        def step(action):
+            if env.driver.commands_received and keys.calls == 4:
+                env.driver.inject_reflex()
+            return real_step(action)
+
+        env.step = step
+        return env
+
+    monkeypatch.setattr(command, "make_env", make_env)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="teleop", overrides=["env.hardware.loop.clock=virtual", "env.episode_seconds=1", "episodes=3",
+                                                       f"demos_path={tmp_path / 'd.npz'}", "resets@env.hardware.resets=unattended"])
+    keys = ScriptedKeys({i: ["q"] for i in range(1, 8)})
+    result = command.run(cfg, keys=keys, say=lambda m: None)
+    assert result["outcome"] == "fault" and command.exit_code(result) == 3 and result["episodes"] == 1
+    assert result["stopped"].startswith("safety e-stop latched: driver: ")
+    ok = {"outcome": "done"}
+    assert command.exit_code(ok) == 0 and command.exit_code({"outcome": "stopped"}) == 4

@@ -21,6 +21,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,22 +30,27 @@ import hydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hardware import preflight
-from hardware.config import load_command_config
-from hardware.deploy.episodes import run_deployment
+from hardware.config import load_command_config, load_hardware_config
+from hardware.deploy.episodes import DeployReport, run_deployment
+from hardware.env import EStopLatched
 from hardware.preflight.options import PreflightOptions
 from hardware.resets import HumanResetPrompt, ResetRoutine
-from hardware.teleop import InterventionPolicy, InterventionRecorder, KeyboardReader, TeleopCommander
+from hardware.teleop import InputUnavailable, InterventionPolicy, InterventionRecorder, KeyboardReader, TeleopCommander, terminal_problem
+from hardware.teleop.keyboard import stdin_fd
 from hardware.teleop.commands import MODES as TELEOP_MODES
 from robolearn import envs
-from robolearn.agents.policy import load_checkpoint_policy
+from hardware.tracking.calibration import CalibrationError
+from robolearn.agents.policy import ActingConfig, LatencyMeter, TimedPolicy, load_checkpoint_policy, prepare_for_control, too_slow_message
 from robolearn.agents.weights import load_policy_weights
 from robolearn.checkpoint import load_policy_checkpoint
 from robolearn.async_config import AsyncConfig
-from robolearn.config import check, load_typed, register_schema
+from robolearn.config import check, load_env_config, load_typed, register_schema
 from robolearn.display import DisplayConfig, open_view
 from robolearn.paths import CONFIG_DIR
+from robolearn.process import exits
 from robolearn.replay.recording import EpisodeRecorder
 from robolearn.spec import EnvSpec
+from robolearn.transport.config import load_transport_config
 
 MODES = ("eval", "online")
 
@@ -86,6 +92,10 @@ class DeployConfig:
     output_dir: str = "outputs/deploy"  # report.json, deploy.mp4, interventions.npz
     progress: bool = True
     display: DisplayConfig = field(default_factory=DisplayConfig)  # a live view, in both modes (docs/watching.md)
+    # The policy on the arm: torch threads, warm-up calls, and the latency refused before anything moves.
+    policy: ActingConfig = field(default_factory=ActingConfig)
+    spill_dir: str = "outputs/deploy/spill"  # mode=online: chunks not yet acknowledged, per actor name, kept across restarts
+    operator_prompt: bool = True  # mode=online: after a latched fault, ask at the terminal (when there is one) to clear it
 
     def __post_init__(self) -> None:
         check(self.mode in MODES, "mode", self.mode, f"one of {list(MODES)}")
@@ -101,34 +111,91 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def run(cfg: DeployConfig | DictConfig, say=print) -> dict:
+def run(cfg: DeployConfig | DictConfig, say=print, *, now=time.perf_counter) -> dict:
+    """Deploy; returns the report (also written to output_dir/report.json once anything was tried) with
+    `outcome`: done | preflight_failed | refused | fault | stopped (exit_code() maps it to the exit status).
+    `now`: the clock that times the policy's start-up calls (tests pass a virtual clock's). torch's thread
+    count is the policy's (`policy.threads`) while it runs, and the caller's again afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, say, now)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg, say, now) -> dict:
     cfg = load_command_config(DeployConfig, cfg, "deploy")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_cfg = plain(cfg.env)
-    result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint)}
+    result: dict = {"mode": cfg.mode, "checkpoint": str(cfg.checkpoint), "outcome": "", "stopped": ""}
+    if cfg.mode == "online":
+        load_transport_config(plain(cfg.transport))  # a remote host without keys, say: refused before anything connects
     check_checkpoint(cfg.checkpoint, env_cfg)  # before the pre-flight, whose self-test moves the wrist
+    contract = EnvSpec.from_config(env_cfg)
+    period = 1.0 / contract.control_hz
+    policy = load_policy(cfg, contract)
+    # One torch thread, warmed up, timed: a policy that cannot keep the rate is refused before anything moves.
+    startup = prepare_for_control(policy, contract.observation_space(), period, cfg.policy, now=now, refuse=False)
+    result["policy_latency"] = {"startup": startup}
+    say(f"policy latency: p50 {startup['p50_ms']:.1f} ms, p99 {startup['p99_ms']:.1f} ms of the {period * 1000:.0f} ms period "
+        f"({startup['threads']} torch thread(s))")
+    if not startup["ok"]:
+        return finish(result, out, "refused", too_slow_message(startup))
+    if cfg.mode == "eval" and needs_keyboard(cfg, env_cfg):
+        problem = terminal_problem(stdin_fd())
+        if problem:  # interventions and the reset prompt read keys: nobody could answer
+            raise InputUnavailable(f"deploy with intervention=true or a human reset prompt needs a person at a terminal: {problem}")
     if cfg.preflight.run:
-        report = preflight.run_preflight(env_cfg, cfg.preflight, say=lambda msg: None)
+        report = preflight.run_preflight(env_cfg, cfg.preflight, say=lambda msg: None, policy_latency=startup)
         say(report.render())
         result["preflight"] = report.as_dict()
         if not report.ok:
-            result["stopped"] = "pre-flight check failed"
-            (out / "report.json").write_text(json.dumps(result, indent=1))
-            return result
-    if cfg.mode == "online":
-        result.update(run_online(cfg, env_cfg, say))
-        (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
-        return result
+            return finish(result, out, "preflight_failed", "pre-flight check failed")
+    try:
+        if cfg.mode == "online":
+            result.update(run_online(cfg, env_cfg, policy, say))
+            outcome = "fault" if result.get("fault") else "done"
+            return finish(result, out, outcome, f"safety e-stop latched: {result['fault']}" if result.get("fault") else "")
+        report = run_eval(cfg, env_cfg, policy, period, out, result, say)
+    except EStopLatched as exc:  # a fault the loop did not meet at a step (the arm is held by the safety layer)
+        return finish(result, out, "fault", f"safety e-stop latched: {exc}")
+    except KeyboardInterrupt:
+        return finish(result, out, "stopped", "interrupted (Ctrl-C)")
+    except BaseException as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        finish(result, out, "error", result["error"])
+        raise
+    result.update(report.as_dict())
+    return finish(result, out, report.outcome or "done", report.stopped)
+
+
+def needs_keyboard(cfg: DeployConfig, env_cfg: dict) -> bool:
+    """Someone must be able to type: interventions, or a reset prompt that can come (after a success
+    needs a tracker to know of one)."""
+    hw = load_hardware_config(load_env_config(env_cfg))
+    human, tracked = hw.resets.human, getattr(hw.tracker.kind, "value", hw.tracker.kind) != "none"
+    return bool(cfg.intervention or human == "every_episode" or (human == "after_success" and tracked))
+
+
+def load_policy(cfg: DeployConfig, contract: EnvSpec):
+    """The checkpoint's policy, built from the env's contract alone (no arm connected yet)."""
+    return load_checkpoint_policy(None, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device,
+                                  spaces=(contract.observation_space(), contract.action_space()))
+
+
+def run_eval(cfg: DeployConfig, env_cfg: dict, policy, period: float, out: Path, result: dict, say) -> DeployReport:
     keys = view = None
+    meter = None
     env = envs.make_env(env_cfg)
     try:
         view = open_view(cfg.display, "deploy")
-        policy = load_checkpoint_policy(env, cfg.checkpoint, deterministic=cfg.deterministic, device=cfg.device)
         plan = env.hw.resets
         needs_keys = cfg.intervention or plan.human != "never"
         if needs_keys:
-            keys = KeyboardReader().start()
+            keys = KeyboardReader().start(require_terminal=needs_keyboard(cfg, env_cfg))
         prompt = HumanResetPrompt(keys, env.clock, plan.human_timeout_s, say=say) if keys is not None else None
         resets = ResetRoutine(env, plan, prompt)
         interventions = None
@@ -138,22 +205,40 @@ def run(cfg: DeployConfig | DictConfig, say=print) -> dict:
             policy = InterventionPolicy(policy, keys, commander, env.clock, say=say)
             room = cfg.episodes * (env.cfg.max_episode_steps + 1) * 2
             interventions = InterventionRecorder(EpisodeRecorder.open(out / "interventions.npz", env.observation_space, env.action_space.shape, room))
+        # Every step's policy time, on the env's clock (the loop's own): the report's latency during the run.
+        meter = LatencyMeter(env.clock.now)
         report = run_deployment(
-            env, policy, episodes=cfg.episodes, seed=cfg.seed, resets=resets, interventions=interventions,
+            env, TimedPolicy(policy, meter), episodes=cfg.episodes, seed=cfg.seed, resets=resets, interventions=interventions,
             video_path=out / "deploy.mp4" if cfg.video else None, video_episodes=cfg.video_episodes,
             say=say if cfg.progress else (lambda msg: None), view=view,
         )
         if interventions is not None and interventions.segments:
             report.interventions_file = str(interventions.recorder.save())
     finally:
+        if meter is not None:
+            result.setdefault("policy_latency", {})["episodes"] = meter.summary(period)
         if view is not None:
             result["display"] = view.close()
         if keys is not None:
             keys.close()
         env.close()
-    result.update(report.as_dict())
+    return report
+
+
+def finish(result: dict, out: Path, outcome: str, stopped: str = "") -> dict:
+    """Name how the run ended and write report.json."""
+    result["outcome"] = outcome
+    if stopped:
+        result["stopped"] = stopped
+    result["exit_code"] = exit_code(result)
     (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def exit_code(result: dict) -> int:
+    """docs/deploy.md, "How a run ends": 0 done, 1 pre-flight failed, 2 refused, 3 a latched fault, 4 stopped early."""
+    return {"done": exits.OK, "preflight_failed": exits.FAILED, "refused": exits.REFUSED, "fault": exits.FAULT,
+            "stopped": exits.STOPPED}.get(result.get("outcome"), exits.FAILED)
 
 
 def check_checkpoint(path, env_cfg: dict) -> None:
@@ -163,42 +248,53 @@ def check_checkpoint(path, env_cfg: dict) -> None:
     load_policy_checkpoint(path, contract.observation_space(), contract.action_space())
 
 
-def run_online(cfg: DeployConfig, env_cfg: dict, say=print) -> dict:
-    """The arm as an actor of asynchronous training, starting from the checkpoint's policy."""
+def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
+    """The arm as an actor of asynchronous training, starting from the checkpoint's policy. A latched fault
+    holds the arm and waits for a person (robolearn/actor.py); the result names it (`fault`) if it stays."""
     from robolearn.actor import Actor  # the actor command's module: only the online mode needs it
 
     env = envs.make_env(env_cfg)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    actor = None
     try:
         payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
+        actor_node = {"policy_threads": cfg.policy.threads, "warmup_calls": cfg.policy.warmup_calls, **(plain(cfg.actor) or {})}
         actor_cfg = load_typed(AsyncConfig, {"env": env_cfg, "agent": payload["agent_config"], "transport": plain(cfg.transport),
-                                             "actor": plain(cfg.actor), "display": cfg.display}, "deploy (mode=online)")
-        actor = Actor(actor_cfg, env=env, stop=stop)
+                                             "actor": actor_node, "display": cfg.display}, "deploy (mode=online)")
+        actor = Actor(actor_cfg, env=env, stop=stop, spill_root=cfg.spill_dir, operator="auto" if cfg.operator_prompt else None)
         load_policy_weights(actor.agent, payload["agent"]["model"])  # the actor acts: its critic (if any) is the learner's
         actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)
         actor.client.applied(0)
-        say(f"online actor {actor.name}: streaming to {actor_cfg.transport.host}:{actor_cfg.transport.port}; Ctrl-C stops")
+        actor.warm_up()  # again, with the checkpoint's weights
+        say(f"online actor {actor.name}: streaming to {actor_cfg.transport.host}:{actor_cfg.transport.port} "
+            f"(unacknowledged chunks in {actor.client.outbox.spill_dir}); Ctrl-C stops")
         try:
             result = actor.run()
         finally:
             acknowledged = actor.close()  # also closes the env (the arm is held)
+    except BaseException:
+        if actor is None:
+            env.close()
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return {**result, "transitions_sent": actor.client.stats["transitions"], "all_acknowledged": acknowledged,
+    return {**result, "name": actor.name, "spill_dir": str(actor.client.outbox.spill_dir), "transitions_sent": actor.client.stats["transitions"], "all_acknowledged": acknowledged,
             "link_events": actor.events, "safety_counters": dict(env.unwrapped.safety.counters)}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="deploy")
+@exits.reported("deploy", known=(CalibrationError, EStopLatched, InputUnavailable))
 def main(cfg: DictConfig) -> None:
     result = run(cfg)
     summary = {k: v for k, v in result.items() if k not in ("per_episode", "between_episode_events", "preflight")}
     if "preflight" in result:
         summary["preflight_ok"] = result["preflight"]["ok"]
     print(f"episodes={result.get('episodes', 0)} success_rate={result.get('success_rate', 0.0):.3f} "
-          f"mean_return={result.get('mean_return', 0.0):.2f} safety_events={sum(result.get('safety_event_counts', {}).values())}"
-          + (f" stopped: {result['stopped']}" if result.get("stopped") else ""))
+          f"mean_return={result.get('mean_return', 0.0):.2f} safety_events={sum(result.get('safety_event_counts', {}).values())} "
+          f"outcome={result['outcome']}" + (f" stopped: {result['stopped']}" if result.get("stopped") else ""))
     print(json.dumps(summary, default=str))
-    if result.get("stopped") == "pre-flight check failed":
-        sys.exit(1)
+    if result["exit_code"] != exits.OK:
+        print(f"deploy: {result['outcome']}: {result['stopped']} (report: {Path(cfg.output_dir) / 'report.json'})", file=sys.stderr)
+        sys.exit(result["exit_code"])

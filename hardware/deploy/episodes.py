@@ -46,6 +46,7 @@ class DeployReport(EvalSummary):
 
     between_episode_events: list[dict] = field(default_factory=list)
     stopped: str = ""  # why the run stopped early, if it did
+    outcome: str = "done"  # done | fault (a latched safety fault ended it) | stopped (operator, reset prompt, reset failed)
     safety_counters: dict = field(default_factory=dict)
     video: str | None = None
     interventions_file: str | None = None
@@ -71,6 +72,7 @@ class DeployReport(EvalSummary):
             "success_known": all(e.success_known for e in self.episodes) if self.episodes else False,
             "mean_return": self.mean_return,
             "stopped": self.stopped,
+            "outcome": self.outcome,
             "safety_event_counts": self.event_counts(),
             "safety_counters": self.safety_counters,
             "video": self.video,
@@ -142,12 +144,14 @@ def run_deployment(
                 answer = resets.between_episodes(previous_success) if resets is not None else "ok"
             except (EStopLatched, ResetFailed) as exc:
                 report.stopped = f"scripted reset motion: {exc}"
+                report.outcome = "fault" if isinstance(exc, EStopLatched) or env.safety.latched else "stopped"
                 break
             finally:
                 # Events since the last step (the hold, scripted motions): env.reset() would discard them.
                 report.between_episode_events += [e.as_dict() for e in env.safety.drain_events()]
             if answer == "quit" or (answer == "timeout" and resets.plan.stop_on_timeout):
                 report.stopped = f"scene reset prompt: {answer}"
+                report.outcome = "stopped"
                 break
             policy.reset()
             episode = DeployEpisode(seed + i, False, 0.0, 0)
@@ -181,6 +185,7 @@ def run_deployment(
                                   on_step=lambda step: "quit" if getattr(policy, "quit", False) else None, view=view)
             except (EStopLatched, ResetFailed) as exc:
                 report.stopped = f"reset: {exc}"
+                report.outcome = "fault" if isinstance(exc, EStopLatched) or env.safety.latched else "stopped"
                 break
             info = run.info
             episode.episode_return, episode.length = run.episode_return, run.length
@@ -195,9 +200,11 @@ def run_deployment(
             if episode.ended_by == "safety":
                 report.stopped = (f"safety e-stop latched: {info['safety']['fault']}. Remove the cause, then clear it explicitly "
                                   "(env.clear_fault(...); see docs/deploy.md) before deploying again")
+                report.outcome = "fault"
                 break
             if episode.ended_by == "quit":
                 report.stopped = "operator quit"
+                report.outcome = "stopped"
                 break
     finally:
         if video is not None:

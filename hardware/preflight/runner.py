@@ -15,6 +15,7 @@ from hardware.preflight.cameras_check import check_cameras
 from hardware.preflight.config_check import check_config
 from hardware.preflight.controller_check import check_controller
 from hardware.preflight.options import PreflightOptions
+from hardware.preflight.policy_check import PolicySource, check_policy_latency
 from hardware.preflight.report import FAIL, SKIP, WARN, CheckResult, PreflightReport
 from hardware.preflight.robot_check import check_robot
 from hardware.preflight.tracker_check import check_tracker
@@ -27,8 +28,10 @@ Hook = Callable[[str, Any], None]
 
 
 class Preflight:
-    def __init__(self, env_cfg, options: PreflightOptions | None = None, *, hook: Hook | None = None, say: Callable[[str], None] | None = None):
+    def __init__(self, env_cfg, options: PreflightOptions | None = None, *, hook: Hook | None = None, say: Callable[[str], None] | None = None,
+                 policy: PolicySource | None = None):
         self.raw = env_cfg
+        self.policy = policy  # a checkpoint (or deploy's figures): the `policy latency` check
         self.options = options or PreflightOptions()
         self.hook = hook or (lambda what, obj: None)
         self.say = say or (lambda msg: None)
@@ -49,6 +52,11 @@ class Preflight:
         try:
             config_ok = self._guarded("config", lambda: check_config(self))
             self._guarded("calibration", lambda: check_calibration(self))
+            if self.policy is not None:
+                if config_ok:
+                    self._guarded("policy latency", lambda: check_policy_latency(self, self.policy))
+                else:
+                    self.add("policy latency", SKIP, "not run: the config is invalid")
             if not config_ok:
                 for name in ("robot", "controller", "cameras", "tracker", "watchdog"):
                     self.add(name, SKIP, "not run: the config is invalid")
@@ -95,5 +103,11 @@ class Preflight:
                 pass
 
 
-def run_preflight(env_cfg, options: PreflightOptions | None = None, *, hook: Hook | None = None, say=None) -> PreflightReport:
-    return Preflight(env_cfg, options, hook=hook, say=say).run()
+def run_preflight(env_cfg, options: PreflightOptions | None = None, *, hook: Hook | None = None, say=None,
+                  checkpoint: str | None = None, acting=None, policy_latency: dict | None = None) -> PreflightReport:
+    """`checkpoint` (with `acting`, an ActingConfig): also the `policy latency` check, measured here;
+    `policy_latency`: the same check from figures already measured (deploy's)."""
+    policy = None
+    if checkpoint is not None or policy_latency is not None:
+        policy = PolicySource(checkpoint, acting or PolicySource().acting, policy_latency)
+    return Preflight(env_cfg, options, hook=hook, say=say, policy=policy).run()

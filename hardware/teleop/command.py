@@ -16,6 +16,7 @@ training loads with demos.path=...).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +24,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hardware.config import load_command_config
-from hardware.resets import HumanResetPrompt, ResetRoutine
+from hardware.resets import HumanResetPrompt, ResetFailed, ResetRoutine
 from hardware.teleop.commands import MODES, TeleopCommander
-from hardware.teleop.gamepad import GamepadReader, require_gamepad
-from hardware.teleop.keyboard import KeyboardReader
+from hardware.env import EStopLatched
+from hardware.teleop.gamepad import GamepadReader, GamepadUnavailable, require_gamepad
+from hardware.teleop import keyboard
+from hardware.teleop.keyboard import InputUnavailable, KeyboardReader, terminal_problem
 from hardware.teleop.session import TeleopSession
 from robolearn.config import check, register_schema
 from robolearn.display import DisplayConfig, open_view
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
+from robolearn.process import exits
 from robolearn.replay.recording import EpisodeRecorder
 
 DEVICES = ("keyboard", "gamepad")
@@ -71,9 +75,17 @@ class TeleopConfig:
 register_schema("teleop_schema", TeleopConfig)
 
 
-def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
+def run(cfg: TeleopConfig | DictConfig, keys=None, say=print, stdin_fd: int | None = None) -> dict:
+    """Teleop episodes; the result's `outcome` is done | fault | stopped (exit_code() maps it). Refuses
+    (InputUnavailable, GamepadUnavailable) before anything connects when no person can drive the arm:
+    keyboard teleop needs a foreground terminal on `stdin_fd` (default: stdin)."""
     cfg = load_command_config(TeleopConfig, cfg, "teleop")
     gamepad_path = require_gamepad(cfg.gamepad.path) if cfg.device == "gamepad" else None
+    if keys is None and cfg.device == "keyboard":
+        fd = keyboard.stdin_fd() if stdin_fd is None else stdin_fd
+        problem = terminal_problem(fd)
+        if problem:
+            raise InputUnavailable(f"keyboard teleop needs a person at a terminal: {problem}")
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True) if isinstance(cfg.env, DictConfig) else cfg.env
     env = make_env(env_cfg)
     own_keys = keys is None
@@ -85,7 +97,7 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
             if gamepad_path is not None:
                 keys = GamepadReader(gamepad_path, mode=cfg.mode, dead_zone=cfg.gamepad.dead_zone).start()
             else:
-                keys = KeyboardReader().start()
+                keys = KeyboardReader(stdin_fd).start(require_terminal=True)
         recorder = None
         if cfg.record:
             room = cfg.episodes * (env.cfg.max_episode_steps + 1)
@@ -98,12 +110,20 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
                 "B stops, A/X close/open, RT/LT speed, START keeps the episode, BACK discards, GUIDE quits")
         else:
             say(f"teleop ({cfg.mode} mode) on {env.hw.driver.kind.value}: hold keys to move, space stops, n keeps the episode, x discards, esc quits")
-        episodes, previous = [], None
+        episodes, previous, stopped, latched = [], None, "", ""
         for i in range(cfg.episodes):
-            answer = resets.between_episodes(previous)
-            if answer in ("quit", "timeout"):
+            try:
+                answer = resets.between_episodes(previous)
+                if answer in ("quit", "timeout"):
+                    stopped = "" if answer == "quit" else "scene reset prompt: nobody answered"
+                    break
+                episode = session.run_episode(seed=cfg.seed + i, max_steps=cfg.max_steps)
+            except EStopLatched as exc:  # a scripted reset or the homing met a latched fault
+                latched = str(exc)
                 break
-            episode = session.run_episode(seed=cfg.seed + i, max_steps=cfg.max_steps)
+            except ResetFailed as exc:
+                stopped = f"reset: {exc}"
+                break
             episodes.append(episode)
             previous = episode.success
             if episode.quit or episode.ended_by == "safety":
@@ -114,7 +134,19 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
         if own_keys and keys is not None:
             keys.close()
         env.close()
+    faults = [e for e in episodes if e.ended_by == "safety"]
+    input_fault = getattr(keys, "fault", None)
+    if faults or latched:
+        fatal = [ev for ev in faults[-1].safety_events if ev.get("fatal")] if faults else []
+        outcome = "fault"
+        stopped = "safety e-stop latched: " + (latched or (f"{fatal[0]['layer']}: {fatal[0]['message']}" if fatal else "see the safety events"))
+    elif input_fault or any(e.ended_by == "device" for e in episodes):
+        outcome, stopped = "stopped", f"input device lost: {input_fault}"
+    else:
+        outcome = "stopped" if stopped else "done"
     return {
+        "outcome": outcome,
+        "stopped": stopped,
         "episodes": len(episodes),
         "kept": sum(e.kept for e in episodes),
         "steps": [e.steps for e in episodes],
@@ -122,11 +154,24 @@ def run(cfg: TeleopConfig | DictConfig, keys=None, say=print) -> dict:
         "safety_events": sum(len(e.safety_events) for e in episodes),
         "demos": str(saved) if saved else None,
         "demo_transitions": recorder.store.num_transitions() if recorder is not None else 0,
-        "input_fault": getattr(keys, "fault", None),
+        "undriven": sum(e.human_commands == 0 for e in episodes),
+        "input_fault": input_fault,
         **({"display": display} if display is not None else {}),
     }
 
 
+def exit_code(result: dict) -> int:
+    """0 done (the operator quitting with esc included), 3 a latched safety fault, 4 stopped early (input
+    device lost, reset prompt unanswered); refusals exit 2 (robolearn/process/exits.py)."""
+    return {"done": exits.OK, "fault": exits.FAULT, "stopped": exits.STOPPED}.get(result["outcome"], exits.FAILED)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="teleop")
+@exits.reported("teleop", known=(InputUnavailable, GamepadUnavailable, EStopLatched))
 def main(cfg: DictConfig) -> None:
-    print(json.dumps(run(cfg)))
+    result = run(cfg)
+    print(json.dumps(result))
+    code = exit_code(result)
+    if code != exits.OK:
+        print(f"teleop: {result['outcome']}: {result['stopped']}", file=sys.stderr)
+        sys.exit(code)

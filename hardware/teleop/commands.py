@@ -46,6 +46,7 @@ class TeleopCommander:
         self.spec, self.mode = spec, mode
         self.speed, self.ee_speed, self.hold_s, self.damping = float(speed), float(ee_speed), float(hold_s), float(damping)
         self.gripper = -1.0  # open
+        self.commands = 0  # motion and gripper keys handled: a teleop episode without any was driven by nobody
         n_axes = spec.n_joints if mode == "joint" else 3
         self._direction = np.zeros(n_axes)
         self._until = np.full(n_axes, -np.inf)
@@ -58,8 +59,10 @@ class TeleopCommander:
             self.stop()
         elif key == "o":
             self.gripper = -1.0
+            self.commands += 1
         elif key == "c":
             self.gripper = 1.0
+            self.commands += 1
         elif key in ("+", "="):
             self.speed = min(1.0, self.speed * 1.25)
         elif key in ("-", "_"):
@@ -69,6 +72,7 @@ class TeleopCommander:
             if self._direction[axis] != sign:
                 self._direction[axis] = sign  # a reversal takes over at once
             self._until[axis] = now + self.hold_s
+            self.commands += 1
         else:
             return False
         return True

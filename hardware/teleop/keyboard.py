@@ -13,6 +13,36 @@ import select
 import sys
 import threading
 
+class InputUnavailable(RuntimeError):
+    """No input device a person can drive the arm with: refused before anything moves."""
+
+
+def stdin_fd() -> int | None:
+    """Standard input's descriptor, or None when there is none (closed, or replaced by an object without one)."""
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def terminal_problem(fd: int | None) -> str | None:
+    """Why keys cannot be read from `fd` by a person at a terminal, or None.
+
+    Not a terminal (a pipe, /dev/null, a service): nobody is typing. A terminal whose foreground is another
+    process group (started with `&`, or under `timeout` without `--foreground`): the kernel stops this
+    process (SIGTTOU/SIGTTIN) the moment it sets cbreak mode or reads, silently."""
+    if fd is None or not os.isatty(fd):
+        return "standard input is not a terminal (no TTY: a pipe, a file or a service); run it in a terminal, or use a gamepad (device=gamepad)"
+    try:
+        foreground = os.tcgetpgrp(fd)
+    except OSError as exc:
+        return f"cannot ask the terminal for its foreground process group: {exc}"
+    if foreground != os.getpgrp():
+        return ("this process is not in the terminal's foreground (started in the background, or under `timeout` without "
+                "`--foreground`): the terminal would stop it when it reads keys; run it in the foreground (`timeout --foreground ...`)")
+    return None
+
+
 # Escape sequences terminals send for the arrow keys.
 _ESCAPES = {b"\x1b[A": "up", b"\x1b[B": "down", b"\x1b[C": "right", b"\x1b[D": "left"}
 
@@ -58,7 +88,16 @@ class KeyboardReader:
         self._saved_tty = None
         self.closed_input = False  # the other end went away (EOF)
 
-    def start(self) -> KeyboardReader:
+    def start(self, require_terminal: bool = False) -> KeyboardReader:
+        """require_terminal: raise InputUnavailable unless a person can type into `fd` (a foreground terminal).
+        Otherwise a terminal this process does not own (in the background) is left alone, with no keys read:
+        setting its mode or reading it would stop the process."""
+        problem = terminal_problem(self.fd)
+        if require_terminal and problem:
+            raise InputUnavailable(f"keyboard: {problem}")
+        if os.isatty(self.fd) and problem:
+            self.closed_input = True
+            return self
         if os.isatty(self.fd):
             import termios
             import tty

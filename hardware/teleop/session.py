@@ -5,7 +5,8 @@ check, scaling and safety layer as a policy's. Both record `info["executed_actio
 actually told after the safety layer, in the policy's action space.
 
 Control keys (besides the motion keys of `TeleopCommander`): n = end the episode and keep it,
-x = end it and throw it away, esc = quit after this episode (kept); during a policy episode, i toggles
+x = end it and throw it away, esc = quit after this episode (kept). An episode in which the person gave
+no motion or gripper command is never kept, whatever ended it: nobody drove it. During a policy episode, i toggles
 the human's takeover. An input device that reports a `fault` (a gamepad that disappeared) ends the
 teleop episode at once, discarded, and the session (`quit`): nobody is steering any more.
 """
@@ -29,6 +30,7 @@ class TeleopEpisode:
     success: bool = False
     episode_return: float = 0.0
     ended_by: str = ""  # env | operator | discard | quit | safety | device
+    human_commands: int = 0  # motion and gripper keys the person gave; none: the episode is not saved
     safety_events: list[dict] = field(default_factory=list)
     quit: bool = False
 
@@ -46,6 +48,7 @@ class TeleopSession:
         out = TeleopEpisode()
         keep = True
         now = 0.0  # when the keys were last polled: the commander's action is computed for that time
+        commands_before = commander.commands
 
         def start(obs, info) -> None:
             out.safety_events.extend(info["safety"]["events"])
@@ -87,11 +90,16 @@ class TeleopSession:
         if not out.ended_by:  # the env ended it, or max_steps
             out.ended_by = "safety" if last_info["safety"]["estop"] else "env"
         out.success = bool(last_info.get("success", False))
+        out.human_commands = commander.commands - commands_before
+        undriven = keep and out.human_commands == 0
+        if undriven:
+            keep = False  # nobody drove it: its actions are the commander's zeros, not a demonstration
         if recorder is not None:
             written = recorder.end(keep=keep)
             out.kept = written > 0
-        self.say(f"episode ended ({out.ended_by}) after {out.steps} steps, success={out.success}, "
-                 f"{'kept' if out.kept else 'not recorded'}")
+        why = ("not recorded: no human command in the episode (nobody drove the arm)" if undriven
+               else "kept" if out.kept else "not recorded")
+        self.say(f"episode ended ({out.ended_by}) after {out.steps} steps, success={out.success}, {why}")
         return out
 
 
