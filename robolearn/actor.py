@@ -47,6 +47,7 @@ from robolearn.agents import DrQAgent
 from robolearn.agents.policy import AgentPolicy, ActingConfig, LatencyMeter, prepare_for_control, set_acting_threads
 from robolearn.agents.weights import load_acting_weights
 from robolearn.async_config import AsyncConfig
+from robolearn.checkpoint import run_agent_config
 from robolearn.config import load_typed
 from robolearn.display import open_view
 from robolearn.envs import make_env
@@ -76,7 +77,8 @@ class Actor:
         self.on_arm = hasattr(self.env.unwrapped, "clear_fault") and safe_hold_of(self.env) is not None
         if self.on_arm:
             set_acting_threads(self.acfg.policy_threads)
-        self.agent = DrQAgent(self.env.observation_space, self.env.action_space, cfg.agent, device="cpu")
+        # With learner.init_from, the checkpoint's agent config (and its encoder), as the learner and server use.
+        self.agent = DrQAgent(self.env.observation_space, self.env.action_space, run_agent_config(cfg, self.env.observation_space), device="cpu")
         self.agent.eval()
         self.name = self.acfg.name or default_actor_name(cfg.env, self.acfg.seed)
         transport = load_transport_config(cfg.transport)

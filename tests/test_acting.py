@@ -86,7 +86,7 @@ def actor_config(tmp_path, *overrides):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="async_real_fake", overrides=[
             f"run_dir={tmp_path}", f"transport.port={free_port()}", f"transport.weights_port={free_port()}",
-            "env.hardware.loop.clock=virtual", "env.episode_seconds=1", "env.hardware.resets.joint_noise_rad=0.0",
+            "transport.insecure_no_keys=true", "env.hardware.loop.clock=virtual", "env.episode_seconds=1", "env.hardware.resets.joint_noise_rad=0.0",
             "actor.on_learner_loss=continue", "actor.flush_timeout_s=0.2", "agent.hidden_dim=32", "agent.feature_dim=16", *overrides])
     return load_typed(AsyncConfig, cfg, "async")
 

@@ -141,7 +141,7 @@ def test_online_mode_streams_the_arm_to_a_replay_server_starting_from_the_checkp
     cfg = deploy_config(
         f"checkpoint={checkpoint}", "mode=online", "env.robot=fr3", "env.episode_seconds=1", "env.hardware.loop.clock=virtual",
         "preflight.run=false", f"output_dir={tmp_path}", f"transport.port={link.port}", f"transport.weights_port={link.weights_port}",
-        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "actor.total_steps=25", "actor.name=arm")
+        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "transport.insecure_no_keys=true", "actor.total_steps=25", "actor.name=arm")
     spec = EnvSpec.from_config(cfg.env)
     space, action_shape = spec.observation_space(), (spec.action_dim,)
     with running_server(tmp_path / "replay", link, ServerConfig(capacity=1000), space, action_shape) as server:
@@ -364,7 +364,7 @@ def test_online_mode_ends_on_a_latched_fault_with_a_report_and_exit_code_3(check
     cfg = deploy_config(
         f"checkpoint={checkpoint}", "mode=online", "env.robot=fr3", "env.episode_seconds=1", "env.hardware.loop.clock=virtual",
         "preflight.run=false", f"output_dir={tmp_path}", f"transport.port={link.port}", f"transport.weights_port={link.weights_port}",
-        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "actor.total_steps=25", "actor.name=arm", "actor.fault_wait_s=5",
+        "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "transport.insecure_no_keys=true", "actor.total_steps=25", "actor.name=arm", "actor.fault_wait_s=5",
         "operator_prompt=false", f"spill_dir={tmp_path / 'spill'}")
     spec = EnvSpec.from_config(cfg.env)
     space, action_shape = spec.observation_space(), (spec.action_dim,)

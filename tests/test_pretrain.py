@@ -285,7 +285,7 @@ def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file,
         cfg = compose(config_name="async_pixels", overrides=[
             f"run_dir={tmp_path}", f"agent.encoder_weights={encoder_file}", f"server.demos={tmp_path / 'demos.npz'}",
             "server.capacity=100", "server.demo_capacity=100", f"transport.port={free_port()}",
-            f"transport.weights_port={free_port()}", *TINY_ENV])
+            f"transport.weights_port={free_port()}", "transport.insecure_no_keys=true", *TINY_ENV])
     server = build_server(cfg)
     try:
         assert FEATURE_KEY in server.observation_space.spaces and "front" not in server.observation_space.spaces

@@ -41,8 +41,7 @@ from hardware.teleop.commands import MODES as TELEOP_MODES
 from robolearn import envs
 from hardware.tracking.calibration import CalibrationError
 from robolearn.agents.policy import ActingConfig, LatencyMeter, TimedPolicy, load_checkpoint_policy, prepare_for_control, too_slow_message
-from robolearn.agents.weights import load_policy_weights
-from robolearn.checkpoint import load_policy_checkpoint
+from robolearn.checkpoint import checkpoint_agent_config, load_policy_checkpoint, load_policy_for
 from robolearn.async_config import AsyncConfig
 from robolearn.config import check, load_env_config, load_typed, register_schema
 from robolearn.display import DisplayConfig, open_view
@@ -260,10 +259,11 @@ def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
     try:
         payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
         actor_node = {"policy_threads": cfg.policy.threads, "warmup_calls": cfg.policy.warmup_calls, **(plain(cfg.actor) or {})}
-        actor_cfg = load_typed(AsyncConfig, {"env": env_cfg, "agent": payload["agent_config"], "transport": plain(cfg.transport),
+        agent_cfg = checkpoint_agent_config(payload, cfg.checkpoint, env.observation_space)  # as the learner's init_from
+        actor_cfg = load_typed(AsyncConfig, {"env": env_cfg, "agent": agent_cfg, "transport": plain(cfg.transport),
                                              "actor": actor_node, "display": cfg.display}, "deploy (mode=online)")
         actor = Actor(actor_cfg, env=env, stop=stop, spill_root=cfg.spill_dir, operator="auto" if cfg.operator_prompt else None)
-        load_policy_weights(actor.agent, payload["agent"]["model"])  # the actor acts: its critic (if any) is the learner's
+        load_policy_for(actor.agent, payload)  # the policy's inputs in the order the checkpoint recorded
         actor.version = 0  # the checkpoint's policy acts from the first step (no random seed actions on an arm)
         actor.client.applied(0)
         actor.warm_up()  # again, with the checkpoint's weights
