@@ -128,17 +128,58 @@ def test_demos_given_at_the_first_start_are_kept_in_the_store_and_not_loaded_twi
     again.close()
 
 
-def test_the_store_reserves_its_disk_at_start_and_refuses_to_start_without_room(tmp_path, monkeypatch):
-    DurableReplay(tmp_path / "roomy", SPACE, ACTION, ServerConfig(capacity=1_000)).close()
+def test_the_store_reserves_disk_as_it_fills_and_refuses_to_start_without_room_for_the_first_rows(tmp_path, monkeypatch):
+    from robolearn.replay.durable import reserve_step
+
+    cfg = ServerConfig(capacity=4_096, demo_capacity=100)
+    data = DurableReplay(tmp_path / "roomy", SPACE, ACTION, cfg)
     cam = tmp_path / "roomy" / "store" / "obs_cam.npy"
-    assert cam.stat().st_blocks * 512 >= cam.stat().st_size  # blocks allocated, not sparse: no SIGBUS on a full disk
+    row = 12 * 12 * 3
+    step = reserve_step(cfg.capacity)
+    allocated = lambda: cam.stat().st_blocks * 512
+    assert step * row <= allocated() < cam.stat().st_size // 2  # reserved ahead of the data, not for the whole capacity
+    episodes = chunks(2 * step // 21 + 1, 20, per_chunk=20)  # one chunk an episode: 21 rows
+    for seq, arrays in enumerate(episodes):  # writing past the reservation reserves the next rows first (no SIGBUS)
+        data.accept("a", seq, False, arrays)
+    assert data.storage.total > 2 * step
+    assert allocated() >= (data.storage.total + step) * row * 0.99
+    data.close()
 
     import shutil
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))  # 1 MB free
     with pytest.raises(RuntimeError, match="not enough disk space .* lower server.capacity"):
         DurableReplay(tmp_path / "cramped", SPACE, ACTION, ServerConfig(capacity=1_000_000))
     assert not (tmp_path / "cramped" / "store").exists()
-    DurableReplay(tmp_path / "roomy", SPACE, ACTION, ServerConfig(capacity=1_000)).close()  # an existing store needs no room
+    DurableReplay(tmp_path / "roomy", SPACE, ACTION, cfg).close()  # an existing store needs no room
+
+
+def test_a_full_disk_refuses_the_chunk_and_keeps_what_was_stored(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from robolearn.replay.durable import StoreFull
+
+    data = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=4_096, demo_capacity=100))
+    episodes = chunks(60, 20, per_chunk=20)  # 1,260 rows: past the first reservation (256 + 21)
+    data.accept("a", 0, False, episodes[0])
+    before = data.storage.num_transitions()
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    seq, total = 1, data.storage.total
+    with pytest.raises(StoreFull, match="disk .* is full"):
+        while True:
+            data.accept("a", seq, False, episodes[seq])
+            seq, total = seq + 1, data.storage.total
+    stored = data.storage.num_transitions()
+    assert data.next_seq["a"] == seq and stored >= before and data.storage.total == total  # the refused chunk left nothing
+    data.close()
+    monkeypatch.undo()
+    again = DurableReplay(tmp_path, SPACE, ACTION, ServerConfig(capacity=4_096, demo_capacity=100))
+    assert again.next_seq["a"] == seq and again.storage.num_transitions() == stored
+    again.close()
 
 
 def test_a_second_server_on_the_same_directory_is_refused(tmp_path):

@@ -64,13 +64,16 @@ class MappedArrays:
                     f"replay store {directory} was created with {({k: found.get(k) for k in differs})}, this server has "
                     f"{({k: self.layout[k] for k in differs})}: use another run directory, or the settings it was made with")
         directory.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity
         self.arrays: list[np.memmap] = []
+        self.paths: list[Path] = []
+        self.reserved = 0  # rows [0, reserved) of every array have their disk blocks
+        self._sparse = False  # the file system cannot reserve ahead
 
     def __call__(self, name: str, shape: tuple, dtype: np.dtype, fill: int) -> np.ndarray:
         path = self.dir / (name.replace("/", "_") + ".npy")
         if self.fresh:
-            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-            _reserve(path)
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # sparse: reserve() allocates
             if fill:
                 array.fill(fill)
         else:
@@ -78,6 +81,7 @@ class MappedArrays:
             if array.shape != tuple(shape) or array.dtype != dtype:
                 raise ReplayFormatError(f"replay store file {path} holds {array.dtype} {array.shape}, expected {dtype} {tuple(shape)}")
         self.arrays.append(array)
+        self.paths.append(path)
         return array.view(np.ndarray)  # a plain array over the mapping: the storage's indexing skips memmap's subclass hooks
 
     def created(self) -> None:
@@ -93,17 +97,39 @@ class MappedArrays:
             array.flush()  # msync: the dirty pages of the mapping reach the disk
 
 
-def _reserve(path: Path) -> None:
-    """Allocate the file's blocks now: a write into a mapped page the disk has no room for kills the process
-    (SIGBUS) instead of raising, so a full disk must show at start, not in the middle of a run."""
-    with open(path, "r+b") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise
-            log.warning("%s: the file system cannot reserve space ahead (%s); the store stays sparse, and a disk that "
-                        "fills up later stops the server", path, exc)
+    def reserve(self, rows: int) -> None:
+        """Allocate the disk blocks of rows [0, rows) of every array before they are written: a write into a
+        mapped page the disk has no room for kills the process (SIGBUS) instead of raising, so a full disk
+        must show here, as StoreFull, before anything of the chunk is written. Blocks are reserved ahead of
+        what is stored (DurableReplay: 1/16 of the capacity at a time), not for the whole capacity at start."""
+        rows = min(rows, self.capacity)
+        if rows <= self.reserved or self._sparse:
+            return
+        for array, path in zip(self.arrays, self.paths):
+            stride = array.strides[0]
+            with open(path, "r+b") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), array.offset + self.reserved * stride, (rows - self.reserved) * stride)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        need = (rows - self.reserved) * sum(a.strides[0] for a in self.arrays)
+                        raise StoreFull(f"the disk holding {self.dir} is full: rows {self.reserved}-{rows} of the replay store "
+                                        f"({need / 1e6:.0f} MB) cannot be reserved; what is stored is kept. Free some space, "
+                                        "or lower server.capacity") from None
+                    log.warning("%s: the file system cannot reserve space ahead (%s); the store stays sparse, and a disk that "
+                                "fills up later stops the server", path, exc)
+                    self._sparse = True
+                    return
+        self.reserved = rows
+
+
+class StoreFull(RuntimeError):
+    """No disk for the rows a chunk would write: the chunk is refused, nothing of it written."""
+
+
+def reserve_step(capacity: int) -> int:
+    """Rows reserved ahead of what a store holds: disk in proportion to what is stored, a few reservations a run."""
+    return min(capacity, max(256, -(-capacity // 16)))
 
 
 def store_bytes(observation_space: spaces.Dict, action_shape: tuple[int, ...], capacity: int) -> int:
@@ -230,8 +256,10 @@ class DurableReplay:
     def _open(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], demos: ReplayStorage | None) -> None:
         cfg = self.cfg
         spec = spec_signature(observation_space, action_shape)
-        _check_room(self.dir, {"store": store_bytes(observation_space, action_shape, cfg.capacity),
-                               "demo_store": store_bytes(observation_space, action_shape, cfg.demo_capacity)})
+        _check_room(self.dir, {"store": store_bytes(observation_space, action_shape, reserve_step(cfg.capacity)),
+                               "demo_store": store_bytes(observation_space, action_shape, reserve_step(cfg.demo_capacity))},
+                    {"store": store_bytes(observation_space, action_shape, cfg.capacity),
+                     "demo_store": store_bytes(observation_space, action_shape, cfg.demo_capacity)})
         self.files = {"online": MappedArrays(self.dir / "store", spec, cfg.capacity, cfg.fsync),
                       "demo": MappedArrays(self.dir / "demo_store", spec, cfg.demo_capacity, cfg.fsync)}
         self.storage = ReplayStorage(observation_space, action_shape, cfg.capacity, allocate=self.files["online"])
@@ -240,7 +268,8 @@ class DurableReplay:
         self.streams: dict[str, int] = {}  # actor name (demo streams: "demo:" + name) -> replay stream
         self.next_seq: dict[str, int] = {}  # actor name -> next chunk sequence number expected
         self._resume()
-        for files in self.files.values():
+        for which, files in self.files.items():
+            files.reserve(self.stores[which].total + reserve_step(files.capacity))
             files.created()
         if demos is not None:
             self._take_demos(demos)
@@ -257,6 +286,7 @@ class DurableReplay:
         key = ("demo:" if demo else "") + name
         check_continuity(arrays, key in self.streams and store.has_open_episode(self.streams[key]))
         reach = store.total + len(arrays["kind"])
+        self.files[which].reserve(reach + reserve_step(store.capacity))  # StoreFull here: nothing of the chunk written
         self.state_file.write_intent(which, reach)
         try:
             added = apply_chunk(store, arrays, self._stream(name, demo))
@@ -312,6 +342,7 @@ class DurableReplay:
             log.info("the demo store in %s is kept (%d transitions); the demo file given is not loaded again",
                      self.dir / "demo_store", self.demos.num_transitions())
             return
+        self.files["demo"].reserve(demos.total + reserve_step(self.demos.capacity))
         self.demos.assign(demos)
         self.files["demo"].flush()
         self.state_file.commit(self._state())
@@ -326,11 +357,16 @@ class DurableReplay:
         self.state_file.close()
 
 
-def _check_room(directory: Path, needed: dict[str, int]) -> None:
-    """Refuse to start, with the numbers, when new stores would not fit on the disk."""
-    new = {name: size for name, size in needed.items() if not (directory / name / "layout.json").exists()}
+def _check_room(directory: Path, first: dict[str, int], full: dict[str, int]) -> None:
+    """Refuse to start, with the numbers, when new stores' first reservation would not fit on the disk; say
+    so when they would not fit once full (they then refuse chunks when the disk fills, losing nothing)."""
+    new = [name for name in first if not (directory / name / "layout.json").exists()]
     free = shutil.disk_usage(directory).free
-    if new and sum(new.values()) > free:
-        sizes = ", ".join(f"{name}/ {size / 1e9:.1f} GB" for name, size in new.items())
-        raise RuntimeError(f"not enough disk space in {directory} for the replay store ({sizes}; {free / 1e9:.1f} GB free): "
+    if new and sum(first[n] for n in new) > free:
+        sizes = ", ".join(f"{name}/ {first[name] / 1e9:.2f} GB" for name in new)
+        raise RuntimeError(f"not enough disk space in {directory} for the replay store ({sizes} to begin with; {free / 1e9:.1f} GB free): "
                                 "lower server.capacity or server.demo_capacity, free some space, or use another run_dir")
+    if new and sum(full[n] for n in new) > free:
+        log.warning("the replay store in %s takes %.1f GB once full and %.1f GB are free: when the disk fills, chunks are "
+                    "refused (nothing stored is lost); lower server.capacity to stay within it", directory,
+                    sum(full[n] for n in new) / 1e9, free / 1e9)

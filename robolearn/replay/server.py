@@ -54,7 +54,7 @@ from robolearn.replay import MixedSampler, ReplayStorage
 from robolearn.replay.chunks import check_chunk
 from robolearn.replay.codec import batch_arrays
 from robolearn.replay.config import ServerConfig
-from robolearn.replay.durable import DurableReplay
+from robolearn.replay.durable import DurableReplay, StoreFull
 from robolearn.spec import spec_signature
 from robolearn.transport.config import TransportConfig
 from robolearn.transport.protocol import Message, ProtocolError, arrays_digest, decode, encode
@@ -378,8 +378,11 @@ class ReplayServer:
         if seq > expected:
             return encode("resend", {"seq": expected})
         check_chunk(msg.arrays, self.observation_space, self.action_shape)
-        with self._lock:
-            self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays)
+        try:
+            with self._lock:
+                self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays)
+        except StoreFull as exc:  # the actor keeps the chunk (and saves it on closing): nothing is lost
+            raise Refused("disk_full", str(exc)) from None
         self.counters["chunks"] += 1
         # Acknowledgements are cumulative: one per actor per burst (or per ACK_EVERY chunks, so an actor's
         # window of unacknowledged chunks keeps moving) instead of one per chunk.
