@@ -25,7 +25,7 @@ class TransportConfig:
     chunk_max_age_s: float = 0.5  # a chunk goes out after this long even if not full (slow real-robot loops)
     max_in_flight: int = 32  # unacknowledged chunks on the wire
     outbox_mb: float = 256.0  # memory for unsent chunks; beyond it they spill to disk
-    spill_dir: Optional[str] = None  # default: a temporary directory
+    spill_dir: Optional[str] = None  # default: <run_dir>/spill/<actor name> for python -m robolearn.actor (a temporary directory for bare clients)
     compression: str = "none"  # none | jpeg | png: image codec on the wire (slow links)
     jpeg_quality: int = 90
     prefetch: int = 2  # learner: sample requests kept in flight
