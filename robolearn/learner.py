@@ -152,7 +152,9 @@ class Learner:
         return bool(max_utd) and self.updates >= max_utd * (self.client.status.get("transitions") or 0) and not self.client.fatal
 
     def _check_actors(self, alone_since: float | None) -> float | None:
-        if self.client.status and self.client.actors_alive() == 0:
+        if not self.client.status:  # no status yet (or a new connection's): nothing known about the actors
+            return alone_since
+        if self.client.actors_alive() == 0:
             now = time.monotonic()
             if alone_since is None:
                 log.warning("learner: no actor is alive (the replay server hears from none); updating on stored data")
