@@ -9,9 +9,15 @@
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
 5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
    command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
-6. Watchdog: no fresh command within the timeout (counted from the last command sent, so the policy's own
-   time counts against it) while moving -> stop (the vendor ramps to rest), then fault. A thread checks it, independent
-   of the policy loop; the vendor's own watchdog backs it up.
+6. Watchdog: commands are expected one control period apart (`nominal_period`). While moving, a command
+   older than the period is a deadline miss: counted (`deadline_misses`, a non-fatal event, once per
+   command), and the last command stands (the vendor holds it for `command_hold_s`, 200 ms by
+   default, past the 180 ms trip, and the workspace and joint-limit checks covered that whole hold; `LATE_SLACK` of a
+   period absorbs wall-clock jitter). Older than the
+   timeout (`watchdog_timeout_s`: above the period, within two periods with a poll) -> stop (the vendor
+   ramps to rest), then fault. Ages count from the last command sent, as the vendor's own watchdog
+   counts, so the policy's time and the loop's wait for its deadline both count. A thread checks it,
+   independent of the policy loop; the vendor's own watchdog backs it up.
 7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
    `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
    Every active fault is tracked until its own cause is gone (`faults`, a set keyed by cause, not the
@@ -42,6 +48,9 @@ from hardware.timing import Clock, set_realtime_priority
 _VELOCITY, _TORQUE = "velocity", "torque"
 # Torque mode: a joint measured this many times over its speed limit latches the e-stop.
 OVERSPEED_FAULT = 1.25
+# Watchdog: a command this fraction of a period later than one period after the last one is a deadline miss
+# (the slack absorbs the policy's step-to-step jitter on the wall clock; a slower step is counted).
+LATE_SLACK = 0.1
 
 
 class ResetRefused(RuntimeError):
@@ -86,6 +95,7 @@ class SafetyLayer:
         self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
         self._t_prev = 0.0  # when the last command was sent
         self._armed = False  # a motion command is in effect: the watchdog is watching
+        self._late = False  # the command in effect has been counted as a deadline miss
         self._gripper_sent: float | None = None  # last gripper command that reached the driver (-1..1)
         self._lagging_since: list[float | None] = [None] * n
         self._seq, self._seq_since = None, 0.0  # the driver's sample number, and since when it has not changed
@@ -442,10 +452,15 @@ class SafetyLayer:
             now = self.clock.now()
             if self._armed:
                 age = now - self._t_prev  # from the last command: the policy's time counts, kicks do not extend it
-                if age > self.limits.watchdog_timeout:
+                L = self.limits
+                if age > L.watchdog_timeout:
                     self.counters["watchdog_trips"] += 1
-                    self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms (limit {self.limits.watchdog_timeout * 1000:.0f} ms)", now)
+                    self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms: commands are due every "
+                                f"{L.nominal_period * 1000:.0f} ms and may be late until {L.watchdog_timeout * 1000:.0f} ms "
+                                "(watchdog_timeout_s); the policy or the control loop stopped sending", now)
                     return
+                if age > L.nominal_period * (1.0 + LATE_SLACK) and not self._late:
+                    self._deadline_missed(age, now)
                 # Moving: a dead link, a frozen state or a breach must not wait for the next command.
                 state = self._state(now)
                 if state is not None:
@@ -613,6 +628,9 @@ class SafetyLayer:
             self._driver_fault(_driver_message(exc), now)
             return False
         self.counters["sent"] += 1
+        if self._armed and not self._late and now - self._t_prev > self.limits.nominal_period * (1.0 + LATE_SLACK):
+            self._deadline_missed(now - self._t_prev, now)  # no poll saw it late: count it now
+        self._late = False
         self._mode = mode
         self._prev = values
         if rate is not None:
@@ -644,6 +662,15 @@ class SafetyLayer:
             what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "turned to braking"
             self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
 
+    def _deadline_missed(self, age: float, now: float) -> None:
+        """A command later than one period: counted once per command, not a fault (the last one stands)."""
+        self._late = True
+        self.counters["deadline_misses"] += 1
+        L = self.limits
+        self._record(SafetyEvent(now, "watchdog", "deadline_miss", f"no command for {age * 1000:.0f} ms (due every "
+                                 f"{L.nominal_period * 1000:.0f} ms): the last command stands; the watchdog trips past "
+                                 f"{L.watchdog_timeout * 1000:.0f} ms", False))
+
     def _driver_fault(self, message: str, now: float) -> None:
         if "driver" not in self._faults:
             self.counters["driver_faults"] += 1
@@ -673,6 +700,7 @@ class SafetyLayer:
 
     def _disarm(self) -> None:
         self._armed = False
+        self._late = False
         self._mode = None
         self._prev = [0.0] * self.limits.n
         self._prev_rate = [0.0] * self.limits.n
