@@ -48,6 +48,9 @@ from hardware.timing import Clock, set_realtime_priority
 _VELOCITY, _TORQUE = "velocity", "torque"
 # Torque mode: a joint measured this many times over its speed limit latches the e-stop.
 OVERSPEED_FAULT = 1.25
+# Workspace: the look-ahead path may graze a face by this much (m), so that a motion along a face (homing
+# from a corner) is not stalled by the curvature of its path; what is past a face by more may only move back.
+WORKSPACE_GRAZE = 0.002
 # Watchdog: a command this fraction of a period later than one period after the last one is a deadline miss
 # (the slack absorbs the policy's step-to-step jitter on the wall clock; a slower step is counted).
 LATE_SLACK = 0.1
@@ -192,10 +195,11 @@ class SafetyLayer:
                 return False
             # 2. Clamp, then 4. toward a joint limit taper to zero at the soft limit and never command more
             #    than can be covered within the horizon (one pass: both act joint by joint).
-            vmax, reach = L.velocity, self._kin.reach
+            vmax, reach, amax = L.velocity, self._kin.reach, L.acceleration
             qmin, qmax, zone, h = L.soft_q_min, L.soft_q_max, L.taper_zone, L.horizon
             clamped, tapered = [], []
-            travel = 0.0  # a bound on the TCP's displacement over the horizon, for the workspace check
+            ahead = [0.0] * n  # each joint's travel if the command is held, then braked (the workspace look-ahead)
+            travel = 0.0  # a bound on the TCP's displacement over it
             for i in range(n):
                 x = v[i]
                 if x > vmax[i]:
@@ -215,10 +219,13 @@ class SafetyLayer:
                         x = -min(-x * room / zone, room / h)
                         tapered.append(i)
                 v[i] = x
-                travel += abs(x) * reach[i]
-            # 5. Scale the command so the TCP stays in the box over the horizon (before the rate limit, so
-            #    the two compose: the rate limit has the last word on acceleration).
-            scale = self._workspace_scale(q, p, v, h * travel)
+                d = x * (h + abs(x) / (2.0 * amax[i]))
+                ahead[i] = d
+                travel += abs(d) * reach[i]
+            # 5. Scale the command so the TCP stays in the box while it is held for the horizon and then
+            #    braked at the acceleration limit (before the rate limit, so the two compose: the rate limit
+            #    has the last word on acceleration, and braking at it from the next command on stays inside).
+            scale = self._workspace_scale(q, p, ahead, travel)
             if scale < 1.0:
                 for i in range(n):
                     v[i] *= scale
@@ -330,8 +337,9 @@ class SafetyLayer:
                     t[i] *= room / zone
                     tapered.append(i)
             if dynamics is None:
-                # 5. Workspace: if the TCP is heading out of the box at its measured speed, stop pushing.
-                scale = self._workspace_scale(q, p, dq)
+                # 5. Workspace: if the TCP is heading out of the box at its measured speed (held for the
+                #    horizon, then braked), stop pushing.
+                scale = self._workspace_scale(q, p, self._ahead(dq, dq))
                 if scale < 1.0:
                     t = [0.0] * n
             else:
@@ -344,17 +352,23 @@ class SafetyLayer:
                 # 5. Workspace, on the measured and on the predicted speeds (the speed moves between the two
                 #    over the hold, and a model can be wrong): heading out of the box at either, every joint
                 #    brakes to rest over the hold instead.
-                end = np.asarray(dq) + L.horizon * (dynamics.mobility @ np.asarray(t) + dynamics.drift)
-                scale = min(self._workspace_scale(q, p, dq), self._workspace_scale(q, p, end.tolist()))
+                end = (np.asarray(dq) + L.horizon * (dynamics.mobility @ np.asarray(t) + dynamics.drift)).tolist()
+                scale = self._workspace_scale(q, p, self._ahead(dq, dq))
+                if scale == 1.0:
+                    scale = self._workspace_scale(q, p, self._ahead(dq, end))
                 if scale < 1.0:
                     t = self._braking_torque(dq, dynamics)
             return self._send(_TORQUE, t, None, now, clamped, limited, tapered, scale, braked)
 
     def _braking_torque(self, dq: list[float], dynamics) -> list[float]:
-        """The torque that brings every joint to rest over the horizon, within the torque limits."""
-        tmax = self.limits.torque
-        tau = dynamics.mass @ (-np.asarray(dq) / self.limits.horizon - dynamics.drift)
-        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(self.limits.n)]
+        """The torque that brakes every joint toward rest, within the torque limits: at least at the
+        acceleration limit (what the workspace look-ahead assumes) or to rest over the horizon if that is
+        harder, and never past rest within one period (a slow joint stops within it instead of creeping)."""
+        L = self.limits
+        h, period, amax, tmax = L.horizon, L.nominal_period, L.acceleration, L.torque
+        ddq = [-math.copysign(min(max(amax[i], abs(v) / h), abs(v) / period), v) for i, v in enumerate(dq)]
+        tau = dynamics.mass @ (np.asarray(ddq) - dynamics.drift)
+        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(L.n)]
 
     def _predicted_torque(self, q: list[float], dq: list[float], t: list[float], dynamics) -> tuple[list[float], list[int]] | tuple:
         """Torque mode: with ddq = mobility @ tau + drift held over the horizon h, each joint's speed at the
@@ -597,25 +611,31 @@ class SafetyLayer:
                 return None
         return p
 
-    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], v: list[float], bound: float | None = None) -> float:
-        """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
-        (linearised between now and the predicted end). Moving back in is never restricted. `bound`: the
-        caller's bound on the TCP's displacement over the horizon, when it has one."""
+    def _ahead(self, start: list[float], end: list[float]) -> list[float]:
+        """Each joint's travel while its speed goes from `start` to `end` over the horizon, then brakes at
+        the acceleration limit to rest: the workspace check's look-ahead."""
+        h, amax = self.limits.horizon, self.limits.acceleration
+        return [0.5 * (a + b) * h + b * abs(b) / (2.0 * amax[i]) for i, (a, b) in enumerate(zip(start, end))]
+
+    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], ahead: list[float], bound: float | None = None) -> float:
+        """Largest s in [0, 1] such that the TCP stays in the box along the joint path q + s' * ahead for
+        every s' <= s: the path is curved, so it is fitted as a quadratic through its middle and its end
+        (two FKs, only when a face is within `bound`). Moving back in is never restricted. `bound`: the
+        caller's bound on the TCP's displacement along the path, when it has one."""
         L = self.limits
         lo, hi = L.workspace_min, L.workspace_max
-        h = L.horizon
         if bound is None:
-            bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
+            bound = sum(abs(d) * r for d, r in zip(ahead, self._kin.reach))
         if bound == 0.0 or all(p[k] - lo[k] > bound and hi[k] - p[k] > bound for k in range(3)):
-            return 1.0  # cannot reach any face within the horizon: no second FK needed
-        p2 = self._kin.position([q[i] + v[i] * h for i in range(L.n)])
+            return 1.0  # cannot reach any face: no FK needed
+        n = L.n
+        mid = self._kin.position([q[i] + 0.5 * ahead[i] for i in range(n)])
+        end = self._kin.position([q[i] + ahead[i] for i in range(n)])
         scale = 1.0
         for k in range(3):
-            step = p2[k] - p[k]
-            if p2[k] > hi[k] and step > 0.0:
-                scale = min(scale, max(0.0, (hi[k] - p[k]) / step))
-            elif p2[k] < lo[k] and step < 0.0:
-                scale = min(scale, max(0.0, (lo[k] - p[k]) / step))
+            c = 2.0 * (end[k] - 2.0 * mid[k] + p[k])
+            b = end[k] - p[k] - c
+            scale = min(scale, _first_crossing(p[k] - hi[k] - WORKSPACE_GRAZE, b, c), _first_crossing(lo[k] - WORKSPACE_GRAZE - p[k], -b, -c))
         return scale
 
     def _send(self, mode, values, rate, now, clamped, limited, tapered, scale, braked=()) -> bool:
@@ -767,6 +787,22 @@ def _brakeable_speed(room: float, decel: float, h: float) -> float:
     if room <= 0.0:
         return 2.0 * room / h
     return 0.5 * (-decel * h + math.sqrt(decel * decel * h * h + 8.0 * decel * room))
+
+
+def _first_crossing(x0: float, b: float, c: float) -> float:
+    """The first s in [0, 1] where x0 + b s + c s^2 (a signed distance past a face, negative inside) reaches
+    zero, 1.0 if it stays below it. Already past the face (x0 >= 0): 0.0 while moving further out."""
+    if x0 >= 0.0:
+        return 0.0 if b > 0.0 or (b == 0.0 and c > 0.0) else 1.0
+    if x0 + b + c <= 0.0 and (c >= 0.0 or b <= 0.0 or -b / (2.0 * c) >= 1.0 or x0 - b * b / (4.0 * c) <= 0.0):
+        return 1.0  # inside at the end, and its peak (if any, within the path) inside too
+    if abs(c) < 1e-12:
+        return max(0.0, min(1.0, -x0 / b))
+    disc = b * b - 4.0 * c * x0
+    root = math.sqrt(max(disc, 0.0))
+    # The smaller positive root of c s^2 + b s + x0 = 0 (x0 < 0: one root is positive when c > 0).
+    candidates = [s for s in ((-b - root) / (2.0 * c), (-b + root) / (2.0 * c)) if s >= 0.0]
+    return max(0.0, min(1.0, min(candidates))) if candidates else 1.0
 
 
 def _checked_dynamics(dynamics: JointDynamics, n: int) -> JointDynamics:
