@@ -100,3 +100,27 @@ def test_excess_is_signed_distance_past_the_nearest_face():
     assert excess((0.5, 0.5, 0.9), lo, hi) == pytest.approx(-0.1)
     assert excess((0.5, 1.03, 0.5), lo, hi) == pytest.approx(0.03)
     assert excess((-0.02, 0.5, 1.01), lo, hi) == pytest.approx(0.02)
+
+
+def test_random_commands_in_a_small_box_keep_the_true_tcp_inside():
+    # A box 12 cm around home on every side: random full-range velocity commands meet a face most steps,
+    # with the rate limit blending each command with the last (a blend can head out where neither did:
+    # then every joint brakes at its limit).
+    clock = VirtualClock()
+    driver = FakeDriver(PANDA, clock, FakeDriverConfig(command_hold_s=0.2))
+    driver.connect()
+    limits = SafetyLimits.from_config(SafetyConfig(), PANDA, command_hold_s=0.2, control_hz=10)
+    kin = TcpKinematics(PANDA)
+    home = kin.position(PANDA.home.tolist())
+    lo, hi = tuple(x - 0.12 for x in home), tuple(x + 0.12 for x in home)
+    layer = SafetyLayer(driver, replace(limits, workspace_min=lo, workspace_max=hi), clock, watchdog_thread=False)
+    rng = np.random.default_rng(1)  # without the second look this seed goes 6.4 mm past a face; with it 0.9 mm
+    worst = -1.0
+    for _ in range(600):
+        layer.command_velocity((rng.uniform(-1, 1, 7) * limits.velocity).tolist())
+        for _ in range(10):
+            clock.advance(0.01)
+            layer.poll()
+            worst = max(worst, excess(kin.position(driver.read_state().q.tolist()), lo, hi))
+    assert not layer.latched and layer.counters["workspace_clipped"] > 100
+    assert worst < GRAZE, worst

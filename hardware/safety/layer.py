@@ -256,7 +256,24 @@ class SafetyLayer:
                     x = -max(0.0, (q[i] - qmin[i]) / h)
                 v[i] = x
                 rate[i] = (x - prev[i]) / dt
+            if fraction < 1.0 and self._heading_out(q, p, v):
+                # 5. again: the rate limit blended the box-scaled command with the last one (a large change on
+                #    one joint holds back the braking of the others), and the blend heads out of the box. Every
+                #    joint brakes at its own acceleration limit instead, as the look-ahead assumed it would.
+                for i in range(n):
+                    x = prev[i]
+                    x = max(0.0, x - amax[i] * dt) if x > 0.0 else min(0.0, x + amax[i] * dt)
+                    v[i] = x
+                    rate[i] = (x - prev[i]) / dt
+                scale = 0.0  # reported as clipped
             return self._send(_VELOCITY, v, rate, now, clamped, limited, tapered, scale)
+
+    def _heading_out(self, q: list[float], p, v: list[float]) -> bool:
+        """Velocity mode: does `v`'s look-ahead leave the box? (No FK while no face is within reach.)"""
+        L = self.limits
+        h, amax, reach = L.horizon, L.acceleration, self._kin.reach
+        ahead = [x * (h + abs(x) / (2.0 * amax[i])) for i, x in enumerate(v)]
+        return self._workspace_scale(q, p, ahead, sum(abs(d) * r for d, r in zip(ahead, reach))) < 1.0
 
     def command_torque(self, tau: Sequence[float]) -> bool:
         """Joint torques (N·m, on top of the controller's gravity compensation)."""
