@@ -7,8 +7,12 @@
    model, torque along the motion fades out near the bound); a joint far over its limit latches.
 3. Rate limit: acceleration and jerk for velocity commands, torque rate for torque commands.
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
-5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
-   command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
+5. Workspace box on the tool centre point, on where the tool will be: the look-ahead is the command held
+   for the horizon, then braked at the acceleration limit, along the joints' curved path (a quadratic
+   through its middle and end; a 2 mm graze allowed). Velocity commands heading out are scaled down
+   (checked again after the rate limit: a blend still heading out brakes every joint at its limit);
+   torque mode brakes every joint. A measured TCP outside the box (beyond a tolerance) is a breach.
+   `hardware/safety/margin.py` measures how far the true tool goes past the box.
 6. Watchdog: commands are expected one control period apart (`nominal_period`). While moving, a command
    older than the period is a deadline miss: counted (`deadline_misses`, a non-fatal event, once per
    command), and the last command stands (the vendor holds it for `command_hold_s`, 200 ms by
