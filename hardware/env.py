@@ -238,8 +238,11 @@ class RealRobotEnv(gym.Env):
         fault = self.safety.fault
         if fault is not None:
             raise EStopLatched(
-                f"safety e-stop latched by {fault.layer}: {fault.message}. Remove the cause, then call "
-                "env.clear_fault() (recover_robot_errors=True after a robot reflex, reconnect=True after a lost connection)."
+                f"safety e-stop latched by {fault.layer}: {fault.message}. Deploy, teleop and eval end their run here "
+                "and none of them clears it: look at the arm, remove the cause (a robot-side stop is released at the arm, "
+                "on its pendant or Desk), then run the command again (a new run starts unlatched; deploy runs pre-flight "
+                "first). From your own script: env.clear_fault() (recover_robot_errors=True after a robot reflex, reconnect=True after "
+                "a lost connection)."
             )
 
     def move_joints(self, target) -> None:

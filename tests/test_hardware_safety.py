@@ -451,6 +451,105 @@ def test_the_watchdog_trips_within_two_control_periods_of_the_last_command():
         layer.poll()  # the watchdog thread's check, on the virtual clock
     assert layer.fault.layer == "watchdog"
     assert clock.now() - sent_at <= 2 * PERIOD + 1e-9
+def _wait(clock, layer, seconds):
+    """The watchdog thread's checks over `seconds`, on the virtual clock (one every watchdog_poll)."""
+    end = clock.now() + seconds
+    while clock.now() < end - 1e-12 and not layer.latched:
+        clock.advance(min(layer.limits.watchdog_poll, end - clock.now()))
+        layer.poll()
+
+
+def test_commands_late_by_a_fifth_of_a_period_count_deadline_misses_and_never_latch():
+    clock, driver, layer = rig()
+    command = [0.2, 0, 0, 0, 0, 0, 0]
+    for k in range(20):
+        assert layer.command_velocity(command)
+        assert np.allclose(sent_values(driver), layer.last_command[1])  # it reached the arm
+        _wait(clock, layer, 0.12)  # 120 ms steps at a 100 ms period
+    assert not layer.latched
+    assert layer.counters["deadline_misses"] == 20 and layer.counters["watchdog_trips"] == 0
+    misses = [e for e in layer.drain_events() if e.kind == "deadline_miss"]
+    assert len(misses) == 20 and not any(e.fatal for e in misses)
+    assert misses[0].layer == "watchdog" and "the last command stands" in misses[0].message
+    # Between the commands the last one stood: the arm kept moving, nothing stopped it.
+    assert driver.read_state().dq[0] == pytest.approx(0.2)
+
+
+def test_commands_on_time_with_jitter_are_not_deadline_misses():
+    clock, _driver, layer = rig()
+    for k in range(40):
+        assert layer.command_velocity([0.2, 0, 0, 0, 0, 0, 0])
+        _wait(clock, layer, PERIOD + (0.005 if k % 2 else -0.005))
+    assert layer.counters["deadline_misses"] == 0 and not layer.latched
+
+
+def test_a_late_command_the_watchdog_did_not_see_is_counted_when_it_arrives():
+    clock, _driver, layer = rig()
+    layer.command_velocity([0.2, 0, 0, 0, 0, 0, 0])
+    clock.advance(0.15)  # no poll in between (a loaded machine delayed the watchdog thread)
+    layer.command_velocity([0.2, 0, 0, 0, 0, 0, 0])
+    assert layer.counters["deadline_misses"] == 1 and not layer.latched
+
+
+def test_a_controller_that_stops_sending_counts_a_miss_then_trips_within_two_periods():
+    clock, driver, layer = rig()
+    for _ in range(3):
+        layer.command_velocity([0.3, 0, 0, 0, 0, 0, 0])
+        _wait(clock, layer, PERIOD)
+    sent_at = clock.now() - PERIOD
+    layer.command_velocity([0.3, 0, 0, 0, 0, 0, 0])
+    sent_at = clock.now()
+    _wait(clock, layer, 2 * PERIOD)
+    assert layer.latched and layer.fault.layer == "watchdog" and layer.fault.kind == "tripped"
+    assert layer.fault.time - sent_at <= 2 * PERIOD + 1e-9
+    assert layer.fault.time - sent_at > layer.limits.watchdog_timeout
+    assert layer.counters["deadline_misses"] == 1 and layer.counters["watchdog_trips"] == 1
+    assert "due every 100 ms" in layer.fault.message and "stopped sending" in layer.fault.message
+    kinds = [e.kind for e in layer.drain_events()]
+    assert kinds.index("deadline_miss") < kinds.index("tripped")
+
+
+def test_a_watchdog_trip_and_a_camera_fault_at_once_both_hold_the_latch():
+    clock, _driver, layer = rig()
+    camera_ok = [False]
+    layer.command_velocity([0.3, 0, 0, 0, 0, 0, 0])
+    clock.advance(0.19)  # the loop stalled, unseen by a poll (a loaded machine) ...
+    layer.poll()
+    # ... and in the same instant the camera stalled too
+    layer.trigger_fault("camera", "front: no frame for 190 ms", still_active=lambda: None if camera_ok[0] else "front still stalled",
+                        cause="camera:front")
+    assert [f.layer for f in layer.faults] == ["watchdog", "camera"]
+    assert layer.counters["deadline_misses"] == 0 and layer.counters["watchdog_trips"] == 1
+    with pytest.raises(ResetRefused, match="front still stalled"):
+        layer.reset()
+    assert [f.layer for f in layer.faults] == ["watchdog", "camera"]  # both kept
+    assert not layer.command_velocity([0.1] * 7)
+    camera_ok[0] = True
+    layer.reset()
+    assert not layer.latched and layer.command_velocity([0.1, 0, 0, 0, 0, 0, 0])
+    clock.advance(0.5)  # a new run: its first command counts from itself, not from the trip
+    layer.poll()
+    assert layer.fault.layer == "watchdog" and layer.counters["watchdog_trips"] == 2
+
+
+@pytest.mark.parametrize("agent_s", [0.12, 0.14])
+def test_a_policy_slower_than_the_period_runs_its_episode_with_deadline_misses_not_an_estop(agent_s):
+    from tests.hardware_cases import real_fake_config, real_fake_env
+
+    env = real_fake_env(real_fake_config("env.episode_seconds=3"))
+    try:
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        truncated = terminated = False
+        while not (truncated or terminated):
+            env.clock.advance(agent_s)  # the policy's act()
+            _, _, terminated, truncated, info = env.step(rng.uniform(-0.3, 0.3, size=env.action_space.shape))
+        assert not info["safety"]["estop"], info["safety"]["fault"]
+        assert info["safety"]["counters"]["deadline_misses"] >= 29 and info["timing"]["deadline_misses"] == 30
+    finally:
+        env.close()
+
+
 def test_watchdog_stops_then_latches_when_commands_stop():
     clock, driver, layer = rig()
     for _ in range(5):

@@ -19,6 +19,7 @@ COUNTERS = (
     "joint_limit_breach",
     "workspace_clipped",  # layer 5
     "workspace_breach",
+    "deadline_misses",  # layer 6: a command later than one control period after the last one (not a fault: it stands)
     "watchdog_trips",  # layer 6
     "stale_state",
     "tracking_error",

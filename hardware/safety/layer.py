@@ -7,11 +7,21 @@
    model, torque along the motion fades out near the bound); a joint far over its limit latches.
 3. Rate limit: acceleration and jerk for velocity commands, torque rate for torque commands.
 4. Joint-limit margins: commands toward a limit taper to zero before the soft limit; past it is a breach.
-5. Workspace box on the tool centre point: commands are scaled so the TCP stays inside over the
-   command's horizon; a measured TCP outside the box (beyond a tolerance) is a breach.
-6. Watchdog: no fresh command within the timeout (counted from the last command sent, so the policy's own
-   time counts against it) while moving -> stop (the vendor ramps to rest), then fault. A thread checks it, independent
-   of the policy loop; the vendor's own watchdog backs it up.
+5. Workspace box on the tool centre point, on where the tool will be: the look-ahead is the command held
+   for the horizon, then braked at the acceleration limit, along the joints' curved path (a quadratic
+   through its middle and end; a 2 mm graze allowed). Velocity commands heading out are scaled down
+   (checked again after the rate limit: a blend still heading out brakes every joint at its limit);
+   torque mode brakes every joint. A measured TCP outside the box (beyond a tolerance) is a breach.
+   `hardware/safety/margin.py` measures how far the true tool goes past the box.
+6. Watchdog: commands are expected one control period apart (`nominal_period`). While moving, a command
+   older than the period is a deadline miss: counted (`deadline_misses`, a non-fatal event, once per
+   command), and the last command stands (the vendor holds it for `command_hold_s`, 200 ms by
+   default, past the 180 ms trip, and the workspace and joint-limit checks covered that whole hold; `LATE_SLACK` of a
+   period absorbs wall-clock jitter). Older than the
+   timeout (`watchdog_timeout_s`: above the period, within two periods with a poll) -> stop (the vendor
+   ramps to rest), then fault. Ages count from the last command sent, as the vendor's own watchdog
+   counts, so the policy's time and the loop's wait for its deadline both count. A thread checks it,
+   independent of the policy loop; the vendor's own watchdog backs it up.
 7. Latched e-stop: any fault stops the arm and latches; commands are ignored until an explicit
    `reset()`, which is refused while the cause remains. Robot errors are never cleared automatically.
    Every active fault is tracked until its own cause is gone (`faults`, a set keyed by cause, not the
@@ -42,6 +52,12 @@ from hardware.timing import Clock, set_realtime_priority
 _VELOCITY, _TORQUE = "velocity", "torque"
 # Torque mode: a joint measured this many times over its speed limit latches the e-stop.
 OVERSPEED_FAULT = 1.25
+# Workspace: the look-ahead path may graze a face by this much (m), so that a motion along a face (homing
+# from a corner) is not stalled by the curvature of its path; what is past a face by more may only move back.
+WORKSPACE_GRAZE = 0.002
+# Watchdog: a command this fraction of a period later than one period after the last one is a deadline miss
+# (the slack absorbs the policy's step-to-step jitter on the wall clock; a slower step is counted).
+LATE_SLACK = 0.1
 
 
 class ResetRefused(RuntimeError):
@@ -86,6 +102,7 @@ class SafetyLayer:
         self._prev_rate = [0.0] * n  # its rate of change (rad/s^2), for the jerk limit
         self._t_prev = 0.0  # when the last command was sent
         self._armed = False  # a motion command is in effect: the watchdog is watching
+        self._late = False  # the command in effect has been counted as a deadline miss
         self._gripper_sent: float | None = None  # last gripper command that reached the driver (-1..1)
         self._lagging_since: list[float | None] = [None] * n
         self._seq, self._seq_since = None, 0.0  # the driver's sample number, and since when it has not changed
@@ -182,10 +199,11 @@ class SafetyLayer:
                 return False
             # 2. Clamp, then 4. toward a joint limit taper to zero at the soft limit and never command more
             #    than can be covered within the horizon (one pass: both act joint by joint).
-            vmax, reach = L.velocity, self._kin.reach
+            vmax, reach, amax = L.velocity, self._kin.reach, L.acceleration
             qmin, qmax, zone, h = L.soft_q_min, L.soft_q_max, L.taper_zone, L.horizon
             clamped, tapered = [], []
-            travel = 0.0  # a bound on the TCP's displacement over the horizon, for the workspace check
+            ahead = [0.0] * n  # each joint's travel if the command is held, then braked (the workspace look-ahead)
+            travel = 0.0  # a bound on the TCP's displacement over it
             for i in range(n):
                 x = v[i]
                 if x > vmax[i]:
@@ -205,10 +223,13 @@ class SafetyLayer:
                         x = -min(-x * room / zone, room / h)
                         tapered.append(i)
                 v[i] = x
-                travel += abs(x) * reach[i]
-            # 5. Scale the command so the TCP stays in the box over the horizon (before the rate limit, so
-            #    the two compose: the rate limit has the last word on acceleration).
-            scale = self._workspace_scale(q, p, v, h * travel)
+                d = x * (h + abs(x) / (2.0 * amax[i]))
+                ahead[i] = d
+                travel += abs(d) * reach[i]
+            # 5. Scale the command so the TCP stays in the box while it is held for the horizon and then
+            #    braked at the acceleration limit (before the rate limit, so the two compose: the rate limit
+            #    has the last word on acceleration, and braking at it from the next command on stays inside).
+            scale = self._workspace_scale(q, p, ahead, travel)
             if scale < 1.0:
                 for i in range(n):
                     v[i] *= scale
@@ -239,7 +260,24 @@ class SafetyLayer:
                     x = -max(0.0, (q[i] - qmin[i]) / h)
                 v[i] = x
                 rate[i] = (x - prev[i]) / dt
+            if fraction < 1.0 and self._heading_out(q, p, v):
+                # 5. again: the rate limit blended the box-scaled command with the last one (a large change on
+                #    one joint holds back the braking of the others), and the blend heads out of the box. Every
+                #    joint brakes at its own acceleration limit instead, as the look-ahead assumed it would.
+                for i in range(n):
+                    x = prev[i]
+                    x = max(0.0, x - amax[i] * dt) if x > 0.0 else min(0.0, x + amax[i] * dt)
+                    v[i] = x
+                    rate[i] = (x - prev[i]) / dt
+                scale = 0.0  # reported as clipped
             return self._send(_VELOCITY, v, rate, now, clamped, limited, tapered, scale)
+
+    def _heading_out(self, q: list[float], p, v: list[float]) -> bool:
+        """Velocity mode: does `v`'s look-ahead leave the box? (No FK while no face is within reach.)"""
+        L = self.limits
+        h, amax, reach = L.horizon, L.acceleration, self._kin.reach
+        ahead = [x * (h + abs(x) / (2.0 * amax[i])) for i, x in enumerate(v)]
+        return self._workspace_scale(q, p, ahead, sum(abs(d) * r for d, r in zip(ahead, reach))) < 1.0
 
     def command_torque(self, tau: Sequence[float]) -> bool:
         """Joint torques (N·m, on top of the controller's gravity compensation)."""
@@ -320,8 +358,9 @@ class SafetyLayer:
                     t[i] *= room / zone
                     tapered.append(i)
             if dynamics is None:
-                # 5. Workspace: if the TCP is heading out of the box at its measured speed, stop pushing.
-                scale = self._workspace_scale(q, p, dq)
+                # 5. Workspace: if the TCP is heading out of the box at its measured speed (held for the
+                #    horizon, then braked), stop pushing.
+                scale = self._workspace_scale(q, p, self._ahead(dq, dq))
                 if scale < 1.0:
                     t = [0.0] * n
             else:
@@ -334,17 +373,23 @@ class SafetyLayer:
                 # 5. Workspace, on the measured and on the predicted speeds (the speed moves between the two
                 #    over the hold, and a model can be wrong): heading out of the box at either, every joint
                 #    brakes to rest over the hold instead.
-                end = np.asarray(dq) + L.horizon * (dynamics.mobility @ np.asarray(t) + dynamics.drift)
-                scale = min(self._workspace_scale(q, p, dq), self._workspace_scale(q, p, end.tolist()))
+                end = (np.asarray(dq) + L.horizon * (dynamics.mobility @ np.asarray(t) + dynamics.drift)).tolist()
+                scale = self._workspace_scale(q, p, self._ahead(dq, dq))
+                if scale == 1.0:
+                    scale = self._workspace_scale(q, p, self._ahead(dq, end))
                 if scale < 1.0:
                     t = self._braking_torque(dq, dynamics)
             return self._send(_TORQUE, t, None, now, clamped, limited, tapered, scale, braked)
 
     def _braking_torque(self, dq: list[float], dynamics) -> list[float]:
-        """The torque that brings every joint to rest over the horizon, within the torque limits."""
-        tmax = self.limits.torque
-        tau = dynamics.mass @ (-np.asarray(dq) / self.limits.horizon - dynamics.drift)
-        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(self.limits.n)]
+        """The torque that brakes every joint toward rest, within the torque limits: at least at the
+        acceleration limit (what the workspace look-ahead assumes) or to rest over the horizon if that is
+        harder, and never past rest within one period (a slow joint stops within it instead of creeping)."""
+        L = self.limits
+        h, period, amax, tmax = L.horizon, L.nominal_period, L.acceleration, L.torque
+        ddq = [-math.copysign(min(max(amax[i], abs(v) / h), abs(v) / period), v) for i, v in enumerate(dq)]
+        tau = dynamics.mass @ (np.asarray(ddq) - dynamics.drift)
+        return [min(tmax[i], max(-tmax[i], float(tau[i]))) for i in range(L.n)]
 
     def _predicted_torque(self, q: list[float], dq: list[float], t: list[float], dynamics) -> tuple[list[float], list[int]] | tuple:
         """Torque mode: with ddq = mobility @ tau + drift held over the horizon h, each joint's speed at the
@@ -442,10 +487,15 @@ class SafetyLayer:
             now = self.clock.now()
             if self._armed:
                 age = now - self._t_prev  # from the last command: the policy's time counts, kicks do not extend it
-                if age > self.limits.watchdog_timeout:
+                L = self.limits
+                if age > L.watchdog_timeout:
                     self.counters["watchdog_trips"] += 1
-                    self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms (limit {self.limits.watchdog_timeout * 1000:.0f} ms)", now)
+                    self._latch("watchdog", "tripped", f"no command for {age * 1000:.0f} ms: commands are due every "
+                                f"{L.nominal_period * 1000:.0f} ms and may be late until {L.watchdog_timeout * 1000:.0f} ms "
+                                "(watchdog_timeout_s); the policy or the control loop stopped sending", now)
                     return
+                if age > L.nominal_period * (1.0 + LATE_SLACK) and not self._late:
+                    self._deadline_missed(age, now)
                 # Moving: a dead link, a frozen state or a breach must not wait for the next command.
                 state = self._state(now)
                 if state is not None:
@@ -582,25 +632,31 @@ class SafetyLayer:
                 return None
         return p
 
-    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], v: list[float], bound: float | None = None) -> float:
-        """Largest s in [0, 1] such that moving at s*v for the horizon keeps the TCP in the box
-        (linearised between now and the predicted end). Moving back in is never restricted. `bound`: the
-        caller's bound on the TCP's displacement over the horizon, when it has one."""
+    def _ahead(self, start: list[float], end: list[float]) -> list[float]:
+        """Each joint's travel while its speed goes from `start` to `end` over the horizon, then brakes at
+        the acceleration limit to rest: the workspace check's look-ahead."""
+        h, amax = self.limits.horizon, self.limits.acceleration
+        return [0.5 * (a + b) * h + b * abs(b) / (2.0 * amax[i]) for i, (a, b) in enumerate(zip(start, end))]
+
+    def _workspace_scale(self, q: list[float], p: tuple[float, float, float], ahead: list[float], bound: float | None = None) -> float:
+        """Largest s in [0, 1] such that the TCP stays in the box along the joint path q + s' * ahead for
+        every s' <= s: the path is curved, so it is fitted as a quadratic through its middle and its end
+        (two FKs, only when a face is within `bound`). Moving back in is never restricted. `bound`: the
+        caller's bound on the TCP's displacement along the path, when it has one."""
         L = self.limits
         lo, hi = L.workspace_min, L.workspace_max
-        h = L.horizon
         if bound is None:
-            bound = h * sum(abs(v[i]) * r for i, r in enumerate(self._kin.reach))
+            bound = sum(abs(d) * r for d, r in zip(ahead, self._kin.reach))
         if bound == 0.0 or all(p[k] - lo[k] > bound and hi[k] - p[k] > bound for k in range(3)):
-            return 1.0  # cannot reach any face within the horizon: no second FK needed
-        p2 = self._kin.position([q[i] + v[i] * h for i in range(L.n)])
+            return 1.0  # cannot reach any face: no FK needed
+        n = L.n
+        mid = self._kin.position([q[i] + 0.5 * ahead[i] for i in range(n)])
+        end = self._kin.position([q[i] + ahead[i] for i in range(n)])
         scale = 1.0
         for k in range(3):
-            step = p2[k] - p[k]
-            if p2[k] > hi[k] and step > 0.0:
-                scale = min(scale, max(0.0, (hi[k] - p[k]) / step))
-            elif p2[k] < lo[k] and step < 0.0:
-                scale = min(scale, max(0.0, (lo[k] - p[k]) / step))
+            c = 2.0 * (end[k] - 2.0 * mid[k] + p[k])
+            b = end[k] - p[k] - c
+            scale = min(scale, _first_crossing(p[k] - hi[k] - WORKSPACE_GRAZE, b, c), _first_crossing(lo[k] - WORKSPACE_GRAZE - p[k], -b, -c))
         return scale
 
     def _send(self, mode, values, rate, now, clamped, limited, tapered, scale, braked=()) -> bool:
@@ -613,6 +669,9 @@ class SafetyLayer:
             self._driver_fault(_driver_message(exc), now)
             return False
         self.counters["sent"] += 1
+        if self._armed and not self._late and now - self._t_prev > self.limits.nominal_period * (1.0 + LATE_SLACK):
+            self._deadline_missed(now - self._t_prev, now)  # no poll saw it late: count it now
+        self._late = False
         self._mode = mode
         self._prev = values
         if rate is not None:
@@ -644,6 +703,15 @@ class SafetyLayer:
             what = f"scaled by {scale:.2f}" if mode == _VELOCITY else "turned to braking"
             self._record(SafetyEvent(now, "workspace", "clipped", f"command {what} to keep the TCP in the box", False))
 
+    def _deadline_missed(self, age: float, now: float) -> None:
+        """A command later than one period: counted once per command, not a fault (the last one stands)."""
+        self._late = True
+        self.counters["deadline_misses"] += 1
+        L = self.limits
+        self._record(SafetyEvent(now, "watchdog", "deadline_miss", f"no command for {age * 1000:.0f} ms (due every "
+                                 f"{L.nominal_period * 1000:.0f} ms): the last command stands; the watchdog trips past "
+                                 f"{L.watchdog_timeout * 1000:.0f} ms", False))
+
     def _driver_fault(self, message: str, now: float) -> None:
         if "driver" not in self._faults:
             self.counters["driver_faults"] += 1
@@ -673,6 +741,7 @@ class SafetyLayer:
 
     def _disarm(self) -> None:
         self._armed = False
+        self._late = False
         self._mode = None
         self._prev = [0.0] * self.limits.n
         self._prev_rate = [0.0] * self.limits.n
@@ -739,6 +808,22 @@ def _brakeable_speed(room: float, decel: float, h: float) -> float:
     if room <= 0.0:
         return 2.0 * room / h
     return 0.5 * (-decel * h + math.sqrt(decel * decel * h * h + 8.0 * decel * room))
+
+
+def _first_crossing(x0: float, b: float, c: float) -> float:
+    """The first s in [0, 1] where x0 + b s + c s^2 (a signed distance past a face, negative inside) reaches
+    zero, 1.0 if it stays below it. Already past the face (x0 >= 0): 0.0 while moving further out."""
+    if x0 >= 0.0:
+        return 0.0 if b > 0.0 or (b == 0.0 and c > 0.0) else 1.0
+    if x0 + b + c <= 0.0 and (c >= 0.0 or b <= 0.0 or -b / (2.0 * c) >= 1.0 or x0 - b * b / (4.0 * c) <= 0.0):
+        return 1.0  # inside at the end, and its peak (if any, within the path) inside too
+    if abs(c) < 1e-12:
+        return max(0.0, min(1.0, -x0 / b))
+    disc = b * b - 4.0 * c * x0
+    root = math.sqrt(max(disc, 0.0))
+    # The smaller positive root of c s^2 + b s + x0 = 0 (x0 < 0: one root is positive when c > 0).
+    candidates = [s for s in ((-b - root) / (2.0 * c), (-b + root) / (2.0 * c)) if s >= 0.0]
+    return max(0.0, min(1.0, min(candidates))) if candidates else 1.0
 
 
 def _checked_dynamics(dynamics: JointDynamics, n: int) -> JointDynamics:
