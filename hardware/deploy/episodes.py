@@ -198,8 +198,9 @@ def run_deployment(
                 f"return={episode.episode_return:.2f} length={episode.length} safety events={len(episode.safety_events)} "
                 f"ended by {episode.ended_by}" + (f", human steps={episode.intervention_steps}" if episode.intervention_steps else ""))
             if episode.ended_by == "safety":
-                report.stopped = (f"safety e-stop latched: {info['safety']['fault']}. Remove the cause, then clear it explicitly "
-                                  "(env.clear_fault(...); see docs/deploy.md) before deploying again")
+                report.stopped = (f"safety e-stop latched: {info['safety']['fault']}. Look at the arm and remove the cause (a "
+                                  "robot-side stop is released at the arm, on its pendant or Desk), then run deploy again: a new "
+                                  "run starts unlatched and runs the pre-flight first (docs/deploy.md, 'After a fault')")
                 report.outcome = "fault"
                 break
             if episode.ended_by == "quit":
