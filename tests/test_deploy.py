@@ -119,7 +119,7 @@ def test_a_latched_fault_ends_the_run_and_is_never_cleared(checkpoint, tmp_path)
         reflex_at_step_3.steps = 0
         report = run_deployment(env, policy, episodes=3, on_transition=reflex_at_step_3, say=lambda m: None)
         assert len(report.episodes) == 1 and report.episodes[0].ended_by == "safety"
-        assert "safety e-stop latched: driver: fake: cartesian reflex" in report.stopped and "clear it explicitly" in report.stopped
+        assert "safety e-stop latched: driver: fake: cartesian reflex" in report.stopped and "run deploy again" in report.stopped
         fatal = [e for e in report.events() if e["fatal"]]
         assert fatal and fatal[0]["layer"] == "driver"
         assert env.latched  # still latched: only an operator clears it
