@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every command of the README's "Common commands" block with small budgets (a smoke check of the
 # command lines as written, not of their results): bash launch/check_commands.sh [OUT_DIR]
-# Each line's exit status is printed; the script exits 1 if any failed. Takes ~15 minutes on a 2-core CPU.
+# Each line's exit status is printed; the script exits 1 if any failed. Takes ~20 minutes on a 2-core CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/robolearn_commands}
@@ -36,4 +36,25 @@ run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total
 run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
 run real_ur_simulated python3 -m robolearn.eval env=real_ur_simulated policy=zero episodes=1
 run live_view python3 -m robolearn.eval policy=expert episodes=1 display.enabled=true display.save="$OUT/expert.rrd"
+
+# The arm flows of docs/deploy.md and docs/remote.md on the dry-run arms (the fake arm, the simulated UR controller).
+run preflight bash launch/preflight.sh env=real_fake checkpoint="$OUT/drq"
+run deploy env CHECKPOINT="$OUT/drq" EPISODES=2 bash launch/deploy.sh env=real_fake output_dir="$OUT/deploy" preflight.run=false
+run torque_dry_run python3 -m robolearn.eval env=real_ur_simulated env.control_mode=joint_torque env.hardware.driver.torque_control=true policy=random env.hardware.loop.clock=virtual episodes=5
+run velocity_dry_run python3 -m robolearn.eval env=real_ur_simulated policy=random env.hardware.loop.clock=virtual episodes=5
+run keys python3 -m robolearn.transport.keys "$OUT/keys"
+# The learner box and the robot PC on one machine, with keys: the box in the background, the actor until its
+# steps are done (it applies the box's weights on the way), then the box is stopped.
+remote_box() {
+  ( export BIND=127.0.0.1 KEYS="$OUT/keys" RUN_DIR="$OUT/remote_box"
+    exec timeout -s TERM 240 bash launch/learner_box.sh learner.total_updates=null learner.min_transitions=30 learner.publish_every=5 \
+      learner.batch_size=32 torch_threads=1 ) > "$OUT/learner_box.log" 2>&1 &
+  echo $!
+}
+box=$(remote_box)
+run robot_actor env BOX=127.0.0.1 KEYS="$OUT/keys" RUN_DIR="$OUT/robot_actor" timeout -s TERM 200 bash launch/robot_actor.sh \
+  actor.total_steps=300 actor.seed_steps=40 actor.log_every_episodes=1 </dev/null
+kill -TERM "$box" 2>/dev/null; wait "$box" 2>/dev/null
+run robot_actor_got_weights grep -q "policy v[0-9]" "$OUT/robot_actor.log"
+run key_revoke python3 -m robolearn.transport.keys "$OUT/keys" --revoke actor
 exit $failed
