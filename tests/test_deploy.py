@@ -161,6 +161,42 @@ def test_online_mode_streams_the_arm_to_a_replay_server_starting_from_the_checkp
     assert json.loads((tmp_path / "report.json").read_text())["transitions_sent"] == 30
 
 
+@pytest.mark.timeout(180)
+def test_a_sigterm_to_the_online_arm_finishes_the_step_flushes_and_writes_the_report(checkpoint, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from robolearn.replay.config import ServerConfig
+    from robolearn.spec import EnvSpec
+    from robolearn.transport.learner_client import LearnerClient
+    from tests.transport_cases import running_server, transport
+    from tests.waiting import wait_for
+
+    link = transport()
+    overrides = [f"checkpoint={checkpoint}", "mode=online", "env.robot=fr3", "env.episode_seconds=1", "preflight.run=false",
+                 f"output_dir={tmp_path / 'arm'}", f"transport.port={link.port}", f"transport.weights_port={link.weights_port}",
+                 "transport.heartbeat_s=0.1", "transport.peer_timeout_s=1.0", "transport.insecure_no_keys=true", "actor.name=arm",
+                 f"spill_dir={tmp_path / 'spill'}"]
+    spec = EnvSpec.from_config(deploy_config(*overrides).env)
+    space, action_shape = spec.observation_space(), (spec.action_dim,)
+    with running_server(tmp_path / "replay", link, ServerConfig(capacity=1000), space, action_shape) as server:
+        learner = LearnerClient(link, space, action_shape, batch_size=8, n_step=1, gamma=0.99, frame_stack=1, min_transitions=10**9)
+        proc = subprocess.Popen([sys.executable, "-m", "hardware.deploy", *overrides], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: server.storage.transitions_added >= 15 or proc.poll() is not None, timeout_s=120, what="the arm streaming")
+            proc.send_signal(signal.SIGTERM)  # a scheduler, `timeout`, a stopped service
+            out = proc.communicate(timeout=60)[0].decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            learner.close()
+        stored = server.storage.transitions_added
+    assert proc.returncode == 0, out[-2000:]
+    report = json.loads((tmp_path / "arm" / "report.json").read_text())
+    assert report["outcome"] == "done" and report["all_acknowledged"] and report["transitions_sent"] == stored
+
+
 def test_bad_settings_are_refused_naming_them(tmp_path):
     from hardware.deploy.command import run
 

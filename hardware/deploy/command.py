@@ -254,7 +254,9 @@ def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
 
     env = envs.make_env(env_cfg)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    # Ctrl-C and SIGTERM (a scheduler, `timeout`, a stopped service) finish the step, flush and write the report.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     actor = None
     try:
         payload = load_policy_checkpoint(cfg.checkpoint, env.observation_space, env.action_space)
@@ -278,15 +280,20 @@ def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
             env.close()
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return {**result, "name": actor.name, "spill_dir": str(actor.client.outbox.spill_dir), "transitions_sent": actor.client.stats["transitions"], "all_acknowledged": acknowledged,
             "link_events": actor.events, "safety_counters": dict(env.unwrapped.safety.counters)}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends an evaluation as Ctrl-C does: the arm held, the report written, exit 4
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="deploy")
 @exits.reported("deploy", known=(CalibrationError, EStopLatched, InputUnavailable))
 def main(cfg: DictConfig) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     result = run(cfg)
     summary = {k: v for k, v in result.items() if k not in ("per_episode", "between_episode_events", "preflight")}
     if "preflight" in result:
