@@ -545,10 +545,11 @@ class ReplayServer:
             return
         if revoked is None:
             return
-        log.warning("authorised keys changed; %s: closing every connection so each handshakes again",
-                    f"revoked or narrowed: {sorted(revoked)}" if revoked else "none revoked")
-        if revoked:
-            self._replace_sockets()
+        if not revoked:
+            log.info("authorised keys changed: none revoked (new handshakes use the new list)")
+            return
+        log.warning("authorised keys revoked or narrowed: %s: closing every connection so each handshakes again", sorted(revoked))
+        self._replace_sockets()
 
     def _replace_sockets(self) -> None:
         ports = [int(self.endpoints[k].rsplit(":", 1)[1]) for k in ("router", "weights")]
