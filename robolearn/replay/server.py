@@ -486,7 +486,9 @@ class ReplayServer:
         version = msg.header.get("version")
         if type(version) is not int or version < 0:
             raise ProtocolError(f"field 'version' must be a non-negative integer, got {version!r:.80}")
-        if identity == self._weights_from and version <= self.weights_version:
+        if identity == self._weights_from and version == self.weights_version:
+            return encode("ack", {"version": version})  # sent again (its acknowledgement was lost): already held
+        if identity == self._weights_from and version < self.weights_version:
             raise ProtocolError(f"weights version {version} does not go forward (the last was {self.weights_version})")
         self._weights_from = identity
         self.weights = encode("weights", {"version": version}, msg.arrays)
