@@ -8,6 +8,7 @@ learner needs to derive the env spec, without touching the sim or the hardware.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from enum import Enum
 from typing import Any, Optional, TypeVar
 
@@ -71,6 +72,17 @@ class CameraConfig:
     name: str = "front"
     width: int = 84
     height: int = 84
+    # Sim only: where the camera is. null keeps the scene's own (sim/kitchen.py, sim/arm.py). `front`'s pose is
+    # in the robot base frame, `wrist`'s in the hand (flange) frame. Give `pos` with `look_at` (and `up`), or
+    # with `quat` (w x y z of MuJoCo's camera frame: it looks along -z, y up). `fovy`: vertical field of view, deg.
+    pos: Optional[list[float]] = None
+    look_at: Optional[list[float]] = None
+    up: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
+    quat: Optional[list[float]] = None
+    fovy: Optional[float] = None
+    # A file written by `python -m hardware.calibrate` (base_from_camera, intrinsics): pos, quat and fovy are
+    # read from it, so the sim trains on the viewpoint the bench has (docs/deploy.md). Overrides the keys above.
+    calibration: Optional[str] = None
 
 
 @dataclass
@@ -81,17 +93,137 @@ class RenderConfig:
     # Tessellation of spheres, capsules and cylinders; triangle count is the next cost after shadows.
     primitive_slices: int = 12
     skybox_and_haze: bool = False
+    # Shadow map size used when shadows are drawn (always with `shadows`, or in a share of episodes by
+    # env.randomization.lighting.shadow_probability): MuJoCo's 4096 costs ~40x a frame here, 1024 far less.
+    shadow_map_size: int = 1024
+
+
+def _range(lo: float, hi: float):
+    return field(default_factory=lambda: [lo, hi])
+
+
+def _check_range(key: str, value: list[float], lo: float = -math.inf, hi: float = math.inf) -> None:
+    check(len(value) == 2 and lo <= value[0] <= value[1] <= hi, key, value, f"[low, high] within [{lo}, {hi}]")
+
+
+@dataclass
+class MaterialRandomization:
+    """Procedural textures and colours on the counter, the sink basin, the floor and walls, and the kettle."""
+
+    enabled: bool = True
+    # Which procedural pattern families textures are drawn from: `train`, or `heldout` (families never drawn in
+    # training: the transfer benchmark's unseen textures).
+    pool: str = "train"
+    texture_probability: float = 0.7  # per surface and episode: a texture, else a plain colour
+    colour_jitter: float = 0.25  # each surface's base colour shifted per channel by up to this (0-1 scale)
+    kettle_colour_jitter: float = 0.15  # the kettle's own, kept smaller: it stays one recognisable object
+
+    def __post_init__(self) -> None:
+        check(self.pool in ("train", "heldout"), "env.randomization.materials.pool", self.pool, "train or heldout")
+        for key in ("texture_probability", "colour_jitter", "kettle_colour_jitter"):
+            check(0 <= getattr(self, key) <= 1, f"env.randomization.materials.{key}", getattr(self, key), "in [0, 1]")
+
+
+@dataclass
+class LightingRandomization:
+    enabled: bool = True
+    count: list[int] = field(default_factory=lambda: [1, 3])  # lights on per episode, of the scene's three
+    intensity: list[float] = _range(0.6, 1.4)  # scale of the lights' brightness
+    tint: float = 0.1  # per-channel colour change of each light (white balance)
+    direction: float = 0.35  # rad: tilt of each light from its nominal direction
+    shadow_probability: float = 0.5  # share of episodes rendered with shadows (shadow map: env.render.shadow_map_size)
+
+    def __post_init__(self) -> None:
+        check(len(self.count) == 2 and 1 <= self.count[0] <= self.count[1] <= 3, "env.randomization.lighting.count",
+              self.count, "[low, high] within [1, 3]")
+        _check_range("env.randomization.lighting.intensity", self.intensity, 0.0)
+        check(0 <= self.shadow_probability <= 1, "env.randomization.lighting.shadow_probability", self.shadow_probability, "in [0, 1]")
+        check(self.tint >= 0 and self.direction >= 0, "env.randomization.lighting", (self.tint, self.direction), "must be >= 0")
+
+
+@dataclass
+class CameraRandomization:
+    """Each camera's pose and field of view around its configured ones (env.cameras)."""
+
+    pos: float = 0.05  # m: offset in a random direction, its length uniform in [0, pos]
+    angle: float = 0.10  # rad: turn about a random axis, uniform in [0, angle]
+    fovy: float = 3.0  # deg: field of view changed by up to this
+    exact: bool = False  # offsets of exactly pos / angle / fovy (random direction and sign): the transfer benchmark's rows
+
+    def __post_init__(self) -> None:
+        for key in ("pos", "angle", "fovy"):
+            check(getattr(self, key) >= 0, f"env.randomization.camera.{key}", getattr(self, key), "must be >= 0")
+
+
+@dataclass
+class DistractorRandomization:
+    count: list[int] = field(default_factory=lambda: [0, 4])  # objects on the counter, out of the kettle's path
+
+    def __post_init__(self) -> None:
+        check(len(self.count) == 2 and 0 <= self.count[0] <= self.count[1] <= 6, "env.randomization.distractors.count",
+              self.count, "[low, high] within [0, 6]")
+
+
+@dataclass
+class ImageRandomization:
+    """Applied to the rendered frames, per camera: what a real sensor and its auto-exposure add."""
+
+    brightness: float = 0.08  # additive, fraction of full scale, per episode
+    contrast: float = 0.15  # gain in [1 - contrast, 1 + contrast] around mid-grey, per episode
+    noise_std: float = 3.0  # per-pixel Gaussian noise, 0-255 units, every frame
+    blur_probability: float = 0.1  # share of episodes a camera is out of focus (Gaussian blur)
+
+    def __post_init__(self) -> None:
+        for key in ("brightness", "contrast", "noise_std"):
+            check(getattr(self, key) >= 0, f"env.randomization.image.{key}", getattr(self, key), "must be >= 0")
+        check(0 <= self.blur_probability <= 1, "env.randomization.image.blur_probability", self.blur_probability, "in [0, 1]")
+
+
+@dataclass
+class DynamicsRandomization:
+    """Scales of the nominal model values, drawn per episode."""
+
+    kettle_mass: list[float] = _range(0.6, 1.4)
+    kettle_friction: list[float] = _range(0.6, 1.4)
+    gripper_friction: list[float] = _range(0.8, 1.2)
+    joint_damping: list[float] = _range(0.8, 1.2)
+    actuator_gain: list[float] = _range(0.9, 1.1)
+
+    def __post_init__(self) -> None:
+        for key in ("kettle_mass", "kettle_friction", "gripper_friction", "joint_damping", "actuator_gain"):
+            _check_range(f"env.randomization.dynamics.{key}", getattr(self, key), 0.01)
 
 
 @dataclass
 class RandomizationConfig:
-    kettle_x_range: list[float] = field(default_factory=lambda: [-0.05, 0.05])  # m around nominal
-    kettle_y_range: list[float] = field(default_factory=lambda: [-0.08, 0.08])
-    kettle_yaw_range: list[float] = field(default_factory=lambda: [-0.5, 0.5])  # rad
-    colours: bool = True
-    lighting: bool = True
-    camera_pos_jitter: float = 0.01  # m
-    camera_angle_jitter: float = 0.02  # rad
+    """Every part is drawn from its own seeded stream at reset (sim/randomization), so switching one off
+    leaves the others' draws unchanged. docs/sim.md shows each key's range and the images it makes."""
+
+    enabled: bool = True  # false: the nominal scene, everything below ignored
+    # Where a person puts the kettle down by hand, around the nominal spot.
+    kettle_x_range: list[float] = _range(-0.10, 0.10)  # m
+    kettle_y_range: list[float] = _range(-0.10, 0.10)
+    kettle_yaw_range: list[float] = _range(-1.0, 1.0)  # rad
+    materials: MaterialRandomization = field(default_factory=MaterialRandomization)
+    lighting: LightingRandomization = field(default_factory=LightingRandomization)
+    camera: CameraRandomization = field(default_factory=CameraRandomization)
+    distractors: DistractorRandomization = field(default_factory=DistractorRandomization)
+    image: ImageRandomization = field(default_factory=ImageRandomization)
+    dynamics: DynamicsRandomization = field(default_factory=DynamicsRandomization)
+    # Time from the observation to the command taking effect, drawn per episode (ms): real cameras and drivers
+    # add 30-100 ms. Up to this long the previous command still acts.
+    latency_ms: list[float] = _range(0.0, 100.0)
+    # Joint encoder noise (std) on the observed joint_pos (rad) and joint_vel (rad/s), every step.
+    joint_pos_noise: float = 0.002
+    joint_vel_noise: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check_range("env.randomization.kettle_x_range", self.kettle_x_range)
+        _check_range("env.randomization.kettle_y_range", self.kettle_y_range)
+        _check_range("env.randomization.kettle_yaw_range", self.kettle_yaw_range, -math.pi, math.pi)
+        _check_range("env.randomization.latency_ms", self.latency_ms, 0.0, 1000.0)
+        check(self.joint_pos_noise >= 0 and self.joint_vel_noise >= 0, "env.randomization.joint_*_noise",
+              (self.joint_pos_noise, self.joint_vel_noise), "must be >= 0")
 
 
 @dataclass
@@ -146,6 +278,11 @@ class EnvConfig:
         _check(len(set(names)) == len(names), "env.cameras", names, "camera names must be unique")
         for cam in self.cameras:
             _check(cam.width > 0 and cam.height > 0, f"env.cameras.{cam.name}", cam, "size must be positive")
+            for key, n in (("pos", 3), ("look_at", 3), ("up", 3), ("quat", 4)):
+                value = getattr(cam, key)
+                _check(value is None or len(value) == n, f"env.cameras.{cam.name}.{key}", value, f"needs {n} values")
+            _check(cam.quat is None or cam.look_at is None, f"env.cameras.{cam.name}", cam.look_at, "give look_at or quat, not both")
+            _check(cam.fovy is None or 0 < cam.fovy < 180, f"env.cameras.{cam.name}.fovy", cam.fovy, "degrees in (0, 180)")
         _check(self.render.multisamples >= 0, "env.render.multisamples", self.render.multisamples, "must be >= 0")
         _check(self.render.primitive_slices >= 3, "env.render.primitive_slices", self.render.primitive_slices, "must be >= 3")
 

@@ -51,17 +51,13 @@ class KettleSinkEnv(gym.Env):
         super().reset(seed=seed)
         s, m, d = self.scene, self.model, self.data
         mujoco.mj_resetData(m, d)
-        self._randomizer.apply(self.np_random)
+        self._randomizer.reset(self.np_random)
         d.qpos[s.arm_qpos] = s.robot.home
         d.qpos[s.finger_qpos] = FINGER_TRAVEL
         self._gripper_target = FINGER_TRAVEL
         d.ctrl[:] = 0.0
         d.ctrl[s.gripper_actuator] = FINGER_TRAVEL
-        r = self.cfg.randomization
-        rng = self.np_random
-        x = KETTLE_NOMINAL_XY[0] + rng.uniform(*r.kettle_x_range)
-        y = KETTLE_NOMINAL_XY[1] + rng.uniform(*r.kettle_y_range)
-        yaw = rng.uniform(*r.kettle_yaw_range)
+        x, y, yaw = self._kettle_start()
         d.qpos[s.kettle_qpos : s.kettle_qpos + 3] = [x, y, kettle_entity.HALF_HEIGHT + 0.001]
         d.qpos[s.kettle_qpos + 3 : s.kettle_qpos + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         mujoco.mj_forward(m, d)
@@ -69,6 +65,13 @@ class KettleSinkEnv(gym.Env):
         obs = self._observation()
         _, terms, success = self._reward()
         return obs, self._info(terms, success, fell=False)
+
+    def _kettle_start(self) -> tuple[float, float, float]:
+        r, rng = self.cfg.randomization, self._randomizer.kettle_rng
+        if not r.enabled:
+            return KETTLE_NOMINAL_XY[0], KETTLE_NOMINAL_XY[1], 0.0
+        return (KETTLE_NOMINAL_XY[0] + rng.uniform(*r.kettle_x_range), KETTLE_NOMINAL_XY[1] + rng.uniform(*r.kettle_y_range),
+                rng.uniform(*r.kettle_yaw_range))
 
     def step(self, action):
         # Raises InvalidActionError before anything touches the physics.
@@ -93,6 +96,10 @@ class KettleSinkEnv(gym.Env):
             self._video_renderer = make_renderer(self.model, *VIDEO_SIZE, self.cfg.render)
         self._video_renderer.update_scene(self.data, camera=self.scene.camera_ids.get("front", 0))
         return self._video_renderer.render()
+
+    def randomization(self) -> dict:
+        """What this episode drew (seed, shadows, dynamics scales, latency, ...), for logs and tests."""
+        return dict(self._randomizer.episode)
 
     def close(self):
         for renderer in [*self._renderers.values(), self._video_renderer]:
@@ -124,9 +131,11 @@ class KettleSinkEnv(gym.Env):
             if renderer is None:
                 renderer = self._renderers[(h, w)] = make_renderer(self.model, h, w, self.cfg.render)
             renderer.update_scene(d, camera=s.camera_ids[name])
-            obs[name] = renderer.render()
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.cfg.render.shadows or self._randomizer.shadows
+            obs[name] = self._randomizer.image(name, renderer.render())
         obs["joint_pos"] = d.qpos[s.arm_qpos].astype(np.float32)
         obs["joint_vel"] = d.qvel[s.arm_dof].astype(np.float32)
+        self._randomizer.sensing.joints(obs)
         width = float(np.clip(d.qpos[s.finger_qpos].sum(), 0.0, 2 * FINGER_TRAVEL))
         obs["gripper"] = np.array([width], dtype=np.float32)
         if self.contract.privileged:

@@ -12,6 +12,7 @@ from robolearn.config import EnvConfig
 from robolearn.robots import RobotDescription, get_robot
 from sim import kettle as kettle_entity
 from sim.arm import build_arm
+from sim.geometry import look_at_xyaxes
 from sim.kitchen import build_kitchen
 
 
@@ -47,7 +48,7 @@ def build_mjcf(cfg: EnvConfig) -> mjcf.RootElement:
     # Elliptic cones with a high impratio keep a frictional grasp from creeping.
     root.option.cone = "elliptic"
     root.option.impratio = 10
-    root.visual.quality.shadowsize = 4096 if cfg.render.shadows else 0
+    root.visual.quality.shadowsize = cfg.render.shadow_map_size
     root.visual.quality.offsamples = cfg.render.multisamples
     root.visual.quality.numslices = cfg.render.primitive_slices
     root.visual.quality.numstacks = max(2, cfg.render.primitive_slices // 2)
@@ -61,7 +62,25 @@ def build_mjcf(cfg: EnvConfig) -> mjcf.RootElement:
     root.find("site", "robot_mount").attach(arm)
     kettle_frame = root.worldbody.attach(kettle_entity.build_kettle())
     kettle_frame.add("freejoint", name="kettle")
+    place_cameras(root, cfg, robot)
     return root
+
+
+def place_cameras(root: mjcf.RootElement, cfg: EnvConfig, robot: RobotDescription) -> None:
+    """Set the pose and field of view a camera config gives (`front`: in the base frame, `wrist`: the hand's)."""
+    for cam in cfg.cameras:
+        element = root.find("camera", cam.name) or root.find("camera", f"{robot.name}/{cam.name}")
+        if element is None:
+            continue  # the scene's camera check names it (compile_scene)
+        if cam.fovy is not None:
+            element.fovy = float(cam.fovy)
+        if cam.pos is None:
+            continue
+        element.pos = [float(v) for v in cam.pos]
+        if cam.quat is not None:
+            element.xyaxes, element.quat = None, [float(v) for v in cam.quat]
+        elif cam.look_at is not None:
+            element.quat, element.xyaxes = None, look_at_xyaxes(cam.pos, cam.look_at, up=cam.up)
 
 
 def compile_scene(cfg: EnvConfig) -> Scene:

@@ -131,8 +131,7 @@ def test_randomisation_is_seeded(make):
 
 
 def test_randomisation_can_be_switched_off(make):
-    env = make(randomization={"colours": False, "lighting": False, "camera_pos_jitter": 0.0, "camera_angle_jitter": 0.0,
-                              "kettle_x_range": [0, 0], "kettle_y_range": [0, 0], "kettle_yaw_range": [0, 0]})
+    env = make(randomization={"enabled": False})
     a, _ = env.reset(seed=1)
     b, _ = env.reset(seed=2)
     np.testing.assert_array_equal(a["front"], b["front"])
@@ -140,7 +139,7 @@ def test_randomisation_can_be_switched_off(make):
 
 def test_render_quality_comes_from_config(make):
     fast = make().unwrapped.model
-    assert fast.vis.quality.shadowsize == 0 and fast.vis.quality.offsamples == 0
+    assert fast.vis.quality.offsamples == 0
     pretty = make(render={"shadows": True, "multisamples": 4}).unwrapped.model
     assert pretty.vis.quality.shadowsize > 0 and pretty.vis.quality.offsamples == 4
 
