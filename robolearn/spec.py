@@ -148,8 +148,8 @@ def split_privileged(vector: np.ndarray) -> dict[str, np.ndarray]:
 # robot, the control mode and the cameras readably, then a short hash of everything the file is bound to.
 # A config that changes any of it names another file (made when missing); a file under the old names is
 # never picked up. Bump a version when what the files hold changes without the spec changing.
-DEMO_FILE_VERSION = 3  # v2: the front camera framed on the work area; v3: names by content
-ENCODER_FILE_VERSION = 1
+DEMO_FILE_VERSION = 4  # v2: the front camera framed on the work area; v3: names by content; v4: and by the scene
+ENCODER_FILE_VERSION = 2  # v2: named by the scene it was trained on too
 ENCODER_INPUT_KEYS = ("joint_pos", "gripper")  # proprioception the pretrained encoder reads beside the cameras
 
 
@@ -174,8 +174,23 @@ def demo_tag(env_cfg) -> str:
     signature = spec_signature(spec.observation_space(), spec.action_space().shape)
     bound = {"v": DEMO_FILE_VERSION, "spec": signature, "robot": spec.robot.name, "control_mode": str(spec.control_mode),
              "control_hz": spec.control_hz, "limits": [round(float(x), 6) for x in spec.command_limits]}
+    bound["scene"] = scene_record(env_cfg)
     privileged = "_privileged" if spec.privileged else ""
     return f"{spec.robot.name}_{spec.control_mode}_{_cameras_part(spec)}{privileged}_{_short_hash(bound)}"
+
+
+def scene_record(env_cfg) -> dict:
+    """What decides the frames and dynamics a cached file was made under: the randomisation, the cameras'
+    poses (a bench's calibration included) and the rendering. Demos and encoders made under other ones
+    get other names, so a run never silently reuses a file made for another viewpoint or randomisation."""
+    import dataclasses
+
+    from robolearn.checkpoint import json_plain
+    from robolearn.config import load_env_config
+
+    cfg = load_env_config(env_cfg)
+    return json_plain({"randomization": dataclasses.asdict(cfg.randomization), "cameras": [dataclasses.asdict(c) for c in cfg.cameras],
+                       "render": dataclasses.asdict(cfg.render)})
 
 
 def encoder_inputs(env_cfg) -> dict:
@@ -191,5 +206,5 @@ def encoder_tag(env_cfg) -> str:
     pretraining target, always on in sim) nor the control mode, so the main job and the no-tracker recipe
     share one encoder."""
     spec = EnvSpec.from_config(env_cfg)
-    bound = {"v": ENCODER_FILE_VERSION, "robot": spec.robot.name, "inputs": encoder_inputs(env_cfg)}
+    bound = {"v": ENCODER_FILE_VERSION, "robot": spec.robot.name, "inputs": encoder_inputs(env_cfg), "scene": scene_record(env_cfg)}
     return f"{spec.robot.name}_{_cameras_part(spec)}_{_short_hash(bound)}"

@@ -239,3 +239,14 @@ def make_env_space(cfg: AsyncConfig):
     from robolearn.spec import EnvSpec
 
     return EnvSpec.from_config(cfg.env).observation_space()
+
+
+def test_demo_and_encoder_files_are_named_by_the_scene_they_were_made_in():
+    # A file made under another randomisation or camera pose must never be reused silently.
+    moved = {"cameras": [{"name": "front", "pos": [1.1, 0.0, 0.8], "look_at": [0.4, 0.0, 0.0]}, {"name": "wrist"}]}
+    for tag in (demo_tag, encoder_tag):
+        base = tag({"privileged": True})
+        assert tag({"privileged": True}) == base
+        assert tag({"privileged": True, "randomization": {"camera": {"pos": 0.0}}}) != base
+        assert tag({"privileged": True, "randomization": {"enabled": False}}) != base
+        assert tag({"privileged": True, **moved}) != base
