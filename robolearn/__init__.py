@@ -12,3 +12,8 @@ __version__ = "0.1.0"
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+# After the backend choice above: `gymnasium.make("robolearn/KettleSink-v0", ...)` works once robolearn is imported.
+from robolearn.registration import register_envs  # noqa: E402
+
+register_envs()

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "learner": "robolearn.bench.learner_bench",
     "replay": "robolearn.bench.replay_bench",
     "transport": "robolearn.bench.transport_bench",
+    "transfer": "robolearn.bench.transfer_bench",
 }
 
 
