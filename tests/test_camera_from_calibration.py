@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import sim  # noqa: F401, I001  (first: triton's LLVM before Mesa's, see robolearn/process/llvm_order.py)
 import cv2
@@ -245,3 +246,76 @@ def test_a_wrist_camera_calibration_names_what_is_missing(tmp_path):
     env = load_env_config({"cameras": [{"name": "wrist", "calibration": str(path)}]})
     with pytest.raises(ConfigError, match=r"env\.cameras\.wrist\.calibration.*hand_from_camera"):
         build_mjcf(env)
+
+
+# -- the overlay command -----------------------------------------------------------------------------------
+
+
+def align_config(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    import hardware.align_camera  # noqa: F401  (registers the schema)
+    from robolearn.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="align_camera", overrides=list(overrides))
+
+
+def env_frame(env: dict) -> np.ndarray:
+    from robolearn.envs import make_env
+
+    sim_env = make_env({**env, "randomization": {"enabled": False}})
+    try:
+        return sim_env.reset(seed=0)[0]["front"]
+    finally:
+        sim_env.close()
+
+
+def test_the_overlay_renders_the_sim_camera_at_the_calibrated_pose_and_writes_the_overrides(tmp_path):
+    from hardware.align_camera import run
+
+    # The "real" frame: the nominal scene seen from the offset pose. Its calibration: that pose, the sim's pinhole.
+    env, _ = offset_front_config()
+    real = env_frame(env)
+    truth, fovy = camera_pose(compiled(load_env_config(env)))
+    cv2.imwrite(str(tmp_path / "real.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
+    CameraCalibration((W, H), pinhole(fovy), np.zeros(5), truth).save(tmp_path / "front.yaml")
+    result = run(align_config(f"calibration={tmp_path / 'front.yaml'}", f"image={tmp_path / 'real.png'}", f"out_dir={tmp_path / 'out'}"),
+                 say=lambda m: None)
+
+    side_by_side = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "side_by_side.png")), cv2.COLOR_BGR2RGB)
+    blend = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "blend.png")), cv2.COLOR_BGR2RGB)
+    assert side_by_side.shape == (H, 2 * W, 3) and blend.shape == (H, W, 3) and result["size"] == [W, H]
+    np.testing.assert_array_equal(side_by_side[:, :W], real)
+    aligned = np.abs(side_by_side[:, W:].astype(int) - real).mean()
+    default_view = env_frame({"cameras": [{"name": "front", "width": W, "height": H}]})
+    misaligned = np.abs(default_view.astype(int) - real).mean()
+    assert aligned < 0.5 and misaligned > 5 * max(aligned, 1.0)
+    np.testing.assert_allclose(blend, (real.astype(float) + side_by_side[:, W:]) / 2, atol=1.0)
+
+    # The printed overrides put the default config's camera there without the file (at the learning image's size).
+    assert (tmp_path / "out" / "overrides.txt").read_text().startswith(" ".join(result["overrides"]))
+    placed, placed_fovy = camera_pose(compiled(load_env_config(align_config("calibration=x", *result["overrides"]).env)))
+    np.testing.assert_allclose(placed, truth, atol=2e-5)
+    assert placed_fovy == pytest.approx(fovy, abs=1e-3)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"calibration": "nowhere.yaml"}, "calibration: 'nowhere.yaml' (file not found)"),
+    ({"image": "nowhere.png"}, "image: 'nowhere.png' (not a readable image file)"),
+    ({"image": ""}, "give image=<png> or a camera"),
+    ({"camera_name": "side"}, "camera_name: 'side'"),
+    ({"resolution": "huge"}, "resolution: 'huge'"),
+    ({"image": "tall.png"}, "made at 640x480, the frame is 480x640: another aspect ratio"),
+])
+def test_the_overlay_refuses_bad_input_naming_it(changes, named, tmp_path, monkeypatch):
+    from hardware.align_camera import run
+
+    monkeypatch.chdir(tmp_path)
+    CameraCalibration((W, H), pinhole(50.0), np.zeros(5), np.eye(4)).save("front.yaml")
+    cv2.imwrite("real.png", np.zeros((H, W, 3), np.uint8))
+    cv2.imwrite("tall.png", np.zeros((W, H, 3), np.uint8))
+    keys = {"calibration": "front.yaml", "image": "real.png", "out_dir": "out", **changes}
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        run(align_config(*[f"{k}={v}" for k, v in keys.items()]), say=lambda m: None)
+    assert not (tmp_path / "out").exists()
