@@ -83,8 +83,7 @@ def sim_env_config(env: Any, camera_name: str, calibration: str, width: int, hei
     cam = dict(node.get("cameras", [{}] * len(names))[index] or {})
     cam.update(name=camera_name, width=width, height=height, calibration=calibration)
     node["cameras"] = [cam]
-    node.setdefault("randomization", {})
-    node["randomization"] = {**(node["randomization"] or {}), "enabled": False}
+    node["randomization"] = {**(node.get("randomization") or {}), "enabled": False}
     return node, index
 
 
