@@ -34,6 +34,7 @@ from hardware.tracking.calibration import (
     intrinsics_from_device,
     pose_from_xyz_rpy,
 )
+from robolearn.camera_calibration import scaled_camera_matrix
 from robolearn.config import ConfigError, check, load_env_config, register_schema
 from robolearn.paths import CONFIG_DIR
 from robolearn.process import exits
@@ -140,11 +141,7 @@ def run(cfg: CalibrateConfig | DictConfig, say=print) -> dict:
             images = read_images(cfg.extrinsics_images) if cfg.extrinsics_images else capture(camera, cfg.extrinsics_views, 0.1, say)
             h, w = images[0].shape[:2]
             if (w, h) != tuple(size):
-                sx, sy = w / size[0], h / size[1]
-                K = K.copy()
-                K[0] *= sx
-                K[1] *= sy
-                size = (w, h)
+                K, size = scaled_camera_matrix(K, size, w, h), (w, h)
             base_from_target = pose_from_xyz_rpy(cfg.target_pose.xyz, cfg.target_pose.rpy)
             base_from_camera, summary = extrinsics_from_target(images, target, base_from_target, K, dist, max_rms_px=cfg.max_rms_px)
             result["extrinsics"] = {**summary, "camera_position_m": np.round(base_from_camera[:3, 3], 4).tolist()}

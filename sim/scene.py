@@ -8,7 +8,8 @@ import mujoco
 import numpy as np
 from dm_control import mjcf
 
-from robolearn.config import EnvConfig
+from robolearn.camera_calibration import load_sim_camera
+from robolearn.config import ConfigError, EnvConfig
 from robolearn.robots import RobotDescription, get_robot
 from sim import kettle as kettle_entity
 from sim.arm import build_arm
@@ -67,11 +68,23 @@ def build_mjcf(cfg: EnvConfig) -> mjcf.RootElement:
 
 
 def place_cameras(root: mjcf.RootElement, cfg: EnvConfig, robot: RobotDescription) -> None:
-    """Set the pose and field of view a camera config gives (`front`: in the base frame, `wrist`: the hand's)."""
+    """Set the pose and field of view a camera config gives (`front`: in the base frame, `wrist`: the hand's),
+    or, with `calibration`, those of the bench's calibrated camera (robolearn.camera_calibration)."""
     for cam in cfg.cameras:
         element = root.find("camera", cam.name) or root.find("camera", f"{robot.name}/{cam.name}")
         if element is None:
             continue  # the scene's camera check names it (compile_scene)
+        if cam.calibration:
+            key = f"env.cameras.{cam.name}.calibration"
+            if element.parent is not root.worldbody:
+                # The file holds base_from_camera: right for a camera fixed in the base frame (the robot base
+                # is the world origin here), not for one that moves with the hand (that needs hand-eye).
+                raise ConfigError(f"invalid value for {key}: {cam.calibration!r} (camera {cam.name!r} moves with the arm: it needs "
+                                  "hand_from_camera (a hand-eye calibration), which calibration files do not hold; only static cameras such as 'front')")
+            pose = load_sim_camera(cam.calibration, cam.width, cam.height, key)
+            element.pos, element.xyaxes, element.quat = pose.pos.tolist(), None, pose.quat.tolist()
+            element.fovy = pose.fovy
+            continue
         if cam.fovy is not None:
             element.fovy = float(cam.fovy)
         if cam.pos is None:
