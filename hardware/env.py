@@ -30,6 +30,7 @@ from hardware.safety.layer import ResetRefused, SafetyLayer
 from hardware.safety.limits import SafetyLimits
 from hardware.timing import Clock, DeadlineLoop, MonotonicClock, VirtualClock, set_realtime_priority
 from hardware.tracking import make_tracker
+from robolearn.camera_calibration import learning_crop
 from robolearn.config import ConfigError, ControlMode, EnvConfig, load_env_config
 from robolearn.spec import PRIVILEGED_DIM, EnvSpec
 from robolearn.task import KettleGeometry, SinkGeometry, TaskState, compute_reward
@@ -313,7 +314,10 @@ class RealRobotEnv(gym.Env):
             return image, {"valid": False, "error": str(exc)}
         image = frame.image
         if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            # Centre crop to the learning aspect, then resize: square pixels, as the sim camera has
+            # (robolearn.camera_calibration.learning_crop; the calibration's camera matrix follows the same crop).
+            x0, y0, crop_w, crop_h = learning_crop(image.shape[1], image.shape[0], w, h)
+            image = cv2.resize(image[y0 : y0 + crop_h, x0 : x0 + crop_w], (w, h), interpolation=cv2.INTER_AREA)
         else:
             image = image.copy()  # the camera keeps its frame; every observation owns its arrays
         self._last_images[name] = image

@@ -95,12 +95,27 @@ def write_calibration(path: str | Path, calibration: CalibrationFile) -> None:
     Path(path).write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
 
 
+def learning_crop(frame_width: int, frame_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """The centred region (x0, y0, w, h) of a frame with the learning image's aspect ratio. The real env crops
+    it and then resizes it to width x height (hardware/env.py), so its pixels stay square as the sim's are: a
+    4:3 frame squeezed to 84x84 whole would show the policy a third more width than the sim camera does."""
+    target = width / height
+    if frame_width / frame_height > target:
+        crop_w, crop_h = min(frame_width, round(frame_height * target)), frame_height
+    else:
+        crop_w, crop_h = frame_width, min(frame_height, round(frame_width / target))
+    return (frame_width - crop_w) // 2, (frame_height - crop_h) // 2, crop_w, crop_h
+
+
 def scaled_camera_matrix(camera_matrix: np.ndarray, image_size: tuple[int, int], width: int, height: int) -> np.ndarray:
-    """The camera matrix for the whole frame resized to width x height (how the real env makes its
-    learning images: hardware/env.py resizes, it does not crop)."""
+    """The camera matrix of the image the real env makes from a frame of `image_size`: the centred crop to
+    width:height (`learning_crop`; nothing for a frame of that aspect already), resized to width x height."""
+    x0, y0, crop_w, crop_h = learning_crop(image_size[0], image_size[1], width, height)
     K = np.array(camera_matrix, dtype=np.float64)
-    K[0] *= width / image_size[0]
-    K[1] *= height / image_size[1]
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    K[0] *= width / crop_w
+    K[1] *= height / crop_h
     return K
 
 

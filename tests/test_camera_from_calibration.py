@@ -183,11 +183,11 @@ def test_opencv_axes_become_mujocos_and_the_field_of_view_is_the_learning_images
     np.testing.assert_allclose(cam.pos, [1.0, 0.0, 0.5])
     assert cam.fovy == pytest.approx(math.degrees(2 * math.atan(240 / 500)))
     assert cam.mismatch == []
-    # The learning image is the whole frame resized (hardware/env.py): the vertical field of view stays, and a
-    # 4:3 frame squashed to 84x84 has pixels the sim cannot make.
+    # The learning image is the frame's centred square resized (hardware/env.py): the vertical field of view
+    # stays and the pixels stay square, as the sim's are.
     small = sim_camera(CalibrationFile((640, 480), K, np.zeros(5), T), 84, 84)
     assert small.fovy == pytest.approx(cam.fovy)
-    assert len(small.mismatch) == 1 and "fx/fy = 0.750" in small.mismatch[0]
+    assert small.mismatch == []
     assert small.overrides(0)[0] == "env.cameras.0.pos=[1,0,0.5]"
 
 
@@ -319,3 +319,28 @@ def test_the_overlay_refuses_bad_input_naming_it(changes, named, tmp_path, monke
     with pytest.raises(ConfigError, match=re.escape(named)):
         run(align_config(*[f"{k}={v}" for k, v in keys.items()]), say=lambda m: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_4_by_3_frame_is_cropped_to_the_learning_aspect_and_its_camera_matrix_follows():
+    import cv2
+
+    from robolearn.camera_calibration import learning_crop, scaled_camera_matrix
+
+    assert learning_crop(640, 480, 84, 84) == (80, 0, 480, 480)
+    assert learning_crop(480, 640, 84, 84) == (0, 80, 480, 480)
+    assert learning_crop(640, 480, 64, 48) == (0, 0, 640, 480)
+    K = np.array([[600.0, 0, 330.0], [0, 600.0, 235.0], [0, 0, 1]])
+    K84 = scaled_camera_matrix(K, (640, 480), 84, 84)
+    assert K84[0, 0] == pytest.approx(K84[1, 1])  # square pixels, as the sim's
+    # A bright dot where a 3-D point projects in the full frame lands, after the real env's crop and resize,
+    # where the scaled matrix projects it.
+    point = np.array([0.05, -0.03, 0.6])
+    u, v, _ = K @ point / point[2]
+    frame = np.zeros((480, 640, 3), np.uint8)
+    cv2.circle(frame, (round(u), round(v)), 12, (255, 255, 255), -1)
+    x0, y0, cw, ch = learning_crop(640, 480, 84, 84)
+    small = cv2.resize(frame[y0 : y0 + ch, x0 : x0 + cw], (84, 84), interpolation=cv2.INTER_AREA).astype(float)[..., 0]
+    rows, cols = np.indices(small.shape)
+    centroid = np.array([(small * cols).sum(), (small * rows).sum()]) / small.sum()
+    expected = (K84 @ point / point[2])[:2]
+    assert np.abs(centroid - expected).max() < 0.6
