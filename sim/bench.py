@@ -3,8 +3,12 @@
 The ceiling steps the env's own compiled model with `mj_step(nstep=substeps)` and renders the same
 cameras with the same renderer settings, with no Python around it: what any env on this scene pays.
 It replays the env round exactly (same actions, and the env's post-reset states restored at the same
-steps), so both render the same views and simulate the same contacts. The env and the ceiling
-alternate in rounds and each reports its median round, to ride out noise.
+steps), so both render the same views and simulate the same contacts. At those restarts it also puts back the
+episode's randomised scene (the model arrays the randomisation writes: textures, colours, lights, cameras,
+clutter; re-uploading textures and setting the shadow flag as the env does), so the ceiling renders the same
+randomised scene, shadows in the same episodes. The env and the ceiling alternate in rounds and each reports
+its median round, to ride out noise; the ratio is the median of the rounds' own ratios, since rounds differ in
+content (episodes with and without shadows cost several times apart) and only a round's pair sees the same frames.
 """
 
 from __future__ import annotations
@@ -40,14 +44,14 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     ceiling = _Ceiling(env.unwrapped)
     try:
         for r in range(args.rounds):
-            restarts = {0: ceiling.snapshot(env.unwrapped.data)}
+            restarts = {0: ceiling.snapshot(env.unwrapped)}
             start = time.perf_counter()
             for i, a in enumerate(actions):
                 obs, _, terminated, truncated, _ = env.step(a)
                 if terminated or truncated:
                     env.reset()
                     resets += 1
-                    restarts[i + 1] = ceiling.snapshot(env.unwrapped.data)
+                    restarts[i + 1] = ceiling.snapshot(env.unwrapped)
             env_rates.append(args.steps / (time.perf_counter() - start))
             ceiling_rates.append(ceiling.rate(actions, restarts))
             print(f"round {r + 1}/{args.rounds}: env {env_rates[-1]:.0f} steps/s, ceiling {ceiling_rates[-1]:.0f} steps/s", flush=True)
@@ -55,11 +59,12 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         ceiling.close()
         env.close()
     env_rate, ceiling_rate = statistics.median(env_rates), statistics.median(ceiling_rates)
+    ratio = statistics.median(e / c for e, c in zip(env_rates, ceiling_rates))
     return {
         "benchmark": "sim",
         "env_steps_per_s": round(env_rate, 1),
         "ceiling_steps_per_s": round(ceiling_rate, 1),
-        "ratio": round(env_rate / ceiling_rate, 3),
+        "ratio": round(ratio, 3),
         "cameras": [f"{name} {w}x{h}" for name, h, w in env.unwrapped.contract.cameras],
         "robot": cfg.robot,
         "control_mode": cfg.control_mode.value,
@@ -104,20 +109,38 @@ class _Ceiling:
         for _, h, w in self.cameras:
             if (h, w) not in self.renderers:
                 self.renderers[(h, w)] = make_renderer(self.model, h, w, env.cfg.render)
+        parts = env._randomizer
+        # The model arrays an episode's randomisation writes (a part lists its own in MODEL_FIELDS).
+        self.fields = tuple(dict.fromkeys(f for part in (parts.visual, parts.dynamics) for f in getattr(part, "MODEL_FIELDS", ())))
+        self.always_shadows = env.cfg.render.shadows
+        self.textures = -1  # the env's textures_version these renderers hold (-1: unknown, upload at the first restart)
 
-    def snapshot(self, data: mujoco.MjData) -> np.ndarray:
+    def snapshot(self, env) -> dict:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.empty(mujoco.mj_stateSize(self.model, spec))
-        mujoco.mj_getState(self.model, data, state, spec)
-        return state
+        mujoco.mj_getState(self.model, env.data, state, spec)
+        scene = {name: getattr(self.model, name).copy() for name in self.fields}
+        visual = env._randomizer.visual
+        return {"state": state, "scene": scene, "shadows": env._randomizer.shadows, "textures": visual.textures_version}
+
+    def _restart(self, restart: dict) -> None:
+        from sim.rendering import upload_textures
+
+        mujoco.mj_setState(self.model, self.data, restart["state"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        for name, value in restart["scene"].items():
+            getattr(self.model, name)[:] = value
+        for renderer in self.renderers.values():
+            if restart["textures"] != self.textures:
+                upload_textures(renderer, self.model)
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.always_shadows or restart["shadows"]
+        self.textures = restart["textures"]
 
     def rate(self, actions: np.ndarray, restarts: dict[int, np.ndarray]) -> float:
         m, d = self.model, self.data
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
         start = time.perf_counter()
         for i, a in enumerate(actions):
             if i in restarts:
-                mujoco.mj_setState(m, d, restarts[i], spec)
+                self._restart(restarts[i])
             d.ctrl[self.actuators] = a[:-1] * self.limits
             mujoco.mj_step(m, d, nstep=self.substeps)
             for cam, h, w in self.cameras:

@@ -19,7 +19,7 @@ from sim import kettle as kettle_entity
 from sim.arm import FINGER_TRAVEL
 from sim.kitchen import COUNTER_X, COUNTER_Y, KETTLE_NOMINAL_XY, SINK
 from sim.randomization import SceneRandomizer
-from sim.rendering import make_renderer
+from sim.rendering import make_renderer, upload_textures
 from sim.scene import compile_scene
 
 VIDEO_SIZE = (480, 640)
@@ -43,6 +43,7 @@ class KettleSinkEnv(gym.Env):
         self._randomizer = SceneRandomizer(self.scene, cfg.randomization)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._video_renderer: mujoco.Renderer | None = None
+        self._texture_versions: dict[int, int] = {}  # id(renderer) -> the randomiser's textures_version it holds
         self._steps = 0
         self._gripper_target = FINGER_TRAVEL
 
@@ -93,7 +94,8 @@ class KettleSinkEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._video_renderer is None:
-            self._video_renderer = make_renderer(self.model, *VIDEO_SIZE, self.cfg.render)
+            self._video_renderer = self._new_renderer(*VIDEO_SIZE)
+        self._refresh_textures(self._video_renderer)
         self._video_renderer.update_scene(self.data, camera=self.scene.camera_ids.get("front", 0))
         return self._video_renderer.render()
 
@@ -106,6 +108,7 @@ class KettleSinkEnv(gym.Env):
             if renderer is not None:
                 renderer.close()
         self._renderers.clear()
+        self._texture_versions.clear()
         self._video_renderer = None
 
     # -- state ---------------------------------------------------------------------------------------
@@ -129,7 +132,8 @@ class KettleSinkEnv(gym.Env):
         for name, h, w in self.contract.cameras:
             renderer = self._renderers.get((h, w))
             if renderer is None:
-                renderer = self._renderers[(h, w)] = make_renderer(self.model, h, w, self.cfg.render)
+                renderer = self._renderers[(h, w)] = self._new_renderer(h, w)
+            self._refresh_textures(renderer)
             renderer.update_scene(d, camera=s.camera_ids[name])
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.cfg.render.shadows or self._randomizer.shadows
             obs[name] = self._randomizer.image(name, renderer.render())
@@ -141,6 +145,18 @@ class KettleSinkEnv(gym.Env):
         if self.contract.privileged:
             obs["privileged"] = self.privileged_state()
         return obs
+
+    def _new_renderer(self, height: int, width: int) -> mujoco.Renderer:
+        renderer = make_renderer(self.model, height, width, self.cfg.render)
+        self._texture_versions[id(renderer)] = self._randomizer.visual.textures_version  # uploaded as it was made
+        return renderer
+
+    def _refresh_textures(self, renderer: mujoco.Renderer) -> None:
+        """Re-upload textures to a renderer made before this episode's materials were drawn."""
+        version = self._randomizer.visual.textures_version
+        if self._texture_versions[id(renderer)] != version:
+            upload_textures(renderer, self.model)
+            self._texture_versions[id(renderer)] = version
 
     def _task_state(self) -> TaskState:
         s, d = self.scene, self.data
