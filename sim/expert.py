@@ -44,7 +44,10 @@ class ExpertGains:
     max_angular_speed: float = 1.2  # rad/s
     damping: float = 0.05  # damped least squares
     nullspace: float = 0.5  # pull toward the home posture, 1/s
-    disturbance_gain: float = 0.5  # torque mode: fraction of the velocity error learned per step
+    disturbance_gain: float = 0.1  # torque mode: fraction of the velocity error learned per step (slow: a late command is no disturbance)
+    # Torque mode: fraction of the velocity error corrected per step. A whole step's correction (1.0) rings once
+    # the command acts up to a step late (latency up to 100 ms); half stays damped at any latency in 0-100 ms.
+    tracking: float = 0.5
 
 
 class KettleSinkExpert:
@@ -200,7 +203,7 @@ class KettleSinkExpert:
             self.disturbance += self.gains.disturbance_gain * inertia @ (self.last_dq_des - dq) / self.dt
         self.last_dq_des = dq_des
         damping = m.dof_damping[s.arm_dof]
-        tau = inertia @ (dq_des - dq) / self.dt + damping * dq_des + self.disturbance
+        tau = self.gains.tracking * inertia @ (dq_des - dq) / self.dt + damping * dq_des + self.disturbance
         if not self.env.cfg.gravity_compensation:
             d.qvel[:] = 0.0
             mujoco.mj_rne(m, d, 0, d.qfrc_bias)

@@ -6,6 +6,7 @@ Python runs once per control step, which is what keeps pixel rollouts fast on a 
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import gymnasium as gym
@@ -46,6 +47,9 @@ class KettleSinkEnv(gym.Env):
         self._texture_versions: dict[int, int] = {}  # id(renderer) -> the randomiser's textures_version it holds
         self._steps = 0
         self._gripper_target = FINGER_TRAVEL
+        # Latency: the command acting now, and those chosen but not yet acting (oldest first).
+        self._acting = self._rest_command()
+        self._pending: deque[tuple[np.ndarray, float]] = deque()
 
     # -- gymnasium API -------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -55,9 +59,11 @@ class KettleSinkEnv(gym.Env):
         self._randomizer.reset(self.np_random)
         d.qpos[s.arm_qpos] = s.robot.home
         d.qpos[s.finger_qpos] = FINGER_TRAVEL
-        self._gripper_target = FINGER_TRAVEL
+        # Until the first command takes effect (after the latency), the arm holds still with the gripper open.
+        self._acting = self._rest_command()
+        self._pending.clear()
         d.ctrl[:] = 0.0
-        d.ctrl[s.gripper_actuator] = FINGER_TRAVEL
+        self._apply(self._acting)
         x, y, yaw = self._kettle_start()
         d.qpos[s.kettle_qpos : s.kettle_qpos + 3] = [x, y, kettle_entity.HALF_HEIGHT + 0.001]
         d.qpos[s.kettle_qpos + 3 : s.kettle_qpos + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
@@ -77,11 +83,8 @@ class KettleSinkEnv(gym.Env):
     def step(self, action):
         # Raises InvalidActionError before anything touches the physics.
         joint_command, gripper = self.contract.scale_action(action)
-        s, d = self.scene, self.data
-        d.ctrl[s.arm_actuators] = joint_command
-        self._gripper_target = FINGER_TRAVEL * (1.0 - gripper) / 2.0
-        d.ctrl[s.gripper_actuator] = self._gripper_target
-        mujoco.mj_step(self.model, d, nstep=self.cfg.substeps)
+        self._pending.append((joint_command, FINGER_TRAVEL * (1.0 - gripper) / 2.0))
+        self._advance_physics()
         self._steps += 1
         obs = self._observation()
         fell = self._kettle_fell()
@@ -89,6 +92,29 @@ class KettleSinkEnv(gym.Env):
         terminated = fell or (success and self.cfg.terminate_on_success)
         truncated = not terminated and self._steps >= self.cfg.max_episode_steps
         return obs, reward, terminated, truncated, self._info(terms, success, fell)
+
+    def _advance_physics(self) -> None:
+        """One control period. With a latency of L physics steps, the command chosen k periods ago (k = L // n,
+        n substeps a period) takes over L % n steps into this period; until then the previous one keeps acting."""
+        n = self.cfg.substeps
+        periods, offset = divmod(self._randomizer.sensing.latency_steps(self.model.opt.timestep), n)
+        if len(self._pending) <= periods:  # the first commands of an episode are still on their way
+            mujoco.mj_step(self.model, self.data, nstep=n)
+            return
+        if offset:
+            mujoco.mj_step(self.model, self.data, nstep=offset)
+        self._acting = self._pending.popleft()
+        self._apply(self._acting)
+        mujoco.mj_step(self.model, self.data, nstep=n - offset)
+
+    def _rest_command(self) -> tuple[np.ndarray, float]:
+        """Zero joint velocity (or torque) and the gripper open."""
+        return np.zeros(self.contract.n_joints), FINGER_TRAVEL
+
+    def _apply(self, command: tuple[np.ndarray, float]) -> None:
+        s, d = self.scene, self.data
+        d.ctrl[s.arm_actuators], self._gripper_target = command
+        d.ctrl[s.gripper_actuator] = self._gripper_target
 
     def render(self):
         if self.render_mode != "rgb_array":

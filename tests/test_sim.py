@@ -24,6 +24,10 @@ def make():
         env.close()
 
 
+# The control-mode checks read exact encoders with no latency: the randomisation has its own tests.
+EXACT = {"randomization": {"enabled": False}}
+
+
 def action(**joints) -> np.ndarray:
     a = np.zeros(8, dtype=np.float32)
     a[-1] = -1.0
@@ -33,7 +37,7 @@ def action(**joints) -> np.ndarray:
 
 
 def test_velocity_mode_tracks_the_scaled_command(make):
-    env = make(control_mode="joint_velocity", velocity_limit_fraction=0.5)
+    env = make(control_mode="joint_velocity", velocity_limit_fraction=0.5, **EXACT)
     env.reset(seed=0)
     obs, *_ = env.step(action(j0=0.5, j3=-0.4))
     expected = np.zeros(7)
@@ -43,7 +47,7 @@ def test_velocity_mode_tracks_the_scaled_command(make):
 
 
 def test_velocity_mode_holds_still_under_gravity(make):
-    env = make(control_mode="joint_velocity")
+    env = make(control_mode="joint_velocity", **EXACT)
     obs0, _ = env.reset(seed=0)
     for _ in range(10):
         obs, *_ = env.step(action())
@@ -51,7 +55,7 @@ def test_velocity_mode_holds_still_under_gravity(make):
 
 
 def test_torque_mode_applies_scaled_torque(make):
-    env = make(control_mode="joint_torque", torque_limit_fraction=0.5)
+    env = make(control_mode="joint_torque", torque_limit_fraction=0.5, **EXACT)
     env.reset(seed=0)
     obs, *_ = env.step(action(j0=0.1))  # 4.35 N·m about the vertical axis
     assert obs["joint_vel"][0] > 0.1
