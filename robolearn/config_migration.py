@@ -32,6 +32,7 @@ def migrate_randomization(old: dict) -> dict:
     return {
         "enabled": True,  # the old sim always drew the kettle start; its switches were per part
         **{key: list(old.get(key, default)) for key, default in OLD_KETTLE_RANGES.items()},
+        "kettle_start_edge": False,
         # Old colours: brightness x0.8-1.2 and a hue shift of +-0.04 per object, about +-0.1 per channel on the
         # scene's mid-tone colours; no textures.
         "materials": {"enabled": bool(old.get("colours", True)), "pool": "train", "texture_probability": 0.0,

@@ -77,8 +77,23 @@ class KettleSinkEnv(gym.Env):
         r, rng = self.cfg.randomization, self._randomizer.kettle_rng
         if not r.enabled:
             return KETTLE_NOMINAL_XY[0], KETTLE_NOMINAL_XY[1], 0.0
-        return (KETTLE_NOMINAL_XY[0] + rng.uniform(*r.kettle_x_range), KETTLE_NOMINAL_XY[1] + rng.uniform(*r.kettle_y_range),
-                rng.uniform(*r.kettle_yaw_range))
+        (x0, x1), (y0, y1), (yaw0, yaw1) = r.kettle_x_range, r.kettle_y_range, r.kettle_yaw_range
+        if not r.kettle_start_edge:
+            x, y, yaw = rng.uniform(x0, x1), rng.uniform(y0, y1), rng.uniform(yaw0, yaw1)
+        else:
+            # A point on the start area's boundary, uniform along its perimeter, turned to one end of the yaw range.
+            w, h = x1 - x0, y1 - y0
+            t = rng.uniform(0.0, 2 * (w + h))
+            if t < w:
+                x, y = x0 + t, y0
+            elif t < w + h:
+                x, y = x1, y0 + (t - w)
+            elif t < 2 * w + h:
+                x, y = x1 - (t - w - h), y1
+            else:
+                x, y = x0, y1 - (t - 2 * w - h)
+            yaw = yaw0 if rng.uniform() < 0.5 else yaw1
+        return KETTLE_NOMINAL_XY[0] + x, KETTLE_NOMINAL_XY[1] + y, yaw
 
     def step(self, action):
         # Raises InvalidActionError before anything touches the physics.

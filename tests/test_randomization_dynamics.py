@@ -193,3 +193,21 @@ def test_invalid_actions_raise_and_change_nothing(make):
     np.testing.assert_array_equal(env.data.qpos, qpos)
     np.testing.assert_array_equal(env.data.ctrl, ctrl)
     assert env.data.time == time and len(env._pending) == pending
+
+
+def test_the_kettle_start_edge_puts_the_kettle_on_the_boundary_of_its_area_and_nothing_else_changes(make):
+    from sim.kitchen import KETTLE_NOMINAL_XY
+
+    inside, edge = make(), make(kettle_start_edge=True)
+    sides = set()
+    for seed in range(24):
+        a, _ = inside.reset(seed=seed)
+        b, _ = edge.reset(seed=seed)
+        q = edge.data.qpos[edge.scene.kettle_qpos : edge.scene.kettle_qpos + 7]
+        dx, dy = q[0] - KETTLE_NOMINAL_XY[0], q[1] - KETTLE_NOMINAL_XY[1]
+        assert max(abs(dx), abs(dy)) == pytest.approx(0.10, abs=1e-9)  # on the +-10 cm square's boundary
+        assert abs(2 * np.arctan2(q[6], q[3])) == pytest.approx(1.0, abs=1e-9)  # turned to an end of +-1 rad
+        sides.add((round(dx / 0.1) if abs(abs(dx) - 0.1) < 1e-9 else 0, round(dy / 0.1) if abs(abs(dy) - 0.1) < 1e-9 else 0))
+        np.testing.assert_array_equal(a["joint_pos"], b["joint_pos"])  # the other parts' draws are unchanged
+        assert inside.randomization() == edge.randomization()
+    assert len(sides) >= 4  # all around the area, not one corner
