@@ -54,7 +54,7 @@ def test_each_dynamics_key_changes_only_what_it_names(make, key, control_mode):
     scaled.reset(seed=3)
     before, after = model_arrays(base), model_arrays(scaled)
     s = base.scene
-    k, pads = s.kettle_body, [geom(base, "panda/pad_left"), geom(base, "panda/pad_right")]
+    k = s.kettle_body
     expected = {name: value.copy() for name, value in before.items()}
     if key == "kettle_mass":
         expected["body_mass"][k] *= 1.5
@@ -67,8 +67,9 @@ def test_each_dynamics_key_changes_only_what_it_names(make, key, control_mode):
     elif key == "kettle_friction":
         assert len(s.kettle_geoms) == 6  # shell, lid, spout, two posts and the handle bar
         expected["geom_friction"][s.kettle_geoms, 0] *= 1.5
-    elif key == "gripper_friction":
-        expected["geom_friction"][pads, 0] *= 1.5
+    elif key == "gripper_friction":  # the grip's contacts take the handle's friction (the kettle has priority)
+        grip = [geom(base, f"kettle/{name}") for name in ("handle", "handle_post_front", "handle_post_back")]
+        expected["geom_friction"][grip, 0] *= 1.5
     elif key == "joint_damping":
         expected["dof_damping"][s.arm_dof] *= 1.5
     elif control_mode == "joint_velocity":  # a stiffer servo with the same target: gain and bias together
@@ -211,3 +212,22 @@ def test_the_kettle_start_edge_puts_the_kettle_on_the_boundary_of_its_area_and_n
         np.testing.assert_array_equal(a["joint_pos"], b["joint_pos"])  # the other parts' draws are unchanged
         assert inside.randomization() == edge.randomization()
     assert len(sides) >= 4  # all around the area, not one corner
+
+
+def test_the_kettles_friction_is_the_friction_its_contacts_use(make):
+    # MuJoCo takes the larger friction of two geoms unless one has priority: the counter's 1.0 would hide any
+    # lower kettle friction, the pads' 1.5 any lower grip.
+    def contact_friction(**dynamics):
+        env = make(dynamics={**NOMINAL, **dynamics}, **QUIET)
+        env.reset(seed=3)
+        for _ in range(3):
+            env.step(action())
+        d = env.data
+        kettle = set(env.scene.kettle_geoms.tolist())
+        touching = [i for i in range(d.ncon) if d.contact.geom1[i] in kettle or d.contact.geom2[i] in kettle]
+        assert touching, "the kettle rests on the counter"
+        return {float(d.contact.friction[i][0]) for i in touching}
+
+    assert contact_friction() == {1.0}  # as before the priority: the counter's value under the shell
+    assert contact_friction(kettle_friction=[0.5, 0.5]) == {0.5}
+    assert contact_friction(kettle_friction=[1.3, 1.3]) == {1.3}

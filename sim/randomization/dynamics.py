@@ -10,6 +10,7 @@ import mujoco
 import numpy as np
 
 from robolearn.config import DynamicsRandomization
+from sim.kettle import GRIP_GEOMS
 from sim.scene import Scene
 
 KEYS = ("kettle_mass", "kettle_friction", "gripper_friction", "joint_damping", "actuator_gain")
@@ -22,9 +23,10 @@ class DynamicsRandomizer:
         self.model = m
         self.kettle_body = scene.kettle_body
         self.kettle_geoms = scene.kettle_geoms  # shell, lid, spout, handle posts and the handle bar
-        prefix = f"{scene.robot.name}/"
-        self.pad_geoms = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, prefix + f"pad_{side}") for side in ("left", "right")])
-        assert (self.pad_geoms >= 0).all(), "the gripper has no finger pads named pad_left / pad_right"
+        # The kettle's geoms have contact priority (sim/kettle.py): their friction is the contacts' friction. The
+        # grip's is the handle's and its posts', which both keys scale.
+        self.grip_geoms = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"kettle/{name}") for name in GRIP_GEOMS])
+        assert (self.grip_geoms >= 0).all() and np.isin(self.grip_geoms, self.kettle_geoms).all(), "the kettle has no handle geoms"
         self.arm_dof = scene.arm_dof
         self.arm_actuators = scene.arm_actuators
         # A velocity servo (force = kv * (ctrl - qvel)) keeps its target if gain and bias scale together: a gain
@@ -66,7 +68,7 @@ class DynamicsRandomizer:
         m.body_mass[k] = n["body_mass"][k] * s["kettle_mass"]
         m.body_inertia[k] = n["body_inertia"][k] * s["kettle_mass"]
         m.geom_friction[self.kettle_geoms, 0] = n["geom_friction"][self.kettle_geoms, 0] * s["kettle_friction"]
-        m.geom_friction[self.pad_geoms, 0] = n["geom_friction"][self.pad_geoms, 0] * s["gripper_friction"]
+        m.geom_friction[self.grip_geoms, 0] *= s["gripper_friction"]
         m.dof_damping[self.arm_dof] = n["dof_damping"][self.arm_dof] * s["joint_damping"]
         acts = self.arm_actuators
         if self.velocity_servo:
