@@ -65,24 +65,44 @@ def row_seed(index: int) -> int:
     return SEED_BASE + index * ROW_SEED_STRIDE
 
 
+DYNAMICS_KEYS = ("kettle_mass", "kettle_friction", "gripper_friction", "joint_damping", "actuator_gain")
+# Each part at its nominal value: what a policy trained with that part off saw. Two lights (the scene's own), no
+# textures or colour changes: the nominal scene exactly (tests/test_transfer_bench.py compares the frames).
+NEUTRAL_PARTS = {
+    "materials": {"texture_probability": 0.0, "colour_jitter": 0.0, "kettle_colour_jitter": 0.0},
+    "lighting": {"count": [2, 2], "intensity": [1.0, 1.0], "tint": 0.0, "direction": 0.0, "shadow_probability": 0.0},
+}
+
+
 def neutral_randomization(node: dict) -> dict:
     """A randomization node that is off (`enabled: false`) as an equivalent one that is on with every part at
-    its nominal value, so a row switches on only the part it names. Kettle at the nominal spot."""
+    its nominal value and the switchable parts off, so a row switches on only the part it names. Kettle at the
+    nominal spot."""
     node = copy.deepcopy(node)
     node.update({
         "enabled": True,
-        "kettle_x_range": [0.0, 0.0], "kettle_y_range": [0.0, 0.0], "kettle_yaw_range": [0.0, 0.0],
-        "materials": {**node.get("materials", {}), "enabled": True, "texture_probability": 0.0, "colour_jitter": 0.0,
-                      "kettle_colour_jitter": 0.0},
-        "lighting": {**node.get("lighting", {}), "enabled": True, "count": [3, 3], "intensity": [1.0, 1.0], "tint": 0.0,
-                     "direction": 0.0, "shadow_probability": 0.0},
+        "kettle_x_range": [0.0, 0.0], "kettle_y_range": [0.0, 0.0], "kettle_yaw_range": [0.0, 0.0], "kettle_start_edge": False,
+        **{part: {**node.get(part, {}), **values, "enabled": False} for part, values in NEUTRAL_PARTS.items()},
         "camera": {"pos": 0.0, "angle": 0.0, "fovy": 0.0, "exact": False},
         "distractors": {"count": [0, 0]},
         "image": {"brightness": 0.0, "contrast": 0.0, "noise_std": 0.0, "blur_probability": 0.0},
-        "dynamics": {k: [1.0, 1.0] for k in ("kettle_mass", "kettle_friction", "gripper_friction", "joint_damping", "actuator_gain")},
+        "dynamics": {k: [1.0, 1.0] for k in DYNAMICS_KEYS},
         "latency_ms": [0.0, 0.0], "joint_pos_noise": 0.0, "joint_vel_noise": 0.0,
     })
     return node
+
+
+def neutral_values_of_parts_switched_on(base: dict, merged, changes: dict[str, Any]) -> None:
+    """A part the policy trained with switched off that the row switches on brings only what the row names:
+    its other values become nominal, not the stored ranges it never trained under (in place, on `merged`)."""
+    for part, values in NEUTRAL_PARTS.items():
+        was_on = base.get("randomization", {}).get(part, {}).get("enabled", True)
+        if was_on or not OmegaConf.select(merged, f"randomization.{part}.enabled"):
+            continue
+        named = {key.rsplit(".", 1)[-1] for key in changes if key.startswith(f"randomization.{part}.")}
+        for key, value in values.items():
+            if key not in named:
+                OmegaConf.update(merged, f"randomization.{part}.{key}", value)
 
 
 def row_env_config(base: dict, changes: dict[str, Any]) -> dict:
@@ -95,6 +115,7 @@ def row_env_config(base: dict, changes: dict[str, Any]) -> dict:
     merged = OmegaConf.create(node)
     for key, value in changes.items():
         OmegaConf.update(merged, key, value, merge=True)
+    neutral_values_of_parts_switched_on(base, merged, changes)
     return env_record(load_env_config(OmegaConf.to_container(merged)))
 
 

@@ -84,6 +84,11 @@ class VisualRandomizer:
         m, cfg = self.scene.model, self.cfg.materials
         pool = POOLS[cfg.pool]
         families = sorted(pool)
+        # The kettle keeps its look (red body, dark handle) under one smaller shift: it stays one object. Drawn
+        # first, so the surfaces' draws (how many depend on the texture keys) never change the kettle's colour.
+        k = self.scene.kettle_geoms
+        kettle_shift = rng.uniform(-cfg.kettle_colour_jitter, cfg.kettle_colour_jitter, size=3)
+        m.geom_rgba[k, :3] = np.clip(self._nominal["geom_rgba"][k, :3] + kettle_shift, 0.0, 1.0)
         for name, (geoms, tex, mat) in self.surfaces.items():
             base = np.asarray(SURFACES[name][0][:3])
             colour = np.clip(base + rng.uniform(-cfg.colour_jitter, cfg.colour_jitter, size=3), 0.0, 1.0)
@@ -100,16 +105,12 @@ class VisualRandomizer:
                 m.geom_matid[geoms] = mat
                 m.geom_rgba[geoms] = 1.0  # the renderer multiplies texels by the geom's rgba: white keeps the texels' colour
                 self.drawn[f"texture_{name}"] = family
-            else:
-                m.geom_matid[geoms] = -1
+            else:  # the surface's nominal look (the floor keeps its grid), recoloured
+                m.geom_matid[geoms] = self._nominal["geom_matid"][geoms]
                 m.geom_rgba[geoms, :3] = colour
                 self.drawn[f"texture_{name}"] = "plain"
         if not self._textures_nominal:
             self.textures_version += 1
-        # The kettle keeps its look (red body, dark handle) under one smaller shift: it stays one object.
-        k = self.scene.kettle_geoms
-        shift = rng.uniform(-cfg.kettle_colour_jitter, cfg.kettle_colour_jitter, size=3)
-        m.geom_rgba[k, :3] = np.clip(self._nominal["geom_rgba"][k, :3] + shift, 0.0, 1.0)
 
     # -- lighting ------------------------------------------------------------------------------------
     def _lighting(self, rng: np.random.Generator) -> None:
