@@ -24,7 +24,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from hardware.cameras import CameraError, make_camera
 from hardware.config import CAMERA_CONFIGS, load_by_kind, load_command_config
 from hardware.timing import MonotonicClock
-from robolearn.camera_calibration import SimCamera, read_calibration, sim_camera
+from robolearn.camera_calibration import SimCamera, learning_crop, read_calibration, sim_camera
 from robolearn.config import ConfigError, check, load_env_config, register_schema
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
@@ -124,7 +124,9 @@ def run(cfg: AlignCameraConfig | DictConfig, say=print) -> dict:
         learning = next((c for c in env_cfg.cameras if c.name == cfg.camera_name), None)
         if learning is not None:
             w, h = learning.width, learning.height
-            real = cv2.resize(real, (w, h), interpolation=cv2.INTER_AREA)  # as the real env makes its observations
+            # As the real env makes its observations: the centred crop to the learning aspect, then the resize.
+            x0, y0, crop_w, crop_h = learning_crop(real.shape[1], real.shape[0], w, h)
+            real = cv2.resize(real[y0 : y0 + crop_h, x0 : x0 + crop_w], (w, h), interpolation=cv2.INTER_AREA)
     node, index = sim_env_config(cfg.env, cfg.camera_name, cfg.calibration, w, h)
     sim = render_sim(node, cfg.camera_name)
     # The overrides are for training: the field of view of the learning image (the env camera's own size).

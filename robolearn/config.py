@@ -155,6 +155,9 @@ class CameraRandomization:
     def __post_init__(self) -> None:
         for key in ("pos", "angle", "fovy"):
             check(getattr(self, key) >= 0, f"env.randomization.camera.{key}", getattr(self, key), "must be >= 0")
+        # The scene's narrowest camera (front) has 50 deg: a larger change could turn a field of view negative.
+        check(self.fovy < 45, "env.randomization.camera.fovy", self.fovy, "degrees, below 45")
+        check(self.angle <= math.pi, "env.randomization.camera.angle", self.angle, "radians, at most pi")
 
 
 @dataclass
@@ -287,6 +290,22 @@ class EnvConfig:
                 value = getattr(cam, key)
                 _check(value is None or len(value) == n, f"env.cameras.{cam.name}.{key}", value, f"needs {n} values")
             _check(cam.quat is None or cam.look_at is None, f"env.cameras.{cam.name}", cam.look_at, "give look_at or quat, not both")
+            _check(cam.pos is not None or (cam.look_at is None and cam.quat is None), f"env.cameras.{cam.name}.pos", cam.pos,
+                   "look_at and quat need pos")
+            if cam.quat is not None:
+                _check(math.hypot(*cam.quat) > 1e-6, f"env.cameras.{cam.name}.quat", cam.quat, "must not be zero")
+            if cam.look_at is not None and cam.pos is not None:
+                view = [t - p for t, p in zip(cam.look_at, cam.pos)]
+                norm = math.hypot(*view)
+                _check(norm > 1e-6, f"env.cameras.{cam.name}.look_at", cam.look_at, "must differ from pos")
+                # |view x up| / (|view| |up|): sin of the angle between them; 0 leaves the camera's roll undefined.
+                up = cam.up
+                cross = [view[1] * up[2] - view[2] * up[1], view[2] * up[0] - view[0] * up[2], view[0] * up[1] - view[1] * up[0]]
+                _check(math.hypot(*up) > 1e-6 and math.hypot(*cross) > 1e-6 * norm * math.hypot(*up), f"env.cameras.{cam.name}.up",
+                       cam.up, "must not be zero or parallel to the viewing direction")
+            if cam.fovy is not None:
+                _check(cam.fovy - self.randomization.camera.fovy > 1.0, "env.randomization.camera.fovy", self.randomization.camera.fovy,
+                       f"must leave camera {cam.name}'s field of view ({cam.fovy} deg) above 1 deg")
             _check(cam.fovy is None or 0 < cam.fovy < 180, f"env.cameras.{cam.name}.fovy", cam.fovy, "degrees in (0, 180)")
         _check(self.render.multisamples >= 0, "env.render.multisamples", self.render.multisamples, "must be >= 0")
         _check(self.render.primitive_slices >= 3, "env.render.primitive_slices", self.render.primitive_slices, "must be >= 3")

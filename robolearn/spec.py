@@ -179,17 +179,25 @@ def demo_tag(env_cfg) -> str:
     return f"{spec.robot.name}_{spec.control_mode}_{_cameras_part(spec)}{privileged}_{_short_hash(bound)}"
 
 
-def scene_record(env_cfg) -> dict:
-    """What decides the frames and dynamics a cached file was made under: the randomisation, the cameras'
-    poses (a bench's calibration included) and the rendering. Demos and encoders made under other ones
-    get other names, so a run never silently reuses a file made for another viewpoint or randomisation."""
+# What changes the dynamics but not the frames: an encoder (it reads frames) is not made again for these.
+DYNAMICS_ONLY_KEYS = ("dynamics", "latency_ms", "joint_pos_noise", "joint_vel_noise")
+
+
+def scene_record(env_cfg, frames_only: bool = False) -> dict:
+    """What decides the frames (and, unless `frames_only`, the dynamics) a cached file was made under: the
+    randomisation, the cameras' poses (a bench's calibration file named, not its contents) and the rendering.
+    Demos and encoders made under other ones get other names, so a run never silently reuses a file made for
+    another viewpoint or randomisation."""
     import dataclasses
 
     from robolearn.checkpoint import json_plain
     from robolearn.config import load_env_config
 
     cfg = load_env_config(env_cfg)
-    return json_plain({"randomization": dataclasses.asdict(cfg.randomization), "cameras": [dataclasses.asdict(c) for c in cfg.cameras],
+    randomization = dataclasses.asdict(cfg.randomization)
+    if frames_only:
+        randomization = {k: v for k, v in randomization.items() if k not in DYNAMICS_ONLY_KEYS}
+    return json_plain({"randomization": randomization, "cameras": [dataclasses.asdict(c) for c in cfg.cameras],
                        "render": dataclasses.asdict(cfg.render)})
 
 
@@ -206,5 +214,5 @@ def encoder_tag(env_cfg) -> str:
     pretraining target, always on in sim) nor the control mode, so the main job and the no-tracker recipe
     share one encoder."""
     spec = EnvSpec.from_config(env_cfg)
-    bound = {"v": ENCODER_FILE_VERSION, "robot": spec.robot.name, "inputs": encoder_inputs(env_cfg), "scene": scene_record(env_cfg)}
+    bound = {"v": ENCODER_FILE_VERSION, "robot": spec.robot.name, "inputs": encoder_inputs(env_cfg), "scene": scene_record(env_cfg, frames_only=True)}
     return f"{spec.robot.name}_{_cameras_part(spec)}_{_short_hash(bound)}"

@@ -138,6 +138,7 @@ class KettleSinkEnv(gym.Env):
             self._video_renderer = self._new_renderer(*VIDEO_SIZE)
         self._refresh_textures(self._video_renderer)
         self._video_renderer.update_scene(self.data, camera=self.scene.camera_ids.get("front", 0))
+        self._video_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.cfg.render.shadows or self._randomizer.shadows
         return self._video_renderer.render()
 
     def randomization(self) -> dict:

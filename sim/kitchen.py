@@ -93,7 +93,7 @@ def _add_surface_materials(kitchen: mjcf.RootElement) -> None:
         kitchen.asset.add("material", name=name, texture=name, texrepeat=list(repeat), texuniform=True, rgba=[1, 1, 1, 1])
 
 
-def build_kitchen(shadows: bool) -> mjcf.RootElement:
+def build_kitchen() -> mjcf.RootElement:
     kitchen = mjcf.RootElement(model="kitchen")
     kitchen.compiler.angle = "radian"
     world = kitchen.worldbody

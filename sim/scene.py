@@ -42,7 +42,7 @@ class Scene:
 
 def build_mjcf(cfg: EnvConfig) -> mjcf.RootElement:
     robot = get_robot(cfg.robot)
-    root = build_kitchen(shadows=cfg.render.shadows)
+    root = build_kitchen()
     root.model = "kettle_to_sink"
     root.option.timestep = 1.0 / cfg.physics_hz
     root.option.integrator = "implicitfast"

@@ -201,3 +201,17 @@ def test_a_badly_typed_value_fails_as_the_config_is_composed(name, override):
     _schemas()
     with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[-1]):
         _composed(name, override)
+
+
+@pytest.mark.parametrize("camera, key", [
+    ({"name": "front", "look_at": [0.4, 0.0, 0.0]}, "cameras.front.pos"),
+    ({"name": "front", "pos": [1.0, 0.0, 1.0], "look_at": [1.0, 0.0, 1.0]}, "cameras.front.look_at"),
+    ({"name": "front", "pos": [1.0, 0.0, 1.0], "look_at": [1.0, 0.0, 0.0]}, "cameras.front.up"),  # looking straight down, up = z
+    ({"name": "front", "pos": [1.0, 0.0, 1.0], "quat": [0, 0, 0, 0]}, "cameras.front.quat"),
+    ({"name": "front", "fovy": 2.0}, "randomization.camera.fovy"),
+])
+def test_a_camera_pose_that_cannot_be_built_is_refused_naming_the_key(camera, key):
+    from robolearn.config import ConfigError, load_env_config
+
+    with pytest.raises(ConfigError, match=f"env.{key}"):
+        load_env_config({"cameras": [camera, {"name": "wrist"}]})

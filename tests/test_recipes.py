@@ -250,3 +250,10 @@ def test_demo_and_encoder_files_are_named_by_the_scene_they_were_made_in():
         assert tag({"privileged": True, "randomization": {"camera": {"pos": 0.0}}}) != base
         assert tag({"privileged": True, "randomization": {"enabled": False}}) != base
         assert tag({"privileged": True, **moved}) != base
+
+
+def test_an_encoder_is_not_made_again_for_a_change_it_cannot_see():
+    base = {"privileged": True}
+    latency = {"privileged": True, "randomization": {"latency_ms": [0.0, 50.0], "joint_vel_noise": 0.0}}
+    assert encoder_tag(latency) == encoder_tag(base)  # frames unchanged: the same encoder
+    assert demo_tag(latency) != demo_tag(base)  # the demos' trajectories are not

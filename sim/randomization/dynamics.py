@@ -17,6 +17,10 @@ KEYS = ("kettle_mass", "kettle_friction", "gripper_friction", "joint_damping", "
 
 
 class DynamicsRandomizer:
+    # Every model array an episode's draw writes (the sim benchmark's ceiling replays them).
+    MODEL_FIELDS = ("body_mass", "body_inertia", "geom_friction", "dof_damping", "actuator_gainprm", "actuator_biasprm",
+                    "actuator_gear", "body_subtreemass", "body_invweight0", "dof_invweight0")
+
     def __init__(self, scene: Scene, cfg: DynamicsRandomization):
         self.scene, self.cfg = scene, cfg
         m = scene.model
