@@ -261,3 +261,12 @@ def test_image_draws_repeat_for_the_same_seed():
         out.append([images(c, frame) for c in ("front", "wrist", "front")])
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_transfer_rows_four_distractors_are_all_on_the_counter_every_episode(make):
+    env = make(distractors={"count": [4, 4]})
+    placed = []
+    for seed in range(30):
+        env.reset(seed=seed)
+        placed.append(env.randomization()["distractors"])
+    assert placed == [4] * 30

@@ -144,23 +144,30 @@ class VisualRandomizer:
         m, lo_hi = self.scene.model, self.cfg.distractors.count
         count = int(rng.integers(lo_hi[0], lo_hi[1] + 1))
         chosen = rng.choice(len(DISTRACTORS), size=count, replace=False)
-        placed: list[tuple[float, float, float]] = []
-        for i in chosen:
-            radius = DISTRACTORS[i].radius
-            spot = self._free_spot(rng, radius, placed)
-            colour = rng.uniform(0.1, 0.95, size=3)
-            yaw = rng.uniform(-np.pi, np.pi)
-            if spot is None:
-                continue  # no room this episode: it stays hidden below the floor
-            placed.append((*spot, radius))
+        # The free counter is small: a set that does not fit is laid out again from scratch (a greedy layout can
+        # block itself), keeping the fullest layout, so `count` objects are there in nearly every episode.
+        best: list[tuple[int, float, float]] = []
+        for _ in range(20):
+            layout, placed = [], []
+            for i in chosen:
+                spot = self._free_spot(rng, DISTRACTORS[i].radius, placed)
+                if spot is not None:
+                    placed.append((*spot, DISTRACTORS[i].radius))
+                    layout.append((int(i), *spot))
+            if len(layout) > len(best):
+                best = layout
+            if len(best) == count:
+                break
+        for i, x, y in best:
             body = self.distractor_bodies[i]
-            m.body_pos[body] = [spot[0], spot[1], 0.0]
+            yaw = rng.uniform(-np.pi, np.pi)
+            m.body_pos[body] = [x, y, 0.0]
             m.body_quat[body] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-            m.geom_rgba[self.distractor_geoms[i], :3] = colour
-        self.drawn["distractors"] = len(placed)
+            m.geom_rgba[self.distractor_geoms[i], :3] = rng.uniform(0.1, 0.95, size=3)
+        self.drawn["distractors"] = len(best)  # unplaced ones stay hidden below the floor
 
     def _free_spot(self, rng, radius: float, placed) -> tuple[float, float] | None:
-        for _ in range(50):
+        for _ in range(100):
             x = rng.uniform(COUNTER_X[0] + radius + EDGE, COUNTER_X[1] - radius - EDGE)
             y = rng.uniform(COUNTER_Y[0] + radius + EDGE, COUNTER_Y[1] - radius - EDGE)
             if self.spot_allowed(x, y, radius) and all(np.hypot(x - px, y - py) > radius + pr + EDGE for px, py, pr in placed):
