@@ -258,6 +258,9 @@ class EnvConfig:
         default_factory=lambda: [CameraConfig("front"), CameraConfig("wrist")]
     )
     privileged: bool = False
+    # The sim room's back and side walls (visual only; textured by env.randomization.materials). false: the
+    # scene before issue 27, which a checkpoint of that time is evaluated on (robolearn/config_migration.py).
+    room_walls: bool = True
     episode_seconds: float = 20.0
     terminate_on_success: bool = True
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)

@@ -61,6 +61,7 @@ def migrate_env_config(env_config: dict | None, where: str = "env config") -> di
         return env_config
     migrated = copy.deepcopy(env_config)
     migrated["randomization"] = migrate_randomization(env_config["randomization"])
+    migrated["room_walls"] = False  # the room came with the new randomisation
     log.warning("%s: env config migrated from the pre-transfer randomisation schema (colours, lighting, camera jitter)", where)
     return migrated
 

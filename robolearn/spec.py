@@ -198,7 +198,7 @@ def scene_record(env_cfg, frames_only: bool = False) -> dict:
     if frames_only:
         randomization = {k: v for k, v in randomization.items() if k not in DYNAMICS_ONLY_KEYS}
     return json_plain({"randomization": randomization, "cameras": [dataclasses.asdict(c) for c in cfg.cameras],
-                       "render": dataclasses.asdict(cfg.render)})
+                       "render": dataclasses.asdict(cfg.render), "room_walls": cfg.room_walls})
 
 
 def encoder_inputs(env_cfg) -> dict:

@@ -93,7 +93,7 @@ def _add_surface_materials(kitchen: mjcf.RootElement) -> None:
         kitchen.asset.add("material", name=name, texture=name, texrepeat=list(repeat), texuniform=True, rgba=[1, 1, 1, 1])
 
 
-def build_kitchen() -> mjcf.RootElement:
+def build_kitchen(walls: bool = True) -> mjcf.RootElement:
     kitchen = mjcf.RootElement(model="kitchen")
     kitchen.compiler.angle = "radian"
     world = kitchen.worldbody
@@ -108,7 +108,8 @@ def build_kitchen() -> mjcf.RootElement:
     world.add("light", name="side", pos=[1.5, -1.0, 1.5], dir=[-1, 0.6, -1], directional=True, diffuse=[0.25, 0.25, 0.25], castshadow=False)
     world.add("light", name="fill", pos=[1.0, 1.2, 1.5], dir=[-0.6, -1, -1], directional=True, diffuse=[0.3, 0.3, 0.3], castshadow=False, active=False)
     world.add("camera", name="front", pos=list(FRONT_CAMERA_POS), xyaxes=look_at_xyaxes(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET), fovy=50)
-    _add_room_walls(world)
+    if walls:
+        _add_room_walls(world)
 
     counter = world.add("body", name="counter")
     z_top = (-COUNTER_THICKNESS, 0.0)

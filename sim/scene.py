@@ -42,7 +42,7 @@ class Scene:
 
 def build_mjcf(cfg: EnvConfig) -> mjcf.RootElement:
     robot = get_robot(cfg.robot)
-    root = build_kitchen()
+    root = build_kitchen(walls=cfg.room_walls)
     root.model = "kettle_to_sink"
     root.option.timestep = 1.0 / cfg.physics_hz
     root.option.integrator = "implicitfast"

@@ -250,6 +250,7 @@ def test_demo_and_encoder_files_are_named_by_the_scene_they_were_made_in():
         assert tag({"privileged": True, "randomization": {"camera": {"pos": 0.0}}}) != base
         assert tag({"privileged": True, "randomization": {"enabled": False}}) != base
         assert tag({"privileged": True, **moved}) != base
+        assert tag({"privileged": True, "room_walls": False}) != base
 
 
 def test_an_encoder_is_not_made_again_for_a_change_it_cannot_see():

@@ -162,3 +162,15 @@ def test_render_rgb_array(make):
         assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8 and frame.std() > 10
     finally:
         env.close()
+
+
+def test_the_room_walls_can_be_left_out_as_before_issue_27(make):
+    import mujoco
+
+    with_walls, without = make().unwrapped, make(room_walls=False).unwrapped
+    assert mujoco.mj_name2id(with_walls.model, mujoco.mjtObj.mjOBJ_GEOM, "wall_back") >= 0
+    assert mujoco.mj_name2id(without.model, mujoco.mjtObj.mjOBJ_GEOM, "wall_back") < 0
+    a, _ = with_walls.reset(seed=2)
+    b, _ = without.reset(seed=2)
+    assert not np.array_equal(a["front"], b["front"])  # the back wall is in the front camera's view
+    np.testing.assert_array_equal(a["joint_pos"], b["joint_pos"])  # and nothing else changes

@@ -126,6 +126,7 @@ def test_old_env_config_migrates_to_what_it_trained_on(caplog):
     with caplog.at_level(logging.INFO):
         new = checkpoint_env_config({"env_config": old}, "runs/old.pt")
     assert "runs/old.pt" in caplog.text and "migrated" in caplog.text
+    assert new["room_walls"] is False  # the scene of that time had no room around it
     r = env_record(load_env_config(new))["randomization"]
     assert r["kettle_x_range"] == [-0.05, 0.05] and r["kettle_yaw_range"] == [-0.5, 0.5]
     assert r["materials"]["enabled"] and r["materials"]["texture_probability"] == 0.0

@@ -48,6 +48,7 @@ class VisualRandomizer:
             name: (_ids(m, mujoco.mjtObj.mjOBJ_GEOM, geoms), _id(m, mujoco.mjtObj.mjOBJ_TEXTURE, name),
                    _id(m, mujoco.mjtObj.mjOBJ_MATERIAL, name))
             for name, geoms in SURFACE_GEOMS.items()
+            if name != "walls" or mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, geoms[0]) >= 0  # env.room_walls=false
         }
         self.lights = _ids(m, mujoco.mjtObj.mjOBJ_LIGHT, LIGHTS)
         self.distractor_bodies = _ids(m, mujoco.mjtObj.mjOBJ_BODY, [f"distractor_{d.name}" for d in DISTRACTORS])
