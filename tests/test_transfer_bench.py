@@ -212,3 +212,21 @@ def test_a_row_switching_on_a_part_the_policy_trained_without_brings_only_what_i
     assert r["enabled"] and r["intensity"] == [0.4, 0.4]
     assert r["count"] == [2, 2] and r["tint"] == 0.0 and r["direction"] == 0.0 and r["shadow_probability"] == 0.0
     assert row_env_config(base, load_rows()["latency_100ms"])["randomization"]["lighting"] == base["randomization"]["lighting"]
+
+
+def test_the_light_env_config_is_what_an_old_checkpoint_migrates_to():
+    # configs/env/kettle_sink_light.yaml and robolearn/config_migration.py state the recipe before issue 27 twice:
+    # they must agree (up to the camera radius's rounding).
+    from omegaconf import OmegaConf
+
+    from robolearn.paths import CONFIG_DIR
+
+    light = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/env/kettle_sink_light.yaml"))
+    light.pop("defaults")
+    config = env_record(load_env_config(light))
+    migrated = env_record(load_env_config(migrate_env_config({**DEFAULT, "randomization": {
+        "kettle_x_range": [-0.05, 0.05], "kettle_y_range": [-0.08, 0.08], "kettle_yaw_range": [-0.5, 0.5],
+        "colours": True, "lighting": True, "camera_pos_jitter": 0.01, "camera_angle_jitter": 0.02}})))
+    assert config["randomization"]["camera"]["pos"] == pytest.approx(migrated["randomization"]["camera"]["pos"], abs=1e-5)
+    config["randomization"]["camera"]["pos"] = migrated["randomization"]["camera"]["pos"]
+    assert config == migrated
