@@ -79,7 +79,10 @@ def test_a_sim_trained_checkpoint_deploys_on_franky_sim_with_safety_events_repor
     assert counters["sent"] > 10 and counters["latched"] == 0
     events = episode["safety_events"] + result["between_episode_events"]
     assert sum(result["safety_event_counts"].values()) == len(events) > 0
-    assert {e["layer"] for e in events} <= {"clamp", "rate_limit", "joint_limit", "workspace", "estop"}
+    # A late command on a loaded machine is a counted, non-fatal deadline miss (hardware/safety/layer.py); nothing
+    # else of the watchdog may fire.
+    assert {e["layer"] for e in events} <= {"clamp", "rate_limit", "joint_limit", "workspace", "estop", "watchdog"}
+    assert all(e["kind"] == "deadline_miss" and not e["fatal"] for e in events if e["layer"] == "watchdog")
     assert all({"time", "layer", "kind", "message", "fatal"} <= set(e) for e in events)
     # The report and the camera video are written.
     saved = json.loads((tmp_path / "report.json").read_text())
