@@ -56,7 +56,8 @@ def test_demo_and_encoder_names_differ_by_robot_cameras_and_privileged_state():
     assert file_names([], "async_pixels") == main
     assert file_names([], "async_state")["demos"] == file_names([], "train_state")["demos"]
     assert file_names([], "async_sim")["demos"] == file_names([], "train_drq")["demos"]
-    assert demo_tag({"robot": "panda", "privileged": True}) in main["demos"] and encoder_tag({}) in main["encoder"]
+    env = dict(train_config().env)  # configs/env/kettle_sink.yaml's scene
+    assert demo_tag({**env, "privileged": True}) in main["demos"] and encoder_tag(env) in main["encoder"]
 
 
 def test_an_encoder_file_made_for_another_robot_is_refused_not_used(tmp_path):

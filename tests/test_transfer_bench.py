@@ -214,14 +214,14 @@ def test_a_row_switching_on_a_part_the_policy_trained_without_brings_only_what_i
     assert row_env_config(base, load_rows()["latency_100ms"])["randomization"]["lighting"] == base["randomization"]["lighting"]
 
 
-def test_the_light_env_config_is_what_an_old_checkpoint_migrates_to():
-    # configs/env/kettle_sink_light.yaml and robolearn/config_migration.py state the recipe before issue 27 twice:
+def test_the_main_jobs_env_config_is_what_an_old_checkpoint_migrates_to():
+    # configs/env/kettle_sink.yaml and robolearn/config_migration.py state the light recipe twice:
     # they must agree (up to the camera radius's rounding).
     from omegaconf import OmegaConf
 
     from robolearn.paths import CONFIG_DIR
 
-    light = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/env/kettle_sink_light.yaml"))
+    light = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/env/kettle_sink.yaml"))
     light.pop("defaults")
     config = env_record(load_env_config(light))
     migrated = env_record(load_env_config(migrate_env_config({**DEFAULT, "randomization": {
@@ -230,3 +230,13 @@ def test_the_light_env_config_is_what_an_old_checkpoint_migrates_to():
     assert config["randomization"]["camera"]["pos"] == pytest.approx(migrated["randomization"]["camera"]["pos"], abs=1e-5)
     config["randomization"]["camera"]["pos"] = migrated["randomization"]["camera"]["pos"]
     assert config == migrated
+
+
+def test_the_transfer_env_config_is_the_schemas_randomisation():
+    from omegaconf import OmegaConf
+
+    from robolearn.paths import CONFIG_DIR
+
+    node = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/env/kettle_sink_transfer.yaml"))
+    node.pop("defaults")
+    assert env_record(load_env_config(node)) == DEFAULT
