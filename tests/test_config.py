@@ -157,16 +157,19 @@ def test_a_forced_unknown_env_key_reaches_the_env_schema():
         load_env_config(cfg.env)
 
 
-def test_the_kettle_env_group_holds_only_the_schema_defaults():
-    """configs/env/kettle_sink.yaml restates nothing: composed, it is EnvConfig's defaults."""
-    from dataclasses import asdict
+def test_the_kettle_env_groups_hold_the_schema_defaults_but_the_main_jobs_light_randomisation():
+    """configs/env/kettle_sink_transfer.yaml restates nothing: composed, it is EnvConfig's defaults;
+    configs/env/kettle_sink.yaml differs only in the randomisation (and the room it leaves out)."""
+    from dataclasses import asdict, replace
 
     from robolearn.config import EnvConfig, load_typed
     from robolearn.eval import EvalConfig
 
-    cfg = load_typed(EvalConfig, _composed("eval"), "eval")
-    assert load_env_config(cfg.env) == EnvConfig()
-    assert asdict(load_env_config(cfg.env)) == asdict(EnvConfig())
+    transfer = load_env_config(load_typed(EvalConfig, _composed("eval", "env=kettle_sink_transfer"), "eval").env)
+    assert transfer == EnvConfig() and asdict(transfer) == asdict(EnvConfig())
+    light = load_env_config(load_typed(EvalConfig, _composed("eval"), "eval").env)
+    assert light.randomization != transfer.randomization and not light.room_walls
+    assert replace(light, randomization=transfer.randomization, room_walls=True) == transfer
 
 
 def test_control_mode_reads_as_its_name_in_interpolations():
