@@ -173,6 +173,7 @@ def test_bench_runs_every_row_on_an_old_checkpoint_and_ends_with_one_json_line(o
     assert result["checkpoint"] == str(old_checkpoint) and result["env_config_migrated"]
     assert result["env_config"]["randomization"]["camera"]["pos"] == pytest.approx(0.01 * math.sqrt(3))
     assert "migrated" in done.stderr
+    assert "leaked semaphore" not in done.stderr  # the worker pool is closed, not terminated
     assert sum(not line.startswith("{") for line in lines) == len(rows) + 1  # progress, then the one JSON line
 
 

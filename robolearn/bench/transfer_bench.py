@@ -211,6 +211,8 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for result in pool.imap_unordered(evaluate_row, tasks):
                 report(result)
+            pool.close()  # let the workers exit on their own: the context's terminate() leaks their semaphores
+            pool.join()
 
     by_row = {name: {k: v for k, v in results[name].items() if k != "name"} for name in chosen}
     success = {name: by_row[name]["success_rate"] for name in chosen}
