@@ -94,7 +94,13 @@ class Actor:
         self.policy = SeedActions(AgentPolicy(self.agent, deterministic=self.acfg.deterministic), self.rng,
                                   lambda: self.version < 0 or self.steps < self.acfg.seed_steps)
         self.stop = stop or threading.Event()
-        self.steps = self.episodes = self.holds = 0
+        self.steps = self.episodes = self.holds = self.waits = 0
+        self._stored_seen, self._steps_at_status = None, 0
+        self.writer = None
+        if self.acfg.tensorboard and cfg.run_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(cfg.run_dir) / "tb" / self.name))
         self.events: list[str] = []  # what happened to the link and the arm, for the operator and for tests
         self.view = open_view(cfg.display, f"actor {self.name}")
         self.operator = TerminalOperator.if_available() if operator == "auto" else operator
@@ -147,12 +153,16 @@ class Actor:
             if episode.finished:
                 self.episodes += 1
                 successes.append(episode.success)
+                if self.writer is not None:
+                    for key, value in {"return": episode.episode_return, "length": episode.length, "success": float(episode.success),
+                                       "policy_version": self.version}.items():
+                        self.writer.add_scalar(f"episode/{key}", value, self.steps)
                 if self.episodes % acfg.log_every_episodes == 0:
                     recent = successes[-20:]
                     log.info("actor %s: episode %d, %d steps, return %.1f, success %.2f (last %d), policy v%d, link: %s",
                              self.name, self.episodes, self.steps, episode.episode_return, np.mean(recent), len(recent), self.version,
                              self.client.link_problem() or "ok")
-        return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "version": self.version,
+        return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "waits": self.waits, "version": self.version,
                 "success_rate": float(np.mean(successes)) if successes else 0.0, "faults": self.faults, "fault": self.fault,
                 "outcome": "fault" if self.fault else "done",
                 "policy_latency": {"startup": self.warmup, "steps": self.latency.summary(self.period)}}
@@ -242,7 +252,8 @@ class Actor:
 
     def _before_step(self) -> str | None:
         """New weights between steps; a lost link ends the episode unfinished when the arm must hold."""
-        if self.stop.is_set():
+        stopping = self.stop.is_set()
+        if stopping and not self.acfg.finish_episode_on_stop:
             return "stop"
         self._apply_weights()
         problem = self.client.link_problem()
@@ -251,7 +262,38 @@ class Actor:
         if problem and self.acfg.on_learner_loss == "hold":
             return "link"
         self._pace()
+        if not stopping:
+            self._follow_learner()
         return None
+
+    def _follow_learner(self) -> None:
+        """`actor.follow_utd`: wait while the transitions stored (the server's count, plus this actor's steps
+        since it was reported) run more than `ahead_steps` ahead of the learner's updates / follow_utd, so the run
+        keeps the update-to-data ratio its recipe was tuned for however fast the sim is. Only for sims: the
+        episode pauses between two steps."""
+        utd = self.acfg.follow_utd
+        if not utd:
+            return
+        first_update_at = self.cfg.learner.min_transitions - 1
+        waited = False
+        while not self.stop.is_set():
+            status = self.client.server_status
+            stored = status.get("transitions")
+            if stored is None:
+                return  # no status yet: nothing to follow
+            if stored != self._stored_seen:
+                self._stored_seen, self._steps_at_status = stored, self.steps
+            stored += self.steps - self._steps_at_status
+            updates = max(self.version, int(status.get("weights_version") or 0), 0)
+            if stored < max(first_update_at, 0) + updates / utd + self.acfg.ahead_steps:
+                break
+            if not waited:
+                self.waits += 1
+                waited = True
+            time.sleep(0.002)
+            self._apply_weights()
+            if self.client.link_problem():
+                return  # a lost learner: on_learner_loss decides, not this wait
 
     def _send(self, step: Step) -> None:
         self.client.add(step.action, step.reward, step.terminated, step.truncated, step.next_obs,
@@ -309,6 +351,8 @@ class Actor:
         """Send what is left and stop; True when the server acknowledged every transition."""
         if self.view is not None:
             self.view.close()
+        if self.writer is not None:
+            self.writer.close()
         try:
             return self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
         finally:

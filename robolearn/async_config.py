@@ -23,10 +23,15 @@ class LearnerConfig:
     batch_size: int = 256
     total_updates: Optional[int] = 100_000  # null: until stopped
     min_transitions: int = 1000  # online transitions stored before the first update
-    max_utd: Optional[float] = 1.0  # updates <= max_utd x stored transitions (null: as fast as batches come)
+    # updates <= max_utd x (stored transitions - min_transitions + 1), as the inline loop's utd updates per step after
+    # its seed steps (null: as fast as batches come)
+    max_utd: Optional[float] = 1.0
     publish_every: int = 50  # updates between weight broadcasts
     log_every: int = 100
-    save_every: int = 2000
+    save_every: int = 2000  # updates
+    save_every_min: Optional[float] = None  # ... and by wall-clock (null: updates only)
+    subdir: str = "learner"  # its checkpoint, status.json and tensorboard go to <run_dir>/<subdir> ("": the run dir itself)
+    eval_snapshots: bool = False  # write <run_dir>/snapshots/step_*.pt on the eval schedule (`eval`) for robolearn.evaluator
     init_from: Optional[str] = None  # a checkpoint to start from (fine-tuning; ignored when the run has its own)
 
     def __post_init__(self) -> None:
@@ -50,11 +55,19 @@ class ActorConfig:
     policy_threads: int = 1  # torch threads while acting (0: torch's default); the policy shares the CPU with the loop
     warmup_calls: int = 3  # on an arm: act() calls on a zero observation before the first step
     fault_wait_s: float = 600.0  # on an arm, after a latched fault with no terminal to ask: hold this long, then exit (code 3)
+    # A sim actor keeps the learner's update-to-data ratio: it waits while the transitions stored run more than
+    # ahead_steps ahead of learner.min_transitions + the learner's updates / follow_utd (null: never waits; an arm never should)
+    follow_utd: Optional[float] = None
+    ahead_steps: int = 100
+    finish_episode_on_stop: bool = False  # a stop request finishes the episode under way (sim) instead of ending it at the step
+    tensorboard: bool = False  # episode return, length and success under <run_dir>/tb/<name>
 
     def __post_init__(self) -> None:
         check(self.policy_threads >= 0, "actor.policy_threads", self.policy_threads, "must be >= 0 (0: torch's default)")
         check(self.warmup_calls >= 0, "actor.warmup_calls", self.warmup_calls, "must be >= 0")
         check(self.fault_wait_s >= 0, "actor.fault_wait_s", self.fault_wait_s, "must be >= 0")
+        check(self.follow_utd is None or self.follow_utd > 0, "actor.follow_utd", self.follow_utd, "must be positive or null")
+        check(self.ahead_steps >= 1, "actor.ahead_steps", self.ahead_steps, "must be positive")
         check(self.on_learner_loss in LOSS_MODES, "actor.on_learner_loss", self.on_learner_loss, f"one of {LOSS_MODES}")
         check(self.seed_steps >= 0, "actor.seed_steps", self.seed_steps, "must be >= 0")
         check(self.log_every_episodes >= 1, "actor.log_every_episodes", self.log_every_episodes, "must be positive")

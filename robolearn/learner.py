@@ -16,6 +16,7 @@ if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting
     exit_cleanly_on_early_stop()
 
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -32,14 +33,15 @@ from robolearn.agents import DrQAgent
 from robolearn.agents.divergence import check_finite
 from robolearn.agents.weights import acting_weights
 from robolearn.async_config import AsyncConfig
-from robolearn.checkpoint import (acting_signature, check_signature, env_record, load_checkpoint, load_policy_for,
-                                  run_agent_config, save_checkpoint)
+from robolearn.checkpoint import acting_signature, check_signature, load_checkpoint, load_policy_for, run_agent_config, save_checkpoint
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.device import pick_device
 from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
+from robolearn.training.payload import agent_payload
+from robolearn.training.schedule import WallClockSchedule
 from robolearn.transport.config import load_transport_config
 from robolearn.transport.learner_client import LearnerClient
 
@@ -77,6 +79,12 @@ class Learner:
         self.agent.check_trainable()
         self.signature = acting_signature(obs_space, act_space, self.agent.critic_only_keys)
         self.updates = 0
+        self.train_s_before = 0.0  # training wall-clock of the starts before this one (a resumed run)
+        self.next_eval = cfg.eval.every  # env steps of the next eval snapshot
+        self.snapshots = Path(cfg.run_dir) / "snapshots" if self.lcfg.eval_snapshots and cfg.run_dir else None
+        self.busy_s = 0.0  # time in updates since the first one (the busy share)
+        self.first_update_at: float | None = None
+        self.started = time.monotonic()
         if init is not None and not (run_dir / "checkpoint.pt").exists():
             # Networks, optimisers and alpha from the checkpoint; its policy must read this env's observations.
             saved_critic_only = (init.get("agent_config") or {}).get("critic_only_keys") or []
@@ -89,7 +97,10 @@ class Learner:
         if (run_dir / "checkpoint.pt").exists():
             payload = load_checkpoint(run_dir / "checkpoint.pt", self.signature)
             self.agent.load_training_state(payload["agent"])
-            self.updates = payload["counters"]["updates"]
+            counters = payload["counters"]
+            self.updates = counters["updates"]
+            self.train_s_before = float(payload.get("train_s", 0.0))
+            self.next_eval = int(counters.get("next_eval", self.next_eval))
             log.info("resumed the learner from %s at update %d", run_dir, self.updates)
         self.client = LearnerClient(
             load_transport_config(cfg.transport), self.agent.learning_space, act_space.shape, batch_size=self.lcfg.batch_size,
@@ -109,9 +120,14 @@ class Learner:
         self.publish()  # actors start from the learner's current policy
         metrics: dict = {}
         waited_since, alone_since = time.monotonic(), None
-        started, start_updates = time.monotonic(), self.updates
+        self.started, start_updates = time.monotonic(), self.updates
+        schedule = WallClockSchedule(time.monotonic, self.cfg.eval.first_min, self.cfg.eval.every_min, lcfg.save_every_min)
+        next_report = 0.0
         while (total is None or self.updates < total) and not self.stop_requested:
             alone_since = self._check_actors(alone_since)
+            if time.monotonic() >= next_report:  # twice a second: status, eval snapshots and saves by the clock
+                self._periodic(schedule, start_updates)
+                next_report = time.monotonic() + 0.5
             # At the update-to-data cap the learner waits here, in the loop: a stop request or the loss of every
             # actor is still seen (a wait of its own once ignored SIGTERM and went silent when actors stopped).
             capped = self._at_utd_cap()
@@ -123,33 +139,90 @@ class Learner:
                     log.info("learner waiting for data: %s", reason)
                     waited_since = time.monotonic()
                 if capped:
-                    time.sleep(0.01)
+                    time.sleep(0.002)
                 continue
-            waited_since = time.monotonic()
+            waited_since = began = time.monotonic()
+            if self.first_update_at is None:
+                self.first_update_at = began
             metrics = self.agent.update(batch)
+            self.busy_s += time.monotonic() - began
             self.updates += 1
             check_finite(metrics, f"update {self.updates}", self.run_dir / "checkpoint.pt")
             if self.updates % lcfg.publish_every == 0:
                 self.publish()
             if self.updates % lcfg.log_every == 0:
-                rate = (self.updates - start_updates) / max(time.monotonic() - started, 1e-9)
                 status = self.client.status
-                for name, value in {**metrics, "updates_per_s": rate, "transitions": status.get("transitions") or 0,
+                for name, value in {**metrics, **self.rates(start_updates), "transitions": status.get("transitions") or 0,
                                     "actors_alive": self.client.actors_alive()}.items():
                     self.writer.add_scalar(f"learner/{name}", value, self.updates)
                 bar.set_postfix(actors=self.client.actors_alive(), data=status.get("transitions"), q=f"{metrics['q_mean']:.1f}")
             if self.updates % lcfg.save_every == 0:
                 self.save()
+                schedule.saved()
             bar.update(1)
         bar.close()
         self.publish()
         self.save()
-        return {"updates": self.updates, **metrics}
+        if self.snapshots is not None:
+            self.snapshot(final=True)
+        self.write_status(start_updates)
+        return {"updates": self.updates, **self.rates(start_updates), **metrics}
+
+    def step(self) -> int:
+        """Env steps so far: the online transitions the replay server holds (as last reported)."""
+        return int(self.client.status.get("transitions") or 0)
+
+    def rates(self, start_updates: int) -> dict:
+        """Updates per second of this start, the achieved update-to-data ratio, and the busy share: the time
+        spent in updates over the wall-clock since the first update (sampling happens on the server and is
+        prefetched, so waiting for a batch, or at the update cap, is idle time)."""
+        now = time.monotonic()
+        learning = now - self.first_update_at if self.first_update_at is not None else 0.0
+        learned_on = self.step() - self.lcfg.min_transitions + 1
+        return {"updates_per_s": (self.updates - start_updates) / max(now - self.started, 1e-9),
+                "busy": round(self.busy_s / learning, 3) if learning > 0 else 0.0,
+                "utd": round(self.updates / learned_on, 3) if learned_on > 0 else 0.0}
+
+    def _periodic(self, schedule: WallClockSchedule, start_updates: int) -> None:
+        self.write_status(start_updates)
+        step = self.step()
+        if self.snapshots is not None and self.updates > 0 and (step >= self.next_eval or schedule.eval_due()):
+            self.snapshot()
+            self.next_eval = (step // self.cfg.eval.every + 1) * self.cfg.eval.every
+            schedule.evaluated()
+        if schedule.save_due():
+            self.save()
+            schedule.saved()
+
+    def write_status(self, start_updates: int) -> None:
+        """`status.json` beside the checkpoint: what the runner's progress bar shows."""
+        status = {"step": self.step(), "updates": self.updates, "actors_alive": self.client.actors_alive(),
+                  "train_min": round(self.train_s() / 60, 2), **self.rates(start_updates)}
+        path = self.run_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(path)
+
+    def train_s(self) -> float:
+        return self.train_s_before + time.monotonic() - self.started
+
+    def payload(self) -> dict:
+        counters = {"step": self.step(), "updates": self.updates, "next_eval": self.next_eval}
+        return agent_payload(self.agent, self.cfg.agent, self.cfg.env, self.signature, counters, train_s=self.train_s())
+
+    def snapshot(self, final: bool = False) -> Path:
+        """The policy as it is now, for the evaluator (robolearn/evaluator.py): it evaluates the newest."""
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        path = self.snapshots / f"step_{self.step():09d}.pt"
+        save_checkpoint(path, {**self.payload(), "train_min": self.train_s() / 60, "final": final})
+        return path
 
     def _at_utd_cap(self) -> bool:
-        """Updates are kept <= max_utd x stored transitions, so slow actors do not mean an over-fitted learner."""
+        """Updates are kept <= max_utd x the transitions since learning began (as the inline loop's utd per
+        step after its seed steps), so slow actors do not mean an over-fitted learner."""
         max_utd = self.lcfg.max_utd
-        return bool(max_utd) and self.updates >= max_utd * (self.client.status.get("transitions") or 0) and not self.client.fatal
+        learned_on = self.step() - self.lcfg.min_transitions + 1
+        return bool(max_utd) and self.updates >= max_utd * learned_on and not self.client.fatal
 
     def _check_actors(self, alone_since: float | None) -> float | None:
         if not self.client.status:  # no status yet (or a new connection's): nothing known about the actors
@@ -165,15 +238,7 @@ class Learner:
         return None
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir / "checkpoint.pt", {
-            "spec": self.signature,
-            "agent": self.agent.training_state(),
-            "agent_config": dataclasses.asdict(self.cfg.agent),
-            "actor_keys": list(self.agent.actor_keys),  # the order of the policy's vector inputs
-            "env_config": env_record(self.cfg.env),
-            "encoder_meta": None if self.agent.frozen is None else self.agent.frozen.meta,
-            "counters": {"updates": self.updates},
-        })
+        save_checkpoint(self.run_dir / "checkpoint.pt", self.payload())
 
     def close(self) -> None:
         self.client.close()
@@ -183,7 +248,7 @@ class Learner:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="async_sim")
 def main(node: DictConfig) -> None:
     cfg = load_typed(AsyncConfig, node, "async")
-    learner = Learner(cfg, Path(cfg.run_dir) / "learner")
+    learner = Learner(cfg, Path(cfg.run_dir) / cfg.learner.subdir)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(learner, "stop_requested", True))  # save, then exit
     try:

@@ -24,7 +24,7 @@ from robolearn.train import TrainConfig, Workspace, run
 TINY = [
     "env.episode_seconds=2", "agent.hidden_dim=32", "batch_size=16", "seed_steps=40", "utd=1",
     "eval.every=1000000", "eval.final=false", "progress=false", "demos.episodes=0", "torch_threads=1",
-    "replay.capacity=2000",
+    "replay.capacity=2000", "runner=inline",
 ]
 
 

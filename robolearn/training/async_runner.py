@@ -1,0 +1,231 @@
+"""The asynchronous runner, the main job's default (`runner=async`): the recipe's roles as processes over
+ZeroMQ on this machine — a replay server, a learner, `async_roles.actors` sim actors and an evaluator.
+
+On two cores the inline loop acts and learns one after the other on one core; here the learner updates
+while the actors step the sim, and the evaluator takes what cycles are left. The recipe is the same: the
+actors keep the update-to-data ratio (they wait when they run `async_roles.ahead_steps` env steps ahead of
+the learner's updates / utd), seed steps and demos are the same, and the run directory is laid out as the
+inline runner's (`checkpoint.pt`, `best.pt`, `eval.csv`, `videos/`, `tb/`; the replay in `replay/`).
+
+Stopping (Ctrl-C, SIGTERM, `time_limit_min`, `total_steps`): the actors finish the episodes under way and
+flush, then the learner saves and writes the final snapshot, the evaluator evaluates it, and the server
+stops last, so every acknowledged transition is in the store. `resume=<run dir>` starts the group again on
+that store, the learner's checkpoint and the evaluator's eval.csv. A second Ctrl-C stops every role at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from robolearn.envs import make_env
+from robolearn.training.config import TrainConfig
+from robolearn.training.prerequisites import ensure_encoder, load_or_collect_demos
+from robolearn.training.roles import RoleFailed, RoleProcess, role_config, write_role_config
+from robolearn.transport.security import generate_keys
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"  # the learner's: env steps stored, updates, busy share (robolearn/learner.py)
+
+
+def run_keys(run_dir: Path, actors: int) -> Path:
+    """Per-run CURVE keys: the server's, the learner's and one per actor bound to its own name, in a folder
+    only the owner can read (kept across a resume in the same run directory, so the roles find them again)."""
+    keys = run_dir / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    keys.chmod(0o700)
+    names = [f"actor{i}" for i in range(actors)]
+    generate_keys(keys, ["learner", *names], names={name: [name] for name in names})
+    return keys
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def last_eval(run_dir: Path) -> dict:
+    """The last row of eval.csv, numbers as numbers ({} before the first evaluation)."""
+    try:
+        with open(run_dir / "eval.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    if not rows:
+        return {}
+    out: dict = {}
+    for key, value in rows[-1].items():
+        try:
+            out[key] = int(value) if key in ("step", "updates") else float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+class AsyncRunner:
+    def __init__(self, cfg: TrainConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.roles: dict[str, RoleProcess] = {}
+        self.stop_reason = ""
+        self._signals = 0
+
+    # -- before any role starts ------------------------------------------------------------------------
+    def prepare(self) -> Path:
+        """The encoder and the demo file (made when missing), keys, and the roles' config file."""
+        cfg = self.cfg
+        ensure_encoder(cfg)
+        demo_path, demo_rows = None, 0
+        if cfg.demos.episodes:
+            demo_path = Path(cfg.demos.path) if cfg.demos.path else self.run_dir / "demos.npz"
+            env = make_env(cfg.env)
+            try:
+                demos = load_or_collect_demos(_with_demo_path(cfg, demo_path), env, cfg.progress)
+            finally:
+                env.close()
+            demo_rows = len(demos)  # rows: every episode adds its first observation
+        transport = cfg.transport
+        keys = None
+        if not transport.curve_keys and not transport.insecure_no_keys:
+            keys = run_keys(self.run_dir, cfg.async_roles.actors)
+        config = role_config(cfg, self.run_dir, keys_dir=keys, demo_path=demo_path, demo_rows=demo_rows)
+        return write_role_config(self.run_dir, config)
+
+    # -- the run -----------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.prepare()
+        starts = self._count_start()
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=cfg.total_steps, desc="train", unit="step", disable=not cfg.progress, smoothing=0.1)
+        try:
+            self._start_roles(starts)
+            log.info("async training in %s: replay server, learner, %d actor(s)%s (logs: %s/*.log)", self.run_dir,
+                     cfg.async_roles.actors, ", evaluator" if "evaluator" in self.roles else "", self.run_dir)
+            self._supervise(bar)
+            self._stop_in_order()
+        except BaseException:
+            self._kill_all()
+            raise
+        finally:
+            bar.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        status = read_status(self.run_dir)
+        if self.stop_reason:
+            log.info("stopped at step %s of %d (%s); resume with resume=%s", status.get("step"), cfg.total_steps,
+                     self.stop_reason, self.run_dir)
+        return last_eval(self.run_dir)
+
+    def _count_start(self) -> int:
+        """How many times this run directory has been started: actors' episode seeds differ on each start."""
+        path = self.run_dir / "starts"
+        starts = int(path.read_text()) if path.exists() else 0
+        path.write_text(str(starts + 1))
+        return starts
+
+    def _role(self, name: str, module: str, overrides: list[str]) -> RoleProcess:
+        role = RoleProcess(name, module, self.run_dir, overrides)
+        self.roles[name] = role
+        return role
+
+    def _start_roles(self, starts: int) -> None:
+        cfg = self.cfg
+        keyed = not cfg.transport.curve_keys and not cfg.transport.insecure_no_keys
+        since = time.time() - 1.0
+        server = self._role("replay_server", "robolearn.replay_server", [])
+        ends = self._wait_for_endpoints(server, since)
+        ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
+        key = (lambda name: [f"transport.client_key={name}"]) if keyed else (lambda name: [])
+        self._role("learner", "robolearn.learner", ports + key("learner"))
+        for i in range(cfg.async_roles.actors):
+            name = f"actor{i}"
+            self._role(name, "robolearn.actor", ports + key(name) + [
+                f"actor.name={name}", f"actor.seed={(cfg.seed * 1000 + i) * 1000 + starts}",
+                f"transport.spill_dir={self.run_dir / 'spill' / name}"])
+        if cfg.async_roles.evaluator:
+            self._role("evaluator", "robolearn.evaluator", [])
+
+    def _wait_for_endpoints(self, server: RoleProcess, since: float, timeout_s: float = 120.0) -> dict:
+        path = self.run_dir / "replay" / "endpoints.json"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not server.running():
+                raise server.failure(self.cfg.async_roles.log_lines)
+            if self._signals:
+                raise KeyboardInterrupt
+            if path.exists() and path.stat().st_mtime >= since:
+                return json.loads(path.read_text())
+            time.sleep(0.1)
+        raise server.failure(self.cfg.async_roles.log_lines, f"did not come up within {timeout_s:.0f} s")
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._signals += 1
+        if self._signals >= 2:
+            raise KeyboardInterrupt  # a second Ctrl-C: every role is killed (run's except clause)
+        self.stop_reason = f"{signal.Signals(signum).name} received"
+
+    def _supervise(self, bar: tqdm) -> None:
+        """Until the actors have made total_steps, a stop is asked, or the time limit: report progress, and
+        fail (naming the role and its last log lines) when a role exits that should not."""
+        cfg = self.cfg
+        deadline = time.monotonic() + 60 * float(cfg.time_limit_min) if cfg.time_limit_min else math.inf
+        lines = cfg.async_roles.log_lines
+        while not self._signals:
+            if time.monotonic() >= deadline:
+                self.stop_reason = f"time limit of {cfg.time_limit_min} min reached"
+                return
+            actors = [r for n, r in self.roles.items() if n.startswith("actor")]
+            for name, role in self.roles.items():
+                if role.code not in (None, 0) or (role.code == 0 and not name.startswith("actor")):
+                    raise role.failure(lines)
+            if all(not a.running() for a in actors):
+                return  # every actor made its share of total_steps
+            self._show(bar)
+            time.sleep(0.5)
+
+    def _show(self, bar: tqdm) -> None:
+        status = read_status(self.run_dir)
+        step = int(status.get("step") or 0)
+        if step > bar.n:
+            bar.update(min(step, bar.total) - bar.n)
+        evaluated = last_eval(self.run_dir).get("success_rate")
+        bar.set_postfix({"upd": status.get("updates", 0), "utd": status.get("utd", "-"), "busy": status.get("busy", "-"),
+                         "eval": "-" if evaluated is None else f"{evaluated:.2f}", "actors": status.get("actors_alive", "-")},
+                        refresh=False)
+
+    def _stop_in_order(self) -> None:
+        """Actors first (they finish their episodes and flush), then the learner (saves, final snapshot),
+        the evaluator (evaluates it), the server last (every acknowledged transition stored)."""
+        grace = self.cfg.async_roles.stop_grace_s
+        order = [[r for n, r in self.roles.items() if n.startswith("actor")]]
+        order += [[self.roles[n]] for n in ("learner", "evaluator", "replay_server") if n in self.roles]
+        for group in order:
+            for role in group:
+                role.stop()
+            for role in group:
+                if not role.wait(grace):
+                    log.error("the %s did not stop within %.0f s; killing it", role.name, grace)
+                    role.kill()
+        failed = [r for r in self.roles.values() if r.code not in (0, -signal.SIGTERM)]
+        if failed:
+            raise failed[0].failure(self.cfg.async_roles.log_lines, f"ended with code {failed[0].code} while the run stopped")
+
+    def _kill_all(self) -> None:
+        for role in self.roles.values():
+            role.kill()
+
+
+def _with_demo_path(cfg: TrainConfig, path: Path) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, demos=dataclasses.replace(cfg.demos, path=str(path)))
