@@ -14,6 +14,7 @@ from robolearn.config import check, register_schema
 from robolearn.display import DisplayConfig
 from robolearn.transport.config import TransportConfig
 from robolearn.replay.config import ServerConfig
+from robolearn.training.evaluation import EvalSettings
 
 LOSS_MODES = ("continue", "hold")
 
@@ -91,6 +92,7 @@ class AsyncConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)  # the actors' live view (docs/watching.md)
+    eval: EvalSettings = field(default_factory=EvalSettings)  # the evaluator's (robolearn/evaluator.py)
 
     def __post_init__(self) -> None:
         check(self.actors >= 0, "actors", self.actors, "must be >= 0")
