@@ -105,8 +105,10 @@ class AsyncRunner:
         cfg = self.cfg
         self.prepare()
         starts = self._count_start()
+        self.steps_done = int(read_status(self.run_dir).get("step") or 0)  # a resumed run's, as its learner last saw them
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        bar = tqdm(total=cfg.total_steps, desc="train", unit="step", disable=not cfg.progress, smoothing=0.1)
+        bar = tqdm(total=cfg.total_steps, initial=min(self.steps_done, cfg.total_steps), desc="train", unit="step",
+                   disable=not cfg.progress, smoothing=0.1)
         try:
             self._start_roles(starts)
             log.info("async training in %s: replay server, learner, %d actor(s)%s (logs: %s/*.log)", self.run_dir,
@@ -147,10 +149,12 @@ class AsyncRunner:
         ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
         key = (lambda name: [f"transport.client_key={name}"]) if keyed else (lambda name: [])
         self._role("learner", "robolearn.learner", ports + key("learner"))
+        # A resumed run makes only the steps left: each actor its share.
+        share = math.ceil(max(cfg.total_steps - self.steps_done, 0) / cfg.async_roles.actors)
         for i in range(cfg.async_roles.actors):
             name = f"actor{i}"
             self._role(name, "robolearn.actor", ports + key(name) + [
-                f"actor.name={name}", f"actor.seed={(cfg.seed * 1000 + i) * 1000 + starts}",
+                f"actor.name={name}", f"actor.seed={(cfg.seed * 1000 + i) * 1000 + starts}", f"actor.total_steps={share}",
                 f"transport.spill_dir={self.run_dir / 'spill' / name}"])
         if cfg.async_roles.evaluator:
             self._role("evaluator", "robolearn.evaluator", [])
@@ -169,10 +173,10 @@ class AsyncRunner:
         raise server.failure(self.cfg.async_roles.log_lines, f"did not come up within {timeout_s:.0f} s")
 
     def _on_signal(self, signum, _frame) -> None:
-        self._signals += 1
-        if self._signals >= 2:
+        if self._signals and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: every role is killed (run's except clause)
-        self.stop_reason = f"{signal.Signals(signum).name} received"
+        self._signals += 1
+        self.stop_reason = self.stop_reason or f"{signal.Signals(signum).name} received"
 
     def _supervise(self, bar: tqdm) -> None:
         """Until the actors have made total_steps, a stop is asked, or the time limit: report progress, and
