@@ -195,12 +195,13 @@ def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(t
         thread = threading.Thread(target=learner.train, daemon=True)
         with caplog.at_level("INFO", logger="robolearn.learner"):
             thread.start()
-            wait_for(lambda: learner.updates >= 10, timeout_s=60, what="the learner reaching its cap (0.25 x 40)")
+            # The cap counts from the first update, as the inline loop's utd per step after its seed steps.
+            wait_for(lambda: learner.updates >= 8, timeout_s=60, what="the learner reaching its cap (0.25 x (40 - 10 + 1))")
             wait_for(lambda: "no actor is alive" in caplog.text, timeout_s=10, what="the learner saying it is alone")
             learner.stop_requested = True  # what SIGTERM does
             thread.join(timeout=10)
         assert not thread.is_alive()
-        assert learner.updates == 10 and (tmp_path / "learner" / "checkpoint.pt").exists()
+        assert learner.updates == 8 and (tmp_path / "learner" / "checkpoint.pt").exists()
         learner.close()
 
 
