@@ -22,6 +22,8 @@ run train_drq python3 -m robolearn.train --config-name train_drq "${TINY_TRAIN[@
 run train_state python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/state"
 run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=120 resume="$OUT/state" hydra.run.dir="$OUT/state"
 run time_limit python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=100000 time_limit_min=0.5 hydra.run.dir="$OUT/limit"
+run train_inline python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null runner=inline hydra.run.dir="$OUT/inline"
+run train_pixels python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 hydra.run.dir="$OUT/pixels"
 run eval_checkpoint python3 -m robolearn.eval policy=checkpoint policy.path="$OUT/state" episodes=1 video=true video_path="$OUT/ckpt.mp4" env.cameras=[] env.privileged=true
 run train_dmc python3 -m robolearn.train --config-name train_dmc env=dmc_walker_walk total_steps=60 seed_steps=30 eval.episodes=1 eval.every=60 save_every=60 progress=false hydra.run.dir="$OUT/dmc"
 run eval_expert python3 -m robolearn.eval policy=expert episodes=2
