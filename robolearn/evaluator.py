@@ -22,7 +22,6 @@ if __name__ == "__main__":  # before the heavy imports: a SIGTERM while starting
 
 import logging
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -41,31 +40,16 @@ from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.training.evaluation import EvalRecorder, best_and_last, read_eval_csv
+from robolearn.training.snapshots import SNAPSHOTS, list_snapshots
 
 log = logging.getLogger(__name__)
 
-SNAPSHOTS = "snapshots"  # the folder under the run directory the learner writes snapshots to
 POLL_S = 0.5
 FINAL_WAIT_S = 120.0  # after a stop request: how long to wait for the learner's final snapshot
 # Evaluation only watches training: at a lower CPU priority it takes the cycles the learner and actors
 # leave, so on a small machine (2 cores) it does not slow training; evaluations lag instead (and the
 # newest snapshot is taken when one falls behind).
 EVAL_NICE = 5
-_SNAPSHOT_NAME = re.compile(r"step_(\d+)\.pt")
-
-
-def snapshot_path(run_dir: str | Path, step: int) -> Path:
-    """Where the learner writes the eval snapshot of `step` (with robolearn.checkpoint.save_checkpoint)."""
-    return Path(run_dir) / SNAPSHOTS / f"step_{step:09d}.pt"
-
-
-def list_snapshots(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the complete snapshots in `folder`, oldest first (a save's .tmp file is not one)."""
-    if not folder.is_dir():
-        return []
-    found = ((_SNAPSHOT_NAME.fullmatch(p.name), p) for p in folder.iterdir())
-    return sorted((int(m.group(1)), p) for m, p in found if m)
-
 
 class Evaluator:
     """`writer`, `view`: a tensorboard SummaryWriter and a live view (or None), closed with the evaluator.

@@ -42,6 +42,7 @@ from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.spec import EnvSpec
 from robolearn.training.payload import agent_payload
 from robolearn.training.schedule import WallClockSchedule
+from robolearn.training.snapshots import snapshot_path
 from robolearn.transport.config import load_transport_config
 from robolearn.transport.learner_client import LearnerClient
 
@@ -81,7 +82,7 @@ class Learner:
         self.updates = 0
         self.train_s_before = 0.0  # training wall-clock of the starts before this one (a resumed run)
         self.next_eval = cfg.eval.every  # env steps of the next eval snapshot
-        self.snapshots = Path(cfg.run_dir) / "snapshots" if self.lcfg.eval_snapshots and cfg.run_dir else None
+        self.snapshots = Path(cfg.run_dir) if self.lcfg.eval_snapshots and cfg.run_dir else None  # where eval snapshots go
         self.busy_s = 0.0  # time in updates since the first one (the busy share)
         self.first_update_at: float | None = None
         self.started = time.monotonic()
@@ -212,8 +213,8 @@ class Learner:
 
     def snapshot(self, final: bool = False) -> Path:
         """The policy as it is now, for the evaluator (robolearn/evaluator.py): it evaluates the newest."""
-        self.snapshots.mkdir(parents=True, exist_ok=True)
-        path = self.snapshots / f"step_{self.step():09d}.pt"
+        path = snapshot_path(self.snapshots, self.step())
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(path, {**self.payload(), "train_min": self.train_s() / 60, "final": final})
         return path
 

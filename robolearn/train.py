@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "Workspace", "ensure_encoder", "run", "main"]
 
 
-def run(cfg: TrainConfig | DictConfig, run_dir: Path, task_overrides: list[str] | None = None) -> dict:
+def run(cfg: TrainConfig | DictConfig, run_dir: Path) -> dict:
     """Train in `run_dir` with the config's runner; a composed config is checked against TrainConfig first."""
     cfg = load_typed(TrainConfig, cfg, "train")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from robolearn.agents import DrQAgent
 from robolearn.async_config import AsyncConfig
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.config import load_typed
-from robolearn.evaluator import SNAPSHOTS, Evaluator, list_snapshots, snapshot_path
+from robolearn.evaluator import Evaluator
+from robolearn.training.snapshots import SNAPSHOTS, list_snapshots, snapshot_path
 from robolearn.paths import CONFIG_DIR
 from robolearn.rollout import EpisodeResult, EvalSummary
 from robolearn.spec import EnvSpec
