@@ -18,6 +18,7 @@ run pretrain python3 -m robolearn.pretrain out="$ENC" episodes=2 epochs=1 progre
 # launch/train_pixels.sh runs for hours (the full pretraining, three seeds): only its syntax here; its steps are
 # the pretrain, train and eval command lines checked below.
 run train_pixels_syntax bash -n launch/train_pixels.sh
+run bench_runners_syntax bash -n launch/bench_runners.sh
 run train_drq python3 -m robolearn.train --config-name train_drq "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/drq"
 run train_state python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/state"
 run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=120 resume="$OUT/state" hydra.run.dir="$OUT/state"
