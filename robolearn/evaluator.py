@@ -129,11 +129,18 @@ class Evaluator:
             path.unlink(missing_ok=True)
             self.skipped += 1
             return False
-        agent = self._agent(payload)
-        agent.load_training_state(payload["agent"])
         counters = payload.get("counters") or {}
-        self.recorder.evaluate(agent, step, payload, updates=counters.get("updates", 0), train_min=payload.get("train_min"))
-        self.evaluations += 1
+        updates = counters.get("updates", 0)
+        last = self.recorder.last
+        if last.get("step") == step and last.get("updates") == updates:
+            # The final snapshot of a run that ended right after an evaluation: the same policy, not evaluated twice
+            # (as the inline runner does not).
+            log.info("evaluator: step %d (%d updates) is evaluated already", step, updates)
+        else:
+            agent = self._agent(payload)
+            agent.load_training_state(payload["agent"])
+            self.recorder.evaluate(agent, step, payload, updates=updates, train_min=payload.get("train_min"))
+            self.evaluations += 1
         path.unlink(missing_ok=True)
         return bool(payload.get("final", False))
 

@@ -163,11 +163,21 @@ class Learner:
             bar.update(1)
         bar.close()
         self.publish()
+        self._fresh_status()
         self.save()
         if self.snapshots is not None:
             self.snapshot(final=True)
         self.write_status(start_updates)
         return {"updates": self.updates, **self.rates(start_updates), **metrics}
+
+    def _fresh_status(self, timeout_s: float = 3.0) -> None:
+        """Before the final save: a status the server sent after now, so the step count the checkpoint and the
+        final snapshot record includes what the actors flushed as they stopped (at the update cap replies come
+        only with heartbeats)."""
+        asked = time.monotonic()
+        deadline = asked + timeout_s
+        while self.client.status_at <= asked and time.monotonic() < deadline and not self.client.fatal:
+            time.sleep(0.02)
 
     def step(self) -> int:
         """Env steps so far: the online transitions the replay server holds (as last reported)."""

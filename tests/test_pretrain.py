@@ -42,7 +42,7 @@ def train_config(encoder: Path, *overrides: str):
         return compose(config_name="train", overrides=[
             f"agent.encoder_weights={encoder}", "agent.hidden_dim=32", "batch_size=16", "seed_steps=20", "utd=1",
             "eval.every=1000000", "eval.first_min=null", "save_every_min=null", "eval.final=false", "progress=false",
-            "demos.episodes=0", "replay.capacity=500", *TINY_ENV, *overrides])
+            "demos.episodes=0", "replay.capacity=500", "runner=inline", *TINY_ENV, *overrides])
 
 
 def env_of(cfg):
@@ -107,8 +107,10 @@ def test_missing_unreadable_and_foreign_encoder_files_fail_clearly(tmp_path, enc
             load_encoder(encoder_file, small.observation_space)
     finally:
         small.close()
-    with pytest.raises(EncoderFileError, match="does not exist"):
-        run(train_config(tmp_path / "missing.pt", "pretrain_if_missing=false", "total_steps=10"), tmp_path / "run")
+    for runner in ("inline", "async"):  # the async runner refuses it before any role starts
+        with pytest.raises(EncoderFileError, match="does not exist"):
+            run(train_config(tmp_path / "missing.pt", "pretrain_if_missing=false", "total_steps=10", f"runner={runner}"), tmp_path / runner)
+        assert not (tmp_path / runner / "roles.yaml").exists()
 
 
 # -- the frozen-feature agent ---------------------------------------------------------------------------
@@ -327,7 +329,8 @@ def test_actor_only_features_make_the_critic_the_state_critic(encoder_file):
 def test_training_refuses_a_critic_left_with_the_joints_only(encoder_file, tmp_path):
     # The default hides the features from the critic, which reads the privileged state instead; in an env
     # without it (an arm with no tracker) the critic would be blind to the task: refused, naming the fix.
-    with pytest.raises(ValueError, match=r"actor_only_keys=\[\]"):
-        run(train_config(encoder_file, "env.privileged=false", "total_steps=10"), tmp_path / "run")
+    for runner in ("inline", "async"):
+        with pytest.raises(ValueError, match=r"actor_only_keys=\[\]"):
+            run(train_config(encoder_file, "env.privileged=false", "total_steps=10", f"runner={runner}"), tmp_path / runner)
     run(train_config(encoder_file, "env.privileged=false", "agent.critic_only_keys=[]", "agent.actor_only_keys=[]",
                      "total_steps=10"), tmp_path / "ok")

@@ -25,7 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from robolearn.agents import DrQAgent
+from robolearn.config import ConfigError
 from robolearn.envs import make_env
+from robolearn.spec import EnvSpec
 from robolearn.training.config import TrainConfig
 from robolearn.training.prerequisites import ensure_encoder, load_or_collect_demos
 from robolearn.training.roles import RoleFailed, RoleProcess, role_config, write_role_config
@@ -84,6 +87,7 @@ class AsyncRunner:
         """The encoder and the demo file (made when missing), keys, and the roles' config file."""
         cfg = self.cfg
         ensure_encoder(cfg)
+        check_agent(cfg)
         demo_path, demo_rows = None, 0
         if cfg.demos.episodes:
             demo_path = Path(cfg.demos.path) if cfg.demos.path else self.run_dir / "demos.npz"
@@ -227,6 +231,18 @@ class AsyncRunner:
     def _kill_all(self) -> None:
         for role in self.roles.values():
             role.kill()
+
+
+def check_agent(cfg: TrainConfig) -> None:
+    """What the roles would refuse, refused here, before any starts: an env whose spec does not come from its
+    config, a missing or foreign encoder file, an agent that cannot train on this env (the errors name the fix)."""
+    try:
+        contract = EnvSpec.from_config(cfg.env)
+    except Exception as exc:  # noqa: BLE001 - any env the contract cannot describe from config alone
+        raise ConfigError(f"runner=async: the roles build the observation and action spaces from the env config alone, and "
+                          f"this env's cannot be ({type(exc).__name__}: {exc}); use runner=inline") from None
+    agent = DrQAgent(contract.observation_space(), contract.action_space(), cfg.agent, device="cpu")
+    agent.check_trainable()
 
 
 def _with_demo_path(cfg: TrainConfig, path: Path) -> TrainConfig:

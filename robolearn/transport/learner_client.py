@@ -39,6 +39,7 @@ class LearnerClient:
         self._last_sent: tuple[int, dict] | None = None
         self._lock = threading.Lock()
         self.status: dict = {}
+        self.status_at = 0.0  # when the last status came (time.monotonic)
         self.connected = False
         self.fatal: str | None = None
         self.waiting_reason: str | None = None
@@ -140,6 +141,7 @@ class LearnerClient:
         h = msg.header
         if "actors_alive" in h:
             self.status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions", "demo_transitions")}
+            self.status_at = self.last_reply
         if msg.type == "welcome":
             self.connected = True
             sent = self._last_sent
