@@ -104,7 +104,7 @@ def test_a_row_on_a_policy_trained_without_randomization_switches_on_only_its_pa
 
 
 def test_row_seeds_are_disjoint_from_every_other_seed_stream():
-    from robolearn.train import EvalSettings
+    from robolearn.training.evaluation import EvalSettings
 
     rows = len(load_rows())
     bench = (SEED_BASE, row_seed(rows - 1) + ROW_SEED_STRIDE)
