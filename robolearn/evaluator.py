@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 FINAL_WAIT_S = 120.0  # after a stop request: how long to wait for the learner's final snapshot
-# Evaluation only watches training: at a lower CPU priority it takes the cycles the learner and actors
+# Evaluation only watches training: at the lowest CPU priority it takes the cycles the learner and actors
 # leave, so on a small machine (2 cores) it does not slow training; evaluations lag instead (and the
-# newest snapshot is taken when one falls behind).
-EVAL_NICE = 5
+# newest snapshot is taken when one falls behind). Measured on 2 cores at nice 5: during an evaluation the
+# evaluator and its video encoder took ~95% of a core and the learner dropped to ~77%.
+EVAL_NICE = 19
 
 class Evaluator:
     """`writer`, `view`: a tensorboard SummaryWriter and a live view (or None), closed with the evaluator.
