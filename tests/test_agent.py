@@ -96,6 +96,49 @@ def test_actor_and_temperature_losses_by_hand():
     assert metrics["alpha_loss"].item() == pytest.approx(np.mean(alpha_terms), rel=1e-5)
 
 
+@pytest.mark.parametrize("q_filter", [False, True])
+def test_demo_bc_term_by_hand(q_filter):
+    """The actor's loss with bc_weight: SAC's term over the batch's mean |Q|, plus the weight times the
+    squared error of tanh(mean) to the demo action over the demo rows; with the Q filter, only on the rows
+    where the critic rates the demo action above the policy's sample (here neither: the term vanishes)."""
+    agent = tiny_agent(bc_weight=2.0, bc_q_filter=q_filter)
+    demo = torch.tensor([True, True])
+    metrics = agent.update_actor_and_alpha(None, torch.tensor(S).unsqueeze(1), eps=torch.tensor(EPS).unsqueeze(1),
+                                           demo=demo, batch_action=torch.tensor(A).unsqueeze(1))
+    sac_terms, q_policy, bc_terms, kept = [], [], [], []
+    for i in range(2):
+        a, logp = by_hand_policy(S[i], EPS[i])
+        q_pi = min(q1(S[i], a), q2(S[i], a))
+        sac_terms.append(0.5 * logp - q_pi)
+        q_policy.append(q_pi)
+        keep = (min(q1(S[i], A[i]), q2(S[i], A[i])) > q_pi) if q_filter else True
+        kept.append(keep)
+        bc_terms.append(keep * (math.tanh(0.5 * S[i] + 0.1) - A[i]) ** 2)
+    assert kept == ([False, False] if q_filter else [True, True])  # the case the filter must catch
+    expected = np.mean(sac_terms) / np.mean(np.abs(q_policy)) + 2.0 * np.mean(bc_terms)
+    assert metrics["actor_loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert metrics["bc_kept"].item() == pytest.approx(np.mean(kept))
+
+
+def test_demo_bc_pulls_the_policy_to_the_demo_actions_and_leaves_plain_sac_alone():
+    torch.manual_seed(0)
+    states = torch.linspace(-1, 1, 16).unsqueeze(1)
+    demo_actions = -0.8 * states  # the demonstrator's policy, far from the initial one
+    plain = tiny_agent()
+    assert "bc_loss" not in plain.update_actor_and_alpha(None, states, demo=None)
+    agent = tiny_agent(bc_weight=10.0, bc_q_filter=False, actor_lr=1e-2)
+    first = None
+    for _ in range(300):
+        metrics = agent.update_actor_and_alpha(None, states, demo=torch.ones(16, dtype=torch.bool), batch_action=demo_actions)
+        first = metrics["bc_loss"].item() if first is None else first
+    assert metrics["bc_loss"].item() < 0.1 * first
+    mean, _ = agent.actor(None, states)
+    # The initial policy's actions rise with the state, the demonstrator's fall: the clone follows the demos
+    # (the critic's pull toward larger actions keeps it a little above them).
+    assert torch.tanh(mean)[0].item() > 0.5 and torch.tanh(mean)[-1].item() < -0.5
+    assert (torch.tanh(mean) - demo_actions).abs().max().item() < 0.2
+
+
 def test_actor_step_leaves_the_critic_untouched_and_alpha_moves_toward_target_entropy():
     agent = tiny_agent()
     before = {k: v.clone() for k, v in agent.critic.state_dict().items()}

@@ -115,6 +115,22 @@ def test_demo_ratio_in_every_batch():
     assert MixedSampler(online, None).sample(8, rng).obs["pos"].max() < 200
 
 
+def test_demo_rows_are_flagged_in_the_batch_and_on_the_wire():
+    from robolearn.replay.codec import batch_arrays, batch_from_arrays
+
+    online, demos = ReplayStorage(SPACE, (1,), 100), ReplayStorage(SPACE, (1,), 100)
+    add_episode(online, 0, 10)
+    add_episode(demos, 200, 10)
+    batch = MixedSampler(online, demos, 0.25).sample(64, np.random.default_rng(1))
+    np.testing.assert_array_equal(batch.demo, batch.obs["pos"][:, 0] >= 200)
+    assert batch.demo.sum() == 16
+    wire = batch_from_arrays(batch_arrays(batch))
+    np.testing.assert_array_equal(wire.demo, batch.demo)
+    assert not MixedSampler(online, None).sample(8, np.random.default_rng(1)).demo.any()
+    assert online.gather(np.arange(3), n_step=1, gamma=0.9).demo is None  # a store alone knows nothing of demos
+    assert batch_from_arrays(batch_arrays(online.gather(np.arange(3), n_step=1, gamma=0.9))).demo is None
+
+
 def test_save_load_round_trip(tmp_path):
     store = ReplayStorage(SPACE, (1,), 12)
     for e in range(3):

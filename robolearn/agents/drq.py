@@ -62,6 +62,13 @@ class AgentConfig:
     # Observation keys only the actor sees, e.g. the frozen encoder's `image_features` when the critic has
     # the privileged state: the critic is then the state-only critic, which learns fastest.
     actor_only_keys: list[str] = field(default_factory=list)
+    # Behaviour cloning of the demo rows in the actor's loss (Nair et al. 2018's Q filter): the actor's mean
+    # action is pulled toward a demo's action where the critic rates the demo action above the policy's,
+    # so the policy starts from the demonstrations and the critic, not the demos, has the last word.
+    # The SAC term is divided by the batch's mean |Q| (as TD3+BC does) so the weight means the same at
+    # every reward scale. 0: plain SAC (the loss is then exactly SAC's).
+    bc_weight: float = 0.0
+    bc_q_filter: bool = True
     channels_last: bool = True
     compile: bool = False
 
@@ -310,7 +317,10 @@ class DrQAgent(nn.Module):
         metrics = self.update_critic(features, vector, action, reward, discount, next_features, next_vector, noise)
         # Actor and temperature see detached features: the encoder learns from the critic only.
         detached = None if features is None else features.detach()
-        metrics.update(self.update_actor_and_alpha(detached, vector, noise.get("eps_actor")))
+        demo = None
+        if self.cfg.bc_weight > 0 and batch.demo is not None and batch.demo.any():
+            demo = torch.as_tensor(batch.demo, device=self.device)
+        metrics.update(self.update_actor_and_alpha(detached, vector, noise.get("eps_actor"), demo, action))
         self.update_target()
         # One device sync per update, at its end: a GPU runs the whole update while the CPU queues it.
         return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
@@ -336,8 +346,9 @@ class DrQAgent(nn.Module):
         self.critic_opt.step()
         return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), "target_q_mean": target.mean()}
 
-    def update_actor_and_alpha(self, features, vector, eps=None) -> dict[str, torch.Tensor]:
-        """One actor and temperature step; metrics as 0-dim tensors (`update` turns them into floats)."""
+    def update_actor_and_alpha(self, features, vector, eps=None, demo=None, batch_action=None) -> dict[str, torch.Tensor]:
+        """One actor and temperature step; metrics as 0-dim tensors (`update` turns them into floats).
+        `demo` (B,) bool flags the demo rows of the batch, whose `batch_action` the BC term clones."""
         mean, log_std = self.actor(features, self._actor_view(vector))
         action, log_prob = squashed_sample(mean, log_std, eps)
         # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
@@ -350,6 +361,11 @@ class DrQAgent(nn.Module):
         q = q.min(dim=0).values if self.cfg.actor_q == "min" else q.mean(dim=0)
         alpha = self.alpha.detach()
         actor_loss = (alpha * log_prob - q).mean()
+        extra: dict[str, torch.Tensor] = {}
+        if demo is not None:
+            bc_loss, kept = self._demo_bc_loss(features, vector, mean, q.detach(), demo, batch_action)
+            actor_loss = actor_loss / q.detach().abs().mean().clamp_min(1e-3) + self.cfg.bc_weight * bc_loss
+            extra = {"bc_loss": bc_loss.detach(), "bc_kept": kept}
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -363,7 +379,20 @@ class DrQAgent(nn.Module):
             "alpha_loss": alpha_loss.detach(),
             "alpha": self.alpha.detach(),
             "entropy": -log_prob.detach().mean(),
+            **extra,
         }
+
+    def _demo_bc_loss(self, features, vector, mean, q_policy, demo, batch_action) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared error between the policy's mean action and the demo action on the demo rows the critic
+        rates better than the policy's own action (all demo rows without the filter); and the kept share."""
+        keep = demo.float()
+        if self.cfg.bc_q_filter:
+            with torch.no_grad():
+                q_demo = self.critic(features, self._critic_view(vector), batch_action)
+                q_demo = q_demo.min(dim=0).values if self.cfg.actor_q == "min" else q_demo.mean(dim=0)
+                keep = keep * (q_demo > q_policy).float()
+        error = (torch.tanh(mean) - batch_action).pow(2).sum(dim=-1)
+        return (error * keep).sum() / demo.float().sum(), keep.sum() / demo.float().sum()
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -14,6 +14,8 @@ class Batch:
     reward: np.ndarray  # (B,) float32: n-step discounted sum
     discount: np.ndarray  # (B,) float32: gamma^m, 0 where the episode terminated within the n steps
     next_obs: dict[str, np.ndarray]
+    # (B,) bool: rows drawn from the demo store (the actor's demo-filtered BC term reads it); None: none known
+    demo: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.action)
@@ -29,4 +31,6 @@ def concat_batches(parts: list[Batch]) -> Batch:
         reward=np.concatenate([p.reward for p in parts]),
         discount=np.concatenate([p.discount for p in parts]),
         next_obs=cat([p.next_obs for p in parts]),
+        demo=None if all(p.demo is None for p in parts) else np.concatenate(
+            [np.zeros(len(p), bool) if p.demo is None else p.demo for p in parts]),
     )

@@ -29,10 +29,15 @@ def unflatten_obs(arrays: dict[str, np.ndarray], prefix: str = OBS) -> dict[str,
 
 def batch_arrays(batch: Batch) -> dict[str, np.ndarray]:
     """A batch as flat arrays (the replay server's `batch` reply)."""
-    return {"action": batch.action, "reward": batch.reward, "discount": batch.discount,
-            **flatten_obs(batch.obs, OBS), **flatten_obs(batch.next_obs, NEXT_OBS)}
+    arrays = {"action": batch.action, "reward": batch.reward, "discount": batch.discount,
+              **flatten_obs(batch.obs, OBS), **flatten_obs(batch.next_obs, NEXT_OBS)}
+    if batch.demo is not None:
+        arrays["demo"] = batch.demo.astype(np.uint8)
+    return arrays
 
 
 def batch_from_arrays(arrays: dict[str, np.ndarray]) -> Batch:
+    demo = arrays.get("demo")
     return Batch(obs=unflatten_obs(arrays, OBS), action=arrays["action"], reward=arrays["reward"],
-                 discount=arrays["discount"], next_obs=unflatten_obs(arrays, NEXT_OBS))
+                 discount=arrays["discount"], next_obs=unflatten_obs(arrays, NEXT_OBS),
+                 demo=None if demo is None else np.asarray(demo).astype(bool))

@@ -36,7 +36,11 @@ class MixedSampler:
             draws.append((self.online, self.online.sample_starts(batch_size - n_demo, rng, skip_oldest)))
         return draws
 
-    @staticmethod
-    def gather(draws: list[tuple[ReplayStorage, np.ndarray]], **kwargs) -> Batch:
-        parts = [store.gather(starts, **kwargs) for store, starts in draws]
+    def gather(self, draws: list[tuple[ReplayStorage, np.ndarray]], **kwargs) -> Batch:
+        """The drawn rows as one batch, its demo rows flagged (`Batch.demo`)."""
+        parts = []
+        for store, starts in draws:
+            part = store.gather(starts, **kwargs)
+            part.demo = np.full(len(part), store is self.demos and self.demos is not None)
+            parts.append(part)
         return parts[0] if len(parts) == 1 else concat_batches(parts)
