@@ -118,6 +118,12 @@ def test_demo_bc_term_by_hand(q_filter):
     expected = np.mean(sac_terms) / np.mean(np.abs(q_policy)) + 2.0 * np.mean(bc_terms)
     assert metrics["actor_loss"].item() == pytest.approx(expected, rel=1e-5)
     assert metrics["bc_kept"].item() == pytest.approx(np.mean(kept))
+    if not q_filter:  # only the rows flagged as demos are cloned
+        agent = tiny_agent(bc_weight=2.0, bc_q_filter=False)
+        metrics = agent.update_actor_and_alpha(None, torch.tensor(S).unsqueeze(1), eps=torch.tensor(EPS).unsqueeze(1),
+                                               demo=torch.tensor([False, True]), batch_action=torch.tensor(A).unsqueeze(1))
+        expected = np.mean(sac_terms) / np.mean(np.abs(q_policy)) + 2.0 * bc_terms[1]
+        assert metrics["actor_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_demo_bc_pulls_the_policy_to_the_demo_actions_and_leaves_plain_sac_alone():

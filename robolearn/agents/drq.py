@@ -385,14 +385,16 @@ class DrQAgent(nn.Module):
     def _demo_bc_loss(self, features, vector, mean, q_policy, demo, batch_action) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared error between the policy's mean action and the demo action on the demo rows the critic
         rates better than the policy's own action (all demo rows without the filter); and the kept share."""
-        keep = demo.float()
+        rows = demo.nonzero().squeeze(1)
+        demo_action = batch_action[rows]
+        keep = torch.ones(len(rows), device=self.device)
         if self.cfg.bc_q_filter:
-            with torch.no_grad():
-                q_demo = self.critic(features, self._critic_view(vector), batch_action)
+            with torch.no_grad():  # the critic on the demo rows only
+                q_demo = self.critic(None if features is None else features[rows], self._critic_view(vector[rows]), demo_action)
                 q_demo = q_demo.min(dim=0).values if self.cfg.actor_q == "min" else q_demo.mean(dim=0)
-                keep = keep * (q_demo > q_policy).float()
-        error = (torch.tanh(mean) - batch_action).pow(2).sum(dim=-1)
-        return (error * keep).sum() / demo.float().sum(), keep.sum() / demo.float().sum()
+                keep = (q_demo > q_policy[rows]).float()
+        error = (torch.tanh(mean[rows]) - demo_action).pow(2).sum(dim=-1)
+        return (error * keep).mean(), keep.mean()
 
     @torch.no_grad()
     def update_target(self) -> None:
