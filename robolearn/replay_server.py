@@ -26,7 +26,7 @@ from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.replay import ReplayStorage
-from robolearn.replay.server import ReplayServer
+from robolearn.transport.server import ReplayServer
 from robolearn.spec import EnvSpec
 
 log = logging.getLogger(__name__)

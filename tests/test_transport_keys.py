@@ -317,7 +317,7 @@ def test_max_actors_counts_names_and_a_connection_keeps_its_name(tmp_path):
 
 def test_roles_refuse_to_start_without_keys_unless_told_what_they_give_up(tmp_path):
     from robolearn.config import ConfigError
-    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.server import ReplayServer
     from robolearn.transport.config import TransportConfig
 
     for start in (lambda cfg: ReplayServer(tmp_path, SPACE, ACTION, cfg), lambda cfg: ActorClient(cfg, SPACE, ACTION, name="a"),
