@@ -51,7 +51,7 @@ def _serve(directory: str, cfg, capacity: int, ready, keep_freed: bool) -> None:
     space, action_shape = _contract()
     server = ReplayServer(directory, space, action_shape, cfg, ServerConfig(capacity=capacity))
     if keep_freed:
-        keep_freed_memory()  # after the replay is allocated, as python -m robolearn.replay_server does
+        keep_freed_memory()  # after the replay is allocated, as python -m robolearn.roles.replay_server does
     ready.set()
     import signal
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
