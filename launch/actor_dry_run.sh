@@ -4,4 +4,4 @@
 #   bash launch/actor_dry_run.sh [learner.total_updates=2000 ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 -m robolearn.async_train --config-name async_real_fake actors=1 "$@"
+exec python3 -m robolearn.roles.launch --config-name async_real_fake actors=1 "$@"

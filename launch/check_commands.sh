@@ -36,7 +36,7 @@ run bench_transfer python3 -m robolearn.bench transfer policy.path="$OUT/drq" ep
 run contact_sheet python3 -m sim.contact_sheet out="$OUT/sheet.png" seeds=2
 for bench in sim learner replay control transport; do run "bench_$bench" python3 -m robolearn.bench "$bench" --quick; done
 run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_state actors=2 learner.total_updates=50 learner.min_transitions=200 run_dir="$OUT/async_state"
-run async_pixels timeout -s TERM 150 bash launch/async_sim.sh --config-name async_pixels actors=2 learner.total_updates=5 learner.min_transitions=50 actor.seed_steps=40 agent.encoder_weights="$ENC" run_dir="$OUT/async_pixels" server.demos=null
+run train_two_actors python3 -m robolearn.train "${TINY_TRAIN[@]}" async_roles.actors=2 agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 hydra.run.dir="$OUT/two_actors"
 run actor_dry_run timeout -s TERM 120 bash launch/actor_dry_run.sh learner.total_updates=2 learner.min_transitions=50 run_dir="$OUT/dry_run"
 run real_fake python3 -m robolearn.eval env=real_fake policy=zero episodes=1
 run real_ur_simulated python3 -m robolearn.eval env=real_ur_simulated policy=zero episodes=1

@@ -22,7 +22,7 @@ fi
 common=(--config-name "${CONFIG:-async_real_fake}" transport=remote "transport.host=${BIND:-0.0.0.0}" "transport.curve_keys=${KEYS:-keys}" "run_dir=$RUN_DIR" "${init[@]}" "$@")
 mkdir -p "$RUN_DIR"
 # Its log is the redirected stdout alone (Hydra's own file handler would write each line into the same file again).
-python3 -m robolearn.replay_server "${common[@]}" hydra/job_logging=stdout > "$RUN_DIR/replay_server.log" 2>&1 &
+python3 -m robolearn.roles.replay_server "${common[@]}" hydra/job_logging=stdout > "$RUN_DIR/replay_server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server' EXIT
-python3 -m robolearn.learner "${common[@]}" transport.client_key=learner
+python3 -m robolearn.roles.learner "${common[@]}" transport.client_key=learner

@@ -10,5 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BOX:?set BOX to the learner box address}"
-exec python3 -m robolearn.actor --config-name async_real_fake transport=remote "transport.host=$BOX" \
+exec python3 -m robolearn.roles.actor --config-name async_real_fake transport=remote "transport.host=$BOX" \
   "transport.curve_keys=${KEYS:-keys}" transport.client_key=actor "run_dir=${RUN_DIR:-runs/robot_actor}" "$@"

@@ -196,7 +196,7 @@ if __name__ == "__main__":
 
 
 def run_agent_config(cfg, observation_space: spaces.Dict, task_overrides: list[str] | None = None):
-    """The agent config of an asynchronous role (robolearn.async_config.AsyncConfig `cfg`): with
+    """The agent config of an asynchronous role (robolearn.roles.config.AsyncConfig `cfg`): with
     `learner.init_from` set, the checkpoint's (`checkpoint_agent_config`) with the agent keys the command
     line named on top; else the config's own. `task_overrides` default: this Hydra run's command line.
     Every role calls it with the same config, so learner, replay server and actors agree."""

@@ -55,7 +55,7 @@ def file_names(overrides: list[str], config_name: str = "train") -> dict[str, st
     from hydra import compose, initialize_config_dir
 
     import robolearn.train  # noqa: F401  (registers the schemas the configs start from)
-    import robolearn.async_config  # noqa: F401
+    import robolearn.roles.config  # noqa: F401
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides)

@@ -31,7 +31,7 @@ from robolearn.replay import ReplayFormatError
 from robolearn.training.config import TrainConfig
 from robolearn.training.inline import Workspace
 from robolearn.training.prerequisites import ensure_encoder
-from robolearn.training.roles import RoleFailed
+from robolearn.roles.group import RoleFailed
 
 log = logging.getLogger(__name__)
 

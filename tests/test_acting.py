@@ -80,7 +80,7 @@ def test_the_latency_meter_counts_calls_over_the_period():
 
 # -- the actor on the fake arm ------------------------------------------------------------------------------------
 def actor_config(tmp_path, *overrides):
-    from robolearn.async_config import AsyncConfig
+    from robolearn.roles.config import AsyncConfig
     from robolearn.config import load_typed
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -121,7 +121,7 @@ def reflex_at_step(env, step: int):
 
 
 def test_an_arm_actor_holds_on_a_fault_and_goes_on_once_a_person_clears_it(tmp_path, restore_threads):
-    from robolearn.actor import Actor
+    from robolearn.roles.actor import Actor
 
     torch.set_num_threads(2)
     cfg = actor_config(tmp_path, "actor.total_steps=15")
@@ -145,7 +145,7 @@ def test_an_arm_actor_holds_on_a_fault_and_goes_on_once_a_person_clears_it(tmp_p
 
 
 def test_an_arm_actor_without_a_terminal_holds_then_exits_with_the_fault_named(tmp_path):
-    from robolearn.actor import Actor
+    from robolearn.roles.actor import Actor
 
     actor = Actor(actor_config(tmp_path, "actor.fault_wait_s=30"), operator=None)
     try:
@@ -162,7 +162,7 @@ def test_an_arm_actor_without_a_terminal_holds_then_exits_with_the_fault_named(t
 
 
 def test_an_operator_who_answers_q_stops_the_actor_and_a_stop_request_ends_the_wait(tmp_path):
-    from robolearn.actor import Actor
+    from robolearn.roles.actor import Actor
 
     actor = Actor(actor_config(tmp_path), operator=ScriptedOperator(["q\n"]))
     try:
@@ -189,7 +189,7 @@ def test_an_operator_who_answers_q_stops_the_actor_and_a_stop_request_ends_the_w
 
 
 def test_an_actor_keeps_its_name_and_spill_folder_across_restarts(tmp_path):
-    from robolearn.actor import Actor, default_actor_name
+    from robolearn.roles.actor import Actor, default_actor_name
 
     cfg = actor_config(tmp_path, "actor.total_steps=12")
     name = default_actor_name(cfg.env)
@@ -211,7 +211,7 @@ def test_an_actor_keeps_its_name_and_spill_folder_across_restarts(tmp_path):
 
 
 def test_a_refused_reset_keeps_the_arm_held_and_asks_again(tmp_path):
-    from robolearn.actor import Actor
+    from robolearn.roles.actor import Actor
 
     operator = ScriptedOperator(["\n", None, "\n"])
     operator.discarded = 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.config import ServerConfig
@@ -51,7 +51,7 @@ def test_kill_9_of_the_replay_server_loses_and_duplicates_nothing(tmp_path):
     pool = [{k: rng.normal(size=s.shape).astype(np.float32) for k, s in space.spaces.items()} for _ in range(16)]
     log = open(tmp_path / "server.log", "ab")
     since = time.time() - 1
-    server = role("robolearn.replay_server", "async_state", tmp_path, cfg, log=log)
+    server = role("robolearn.roles.replay_server", "async_state", tmp_path, cfg, log=log)
     wait_for_server(tmp_path, server, since)
     actor = ActorClient(cfg, space, action_shape, name="survivor")
     sent = 0
@@ -73,7 +73,7 @@ def test_kill_9_of_the_replay_server_loses_and_duplicates_nothing(tmp_path):
         for _ in range(10):
             episode()  # the control loop goes on; chunks wait in the outbox
         since = time.time() - 1
-        server = role("robolearn.replay_server", "async_state", tmp_path, cfg, log=log)
+        server = role("robolearn.roles.replay_server", "async_state", tmp_path, cfg, log=log)
         wait_for_server(tmp_path, server, since)
         for _ in range(5):
             episode()
@@ -94,7 +94,7 @@ def test_kill_9_of_the_replay_server_loses_and_duplicates_nothing(tmp_path):
 
 def test_async_training_end_to_end_with_two_sim_actors(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "robolearn.async_train", "--config-name", "async_state", f"run_dir={run_dir}", "actors=2",
+    cmd = [sys.executable, "-m", "robolearn.roles.launch", "--config-name", "async_state", f"run_dir={run_dir}", "actors=2",
            "transport.port=0", "transport.weights_port=0", "server.demos=null", "learner.total_updates=300",
            "learner.min_transitions=300", "learner.batch_size=64", "learner.publish_every=50", "learner.save_every=100",
            "actor.seed_steps=100", "progress=false", "torch_threads=1"]
@@ -127,8 +127,8 @@ def test_async_training_end_to_end_with_two_sim_actors(tmp_path):
 
 
 def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
-    from robolearn.actor import Actor
-    from robolearn.async_config import AsyncConfig
+    from robolearn.roles.actor import Actor
+    from robolearn.roles.config import AsyncConfig
     from robolearn.config import load_typed
 
     cfg = transport()
@@ -145,7 +145,7 @@ def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
         thread = threading.Thread(target=actor.run, daemon=True)
         thread.start()
         learner_log = open(tmp_path / "learner.log", "ab")
-        learner = role("robolearn.learner", "async_real_fake", tmp_path, cfg, "learner.min_transitions=1000000", log=learner_log)
+        learner = role("robolearn.roles.learner", "async_real_fake", tmp_path, cfg, "learner.min_transitions=1000000", log=learner_log)
         try:
             # Before a learner exists the arm holds; once it is there, the actor acts.
             wait_for(lambda: actor.events[-1:] == ["resume"], timeout_s=60, what="actor acting once the learner is up")
@@ -174,7 +174,7 @@ def test_learner_death_sends_a_fake_robot_actor_to_safe_hold(tmp_path):
 
 
 def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(tmp_path, caplog):
-    from robolearn.learner import Learner
+    from robolearn.roles.learner import Learner
 
     cfg = transport()
     lcfg = config("async_state", f"run_dir={tmp_path}", f"transport.port={cfg.port}", f"transport.weights_port={cfg.weights_port}",
@@ -193,7 +193,7 @@ def test_a_learner_at_its_update_cap_still_stops_and_says_when_actors_are_gone(t
         assert actor.close(timeout_s=10)  # 40 transitions, then the only actor is gone
         learner = Learner(lcfg, tmp_path / "learner")
         thread = threading.Thread(target=learner.train, daemon=True)
-        with caplog.at_level("INFO", logger="robolearn.learner"):
+        with caplog.at_level("INFO", logger="robolearn.roles.learner"):
             thread.start()
             # The cap counts from the first update, as the inline loop's utd per step after its seed steps.
             wait_for(lambda: learner.updates >= 8, timeout_s=60, what="the learner reaching its cap (0.25 x (40 - 10 + 1))")
@@ -210,7 +210,7 @@ def test_actor_pacing_spaces_steps_on_absolute_deadlines(monkeypatch):
     # stall does not earn a burst of catch-up steps.
     from omegaconf import OmegaConf
 
-    import robolearn.actor as actor_module
+    import robolearn.roles.actor as actor_module
 
     now = {"t": 100.0}
     slept: list[float] = []
@@ -244,7 +244,7 @@ def test_a_sigterm_to_the_whole_run_stops_every_role_cleanly_and_loses_nothing(t
     import signal
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "robolearn.async_train", "--config-name", "async_state", f"run_dir={run_dir}", "actors=2",
+    cmd = [sys.executable, "-m", "robolearn.roles.launch", "--config-name", "async_state", f"run_dir={run_dir}", "actors=2",
            "transport.port=0", "transport.weights_port=0", "server.demos=null", "learner.total_updates=100000",
            "learner.min_transitions=200", "learner.batch_size=64", "actor.seed_steps=100", "actor.max_steps_per_s=100",
            "progress=false", "torch_threads=1"]
@@ -286,7 +286,7 @@ def _importing_torch(pid: int) -> bool:
         return "libtorch" in f.read()
 
 
-@pytest.mark.parametrize("role", ["robolearn.replay_server", "robolearn.learner", "robolearn.actor"])
+@pytest.mark.parametrize("role", ["robolearn.roles.replay_server", "robolearn.roles.learner", "robolearn.roles.actor"])
 def test_a_role_stopped_while_it_starts_exits_cleanly(tmp_path, role):
     """A group SIGTERM can reach a role still importing torch: that is a clean exit (0), not -15."""
     import signal

@@ -83,7 +83,7 @@ def _composed(config_name: str, *overrides: str):
 
 
 def _schemas():
-    from robolearn.async_config import AsyncConfig
+    from robolearn.roles.config import AsyncConfig
     from robolearn.eval import EvalConfig
     from robolearn.pretrain import PretrainConfig
     from robolearn.train import TrainConfig
@@ -91,11 +91,11 @@ def _schemas():
 
     return {"train": TrainConfig, "train_state": TrainConfig, "train_drq": TrainConfig, "train_dmc": TrainConfig,
             "eval": EvalConfig, "pretrain": PretrainConfig, "view": ViewConfig, "async_sim": AsyncConfig,
-            "async_state": AsyncConfig, "async_pixels": AsyncConfig, "async_real_fake": AsyncConfig}
+            "async_state": AsyncConfig, "async_real_fake": AsyncConfig}
 
 
 COMMAND_CONFIGS = ["train", "train_state", "train_drq", "train_dmc", "eval", "pretrain", "view", "async_sim",
-                   "async_state", "async_pixels", "async_real_fake"]
+                   "async_state", "async_real_fake"]
 
 
 @pytest.mark.parametrize("name", COMMAND_CONFIGS)
@@ -183,10 +183,10 @@ def test_control_mode_reads_as_its_name_in_interpolations():
 @pytest.mark.parametrize("module, overrides", [
     ("robolearn.train", ["--config-name", "train_state", "utd=0"]),
     ("robolearn.pretrain", ["epochs=0"]),
-    ("robolearn.learner", ["--config-name", "async_state", "actor.on_learner_loss=panic"]),
-    ("robolearn.actor", ["--config-name", "async_state", "learner.publish_every=0"]),
-    ("robolearn.async_train", ["--config-name", "async_state", "actors=-1"]),
-    ("robolearn.replay_server", ["--config-name", "async_state", "server.capacityy=10"]),
+    ("robolearn.roles.learner", ["--config-name", "async_state", "actor.on_learner_loss=panic"]),
+    ("robolearn.roles.actor", ["--config-name", "async_state", "learner.publish_every=0"]),
+    ("robolearn.roles.launch", ["--config-name", "async_state", "actors=-1"]),
+    ("robolearn.roles.replay_server", ["--config-name", "async_state", "server.capacityy=10"]),
     ("robolearn.view", ["episodes=-1"]),
 ])
 def test_commands_fail_at_start_up_naming_a_bad_value(module, overrides, tmp_path):

@@ -119,7 +119,7 @@ def test_a_full_queue_drops_frames_without_blocking_the_loop(tmp_path):
 
 
 def _schemas() -> None:
-    for module in ("hardware.deploy.command", "hardware.teleop.command", "robolearn.async_config", "robolearn.eval", "robolearn.train"):
+    for module in ("hardware.deploy.command", "hardware.teleop.command", "robolearn.roles.config", "robolearn.eval", "robolearn.train"):
         importlib.import_module(module)  # registers the command's schema
 
 

@@ -12,7 +12,7 @@ import pytest
 from hardware import config as hardware_config
 from hardware.deploy.command import DeployConfig
 from robolearn.agents.policy import ActingConfig
-from robolearn.async_config import ActorConfig, LearnerConfig
+from robolearn.roles.config import ActorConfig, LearnerConfig
 from robolearn.replay.config import ServerConfig
 from robolearn.transport.config import TransportConfig
 

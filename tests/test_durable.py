@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robolearn.replay.chunks import ChunkBuilder, apply_chunk
+from robolearn.transport.chunks import ChunkBuilder
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.replay import ReplayFormatError
@@ -64,7 +64,7 @@ def test_a_kill_in_the_middle_of_a_chunk_keeps_every_acknowledged_transition(tmp
     # The next chunk is written into the mapped store in full, links and evictions included, and the server
     # dies before its state is written (so before it is acknowledged): the worst point to be killed at.
     crashed.state_file.write_intent("online", crashed.storage.total + len(stream[last]["kind"]))
-    apply_chunk(crashed.storage, stream[last], crashed.streams["a"])
+    crashed.storage.extend_records(crashed.streams["a"], stream[last])
     crashed.close()  # its lock goes, as with the process
 
     restarted = DurableReplay(tmp_path / "crashed", SPACE, ACTION, cfg)

@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_dir
 
 from robolearn import rollout
 from robolearn.agents import DrQAgent
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import acting_signature, load_checkpoint, save_checkpoint
 from robolearn.config import load_typed
-from robolearn.evaluator import Evaluator
+from robolearn.roles.evaluator import Evaluator
 from robolearn.training.snapshots import SNAPSHOTS, list_snapshots, snapshot_path
 from robolearn.paths import CONFIG_DIR
 from robolearn.rollout import EpisodeResult, EvalSummary
@@ -272,7 +272,7 @@ def test_a_restarted_evaluator_restores_best_from_eval_csv_and_keeps_best_pt(tmp
 
 def test_the_evaluator_process_evaluates_the_final_snapshot_and_exits_cleanly(tmp_path, cfg):
     write_snapshot(cfg, tmp_path, 100, make_agent(cfg), final=True)
-    cmd = [sys.executable, "-m", "robolearn.evaluator", "--config-name", "async_state", f"run_dir={tmp_path}", *TINY,
+    cmd = [sys.executable, "-m", "robolearn.roles.evaluator", "--config-name", "async_state", f"run_dir={tmp_path}", *TINY,
            "eval.episodes=1", "hydra/job_logging=stdout"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -55,3 +55,33 @@ def test_the_check_finds_an_import_against_the_direction(tmp_path, planted):
 def test_relative_and_string_references_are_not_imports():
     source = "from . import spec\nFACTORY = 'sim.make_kettle_sink_env'\nfrom robolearn.envs import make_env\n"
     assert [name for _, name in imported_packages(source)] == ["robolearn"]
+
+
+def imported_modules(source: str) -> list[tuple[int, str, list[str]]]:
+    """(line, dotted module, names taken from it) of every absolute import, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def test_replay_opens_no_socket_and_imports_nothing_from_transport():
+    """The network code is in one place: transport/ imports replay/, never the reverse (docs/architecture.md)."""
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+           for path in sorted((ROOT / "robolearn" / "replay").rglob("*.py"))
+           for line, module, _ in imported_modules(path.read_text())
+           if module.split(".")[:2] == ["robolearn", "transport"] or module.split(".")[0] == "zmq"]
+    assert bad == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [f"{path.relative_to(ROOT)}:{line} takes {names} from {module}"
+           for package in ("robolearn", "sim", "hardware")
+           for path in sorted((ROOT / package).rglob("*.py"))
+           for line, module, taken in imported_modules(path.read_text())
+           if module.split(".")[0] in ("robolearn", "sim", "hardware")
+           for names in [[n for n in taken if n.startswith("_")]] if names]
+    assert bad == []

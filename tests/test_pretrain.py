@@ -265,11 +265,11 @@ def test_the_main_job_makes_a_missing_encoder_first(tmp_path):
 
 # -- the asynchronous roles ----------------------------------------------------------------------------
 def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file, tmp_path):
-    from robolearn.actor import Actor
-    from robolearn.async_config import AsyncConfig
+    from robolearn.roles.actor import Actor
+    from robolearn.roles.config import AsyncConfig
     from robolearn.config import load_typed
     from robolearn.replay import ReplayStorage
-    from robolearn.replay_server import build_server
+    from robolearn.roles.replay_server import build_server
     from tests.transport_cases import free_port
 
     # A demo file as python -m robolearn.train caches it: images and the privileged state.
@@ -284,8 +284,8 @@ def test_async_roles_agree_on_features_server_featurizes_its_demos(encoder_file,
     finally:
         env.close()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="async_pixels", overrides=[
-            f"run_dir={tmp_path}", f"agent.encoder_weights={encoder_file}", f"server.demos={tmp_path / 'demos.npz'}",
+        cfg = compose(config_name="async_sim", overrides=[  # the main job's pixel recipe as role config
+            "agent=sac_pretrained", "env.privileged=true", "torch_threads=1", f"run_dir={tmp_path}", f"agent.encoder_weights={encoder_file}", f"server.demos={tmp_path / 'demos.npz'}",
             "server.capacity=100", "server.demo_capacity=100", f"transport.port={free_port()}",
             f"transport.weights_port={free_port()}", "transport.insecure_no_keys=true", *TINY_ENV])
     server = build_server(cfg)

@@ -15,7 +15,7 @@ from robolearn.agents import AgentConfig
 from robolearn.agents.policy import load_checkpoint_policy
 from robolearn.agents.weights import acting_weights, load_acting_weights
 from robolearn.agents.pretrained import EncoderFileError
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import (actor_input_keys, checkpoint_agent_config, explicit_agent_overrides, load_checkpoint,
                                   replay_server_overrides, run_agent_config)
 from robolearn.config import load_typed
@@ -53,7 +53,6 @@ def test_demo_and_encoder_names_differ_by_robot_cameras_and_privileged_state():
     encoders = [x["encoder"] for x in (main, ur5e, fr3, one_camera, bigger)]
     assert len(set(encoders)) == len(encoders)
     # The asynchronous configs name the files the training runs made.
-    assert file_names([], "async_pixels") == main
     assert file_names([], "async_state")["demos"] == file_names([], "train_state")["demos"]
     assert file_names([], "async_sim")["demos"] == file_names([], "train_drq")["demos"]
     env = dict(train_config().env)  # configs/env/kettle_sink.yaml's scene
@@ -114,9 +113,9 @@ def async_config(*overrides: str, name: str = "async_real_fake"):
 
 
 def test_the_learner_starts_from_a_main_job_checkpoint_with_its_agent_config(main_job_checkpoint, tmp_path):
-    from robolearn.actor import Actor
-    from robolearn.learner import Learner
-    from robolearn.replay_server import build_server
+    from robolearn.roles.actor import Actor
+    from robolearn.roles.learner import Learner
+    from robolearn.roles.replay_server import build_server
 
     # The learner box's command: the arm's config (agent group: drq), init_from, and no agent key retyped.
     node = async_config(f"run_dir={tmp_path}", f"learner.init_from={main_job_checkpoint}",
@@ -207,7 +206,7 @@ def test_agent_keys_given_by_name_override_the_checkpoint_and_nothing_else(main_
     assert agent["actor_lr"] == 0.001 and agent["hidden_dim"] == 32 and agent["encoder_weights"] == str(main_job_checkpoint)
     # In sim, with the privileged state, the recipe's key split is kept as trained.
     sim = checkpoint_agent_config(payload, main_job_checkpoint, make_env_space(load_typed(AsyncConfig, async_config(
-        "run_dir=/tmp/x", name="async_pixels"), "async")))
+        "run_dir=/tmp/x", "agent=sac_pretrained", "env.privileged=true", name="async_sim"), "async")))
     assert sim["critic_only_keys"] == ["privileged"] and sim["actor_only_keys"] == ["image_features"]
     assert explicit_agent_overrides(["agent=sac_pretrained"], cfg.agent)["encoder"] == cfg.agent.encoder
     # What every asynchronous role can call (the learner does): the checkpoint's config, named keys on top.
@@ -218,11 +217,11 @@ def test_agent_keys_given_by_name_override_the_checkpoint_and_nothing_else(main_
 
 
 def test_a_replay_server_given_the_run_agent_config_agrees_with_the_learner_without_extra_overrides(main_job_checkpoint, tmp_path):
-    # The hook robolearn/replay_server.py's build_server needs (so launch/learner_box.sh's server-overrides become unnecessary).
+    # The hook robolearn/roles/replay_server.py's build_server needs (so launch/learner_box.sh's server-overrides become unnecessary).
     import dataclasses
 
-    from robolearn.learner import Learner
-    from robolearn.replay_server import build_server
+    from robolearn.roles.learner import Learner
+    from robolearn.roles.replay_server import build_server
 
     cfg = load_typed(AsyncConfig, async_config(f"run_dir={tmp_path}", f"learner.init_from={main_job_checkpoint}"), "async")
     server = build_server(dataclasses.replace(cfg, agent=run_agent_config(cfg, make_env_space(cfg), [])))

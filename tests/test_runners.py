@@ -23,8 +23,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import robolearn.actor
-from robolearn.async_config import AsyncConfig
+import robolearn.roles.actor
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import load_checkpoint
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
@@ -131,12 +131,12 @@ class _Gate:
             self.on_apply(self.applied)
 
     def follow(self):
-        robolearn.actor.Actor._follow_learner(self)
+        robolearn.roles.actor.Actor._follow_learner(self)
 
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """time.sleep in robolearn.actor, counted and instant; a gate that never opens fails instead of hanging."""
+    """time.sleep in robolearn.roles.actor, counted and instant; a gate that never opens fails instead of hanging."""
     calls = []
 
     def sleep(seconds):
@@ -144,7 +144,7 @@ def sleeps(monkeypatch):
         if len(calls) > 10_000:
             raise AssertionError("the gate never let the actor go on")
 
-    monkeypatch.setattr(robolearn.actor, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic, perf_counter=time.perf_counter))
+    monkeypatch.setattr(robolearn.roles.actor, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic, perf_counter=time.perf_counter))
     return calls
 
 
@@ -393,7 +393,7 @@ def test_a_role_that_dies_is_named_with_its_last_log_lines(tmp_path, demo_file):
     try:
         wait_for(lambda: proc.poll() is not None or (run_dir / "status.json").exists(), timeout_s=180, what="the learner training")
         assert proc.poll() is None, out_path.read_text()[-3000:]
-        learners = role_pids(run_dir, "robolearn.learner")
+        learners = role_pids(run_dir, "robolearn.roles.learner")
         assert len(learners) == 1, learners
         os.kill(learners[0], signal.SIGKILL)
         code = proc.wait(timeout=90)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from robolearn.replay.chunks import ChunkBuilder
+from robolearn.transport.chunks import ChunkBuilder
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.spec import spec_signature
@@ -295,7 +295,7 @@ def test_names_of_actors_gone_for_good_are_forgotten(tmp_path):
 
 # -- fuzz, against a server in its own process ------------------------------------------------------------
 def _serve(directory, cfg, seconds):
-    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.server import ReplayServer
 
     server = ReplayServer(directory, SPACE, ACTION, cfg, ServerConfig(capacity=10_000))
     try:

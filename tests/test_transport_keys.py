@@ -317,7 +317,7 @@ def test_max_actors_counts_names_and_a_connection_keeps_its_name(tmp_path):
 
 def test_roles_refuse_to_start_without_keys_unless_told_what_they_give_up(tmp_path):
     from robolearn.config import ConfigError
-    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.server import ReplayServer
     from robolearn.transport.config import TransportConfig
 
     for start in (lambda cfg: ReplayServer(tmp_path, SPACE, ACTION, cfg), lambda cfg: ActorClient(cfg, SPACE, ACTION, name="a"),
@@ -329,7 +329,7 @@ def test_roles_refuse_to_start_without_keys_unless_told_what_they_give_up(tmp_pa
 def test_the_all_in_one_launcher_makes_per_run_keys_only_its_owner_can_read(tmp_path):
     import stat
 
-    from robolearn.async_train import run_keys
+    from robolearn.roles.group import run_keys
 
     keys = run_keys(tmp_path, actors=2)
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700

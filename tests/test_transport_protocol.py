@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from robolearn.replay import ReplayStorage
-from robolearn.replay.chunks import ChunkBuilder, apply_chunk, check_chunk, check_continuity
+from robolearn.transport.chunks import ChunkBuilder, check_chunk, check_continuity
 from robolearn.spec import EnvSpec
 from robolearn.transport.protocol import SCHEMA_VERSION, ProtocolError, decode, encode, wire_bytes
 from tests.transport_cases import ACTION, SPACE, action, observation
@@ -93,7 +93,7 @@ def test_chunk_stores_each_observation_once_with_policy_versions():
     arrays = _chunk(steps=3)
     assert check_chunk(arrays, SPACE, ACTION) == 4  # one start + three steps: four observations
     store = ReplayStorage(SPACE, ACTION, 100)
-    assert apply_chunk(store, arrays, stream=0) == 3
+    assert store.extend_records(0, arrays) == 3
     assert len(store) == 4 and store.num_transitions() == 3
     batch = store.gather(np.array([0, 1, 2]))
     np.testing.assert_array_equal(batch.reward, [1.0, 2.0, 3.0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
-from robolearn.replay.chunks import ChunkBuilder
+from robolearn.transport.chunks import ChunkBuilder
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay
 from robolearn.spec import spec_signature
@@ -174,6 +174,24 @@ def test_spec_mismatch_refuses_the_actor_with_a_clear_error(tmp_path):
         actor.close(0.1)
 
 
+def test_a_bad_chunk_is_refused_by_the_server_and_the_actor_is_told_what_was_wrong(tmp_path):
+    """The actor's client does not validate its chunks; the server does, once, and its refusal names the fault."""
+    cfg = transport(spill_dir=str(tmp_path / "spill"))
+    with running_server(tmp_path / "srv", cfg) as server:
+        actor = ActorClient(cfg, SPACE, ACTION, name="arm")
+        stream_episodes(actor, episodes=1, length=3)  # a good episode first: stored
+        actor.start_episode(observation(10))
+        actor.add(action(11), float("nan"), False, True, observation(11), 0)  # a NaN reward: out of spec
+        wait_for(lambda: actor.fatal is not None, what="refusal")
+        problem = actor.link_problem()
+        assert "refused by the replay server" in problem and "'reward' holds non-finite values" in problem, problem
+        assert server.counters["rejected"] == 1 and stored_ids(server.storage) == [1, 2, 3]
+        assert not actor.close(timeout_s=0.5)
+    # The refused chunk (seq 1) is not kept for the next actor under this name; chunk 0, stored, may be kept when its
+    # acknowledgement came after the refusal (the server then takes it for a duplicate).
+    assert not (tmp_path / "spill" / "unacknowledged" / f"{1:012d}.chunk").exists()
+
+
 def test_curve_refuses_peers_without_the_right_key(tmp_path):
     keys = generate_keys(tmp_path / "keys", ["actor"])
     other = generate_keys(tmp_path / "other", ["actor"])  # a valid keypair the server does not know
@@ -277,7 +295,7 @@ def test_a_batch_overrun_by_writes_during_its_gather_is_gathered_again(tmp_path)
     mix rows from before and after; the server must notice and gather again (deterministic version of the
     race the test above can only hit by chance)."""
     from robolearn.replay import MixedSampler
-    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.server import ReplayServer
 
     server = ReplayServer(tmp_path, SPACE, ACTION, transport(), ServerConfig(capacity=600, sampler_threads=1))
     try:

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from robolearn.replay.config import ServerConfig
-from robolearn.replay.server import ReplayServer
+from robolearn.transport.server import ReplayServer
 from robolearn.transport.config import TransportConfig
 
 SPACE = spaces.Dict({

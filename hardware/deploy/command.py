@@ -8,7 +8,7 @@ Runs the pre-flight check first (preflight.run=true), then N evaluation episodes
 path as training (robolearn.agents.policy.AgentPolicy), and reports success, returns and every safety event
 (report.json in output_dir; the last stdout line is the summary as JSON).
 
-`mode=online`: after the same pre-flight, the arm becomes an online-learning actor (robolearn.actor)
+`mode=online`: after the same pre-flight, the arm becomes an online-learning actor (robolearn.roles.actor)
 that starts from the checkpoint's policy and streams to a replay server (`transport.*`), taking new
 weights from the learner as they come; start the learner with `learner.init_from=<the same checkpoint>`
 (docs/remote.md). Losing the learner holds the arm (actor.on_learner_loss=hold). It runs until
@@ -42,7 +42,7 @@ from robolearn import envs
 from hardware.tracking.calibration import CalibrationError
 from robolearn.agents.policy import ActingConfig, LatencyMeter, TimedPolicy, load_checkpoint_policy, prepare_for_control, too_slow_message
 from robolearn.checkpoint import checkpoint_agent_config, load_policy_checkpoint, load_policy_for
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.config import check, load_env_config, load_typed, register_schema
 from robolearn.display import DisplayConfig, open_view
 from robolearn.paths import CONFIG_DIR
@@ -76,7 +76,7 @@ class InterventionKeys:
 class DeployConfig:
     env: Any = None  # the real-robot env config, validated when the env is built
     transport: Any = None  # mode=online: the transport group (configs/transport/)
-    actor: Any = None  # mode=online: the actor's settings (robolearn/actor.py validates them)
+    actor: Any = None  # mode=online: the actor's settings (robolearn/roles/actor.py validates them)
     mode: str = "eval"  # eval: `episodes` episodes. online: an actor of asynchronous training
     checkpoint: str = MISSING  # a run directory or checkpoint.pt, trained on the same observation/action spec
     deterministic: bool = True  # the policy's mean action (false: sample, as when collecting)
@@ -249,8 +249,8 @@ def check_checkpoint(path, env_cfg: dict) -> None:
 
 def run_online(cfg: DeployConfig, env_cfg: dict, policy, say=print) -> dict:
     """The arm as an actor of asynchronous training, starting from the checkpoint's policy. A latched fault
-    holds the arm and waits for a person (robolearn/actor.py); the result names it (`fault`) if it stays."""
-    from robolearn.actor import Actor  # the actor command's module: only the online mode needs it
+    holds the arm and waits for a person (robolearn/roles/actor.py); the result names it (`fault`) if it stays."""
+    from robolearn.roles.actor import Actor  # the actor command's module: only the online mode needs it
 
     env = envs.make_env(env_cfg)
     stop = threading.Event()

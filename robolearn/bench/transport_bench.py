@@ -46,12 +46,12 @@ def _observations(space, n: int = 32) -> list[dict]:
 # -- processes -------------------------------------------------------------------------------------------
 def _serve(directory: str, cfg, capacity: int, ready, keep_freed: bool) -> None:
     from robolearn.replay.config import ServerConfig
-    from robolearn.replay.server import ReplayServer
+    from robolearn.transport.server import ReplayServer
 
     space, action_shape = _contract()
     server = ReplayServer(directory, space, action_shape, cfg, ServerConfig(capacity=capacity))
     if keep_freed:
-        keep_freed_memory()  # after the replay is allocated, as python -m robolearn.replay_server does
+        keep_freed_memory()  # after the replay is allocated, as python -m robolearn.roles.replay_server does
     ready.set()
     import signal
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -165,7 +165,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     from robolearn.agents.weights import acting_weights
     from robolearn.agents import AgentConfig, DrQAgent
     from robolearn.transport.actor_client import ActorClient
-    from robolearn.replay.chunks import ChunkBuilder
+    from robolearn.transport.chunks import ChunkBuilder
     from robolearn.transport.config import TransportConfig
     from robolearn.transport.learner_client import LearnerClient
     from robolearn.transport.protocol import encode

@@ -1,4 +1,5 @@
-"""Replay: storage (one row per observed step), demo mixing, and the replay service (server, durable store)."""
+"""Replay: storage (one row per observed step), batches, the flat-array codec, demo mixing, replay files, the
+server's durable store and recordings. No sockets: the replay server and its wire are robolearn.transport."""
 
 from robolearn.replay.batch import Batch
 from robolearn.replay.mixing import MixedSampler

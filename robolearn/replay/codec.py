@@ -1,7 +1,13 @@
-"""The one naming of observations among flat, named arrays: `obs/<key>` and `next_obs/<key>`.
+"""The one naming of observations among flat, named arrays: `obs/<key>` and `next_obs/<key>`, and the
+layout of step records as flat arrays.
 
 Flat arrays are what goes on the wire (chunks, batches), into replay files and into the server's mapped
 store files; a dict observation is spread into them, and gathered back, only here.
+
+A run of step records (an actor's chunk, what the replay server stores) is one array per field, one row per
+record: a record is either the first observation of an episode (KIND_START) or a transition (KIND_STEP:
+action, reward, end flags, the policy version that chose the action, and the next observation). Each
+observation is held once: the next observation of one transition is the start of the following one.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import numpy as np
 from robolearn.replay.batch import Batch
 
 OBS, NEXT_OBS = "obs/", "next_obs/"
+KIND_START, KIND_STEP = 0, 1
+RECORD_FIELDS = {"kind": np.uint8, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_, "policy_version": np.int64}
 
 
 def obs_name(key: str, prefix: str = OBS) -> str:

@@ -34,7 +34,6 @@ import msgpack
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.replay.chunks import apply_chunk, check_continuity
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.persistence import ReplayFormatError
 from robolearn.replay.storage import ReplayStorage, row_bytes
@@ -275,21 +274,27 @@ class DurableReplay:
             self._take_demos(demos)
         self._committed = self._state()  # what a restart would find now (undo goes back to it)
 
+    def episode_open(self, name: str, demo: bool) -> bool:
+        """Whether actor `name`'s stream has an episode under way (a chunk may then begin with a transition)."""
+        key = ("demo:" if demo else "") + name
+        which = "demo" if demo else "online"
+        return key in self.streams and self.stores[which].has_open_episode(self.streams[key])
+
     def accept(self, name: str, seq: int, demo: bool, arrays: dict[str, np.ndarray]) -> int:
-        """Store the checked chunk `seq` of actor `name` (the next one expected) durably; returns transitions added.
+        """Store chunk `seq` of actor `name` (the next one expected) durably; returns transitions added. The chunk
+        was validated by the server on arrival (robolearn.transport.chunks: its spec and its continuity with
+        `episode_open`) and is not checked again.
 
         If its state cannot be made durable, the chunk is undone in memory as a restart would undo it, and
         the error raised: `next_seq` never runs ahead of the state on disk, so no welcome or acknowledgement
         covers a chunk that a restart would not have."""
         which = "demo" if demo else "online"
         store = self.stores[which]
-        key = ("demo:" if demo else "") + name
-        check_continuity(arrays, key in self.streams and store.has_open_episode(self.streams[key]))
         reach = store.total + len(arrays["kind"])
         self.files[which].reserve(reach + reserve_step(store.capacity))  # StoreFull here: nothing of the chunk written
         self.state_file.write_intent(which, reach)
         try:
-            added = apply_chunk(store, arrays, self._stream(name, demo))
+            added = store.extend_records(self._stream(name, demo), arrays, checked=True)
             self.next_seq[name] = seq + 1
             if self.cfg.fsync:
                 self.files[which].flush()

@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from robolearn.replay.batch import Batch
-from robolearn.replay.codec import flatten_obs, obs_name, unflatten_obs
+from robolearn.replay.codec import KIND_START, flatten_obs, obs_name, unflatten_obs
 from robolearn.replay.persistence import ReplayFormatError, read_replay_file, write_replay_file
 from robolearn.spec import image_keys_of, spec_signature
 
@@ -102,13 +102,15 @@ class ReplayStorage:
         return self.total - 1
 
     def extend(self, stream: int, starts: np.ndarray, obs: dict[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
-               terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray) -> int:
+               terminated: np.ndarray, truncated: np.ndarray, policy_version: np.ndarray, *, checked: bool = False) -> int:
         """The one write path: store a run of records of `stream` (a chunk of the replay server, or one record
         from start_episode / add). Record i's observation is the episode's first (where `starts` is true) or
         the next observation of transition i; `obs` values are (n, ...) arrays or lists of n rows. Everything is
-        checked before anything is written. Returns the number of transitions added."""
+        checked before anything is written, unless the caller already did (`checked`: the replay server, which
+        validates each chunk once on arrival, robolearn.transport.chunks). Returns the number of transitions added."""
         starts = np.asarray(starts, dtype=bool)
-        self._check_run(stream, starts, obs, action, terminated, truncated)
+        if not checked:
+            self._check_run(stream, starts, obs, action, terminated, truncated)
         added, begin, n = 0, 0, len(starts)
         while begin < n:
             end = begin + self._piece(stream, bool(starts[begin]), n - begin)
@@ -117,6 +119,12 @@ class ReplayStorage:
                                        terminated[piece], truncated[piece], policy_version[piece])
             begin = end
         return added
+
+    def extend_records(self, stream: int, arrays: dict[str, np.ndarray], *, checked: bool = False) -> int:
+        """Store a run of step records held as flat arrays (robolearn.replay.codec: `kind`, `action`, `reward`,
+        the end flags, `policy_version`, `obs/<key>`) into `stream`; returns the number of transitions added."""
+        return self.extend(stream, arrays["kind"] == KIND_START, unflatten_obs(arrays), arrays["action"], arrays["reward"],
+                           arrays["terminated"], arrays["truncated"], arrays["policy_version"], checked=checked)
 
     def _check_run(self, stream: int, starts: np.ndarray, obs: dict, action: np.ndarray, terminated: np.ndarray,
                    truncated: np.ndarray) -> None:

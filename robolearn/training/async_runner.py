@@ -28,26 +28,15 @@ from tqdm import tqdm
 from robolearn.agents import DrQAgent
 from robolearn.config import ConfigError
 from robolearn.envs import make_env
+from robolearn.roles.group import RoleProcess, kill_all, port_overrides, run_keys, stop_in_order, wait_for_endpoints
 from robolearn.spec import EnvSpec
 from robolearn.training.config import TrainConfig
 from robolearn.training.prerequisites import ensure_encoder, load_or_collect_demos
-from robolearn.training.roles import RoleFailed, RoleProcess, role_config, write_role_config
-from robolearn.transport.security import generate_keys
+from robolearn.training.roles import role_args, role_config, write_role_config
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"  # the learner's: env steps stored, updates, busy share (robolearn/learner.py)
-
-
-def run_keys(run_dir: Path, actors: int) -> Path:
-    """Per-run CURVE keys: the server's, the learner's and one per actor bound to its own name, in a folder
-    only the owner can read (kept across a resume in the same run directory, so the roles find them again)."""
-    keys = run_dir / "keys"
-    keys.mkdir(mode=0o700, exist_ok=True)
-    keys.chmod(0o700)
-    names = [f"actor{i}" for i in range(actors)]
-    generate_keys(keys, ["learner", *names], names={name: [name] for name in names})
-    return keys
+STATUS_FILE = "status.json"  # the learner's: env steps stored, updates, busy share (robolearn/roles/learner.py)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -120,7 +109,7 @@ class AsyncRunner:
             self._supervise(bar)
             self._stop_in_order()
         except BaseException:
-            self._kill_all()
+            kill_all(self.roles)
             raise
         finally:
             bar.close()
@@ -140,7 +129,7 @@ class AsyncRunner:
         return starts
 
     def _role(self, name: str, module: str, overrides: list[str]) -> RoleProcess:
-        role = RoleProcess(name, module, self.run_dir, overrides)
+        role = RoleProcess(name, module, self.run_dir, role_args(self.run_dir, overrides))
         self.roles[name] = role
         return role
 
@@ -148,33 +137,20 @@ class AsyncRunner:
         cfg = self.cfg
         keyed = not cfg.transport.curve_keys and not cfg.transport.insecure_no_keys
         since = time.time() - 1.0
-        server = self._role("replay_server", "robolearn.replay_server", [])
-        ends = self._wait_for_endpoints(server, since)
-        ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
+        server = self._role("replay_server", "robolearn.roles.replay_server", [])
+        ports = port_overrides(wait_for_endpoints(self.run_dir, server, since, log_lines=cfg.async_roles.log_lines,
+                                                  interrupted=lambda: bool(self._signals)))
         key = (lambda name: [f"transport.client_key={name}"]) if keyed else (lambda name: [])
-        self._role("learner", "robolearn.learner", ports + key("learner"))
+        self._role("learner", "robolearn.roles.learner", ports + key("learner"))
         # A resumed run makes only the steps left: each actor its share.
         share = math.ceil(max(cfg.total_steps - self.steps_done, 0) / cfg.async_roles.actors)
         for i in range(cfg.async_roles.actors):
             name = f"actor{i}"
-            self._role(name, "robolearn.actor", ports + key(name) + [
+            self._role(name, "robolearn.roles.actor", ports + key(name) + [
                 f"actor.name={name}", f"actor.seed={(cfg.seed * 1000 + i) * 1000 + starts}", f"actor.total_steps={share}",
                 f"transport.spill_dir={self.run_dir / 'spill' / name}"])
         if cfg.async_roles.evaluator:
-            self._role("evaluator", "robolearn.evaluator", [])
-
-    def _wait_for_endpoints(self, server: RoleProcess, since: float, timeout_s: float = 120.0) -> dict:
-        path = self.run_dir / "replay" / "endpoints.json"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not server.running():
-                raise server.failure(self.cfg.async_roles.log_lines)
-            if self._signals:
-                raise KeyboardInterrupt
-            if path.exists() and path.stat().st_mtime >= since:
-                return json.loads(path.read_text())
-            time.sleep(0.1)
-        raise server.failure(self.cfg.async_roles.log_lines, f"did not come up within {timeout_s:.0f} s")
+            self._role("evaluator", "robolearn.roles.evaluator", [])
 
     def _on_signal(self, signum, _frame) -> None:
         if self._signals and signum == signal.SIGINT:
@@ -214,23 +190,10 @@ class AsyncRunner:
     def _stop_in_order(self) -> None:
         """Actors first (they finish their episodes and flush), then the learner (saves, final snapshot),
         the evaluator (evaluates it), the server last (every acknowledged transition stored)."""
-        grace = self.cfg.async_roles.stop_grace_s
-        order = [[r for n, r in self.roles.items() if n.startswith("actor")]]
-        order += [[self.roles[n]] for n in ("learner", "evaluator", "replay_server") if n in self.roles]
-        for group in order:
-            for role in group:
-                role.stop()
-            for role in group:
-                if not role.wait(grace):
-                    log.error("the %s did not stop within %.0f s; killing it", role.name, grace)
-                    role.kill()
+        stop_in_order(self.roles, self.cfg.async_roles.stop_grace_s)
         failed = [r for r in self.roles.values() if r.code not in (0, -signal.SIGTERM)]
         if failed:
             raise failed[0].failure(self.cfg.async_roles.log_lines, f"ended with code {failed[0].code} while the run stopped")
-
-    def _kill_all(self) -> None:
-        for role in self.roles.values():
-            role.kill()
 
 
 def check_agent(cfg: TrainConfig) -> None:

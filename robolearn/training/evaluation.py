@@ -2,7 +2,7 @@
 `eval.csv`, tensorboard scalars, a video, and `best.pt` when the policy is the best so far.
 
 The inline runner evaluates its own agent between episodes; the asynchronous runner's evaluator process
-(robolearn/evaluator.py) evaluates the learner's snapshots. Both go through `EvalRecorder.evaluate`, so an
+(robolearn/roles/evaluator.py) evaluates the learner's snapshots. Both go through `EvalRecorder.evaluate`, so an
 eval.csv means the same whichever runner wrote it.
 """
 

@@ -29,9 +29,9 @@ import numpy as np
 import zmq
 from gymnasium import spaces
 
-from robolearn.replay.chunks import ChunkBuilder, check_chunk
 from robolearn.replay.codec import obs_name
 from robolearn.spec import is_image_space, spec_signature
+from robolearn.transport.chunks import ChunkBuilder
 from robolearn.transport.client import TransportFatal, close_dealer, connect_dealer, read_reply, reconnect_on, refusal
 from robolearn.transport.config import TransportConfig, endpoint
 from robolearn.transport.protocol import ProtocolError, arrays_digest, decode, encode
@@ -157,8 +157,7 @@ class ActorClient:
         if n == 1:
             self._chunk_started = time.monotonic()
         if n and (force or n >= self.cfg.chunk_steps or time.monotonic() - self._chunk_started >= self.cfg.chunk_max_age_s):
-            arrays = self._builder.take()
-            check_chunk(arrays, self.observation_space, self.action_shape)  # bad data fails here, at its source
+            arrays = self._builder.take()  # validated by the server, which refuses a bad chunk naming what is wrong (`fatal`)
             self.outbox.push(self._seq, arrays)
             self._seq += 1
 
@@ -334,11 +333,19 @@ class ActorClient:
         elif msg.type == "error":
             if reconnect_on(h, f"actor {self.name}", self.cfg):
                 return "reconnect"
+            if h.get("code") == "rejected" and h.get("ref_type") == "chunk" and type(h.get("seq")) is int:
+                self._drop_refused(h["seq"] - self._seq_offset, in_flight)
             with self._acked:
                 self.fatal = refusal(h)
                 self._acked.notify_all()
             log.error("actor %s: %s", self.name, self.fatal)
         return None
+
+    def _drop_refused(self, seq: int, in_flight: dict) -> None:
+        """A chunk the server refused for its content is not kept for the next client with this name (it would
+        be refused again, ahead of everything after it); chunks refused for want of room (`disk_full`) are kept."""
+        if in_flight.pop(seq, None) is not None and seq < 0:
+            (self.unacknowledged_dir / f"{seq + self._seq_offset:012d}.chunk").unlink(missing_ok=True)
 
     # -- what a previous client left unacknowledged --------------------------------------------------
     def _restore_unacknowledged(self) -> int:

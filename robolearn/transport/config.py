@@ -25,7 +25,7 @@ class TransportConfig:
     chunk_max_age_s: float = 0.5  # a chunk goes out after this long even if not full (slow real-robot loops)
     max_in_flight: int = 32  # unacknowledged chunks on the wire
     outbox_mb: float = 256.0  # memory for unsent chunks; beyond it they spill to disk
-    spill_dir: Optional[str] = None  # default: <run_dir>/spill/<actor name> for python -m robolearn.actor (a temporary directory for bare clients)
+    spill_dir: Optional[str] = None  # default: <run_dir>/spill/<actor name> for python -m robolearn.roles.actor (a temporary directory for bare clients)
     compression: str = "none"  # none | jpeg | png: image codec on the wire (slow links)
     jpeg_quality: int = 90
     prefetch: int = 2  # learner: sample requests kept in flight
@@ -48,7 +48,7 @@ class TransportConfig:
                 f"{who}: transport.curve_keys is not set, and every role authenticates by default (on a shared machine "
                 "loopback is no boundary: another user's process could publish weights that move an arm). Make keys with "
                 "`python -m robolearn.transport.keys KEYS_DIR` and pass transport.curve_keys=KEYS_DIR (clients also "
-                "transport.client_key=<their key>); `python -m robolearn.async_train` makes per-run keys itself. "
+                "transport.client_key=<their key>); `python -m robolearn.roles.launch` makes per-run keys itself. "
                 "transport.insecure_no_keys=true runs without them (docs/remote.md says what a local peer can then do).")
 
 

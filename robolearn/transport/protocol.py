@@ -32,9 +32,6 @@ MAX_DIMS = 6
 MAX_DECODED_BYTES = 1 << 28  # an array that declares more (after decompression) is refused before anything is allocated
 MAX_IMAGE_SIDE = 4096
 
-# Step records inside a chunk: an episode's first observation, or a transition with its next observation.
-KIND_START, KIND_STEP = 0, 1
-
 
 class ProtocolError(ValueError):
     """A message that does not follow the schema (wrong version, malformed header, truncated buffers)."""

@@ -21,12 +21,11 @@ import argparse
 import ast
 import json
 import re
-import signal
 import tempfile
 import time
 from pathlib import Path
 
-from robolearn.async_train import RoleFailed, _start, _stop_all, _wait_for_endpoints, run_keys
+from robolearn.roles.group import RoleFailed, RoleProcess, port_overrides, run_keys, stop_in_order, wait_for_endpoints
 
 
 def rss_mb(pid: int) -> float:
@@ -54,39 +53,41 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="robolearn-soak-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    base = [f"run_dir={run_dir}", "hydra/job_logging=stdout", "progress=false", "server.demos=null", "torch_threads=1",
-            f"server.capacity={args.capacity}", "transport.port=0", "transport.weights_port=0",
+    base = ["--config-name", "async_state", f"run_dir={run_dir}", "hydra/job_logging=stdout", "progress=false", "server.demos=null",
+            "torch_threads=1", f"server.capacity={args.capacity}", "transport.port=0", "transport.weights_port=0",
             "learner.total_updates=null", "learner.batch_size=128", "learner.min_transitions=1000", "learner.max_utd=0.5",
             "actor.log_every_episodes=50", f"transport.curve_keys={run_keys(run_dir, args.actors)}"]  # with keys, as every run
-    name = "async_state"
     started = time.time() - 1.0
-    procs = {"replay_server": _start("robolearn.replay_server", name, base, run_dir / "replay_server.log")}
+
+    def role(name: str, module: str, args: list[str]) -> RoleProcess:
+        return RoleProcess(name, module, run_dir, args, own_session=False)
+
+    procs = {"replay_server": role("replay_server", "robolearn.roles.replay_server", base)}
     samples = []
     try:
-        ends = _wait_for_endpoints(run_dir, procs["replay_server"], started)
-        ports = [f"transport.port={ends['router'].rsplit(':', 1)[1]}", f"transport.weights_port={ends['weights'].rsplit(':', 1)[1]}"]
-        procs["learner"] = _start("robolearn.learner", name, base + ports + ["transport.client_key=learner"], run_dir / "learner.log")
+        ports = port_overrides(wait_for_endpoints(run_dir, procs["replay_server"], started))
+        procs["learner"] = role("learner", "robolearn.roles.learner", base + ports + ["transport.client_key=learner"])
         for i in range(args.actors):
-            procs[f"actor{i}"] = _start("robolearn.actor", name, base + ports + [f"actor.name=actor{i}", f"actor.seed={i}", f"transport.client_key=actor{i}"],
-                                        run_dir / f"actor{i}.log")
+            procs[f"actor{i}"] = role(f"actor{i}", "robolearn.roles.actor", base + ports + [f"actor.name=actor{i}", f"actor.seed={i}",
+                                                                                           f"transport.client_key=actor{i}"])
         print(f"soak: {args.actors} actors, learner, replay server for {args.minutes} min in {run_dir}", flush=True)
         end = time.monotonic() + 60 * args.minutes
         while time.monotonic() < end:
-            for role, proc in procs.items():
-                if proc.poll() is not None:
-                    raise RoleFailed(f"{role} exited with code {proc.returncode} during the soak (see {run_dir / (role + '.log')})")
+            for proc in procs.values():
+                if not proc.running():
+                    raise proc.failure(what=f"exited with code {proc.code} during the soak")
             sample = {"t": round(time.monotonic() - end + 60 * args.minutes, 1), "disk_mb": round(disk_mb(run_dir / "replay"), 1)}
-            sample.update({role: round(rss_mb(proc.pid), 1) for role, proc in procs.items()})
+            sample.update({name: round(rss_mb(proc.pid), 1) for name, proc in procs.items()})
             samples.append(sample)
             print(json.dumps(sample), flush=True)
             time.sleep(min(10.0, max(end - time.monotonic(), 0.1)))
         actors = {r: p for r, p in procs.items() if r.startswith("actor")}
         for proc in actors.values():
-            proc.send_signal(signal.SIGTERM)
+            proc.stop()
         for proc in actors.values():
-            proc.wait(timeout=60)
+            proc.wait(timeout_s=60)
     finally:
-        _stop_all(procs)
+        stop_in_order(procs, grace_s=30.0)
 
     sent, all_acked = 0, True
     for role in (r for r in procs if r.startswith("actor")):

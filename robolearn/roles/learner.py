@@ -1,6 +1,6 @@
 """The asynchronous learner: batches from the replay server, SAC/DrQ updates, versioned weights out.
 
-    python -m robolearn.learner --config-name async_sim run_dir=outputs/async/run1
+    python -m robolearn.roles.learner --config-name async_sim run_dir=outputs/async/run1
 
 It needs no env: the observation and action spaces come from the env config alone (robolearn.spec).
 Its run directory (`<run_dir>/learner`) holds `checkpoint.pt` (loadable by `robolearn.eval
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from robolearn.agents import DrQAgent
 from robolearn.agents.divergence import check_finite
 from robolearn.agents.weights import acting_weights
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import acting_signature, check_signature, load_checkpoint, load_policy_for, run_agent_config, save_checkpoint
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
@@ -222,7 +222,7 @@ class Learner:
         return agent_payload(self.agent, self.cfg.agent, self.cfg.env, self.signature, counters, train_s=self.train_s())
 
     def snapshot(self, final: bool = False) -> Path:
-        """The policy as it is now, for the evaluator (robolearn/evaluator.py): it evaluates the newest."""
+        """The policy as it is now, for the evaluator (robolearn/roles/evaluator.py): it evaluates the newest."""
         path = snapshot_path(self.snapshots, self.step())
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(path, {**self.payload(), "train_min": self.train_s() / 60, "final": final})

@@ -1,6 +1,6 @@
 """The asynchronous evaluator: evaluates the learner's snapshots, beside training, in its own process.
 
-    python -m robolearn.evaluator --config-name async_sim run_dir=outputs/async/run1
+    python -m robolearn.roles.evaluator --config-name async_sim run_dir=outputs/async/run1
 
 The learner writes eval snapshots atomically to `<run_dir>/snapshots/step_{step:09d}.pt`: a checkpoint
 payload (robolearn/training/payload.py) with `train_min` (training wall-clock minutes when saved) and
@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from robolearn.agents import DrQAgent
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import CheckpointError, load_checkpoint, run_agent_config
 from robolearn.config import load_typed
 from robolearn.display import open_view

@@ -1,6 +1,6 @@
 """An asynchronous actor: runs the policy in an env (sim or real) and streams its steps to the replay server.
 
-    python -m robolearn.actor --config-name async_sim run_dir=outputs/async/run1 actor.name=sim0
+    python -m robolearn.roles.actor --config-name async_sim run_dir=outputs/async/run1 actor.name=sim0
 
 The control loop never waits on the network (robolearn.transport.actor_client). New weights are applied
 between steps, whenever they arrive. Every transition carries the version of the policy that chose it
@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from robolearn.agents import DrQAgent
 from robolearn.agents.policy import AgentPolicy, ActingConfig, LatencyMeter, prepare_for_control, set_acting_threads
 from robolearn.agents.weights import load_acting_weights
-from robolearn.async_config import AsyncConfig
+from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import run_agent_config
 from robolearn.config import load_typed
 from robolearn.display import open_view

@@ -1,5 +1,5 @@
-"""The one config of asynchronous training, read by every role: the replay server, the learner, the actors
-and `async_train`, so all agree on the env contract, the agent and the transport (configs/async_*.yaml).
+"""The one config of asynchronous training, read by every role: the replay server, the learner, the actors,
+the evaluator and the launchers (robolearn.roles.launch; the main job writes it as <run_dir>/roles.yaml), so all agree on the env contract, the agent and the transport (configs/async_*.yaml).
 
 Registered as `async_schema` when this module is imported: every role's module imports it first.
 """
@@ -32,7 +32,7 @@ class LearnerConfig:
     save_every: int = 2000  # updates
     save_every_min: Optional[float] = None  # ... and by wall-clock (null: updates only)
     subdir: str = "learner"  # its checkpoint, status.json and tensorboard go to <run_dir>/<subdir> ("": the run dir itself)
-    eval_snapshots: bool = False  # write <run_dir>/snapshots/step_*.pt on the eval schedule (`eval`) for robolearn.evaluator
+    eval_snapshots: bool = False  # write <run_dir>/snapshots/step_*.pt on the eval schedule (`eval`) for robolearn.roles.evaluator
     init_from: Optional[str] = None  # a checkpoint to start from (fine-tuning; ignored when the run has its own)
 
     def __post_init__(self) -> None:
@@ -44,7 +44,7 @@ class LearnerConfig:
 
 @dataclass
 class ActorConfig:
-    name: Optional[str] = None  # default: stable, from the host and the env (robolearn.actor.default_actor_name)
+    name: Optional[str] = None  # default: stable, from the host and the env (robolearn.roles.actor.default_actor_name)
     seed: int = 0
     seed_steps: int = 500  # uniform random actions per actor before the policy acts
     total_steps: Optional[int] = None  # per actor (the episode under way is finished); null: until stopped
@@ -87,12 +87,12 @@ class AsyncConfig:
     torch_threads: int = 0
     keep_freed_memory: bool = True  # every role keeps freed buffers for reuse (robolearn/process/allocator.py)
     progress: bool = True
-    actors: int = 2  # how many sim actors async_train starts
+    actors: int = 2  # how many actors robolearn.roles.launch starts
     server: ServerConfig = field(default_factory=ServerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)  # the actors' live view (docs/watching.md)
-    eval: EvalSettings = field(default_factory=EvalSettings)  # the evaluator's (robolearn/evaluator.py)
+    eval: EvalSettings = field(default_factory=EvalSettings)  # the evaluator's (robolearn/roles/evaluator.py)
 
     def __post_init__(self) -> None:
         check(self.actors >= 0, "actors", self.actors, "must be >= 0")

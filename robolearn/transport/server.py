@@ -1,4 +1,5 @@
-"""The replay server: owns the replay storage in its own process, so a learner crash loses no data.
+"""The replay server: owns the replay storage in its own process, so a learner crash loses no data. It is the
+network face of robolearn.replay (storage, mixing, the durable store); replay itself opens no socket.
 
 One ROUTER socket serves every peer (actors and learners, request-reply); one XPUB socket is the one
 route of the learner's weights to actors: each new version is broadcast, and the current one is sent
@@ -21,7 +22,9 @@ chunk is acknowledged only once it is stored there and the state that covers it 
 expected sequence number among it) is written; a restart reopens the files, with every acknowledged
 transition and each actor's next sequence number (so resent chunks are recognised and not stored twice).
 
-Any malformed message, schema mismatch or out-of-spec chunk gets an `error` reply naming the problem, is
+Each chunk is validated here, once, where it is untrusted (robolearn.transport.chunks: the spec's arrays,
+dtypes, shapes and finite values, the record kinds, and its continuity with the actor's open episode); the
+store takes it unchecked. Any malformed message, schema mismatch or out-of-spec chunk gets an `error` reply naming the problem, is
 counted and logged (rate-limited), and changes nothing. Nothing a peer sends can raise out of the serving
 loop: every field is checked by type, range and size before anything is allocated from it, and an
 unexpected exception in a handler is answered (`code: internal`), counted and logged like a refusal.
@@ -51,11 +54,11 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
-from robolearn.replay.chunks import check_chunk
 from robolearn.replay.codec import batch_arrays
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay, StoreFull
 from robolearn.spec import spec_signature
+from robolearn.transport.chunks import check_chunk, check_continuity
 from robolearn.transport.config import TransportConfig
 from robolearn.transport.protocol import Message, ProtocolError, arrays_digest, decode, encode
 from robolearn.transport.security import ServerSecurity, role_allows
@@ -378,6 +381,7 @@ class ReplayServer:
         if seq > expected:
             return encode("resend", {"seq": expected})
         check_chunk(msg.arrays, self.observation_space, self.action_shape)
+        check_continuity(msg.arrays, self.data.episode_open(peer.name, demo))
         try:
             with self._lock:
                 self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays)

@@ -1,9 +1,10 @@
-"""Step chunks: what an actor sends and the replay server stores.
+"""Step chunks on the wire: what an actor builds and sends, and the server's checks of what arrives.
 
-A chunk is a run of step records from one actor. A record is either the first observation of an
-episode (KIND_START) or a transition (KIND_STEP: action, reward, end flags, the policy version that
-chose the action, and the next observation). Each observation travels exactly once: the next
-observation of one transition is the start of the following one, as in the replay storage.
+A chunk is a run of step records from one actor, as flat arrays (the layout is robolearn.replay.codec's:
+KIND_START records hold an episode's first observation, KIND_STEP records a transition and its next
+observation). The server validates each chunk once, where it is untrusted (`check_chunk`, `check_continuity`,
+robolearn.transport.server), before the store takes it; a refusal goes back to the actor as an `error` naming
+what was wrong.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from robolearn.replay.codec import obs_name, unflatten_obs
-from robolearn.replay.storage import ReplayStorage
-from robolearn.transport.protocol import KIND_START, KIND_STEP, ProtocolError
-
-SCALAR_FIELDS = {"kind": np.uint8, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_, "policy_version": np.int64}
+from robolearn.replay.codec import KIND_START, KIND_STEP, RECORD_FIELDS, obs_name
+from robolearn.transport.protocol import ProtocolError
 
 
 class ChunkBuilder:
@@ -29,7 +27,7 @@ class ChunkBuilder:
     def __init__(self, observation_space: spaces.Dict, action_shape: tuple[int, ...], rows: int = 16):
         self.action_shape = tuple(action_shape)
         self._obs = [(key, obs_name(key), tuple(space.shape), np.dtype(space.dtype)) for key, space in observation_space.spaces.items()]
-        self._fields = {**{name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()},
+        self._fields = {**{name: ((), np.dtype(dtype)) for name, dtype in RECORD_FIELDS.items()},
                         "action": (self.action_shape, np.dtype(np.float32)),
                         **{name: (shape, dtype) for _, name, shape, dtype in self._obs}}
         self._no_action = np.zeros(self.action_shape, np.float32)  # an episode's first record follows no action
@@ -57,7 +55,9 @@ class ChunkBuilder:
         i, a = self._n, self._arrays
         for key, name, shape, dtype in self._obs:
             value = obs[key]
-            if getattr(value, "shape", None) != shape or getattr(value, "dtype", None) != dtype:  # caught here, where the bad data comes from
+            # Not a check of the chunk (the server makes that) but of what is copied into it: the typed arrays would
+            # cast a wrong dtype and broadcast a wrong shape silently, into a chunk no later check could tell apart.
+            if getattr(value, "shape", None) != shape or getattr(value, "dtype", None) != dtype:
                 raise ValueError(f"observation {key!r} is {getattr(value, 'dtype', type(value).__name__)} {np.shape(value)}, "
                                  f"the spec says {dtype} {shape}")
             a[name][i] = value
@@ -104,7 +104,7 @@ def _chunk_fields(observation_space: spaces.Dict, action_shape: tuple[int, ...])
     known = _fields_by_space.get(id(observation_space))
     if known is not None and known[0] is observation_space and known[1] == action_shape:
         return known[2]
-    fields = {name: ((), np.dtype(dtype)) for name, dtype in SCALAR_FIELDS.items()}
+    fields = {name: ((), np.dtype(dtype)) for name, dtype in RECORD_FIELDS.items()}
     fields["action"] = (action_shape, np.dtype(np.float32))
     for key, space in observation_space.spaces.items():
         fields[obs_name(key)] = (tuple(space.shape), np.dtype(space.dtype))
@@ -123,9 +123,3 @@ def check_continuity(arrays: dict[str, np.ndarray], episode_open: bool) -> None:
             raise ProtocolError(f"chunk: record {i} is a transition but its stream has no open episode")
         elif term or trunc:
             episode_open = False
-
-
-def apply_chunk(storage: ReplayStorage, arrays: dict[str, np.ndarray], stream: int) -> int:
-    """Store a checked chunk into `stream`; returns the number of transitions added."""
-    return storage.extend(stream, arrays["kind"] == KIND_START, unflatten_obs(arrays), arrays["action"], arrays["reward"], arrays["terminated"],
-                          arrays["truncated"], arrays["policy_version"])

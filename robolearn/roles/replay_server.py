@@ -1,4 +1,4 @@
-"""The replay server process: python -m robolearn.replay_server --config-name async_sim run_dir=R
+"""The replay server process: python -m robolearn.roles.replay_server --config-name async_sim run_dir=R
 
 Its data lives in `<run_dir>/replay` (the store in mapped files, reopened on start), so it can be killed and
 restarted at any time without losing an acknowledged transition. Stop it with SIGTERM or Ctrl-C.
@@ -20,13 +20,13 @@ import hydra
 from omegaconf import DictConfig
 
 from robolearn.agents.pretrained import learning_space
-from robolearn.async_config import AsyncConfig  # importing it registers async_schema (configs/async_*.yaml)
+from robolearn.roles.config import AsyncConfig  # importing it registers async_schema (configs/async_*.yaml)
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.signals import ignore_late_stop_signals
 from robolearn.replay import ReplayStorage
-from robolearn.replay.server import ReplayServer
+from robolearn.transport.server import ReplayServer
 from robolearn.spec import EnvSpec
 
 log = logging.getLogger(__name__)
