@@ -271,3 +271,17 @@ def test_a_bad_run_is_refused_before_anything_is_written():
             np.testing.assert_array_equal(before[key], after[key], err_msg=key)
         else:
             assert before[key] == after[key], key
+
+
+def test_a_margin_against_overwrites_never_collapses_sampling_to_one_row():
+    full = ReplayStorage(SPACE, (1,), 20)
+    add_episode(full, 0, 19)  # 20 rows: the store is full
+    rng = np.random.default_rng(0)
+    assert len(np.unique(full.sample_starts(64, rng, skip_oldest=2))) > 10
+    with pytest.raises(ValueError, match="skip_oldest"):
+        full.sample_starts(8, rng, skip_oldest=15)
+    # per store: the demo store's margin is its own (none here), not the online store's
+    online = ReplayStorage(SPACE, (1,), 100)
+    add_episode(online, 0, 30)
+    draws = MixedSampler(online, full, 0.5).draw(64, rng, skip_oldest=10, skip_oldest_demos=0)
+    assert len(np.unique(draws[0][1])) > 10

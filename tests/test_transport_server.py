@@ -328,3 +328,33 @@ def test_a_batch_overrun_by_writes_during_its_gather_is_gathered_again(tmp_path)
         np.testing.assert_array_equal(batch.obs["cam"][:, -1, 0, 0, 0], (ids - 1) % 256)
     finally:
         server.close()
+
+
+def test_the_learner_gets_the_demo_rows_flagged_with_their_own_actions(tmp_path):
+    """What the learner learns from: in each batch the flagged rows are the demo store's, drawn over all of it,
+    each with the demo's action for its observation (the demo ids are >= 5000; action(i) encodes i % 100).
+    The demo store is exactly as large as its demos, as the main job makes it: the online store's margin
+    against overwrites once left one demo row to draw, repeated over the whole demo half of every batch."""
+    from robolearn.replay import ReplayStorage
+
+    demos = ReplayStorage(SPACE, ACTION, 40)
+    for first in (5000, 5100):
+        demos.start_episode(observation(first))
+        for i in range(first + 1, first + 20):
+            demos.add(action(i), float(i), i == first + 19, False, observation(i))
+    cfg = transport()
+    with running_server(tmp_path, cfg, ServerConfig(capacity=10_000, demo_capacity=40, demo_ratio=0.5), demos=demos):
+        actor = ActorClient(cfg, SPACE, ACTION, name="a0")
+        stream_episodes(actor, episodes=3, length=10)
+        assert actor.close(timeout_s=10)
+        lc = LearnerClient(cfg, SPACE, ACTION, batch_size=32, n_step=1, gamma=0.9, frame_stack=1, min_transitions=1)
+        try:
+            batch = lc.next_batch(timeout_s=10)
+        finally:
+            lc.close()
+    ids = batch.obs["joint_pos"][:, 0]
+    np.testing.assert_array_equal(batch.demo, ids >= 5000)
+    assert batch.demo.sum() == 16
+    assert len(np.unique(ids[batch.demo])) >= 8  # 16 draws over 38 demo transitions
+    # n_step=1 and reward = id of the next observation: each row's action is the one that led to it
+    np.testing.assert_allclose(batch.action[:, 0], (batch.reward % 100) / 100.0, atol=1e-6)

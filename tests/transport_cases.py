@@ -57,8 +57,8 @@ def stream_episodes(client, episodes: int, length: int, first_id: int = 0, versi
 
 
 @contextmanager
-def running_server(directory, cfg: TransportConfig, server_cfg: ServerConfig | None = None, space=SPACE, action_shape=ACTION):
-    server = ReplayServer(directory, space, action_shape, cfg, server_cfg or ServerConfig(capacity=10_000))
+def running_server(directory, cfg: TransportConfig, server_cfg: ServerConfig | None = None, space=SPACE, action_shape=ACTION, demos=None):
+    server = ReplayServer(directory, space, action_shape, cfg, server_cfg or ServerConfig(capacity=10_000), demos)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:

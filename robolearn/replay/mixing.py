@@ -26,12 +26,14 @@ class MixedSampler:
     def sample(self, batch_size: int, rng: np.random.Generator, **kwargs) -> Batch:
         return self.gather(self.draw(batch_size, rng), **kwargs)
 
-    def draw(self, batch_size: int, rng: np.random.Generator, skip_oldest: int = 0) -> list[tuple[ReplayStorage, np.ndarray]]:
-        """Which rows of which store make the batch (cheap: the replay server does this under its lock)."""
+    def draw(self, batch_size: int, rng: np.random.Generator, skip_oldest: int = 0,
+             skip_oldest_demos: int = 0) -> list[tuple[ReplayStorage, np.ndarray]]:
+        """Which rows of which store make the batch (cheap: the replay server does this under its lock).
+        The skips are per store (see ReplayStorage.sample_starts): each is a margin in that store's rows."""
         n_demo = self.demo_count(batch_size) if self.demo_ratio > 0 else 0
         draws = []
         if n_demo:
-            draws.append((self.demos, self.demos.sample_starts(n_demo, rng, skip_oldest)))
+            draws.append((self.demos, self.demos.sample_starts(n_demo, rng, skip_oldest_demos)))
         if batch_size - n_demo:
             draws.append((self.online, self.online.sample_starts(batch_size - n_demo, rng, skip_oldest)))
         return draws

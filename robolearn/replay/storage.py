@@ -224,9 +224,12 @@ class ReplayStorage:
         """Uniform over stored transitions: draw rows, redraw those with no successor yet.
 
         skip_oldest: once the store is full, leave out its oldest rows, which writes arriving while the
-        batch is gathered (on another thread) may overwrite."""
+        batch is gathered (on another thread) may overwrite. It must leave most of the store: a margin as
+        large as the store would leave one row to draw every time."""
         if self.total == 0 or self.num_transitions() == 0:
             raise RuntimeError("replay: no complete transition stored yet")
+        if skip_oldest > self.capacity // 2:
+            raise ValueError(f"replay: skip_oldest={skip_oldest} would leave out most of a store of {self.capacity} rows")
         low = self.oldest + (skip_oldest if self.total >= self.capacity else 0)
         low = min(low, self.total - 2)
         starts = rng.integers(low, self.total, size=batch_size)

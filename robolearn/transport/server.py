@@ -143,7 +143,7 @@ class ReplayServer:
         self._local = threading.local()
         self._thread_seeds = itertools.count()
         self._samplers = ThreadPoolExecutor(cfg.sampler_threads, thread_name_prefix="sampler") if cfg.sampler_threads else None
-        self._skip_oldest = min(cfg.capacity // 10, 10_000)
+        self._skip_oldest = min(cfg.capacity // 10, 10_000)  # of the online store's rows
         self._row_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in observation_space.spaces.values())
         self.peers: dict[bytes, Peer] = {}
         self.actor_seen: dict[str, float] = {}
@@ -451,6 +451,15 @@ class ReplayServer:
             batch = self._gather_beside_ingestion(sampler, batch_size, rng, gather)
         return encode("batch", {"req": req, **self._status()}, batch_arrays(batch))
 
+    def _demo_skip(self) -> int:
+        """The demo store's margin: none while nothing writes to it (the demo file it was loaded with, often
+        exactly as large as the store: a margin there would leave its oldest demos out of every batch, and
+        one as large as the online store's left one demo row to draw); its own tenth once demo streams
+        (interventions, teleop) write to it."""
+        if not any(key.startswith("demo:") for key in self.data.streams):
+            return 0
+        return min(self.demos.capacity // 10, 10_000)
+
     def _gather_beside_ingestion(self, sampler: MixedSampler, batch_size: int, rng, gather: dict):
         """Draw under the lock, gather outside it while chunks keep arriving. The oldest rows are not drawn,
         as writes during the gather overwrite them; if more rows were written meanwhile than that margin
@@ -459,7 +468,7 @@ class ReplayServer:
         attempt = 0
         while True:
             with self._lock:
-                draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest)
+                draws = sampler.draw(batch_size, rng, skip_oldest=self._skip_oldest, skip_oldest_demos=self._demo_skip())
                 # Per store: the lowest row the gather may read (frame stacks reach frame_stack - 1 rows back).
                 lowest = [int(starts.min()) - (gather["frame_stack"] - 1) for _, starts in draws]
                 if attempt == 2:
