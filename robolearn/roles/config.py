@@ -34,8 +34,10 @@ class LearnerConfig:
     subdir: str = "learner"  # its checkpoint, status.json and tensorboard go to <run_dir>/<subdir> ("": the run dir itself)
     eval_snapshots: bool = False  # write <run_dir>/snapshots/step_*.pt on the eval schedule (`eval`) for robolearn.roles.evaluator
     init_from: Optional[str] = None  # a checkpoint to start from (fine-tuning; ignored when the run has its own)
+    torch_threads: int = 0  # the learner's torch threads (0: the roles' `torch_threads`)
 
     def __post_init__(self) -> None:
+        check(self.torch_threads >= 0, "learner.torch_threads", self.torch_threads, "must be >= 0 (0: the roles' torch_threads)")
         for key in ("batch_size", "publish_every", "log_every", "save_every"):
             check(getattr(self, key) >= 1, f"learner.{key}", getattr(self, key), "must be positive")
         check(self.min_transitions >= 0, "learner.min_transitions", self.min_transitions, "must be >= 0")

@@ -57,8 +57,8 @@ class Learner:
         the agent keys they name are the only ones not taken from the checkpoint (robolearn.checkpoint.run_agent_config)."""
         self.lcfg, self.run_dir = cfg.learner, run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
+        if self.lcfg.torch_threads or cfg.torch_threads:
+            torch.set_num_threads(self.lcfg.torch_threads or cfg.torch_threads)
         if cfg.keep_freed_memory:
             keep_freed_memory()
         torch.manual_seed(cfg.seed)

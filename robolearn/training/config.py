@@ -45,11 +45,13 @@ class AsyncSettings:
     ahead_steps: int = 100
     evaluator: bool = True  # evaluations in their own process (false: none while training)
     role_threads: int = 1  # torch threads per role: state-sized updates and one-image forward passes
+    learner_threads: int = 1  # the learner's (0: role_threads): see docs/benchmarks.md for 2 on a 2-core CPU
     stop_grace_s: float = 120.0  # after a stop: how long the roles get to finish their episodes, save and flush
     log_lines: int = 20  # of a role that died, reported with its name
 
     def __post_init__(self) -> None:
         check(self.actors >= 1, "async_roles.actors", self.actors, "at least one actor")
+        check(self.learner_threads >= 0, "async_roles.learner_threads", self.learner_threads, "must be >= 0 (0: role_threads)")
         for key in ("publish_every", "role_threads"):
             check(getattr(self, key) >= 1, f"async_roles.{key}", getattr(self, key), "must be positive")
         check(self.ahead_steps >= 1, "async_roles.ahead_steps", self.ahead_steps, "must be positive")

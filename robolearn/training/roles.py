@@ -55,7 +55,7 @@ def role_config(cfg: TrainConfig, run_dir: Path, *, keys_dir: Path | None, demo_
             "batch_size": cfg.batch_size, "total_updates": None, "min_transitions": cfg.seed_steps, "max_utd": utd,
             "publish_every": roles.publish_every, "log_every": cfg.log_every_updates,
             "save_every": max(1, math.ceil(cfg.save_every * utd)), "save_every_min": cfg.save_every_min,
-            "subdir": "", "eval_snapshots": roles.evaluator,
+            "subdir": "", "eval_snapshots": roles.evaluator, "torch_threads": roles.learner_threads,
         },
         "actor": {
             "seed_steps": math.ceil(cfg.seed_steps / actors), "total_steps": math.ceil(cfg.total_steps / actors),
