@@ -88,13 +88,14 @@ def test_the_recorder_writes_eval_csv_rows_scalars_and_the_video_path(tmp_path, 
     scripted = ScriptedEvaluate((1, 4.0), (2, 6.0))
     monkeypatch.setattr(rollout, "evaluate", scripted)
     writer = Scalars()
-    recorder = EvalRecorder(tmp_path, EvalSettings(episodes=2, seed=77, video=True), env=None, writer=writer)
+    recorder = EvalRecorder(tmp_path, EvalSettings(episodes=2, seed=77, video=True, confirm_ratio=0), env=None, writer=writer)
     agent = make_agent(cfg)
     first = recorder.evaluate(agent, 100, {"spec": {}}, updates=40, train_min=1.23456)
     recorder.evaluate(agent, 250, {"spec": {}})
-    assert first == {"step": 100, "success_rate": 0.5, "mean_return": 4.0, "mean_length": 10.5, "updates": 40, "train_min": 1.23}
-    assert rows(tmp_path / "eval.csv") == [list(EVAL_COLUMNS), ["100", "0.5", "4.0", "10.5", "40", "1.23"],
-                                           ["250", "1.0", "6.0", "10.5", "0", ""]]
+    assert first == {"step": 100, "success_rate": 0.5, "mean_return": 4.0, "mean_length": 10.5, "updates": 40, "train_min": 1.23,
+                     "confirmed_success": "", "confirmed_return": ""}
+    assert rows(tmp_path / "eval.csv") == [list(EVAL_COLUMNS), ["100", "0.5", "4.0", "10.5", "40", "1.23", "", ""],
+                                           ["250", "1.0", "6.0", "10.5", "0", "", "", ""]]
     assert [c["video_path"] for c in scripted.calls] == [tmp_path / "videos" / "eval_00000100.mp4",
                                                          tmp_path / "videos" / "eval_00000250.mp4"]
     assert all(c["episodes"] == 2 and c["seed"] == 77 and c["deterministic"] for c in scripted.calls)
@@ -108,7 +109,7 @@ def test_the_recorder_writes_eval_csv_rows_scalars_and_the_video_path(tmp_path, 
 
 def test_best_pt_is_replaced_only_by_a_policy_at_least_as_good(tmp_path, cfg, monkeypatch):
     monkeypatch.setattr(rollout, "evaluate", ScriptedEvaluate((1, 5.0), (1, 4.0), (0, 99.0), (1, 5.0), (2, 0.0)))
-    recorder = EvalRecorder(tmp_path, EvalSettings(video=False), env=None)
+    recorder = EvalRecorder(tmp_path, EvalSettings(video=False, confirm_ratio=0), env=None)
     agent, built = make_agent(cfg), []
 
     def payload():  # the inline runner's form: made only when best.pt is written
@@ -128,14 +129,14 @@ def test_best_pt_is_replaced_only_by_a_policy_at_least_as_good(tmp_path, cfg, mo
     recorder.evaluate(agent, 50, payload)
     saved = load_checkpoint(best)
     assert saved["eval"] == recorder.best == {"step": 50, "success_rate": 1.0, "mean_return": 0.0, "mean_length": 10.5,
-                                              "updates": 0, "train_min": ""}
+                                              "updates": 0, "train_min": "", "confirmed_success": "", "confirmed_return": ""}
     assert set(saved) >= {"spec", "agent", "agent_config", "actor_keys", "env_config", "counters"} and len(built) == 3
 
 
 def test_a_resumed_recorder_keeps_best_pt_unless_it_beats_the_restored_best(tmp_path, cfg, monkeypatch):
     monkeypatch.setattr(rollout, "evaluate", ScriptedEvaluate((1, 9.0)))
     best = {"step": 10, "success_rate": 1.0, "mean_return": 1.0}
-    recorder = EvalRecorder(tmp_path, EvalSettings(video=False), env=None, best=best, last=best)
+    recorder = EvalRecorder(tmp_path, EvalSettings(video=False, confirm_ratio=0), env=None, best=best, last=best)
     recorder.evaluate(make_agent(cfg), 20, {"spec": {}})
     assert not (tmp_path / "best.pt").exists() and recorder.best == best
 
@@ -144,11 +145,32 @@ def test_an_older_eval_csv_keeps_its_own_columns(tmp_path, cfg, monkeypatch):
     monkeypatch.setattr(rollout, "evaluate", ScriptedEvaluate((2, 3.0)))
     path = tmp_path / "eval.csv"
     path.write_text("step,success_rate,mean_return,mean_length\r\n100,0.0,1.5,20.0\r\n")
-    EvalRecorder(tmp_path, EvalSettings(video=False), env=None).evaluate(make_agent(cfg), 200, {"spec": {}}, updates=5, train_min=2.0)
+    EvalRecorder(tmp_path, EvalSettings(video=False, confirm_ratio=0), env=None).evaluate(make_agent(cfg), 200, {"spec": {}}, updates=5, train_min=2.0)
     assert rows(path) == [["step", "success_rate", "mean_return", "mean_length"], ["100", "0.0", "1.5", "20.0"],
                           ["200", "1.0", "3.0", "10.5"]]
     best, last = best_and_last(read_eval_csv(path))
     assert best == last == {"step": 200, "success_rate": 1.0, "mean_return": 3.0, "mean_length": 10.5}
+
+
+def test_a_would_be_best_is_confirmed_on_more_seeds_and_best_pt_goes_by_the_pooled_score(tmp_path, cfg, monkeypatch):
+    scripted = ScriptedEvaluate((2, 5.0), (0, 1.0),  # step 10: 2 of 2, then 0 of 2 more: pooled 0.5
+                                (2, 4.0), (2, 4.0),  # step 20: 1.0 >= 0.5, confirmed 1.0: best
+                                (1, 9.0),            # step 30: 0.5 < 1.0: neither confirmed nor best
+                                (2, 10.0), (0, 0.0))  # step 40: a lucky 2 of 2, pooled 0.5: not best
+    monkeypatch.setattr(rollout, "evaluate", scripted)
+    recorder = EvalRecorder(tmp_path, EvalSettings(episodes=2, seed=77, video=False, confirm_ratio=1.0), env=None)
+    agent = make_agent(cfg)
+    first = recorder.evaluate(agent, 10, {"spec": {}, "n": 10})
+    assert (first["success_rate"], first["confirmed_success"], first["confirmed_return"]) == (1.0, 0.5, 3.0)
+    assert [(c["episodes"], c["seed"], c["video_path"]) for c in scripted.calls] == [(2, 77, None), (2, 79, None)]
+    for step in (20, 30, 40):
+        recorder.evaluate(agent, step, {"spec": {}, "n": step})
+    assert len(scripted.calls) == 7  # step 30 was not confirmed
+    assert load_checkpoint(tmp_path / "best.pt")["n"] == 20 and recorder.best["step"] == 20
+    written = {row["step"]: row for row in read_eval_csv(tmp_path / "eval.csv")}
+    assert written[30]["confirmed_success"] == "" and written[40]["success_rate"] == 1.0 and written[40]["confirmed_success"] == 0.5
+    # A restarted evaluator picks the same best from eval.csv, not the lucky step 40.
+    assert best_and_last(read_eval_csv(tmp_path / "eval.csv"))[0]["step"] == 20
 
 
 def test_best_and_last_from_eval_csv_skip_a_line_cut_short(tmp_path):
@@ -254,7 +276,8 @@ def test_a_restarted_evaluator_restores_best_from_eval_csv_and_keeps_best_pt(tmp
     path = tmp_path / "eval.csv"
     path.write_text(",".join(EVAL_COLUMNS) + "\n100,0.5,3.0,10,10,1.0\n200,1.0,2.0,10,20,2.0\n300,0.5,9.0,10,30,3.0\n")
     (tmp_path / "best.pt").write_bytes(b"the best of the first start")
-    monkeypatch.setattr(rollout, "evaluate", ScriptedEvaluate((1, 50.0), (2, 2.5)))
+    # Step 400: 0.5; step 500: 1.0, then confirmed on more seeds (1.0 again).
+    monkeypatch.setattr(rollout, "evaluate", ScriptedEvaluate((1, 50.0), (2, 2.5), (2, 2.5)))
     agent = make_agent(cfg)
     write_snapshot(cfg, tmp_path, 400, agent)
     evaluator = Evaluator(cfg, tmp_path)
@@ -280,3 +303,14 @@ def test_the_evaluator_process_evaluates_the_final_snapshot_and_exits_cleanly(tm
     assert [(r["step"], r["mean_length"]) for r in read_eval_csv(tmp_path / "eval.csv")] == [(100, 10)]
     assert list_snapshots(tmp_path / SNAPSHOTS) == [] and (tmp_path / "best.pt").is_file()
     assert any((tmp_path / "tb").iterdir())  # its tensorboard events
+
+
+def test_the_runs_summary_reports_the_row_best_pt_holds(tmp_path):
+    from robolearn.bench.runs_summary import summarise
+
+    (tmp_path / "eval.csv").write_text(",".join(EVAL_COLUMNS) + "\n100,0.5,3.0,10,7,1.0,,\n200,0.9,2.0,10,9,2.0,0.7,1.5\n"
+                                       "300,0.85,1.0,10,11,3.0,0.8,1.0\n400,0.6,9.0,10,13,4.0,,\n")
+    summary = summarise(tmp_path)
+    assert (summary["first_step"], summary["first_min"]) == (200, 2.0)  # the curve: success on `episodes`
+    assert (summary["best_step"], summary["best"], summary["best_confirmed"]) == (300, 0.85, 0.8)
+    assert summary["last"] == 0.6 and summary["evaluations"] == 4

@@ -52,7 +52,8 @@ def train_config(*overrides: str) -> TrainConfig:
 @pytest.mark.timeout(60)
 def test_role_config_maps_the_recipe_onto_every_role_and_loads_back(tmp_path):
     cfg = train_config("utd=2", "update_every=1", "seed_steps=1000", "async_roles.actors=2", "total_steps=5000",
-                       "save_every=2500", "replay.demo_ratio=0.25", "async_roles.ahead_steps=7", "async_roles.publish_every=9")
+                       "save_every=2500", "replay.demo_ratio=0.25", "async_roles.ahead_steps=7", "async_roles.publish_every=9",
+                       "async_roles.learner_threads=3")
     run_dir, keys, demos = tmp_path / "run", tmp_path / "keys", tmp_path / "demo.npz"
     run_dir.mkdir()
     rc = role_config(cfg, run_dir, keys_dir=keys, demo_path=demos, demo_rows=123)
@@ -69,7 +70,7 @@ def test_role_config_maps_the_recipe_onto_every_role_and_loads_back(tmp_path):
     assert transport["port"] == 0 and transport["weights_port"] == 0 and transport["spill_dir"] is None
     assert transport["curve_keys"] == str(keys)
     assert rc["actors"] == 2 and rc["run_dir"] == str(run_dir) and rc["progress"] is False
-    assert rc["torch_threads"] == cfg.async_roles.role_threads
+    assert rc["torch_threads"] == cfg.async_roles.role_threads and learner["torch_threads"] == 3
 
     # Without per-run keys the transport's own setting stays (here: none).
     bare = role_config(cfg, run_dir, keys_dir=None, demo_path=None, demo_rows=0)
@@ -84,6 +85,7 @@ def test_role_config_maps_the_recipe_onto_every_role_and_loads_back(tmp_path):
     loaded = load_typed(AsyncConfig, composed, "async")
     assert isinstance(loaded, AsyncConfig)
     assert loaded.learner.max_utd == 2.0 and loaded.learner.min_transitions == 1000 and loaded.learner.total_updates is None
+    assert loaded.learner.torch_threads == 3
     assert loaded.actor.seed_steps == 500 and loaded.actor.total_steps == 2500
     assert loaded.actor.follow_utd == 2.0 and loaded.actor.finish_episode_on_stop is True
     assert loaded.server.demo_ratio == 0.25 and loaded.server.demos == str(demos)
@@ -245,9 +247,10 @@ def test_the_inline_runner_writes_eval_csv_and_best(tmp_path):
     result = run(cfg, tmp_path)
     with open(tmp_path / "eval.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(EVAL_COLUMNS) == ["step", "success_rate", "mean_return", "mean_length", "updates", "train_min"]
+    assert rows[0] == list(EVAL_COLUMNS) == ["step", "success_rate", "mean_return", "mean_length", "updates", "train_min",
+                                             "confirmed_success", "confirmed_return"]
     assert [r[0] for r in rows[1:]] == ["20", "40"], rows
-    assert all(len(r) == 6 for r in rows[1:]), rows
+    assert all(len(r) == 8 for r in rows[1:]), rows
     assert [float(r[3]) for r in rows[1:]] == [20.0, 20.0]  # one 20-step episode per eval
     assert int(rows[1][4]) < int(rows[2][4])  # updates began after the seed steps
     assert result["step"] == 40

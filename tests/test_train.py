@@ -19,6 +19,7 @@ from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay import ReplayFormatError, ReplayStorage
 from robolearn.train import TrainConfig, Workspace, run
+from robolearn.training.evaluation import read_eval_csv, score
 
 # A tiny, fast state-only run: 2 s episodes (20 steps), small networks, no evaluation.
 TINY = [
@@ -207,7 +208,7 @@ def test_sigterm_saves_at_the_episode_end_and_the_run_resumes_bit_exactly(tmp_pa
 def test_best_checkpoint_is_kept_by_evaluation_and_evaluates(tmp_path):
     run(config("total_steps=60", "eval.every=20", "eval.episodes=1", "eval.video=false"), tmp_path)
     best = load_checkpoint(tmp_path / "best.pt")
-    rows = (tmp_path / "eval.csv").read_text().splitlines()[1:]
-    assert len(rows) == 3  # steps 20, 40, 60: the final eval is not repeated at the same step
-    top = max((float(r.split(",")[1]), float(r.split(",")[2])) for r in rows)
-    assert (best["eval"]["success_rate"], best["eval"]["mean_return"]) == top
+    rows = read_eval_csv(tmp_path / "eval.csv")
+    assert [r["step"] for r in rows] == [20, 40, 60]  # the final eval is not repeated at the same step
+    top = max(rows, key=lambda r: (score(r), r["step"]))  # by the confirmed score where there is one; ties: the newer
+    assert best["eval"]["step"] == top["step"] and score(best["eval"]) == score(top)
