@@ -173,6 +173,16 @@ def test_a_would_be_best_is_confirmed_on_more_seeds_and_best_pt_goes_by_the_pool
     assert best_and_last(read_eval_csv(tmp_path / "eval.csv"))[0]["step"] == 20
 
 
+def test_a_policy_without_a_success_is_not_confirmed(tmp_path, cfg, monkeypatch):
+    scripted = ScriptedEvaluate((0, 5.0), (0, 6.0))
+    monkeypatch.setattr(rollout, "evaluate", scripted)
+    recorder = EvalRecorder(tmp_path, EvalSettings(episodes=2, video=False, confirm_ratio=1.0), env=None)
+    for step in (10, 20):
+        recorder.evaluate(make_agent(cfg), step, {"spec": {}, "n": step})
+    assert len(scripted.calls) == 2 and recorder.best["step"] == 20 and recorder.best["confirmed_success"] == ""
+    assert load_checkpoint(tmp_path / "best.pt")["n"] == 20  # the first best.pt exists unconfirmed
+
+
 def test_best_and_last_from_eval_csv_skip_a_line_cut_short(tmp_path):
     path = tmp_path / "eval.csv"
     path.write_text(",".join(EVAL_COLUMNS) + "\n100,0.5,3.0,10,7,1.0\n200,1.0,2.0,10,9,\n300,0.5,9.0,10,11,2.5\n400,1.0\n")

@@ -28,6 +28,7 @@ from robolearn.roles.config import AsyncConfig
 from robolearn.checkpoint import load_checkpoint
 from robolearn.config import load_typed
 from robolearn.paths import CONFIG_DIR
+from robolearn.roles.group import stop_in_order
 from robolearn.training.evaluation import EVAL_COLUMNS
 from robolearn.training.roles import ROLES_FILE, role_config, write_role_config
 from robolearn.train import TrainConfig, run
@@ -94,6 +95,37 @@ def test_role_config_maps_the_recipe_onto_every_role_and_loads_back(tmp_path):
     plain = OmegaConf.to_container(OmegaConf.load(path))
     assert plain.pop("defaults") == ["async_schema", "_self_"] and plain.pop("hydra")["run"]["dir"] == str(run_dir)
     assert load_typed(AsyncConfig, plain, "async").actor.total_steps == 2500  # the rest of the file is the roles' config
+
+
+class ScriptedRole:
+    """A role process that stops after `stops_after_s` of waiting (None: never) and records what it was asked."""
+
+    def __init__(self, name: str, stops_after_s: float | None, events: list):
+        self.name, self.stops_after_s, self.events = name, stops_after_s, events
+
+    def stop(self):
+        self.events.append(("stop", self.name))
+
+    def wait(self, timeout_s: float) -> bool:
+        self.events.append(("wait", self.name, timeout_s))
+        return self.stops_after_s is not None and self.stops_after_s <= timeout_s
+
+    def kill(self):
+        self.events.append(("kill", self.name))
+
+
+def test_the_group_stops_in_order_and_gives_the_evaluator_its_own_grace():
+    events: list = []
+    roles = {name: ScriptedRole(name, after, events) for name, after in
+             [("replay_server", 1), ("evaluator", 200), ("learner", 5), ("actor0", 1), ("actor1", None)]}
+    stop_in_order(roles, grace_s=120, evaluator_grace_s=360)
+    assert events == [("stop", "actor0"), ("stop", "actor1"), ("wait", "actor0", 120), ("wait", "actor1", 120), ("kill", "actor1"),
+                      ("stop", "learner"), ("wait", "learner", 120), ("stop", "evaluator"), ("wait", "evaluator", 360),
+                      ("stop", "replay_server"), ("wait", "replay_server", 120)]
+    events.clear()
+    stop_in_order(roles, grace_s=120)  # without its own grace, the evaluator's 200 s final evaluation is cut
+    assert ("kill", "evaluator") in events and ("wait", "evaluator", 120) in events
+    assert train_config().async_roles.evaluator_stop_grace_s >= 3 * train_config().async_roles.stop_grace_s
 
 
 @pytest.mark.timeout(60)

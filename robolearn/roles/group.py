@@ -123,18 +123,19 @@ def port_overrides(endpoints: dict) -> list[str]:
     return [f"transport.port={endpoints['router'].rsplit(':', 1)[1]}", f"transport.weights_port={endpoints['weights'].rsplit(':', 1)[1]}"]
 
 
-def stop_in_order(roles: dict[str, RoleProcess], grace_s: float) -> None:
+def stop_in_order(roles: dict[str, RoleProcess], grace_s: float, evaluator_grace_s: float | None = None) -> None:
     """Actors first (they finish their episodes and flush), then the learner (saves, final snapshot), the
     evaluator (evaluates it), the server last (every acknowledged transition stored). A role that does not
-    stop within `grace_s` of its SIGTERM is killed."""
+    stop within `grace_s` of its SIGTERM (the evaluator: `evaluator_grace_s`, default the same) is killed."""
     order = [[r for n, r in roles.items() if n.startswith("actor")]]
     order += [[roles[n]] for n in ("learner", "evaluator", "replay_server") if n in roles]
     for group in order:
         for role in group:
             role.stop()
         for role in group:
-            if not role.wait(grace_s):
-                log.error("the %s did not stop within %.0f s; killing it", role.name, grace_s)
+            wait_s = evaluator_grace_s if role.name == "evaluator" and evaluator_grace_s is not None else grace_s
+            if not role.wait(wait_s):
+                log.error("the %s did not stop within %.0f s; killing it", role.name, wait_s)
                 role.kill()
 
 

@@ -190,7 +190,7 @@ class AsyncRunner:
     def _stop_in_order(self) -> None:
         """Actors first (they finish their episodes and flush), then the learner (saves, final snapshot),
         the evaluator (evaluates it), the server last (every acknowledged transition stored)."""
-        stop_in_order(self.roles, self.cfg.async_roles.stop_grace_s)
+        stop_in_order(self.roles, self.cfg.async_roles.stop_grace_s, self.cfg.async_roles.evaluator_stop_grace_s)
         failed = [r for r in self.roles.values() if r.code not in (0, -signal.SIGTERM)]
         if failed:
             raise failed[0].failure(self.cfg.async_roles.log_lines, f"ended with code {failed[0].code} while the run stopped")

@@ -47,6 +47,10 @@ class AsyncSettings:
     role_threads: int = 1  # torch threads per role: state-sized updates and one-image forward passes
     learner_threads: int = 1  # the learner's (0: role_threads): see docs/benchmarks.md for 2 on a 2-core CPU
     stop_grace_s: float = 120.0  # after a stop: how long the roles get to finish their episodes, save and flush
+    # ... and the evaluator to finish the evaluation under way and evaluate the final snapshot: each up to
+    # eval.episodes x (1 + eval.confirm_ratio) episodes (at 120 s a run ending at 50k had its evaluator
+    # killed as it finished the final evaluation)
+    evaluator_stop_grace_s: float = 360.0
     log_lines: int = 20  # of a role that died, reported with its name
 
     def __post_init__(self) -> None:
@@ -56,6 +60,7 @@ class AsyncSettings:
             check(getattr(self, key) >= 1, f"async_roles.{key}", getattr(self, key), "must be positive")
         check(self.ahead_steps >= 1, "async_roles.ahead_steps", self.ahead_steps, "must be positive")
         check(self.stop_grace_s > 0, "async_roles.stop_grace_s", self.stop_grace_s, "seconds, positive")
+        check(self.evaluator_stop_grace_s > 0, "async_roles.evaluator_stop_grace_s", self.evaluator_stop_grace_s, "seconds, positive")
 
 
 @dataclass
