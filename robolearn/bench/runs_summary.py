@@ -2,8 +2,9 @@
 
 Per run directory: the runner, env steps and training minutes to the first evaluation at or above the
 threshold (eval.csv's `step` and `train_min`: the training wall-clock when the evaluated policy was taken),
-the last and best evaluation (the one best.pt holds, with its confirmed score on more seeds where it has one), env steps/s and updates/s over the training wall-clock, the achieved
-update-to-data ratio and, for the async runner, the learner's busy share (robolearn/roles/learner.py `rates`).
+the last and best evaluation (the one best.pt holds, with its confirmed score on more seeds where it has
+one), env steps/s and updates/s over the training wall-clock, the achieved update-to-data ratio and, for the
+async runner, the learner's busy share (robolearn/roles/learner.py `rates`).
 """
 
 from __future__ import annotations
