@@ -235,3 +235,37 @@ def test_frozen_pretrained_encoder_from_a_local_file(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
     with pytest.raises(FileNotFoundError, match="encoder_weights"):
         DrQAgent(space, spaces.Box(-1, 1, (2,), np.float32), AgentConfig(encoder="resnet18", encoder_weights=str(tmp_path / "nope.pt")))
+
+
+def test_bfloat16_precision_runs_hidden_matmuls_in_bfloat16_and_keeps_outputs_and_weights_float32():
+    space = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (12,), np.float32)})
+    action_space = spaces.Box(-1, 1, (4,), np.float32)
+    torch.manual_seed(0)
+    exact = DrQAgent(space, action_space, AgentConfig(hidden_dim=64))
+    mixed = DrQAgent(space, action_space, AgentConfig(hidden_dim=64, precision="bfloat16"))
+    mixed.load_state_dict(exact.state_dict())
+    rng = np.random.default_rng(0)
+    obs = {"state": rng.normal(size=(32, 12)).astype(np.float32)}
+    batch = Batch(obs, rng.uniform(-1, 1, (32, 4)).astype(np.float32), rng.normal(size=32).astype(np.float32),
+                  np.full(32, 0.97, np.float32), {"state": rng.normal(size=(32, 12)).astype(np.float32)})
+    vector = torch.as_tensor(obs["state"])
+    action = torch.as_tensor(batch.action)
+    with torch.no_grad():
+        q_exact = exact.critic(None, vector, action)
+        with mixed._autocast():
+            q_mixed = mixed.critic(None, vector, action)
+            mean, log_std = mixed.actor(None, vector)
+    # The outputs are float32 (the heads run in float32) and differ from float32's by bfloat16's rounding only.
+    assert q_mixed.dtype == mean.dtype == log_std.dtype == torch.float32
+    assert not torch.equal(q_mixed, q_exact)
+    assert torch.allclose(q_mixed, q_exact, atol=0.05, rtol=0.05)
+    noise = {"eps_target": torch.zeros(32, 4), "eps_actor": torch.zeros(32, 4), "subset": torch.tensor([0, 1])}
+    m_exact, m_mixed = exact.update(batch, dict(noise)), mixed.update(batch, dict(noise))
+    assert m_mixed["critic_loss"] == pytest.approx(m_exact["critic_loss"], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())  # the weights Adam updates stay float32
+    assert all(math.isfinite(v) for v in m_mixed.values())
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="agent.precision"):
+        DrQAgent(STATE, ACTION, AgentConfig(precision="float16"))

@@ -13,6 +13,7 @@ n-step returns (computed by the replay), and a frozen pretrained torchvision enc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ class AgentConfig:
     bc_q_filter: bool = True
     channels_last: bool = True
     compile: bool = False
+    # "bfloat16": the update's hidden layers run their matmuls in bfloat16 under autocast (weights, Adam and
+    # the output layers stay float32, so Q-values and action means keep their precision); a CPU with
+    # avx512_bf16/AMX and recent GPUs multiply bfloat16 at ~2x float32. Acting stays float32.
+    precision: str = "float32"
 
 
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, layernorm: bool = False) -> nn.Sequential:
@@ -84,6 +89,13 @@ def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, layernorm: bool = F
         d = hidden
     mods.append(nn.Linear(d, out_dim))
     return nn.Sequential(*mods)
+
+
+def float32_head(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output layer in float32 even under bfloat16 autocast: bfloat16's 8-bit mantissa would round a
+    Q-value of 50 to steps of 0.25, coarser than the TD errors the critic learns from."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
 
 
 class EnsembleLinear(nn.Module):
@@ -123,7 +135,11 @@ class Actor(nn.Module):
         self.log_std_min, self.log_std_max = cfg.log_std_min, cfg.log_std_max
 
     def forward(self, image_features, vector) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(self.trunk(image_features, vector)).chunk(2, dim=-1)
+        *body, head = self.net
+        x = self.trunk(image_features, vector)
+        for layer in body:
+            x = layer(x)
+        mean, log_std = float32_head(head, x).chunk(2, dim=-1)
         # Soft bound on log std (as in SAC implementations): keeps exp() finite and gradients alive.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         return mean, log_std
@@ -159,8 +175,11 @@ class Critic(nn.Module):
         self.n = n
 
     def forward(self, image_features, vector, action) -> torch.Tensor:
-        x = torch.cat([self.trunk(image_features, vector), action], dim=-1)
-        return self.heads(x.unsqueeze(0).expand(self.n, -1, -1)).squeeze(-1)  # (n, B)
+        x = torch.cat([self.trunk(image_features, vector), action], dim=-1).unsqueeze(0).expand(self.n, -1, -1)
+        *body, head = self.heads
+        for layer in body:
+            x = layer(x)
+        return float32_head(head, x).squeeze(-1)  # (n, B)
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -168,6 +187,9 @@ def adam(params, lr: float) -> torch.optim.Adam:
     faster on a 2-core CPU (the per-parameter loop costs more than the arithmetic at these sizes). A checkpoint
     made before keeps the unfused setting it was saved with (Optimizer.load_state_dict restores it)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def nchw_float(images: torch.Tensor) -> torch.Tensor:
@@ -187,7 +209,10 @@ class DrQAgent(nn.Module):
             raise ValueError(f"agent.target_subset ({cfg.target_subset}) exceeds agent.num_critics ({cfg.num_critics})")
         if cfg.actor_q not in ("min", "mean"):
             raise ValueError(f"agent.actor_q must be 'min' or 'mean', got {cfg.actor_q!r}")
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"agent.precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
         self.device = torch.device(device)
+        self._matmul_dtype = PRECISIONS[cfg.precision]
         self.frozen: FrozenStateEncoder | None = None
         if cfg.encoder == "pretrained":
             if encoder_meta is not None:
@@ -345,8 +370,9 @@ class DrQAgent(nn.Module):
 
     def update_critic(self, features, vector, action, reward, discount, next_features, next_vector, noise) -> dict[str, torch.Tensor]:
         """One critic (and encoder) step; metrics as 0-dim tensors (`update` turns them into floats)."""
-        target = self.critic_target_value(reward, discount, next_features, next_vector, noise.get("eps_target"), noise.get("subset"))
-        q = self.critic(features, self._critic_view(vector), action)
+        with self._autocast():
+            target = self.critic_target_value(reward, discount, next_features, next_vector, noise.get("eps_target"), noise.get("subset"))
+            q = self.critic(features, self._critic_view(vector), action)
         # Sum over critics of each critic's mean squared error (as Q1 and Q2 losses are summed in SAC).
         critic_loss = (q - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -357,15 +383,16 @@ class DrQAgent(nn.Module):
     def update_actor_and_alpha(self, features, vector, eps=None, demo=None, batch_action=None) -> dict[str, torch.Tensor]:
         """One actor and temperature step; metrics as 0-dim tensors (`update` turns them into floats).
         `demo` (B,) bool flags the demo rows of the batch, whose `batch_action` the BC term clones."""
-        mean, log_std = self.actor(features, self._actor_view(vector))
-        action, log_prob = squashed_sample(mean, log_std, eps)
-        # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
-        # (which the critic would discard anyway).
-        self.critic.requires_grad_(False)
-        try:
-            q = self.critic(features, self._critic_view(vector), action)
-        finally:
-            self.critic.requires_grad_(True)
+        with self._autocast():
+            mean, log_std = self.actor(features, self._actor_view(vector))
+            action, log_prob = squashed_sample(mean, log_std, eps)
+            # The actor needs dQ/da only: with the critic's parameters frozen, autograd skips their gradients
+            # (which the critic would discard anyway).
+            self.critic.requires_grad_(False)
+            try:
+                q = self.critic(features, self._critic_view(vector), action)
+            finally:
+                self.critic.requires_grad_(True)
         q = q.min(dim=0).values if self.cfg.actor_q == "min" else q.mean(dim=0)
         alpha = self.alpha.detach()
         actor_loss = (alpha * log_prob - q).mean()
@@ -397,12 +424,18 @@ class DrQAgent(nn.Module):
         demo_action = batch_action[rows]
         keep = torch.ones(len(rows), device=self.device)
         if self.cfg.bc_q_filter:
-            with torch.no_grad():  # the critic on the demo rows only
+            with torch.no_grad(), self._autocast():  # the critic on the demo rows only
                 q_demo = self.critic(None if features is None else features[rows], self._critic_view(vector[rows]), demo_action)
                 q_demo = q_demo.min(dim=0).values if self.cfg.actor_q == "min" else q_demo.mean(dim=0)
                 keep = (q_demo > q_policy[rows]).float()
         error = (torch.tanh(mean[rows]) - demo_action).pow(2).sum(dim=-1)
         return (error * keep).mean(), keep.mean()
+
+    def _autocast(self):
+        """The update's forward passes in `agent.precision` (a no-op context for float32)."""
+        if self._matmul_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._matmul_dtype)
 
     @torch.no_grad()
     def update_target(self) -> None:

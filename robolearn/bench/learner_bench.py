@@ -31,8 +31,9 @@ from robolearn.bench.reference_drqv2 import ReferenceDrQv2
 from robolearn.replay import Batch
 
 
-def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator) -> dict[str, float]:
-    """The default pixel recipe's costs, with an encoder of the pretrained one's shape (random weights)."""
+def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator, precision: str = "float32") -> dict[str, float]:
+    """The default pixel recipe's costs, with an encoder of the pretrained one's shape (random weights);
+    `precision` is agent.precision."""
     from robolearn.spec import PRIVILEGED_DIM
 
     cams = {k: [84, 84, 3] for k in ("front", "wrist")}
@@ -42,7 +43,8 @@ def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator) -
                              "joint_pos": spaces.Box(-np.inf, np.inf, (7,), np.float32), "joint_vel": spaces.Box(-np.inf, np.inf, (7,), np.float32),
                              "gripper": spaces.Box(0, 1, (1,), np.float32), "privileged": spaces.Box(-np.inf, np.inf, (PRIVILEGED_DIM,), np.float32)})
     action_space = spaces.Box(-1, 1, (8,), np.float32)
-    agent = DrQAgent(obs_space, action_space, AgentConfig(encoder="pretrained", critic_only_keys=["privileged"]), encoder_meta=meta)
+    agent = DrQAgent(obs_space, action_space, AgentConfig(encoder="pretrained", critic_only_keys=["privileged"], precision=precision),
+                     encoder_meta=meta)
     one = {k: (rng.integers(0, 256, s.shape, dtype=np.uint8) if s.dtype == np.uint8 else rng.normal(size=s.shape).astype(np.float32))
            for k, s in obs_space.spaces.items()}
 
@@ -140,7 +142,9 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         print(f"round {r + 1}/{args.rounds}: ours {ours[-1]:.3f} updates/s, reference {ref[-1]:.3f} updates/s", flush=True)
     rate, ref_rate = statistics.median(ours), statistics.median(ref)
     frozen = frozen_recipe(b, args.updates * 10, args.rounds, rng)
-    print(f"frozen-encoder recipe: update {frozen['update_ms']:.1f} ms, features {frozen['features_ms_per_step']:.2f} ms per env step", flush=True)
+    frozen_bf16 = frozen_recipe(b, args.updates * 10, args.rounds, rng, precision="bfloat16")
+    print(f"frozen-encoder recipe: update {frozen['update_ms']:.1f} ms ({frozen_bf16['update_ms']:.1f} ms with agent.precision=bfloat16), "
+          f"features {frozen['features_ms_per_step']:.2f} ms per env step", flush=True)
     return {
         "benchmark": "learner",
         "updates_per_s": round(rate, 4),
@@ -151,6 +155,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         # The main job's recipe (configs/agent/sac_pretrained.yaml): SAC on frozen features of both 84x84
         # cameras + joints, asymmetric critic; what it costs per update and per env step (the features).
         "frozen_recipe_update_ms": round(frozen["update_ms"], 2),
+        "frozen_recipe_bf16_update_ms": round(frozen_bf16["update_ms"], 2),
         "frozen_recipe_features_ms_per_step": round(frozen["features_ms_per_step"], 2),
         "frozen_recipe_update_vs_reference": round((1000 / ref_rate) / frozen["update_ms"], 1),
         "batch": b,
