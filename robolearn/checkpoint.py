@@ -158,8 +158,7 @@ def load_policy_for(agent, payload: dict) -> bool:
     if sorted(saved_order) != sorted(agent.actor_keys):
         raise CheckpointError(f"the checkpoint's policy reads {saved_order}, this agent's reads {agent.actor_keys}")
     model = dict(payload["agent"]["model"])
-    name = "actor.net.0.weight"
-    weight = model[name]
+    weight = model["actor.net.0.weight"]
     offset = weight.shape[1] - agent.actor_vector_dim  # the image trunk's features come first
     width = {k: int(np.prod(agent.learning_space[k].shape)) for k in saved_order}
     start, saved_cols = offset, {}
@@ -167,7 +166,9 @@ def load_policy_for(agent, payload: dict) -> bool:
         saved_cols[k] = list(range(start, start + width[k]))
         start += width[k]
     columns = list(range(offset)) + [c for k in agent.actor_keys for c in saved_cols[k]]
-    model[name] = weight[:, columns]
+    for name in ("actor.net.0.weight", "actor_average.net.0.weight"):
+        if name in model:
+            model[name] = model[name][:, columns]
     from robolearn.agents.weights import load_policy_weights
 
     load_policy_weights(agent, model)

@@ -269,3 +269,41 @@ def test_bfloat16_precision_runs_hidden_matmuls_in_bfloat16_and_keeps_outputs_an
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="agent.precision"):
         DrQAgent(STATE, ACTION, AgentConfig(precision="float16"))
+
+
+def test_policy_average_follows_the_actor_and_acts_deterministically_while_exploration_uses_the_online_actor():
+    agent = tiny_agent(policy_average=0.25)  # the average starts as the actor was built (tiny_agent then sets the actor)
+    start = agent.actor_average.net[0].bias.clone()
+    with torch.no_grad():
+        agent.actor.net[0].bias.fill_(1.0)  # the online actor moves; the average has not followed yet
+    agent.update_target()
+    np.testing.assert_allclose(agent.actor_average.net[0].bias.tolist(), (0.75 * start + 0.25).tolist(), rtol=1e-6)
+    obs = {"state": np.array([0.4], np.float32)}
+    with torch.no_grad():
+        average_mean = agent.actor_average(None, torch.tensor([[0.4]]))[0][0, 0].item()
+        online_mean = agent.actor(None, torch.tensor([[0.4]]))[0][0, 0].item()
+    assert abs(average_mean - online_mean) > 0.1
+    assert agent.act(obs, deterministic=True)[0] == pytest.approx(math.tanh(average_mean), rel=1e-5)
+    torch.manual_seed(0)
+    explored = agent.act(obs)[0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mean, log_std = agent.actor(None, torch.tensor([[0.4]]))
+        expected = torch.tanh(mean + log_std.exp() * torch.randn_like(mean))[0, 0].item()
+    assert explored == pytest.approx(expected, rel=1e-5)  # sampled around the online actor's mean (1.2), not the average's
+    # The average is part of what acting needs: broadcast to actors, carried by checkpoints.
+    from robolearn.agents.weights import acting_weights, load_acting_weights
+
+    weights = acting_weights(agent)
+    assert "actor_average.net.0.bias" in weights
+    other = tiny_agent(policy_average=0.25)
+    load_acting_weights(other, weights)
+    assert other.act(obs, deterministic=True)[0] == pytest.approx(agent.act(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="policy_average"):
+        tiny_agent(policy_average=1.5)
+
+
+def test_without_a_policy_average_deterministic_acting_uses_the_online_actor():
+    agent = tiny_agent()
+    assert agent.actor_average is None and not any(k.startswith("actor_average") for k in agent.state_dict())
+    assert agent.act({"state": np.array([0.4], np.float32)}, deterministic=True)[0] == pytest.approx(math.tanh(0.5 * 0.4 + 0.1), rel=1e-5)

@@ -7,7 +7,8 @@ import numpy as np
 
 from robolearn.agents.drq import DrQAgent
 
-ACTING_MODULES = ("encoders.", "actor.")  # what choosing an action needs: no critics, no optimisers
+# What choosing an action needs: no critics, no optimisers (the actor's weight average where the agent keeps one).
+ACTING_MODULES = ("encoders.", "actor.", "actor_average.")
 FROZEN_MODULES = ("frozen_encoder.",)  # also needed to act, but never changes: actors load it from its file
 
 
