@@ -307,3 +307,13 @@ def test_without_a_policy_average_deterministic_acting_uses_the_online_actor():
     agent = tiny_agent()
     assert agent.actor_average is None and not any(k.startswith("actor_average") for k in agent.state_dict())
     assert agent.act({"state": np.array([0.4], np.float32)}, deterministic=True)[0] == pytest.approx(math.tanh(0.5 * 0.4 + 0.1), rel=1e-5)
+
+
+def test_a_state_saved_without_the_policy_average_loads_into_an_agent_with_one_and_back():
+    plain, averaged = tiny_agent(), tiny_agent(policy_average=0.01)
+    averaged.load_training_state(plain.training_state())  # a run made before the recipe kept an average, resumed
+    for name, value in plain.actor.state_dict().items():
+        assert torch.equal(averaged.actor_average.state_dict()[name], value)  # the average starts from its actor
+    plain.load_training_state(averaged.training_state())  # and resumed with agent.policy_average=0
+    obs = {"state": np.array([0.4], np.float32)}
+    assert plain.act(obs, deterministic=True)[0] == pytest.approx(averaged.act(obs, deterministic=True)[0])

@@ -456,6 +456,18 @@ class DrQAgent(nn.Module):
             torch._foreach_lerp_(*self._average_pairs, self.cfg.policy_average)
 
     # -- state ---------------------------------------------------------------------------------------
+    def with_policy_average(self, model: dict[str, Any]) -> dict[str, Any]:
+        """A model state fitted to this agent's `policy_average`: one saved without the actor's weight average
+        (a run made before it was the recipe's default, resumed now) starts the average from its actor; one
+        saved with it, loaded where policy_average is 0, leaves it out."""
+        prefix = "actor_average."
+        saved = any(k.startswith(prefix) for k in model)
+        if self.actor_average is not None and not saved:
+            return {**model, **{prefix + k[len("actor."):]: v for k, v in model.items() if k.startswith("actor.")}}
+        if self.actor_average is None and saved:
+            return {k: v for k, v in model.items() if not k.startswith(prefix)}
+        return model
+
     def training_state(self) -> dict[str, Any]:
         return {
             "model": self.state_dict(),
@@ -465,7 +477,7 @@ class DrQAgent(nn.Module):
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["model"])
+        self.load_state_dict(self.with_policy_average(state["model"]))
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])

@@ -26,6 +26,7 @@ def load_agent_state(agent: DrQAgent, payload: dict) -> bool:
 
 def load_policy_weights(agent: DrQAgent, model_state: dict) -> None:
     """Load only what acting needs from a checkpoint's model state."""
+    model_state = agent.with_policy_average(model_state)
     wanted = {k: v for k, v in model_state.items() if k.startswith(ACTING_MODULES + FROZEN_MODULES)}
     missing = [k for k in agent.state_dict() if k.startswith(ACTING_MODULES + FROZEN_MODULES) and k not in wanted]
     if missing:
