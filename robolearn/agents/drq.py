@@ -74,7 +74,8 @@ class AgentConfig:
     compile: bool = False
     # "bfloat16": the update's hidden layers run their matmuls in bfloat16 under autocast (weights, Adam and
     # the output layers stay float32, so Q-values and action means keep their precision); a CPU with
-    # avx512_bf16/AMX and recent GPUs multiply bfloat16 at ~2x float32. Acting stays float32.
+    # avx512_bf16/AMX and recent GPUs multiply bfloat16 at ~2x float32. Acting stays float32. Not shown to
+    # learn the pixel recipe (one seed stayed <= 0.40 in 50k env steps; docs/benchmarks.md).
     precision: str = "float32"
     # Rate of a Polyak average of the actor's weights, moved toward the actor after every update (0: off).
     # Deterministic acting (evaluation, best.pt, deploy) uses the average, exploration the online actor: the
