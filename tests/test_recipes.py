@@ -178,7 +178,8 @@ def test_a_policy_saved_with_its_inputs_in_the_old_order_loads_reordered(main_jo
         legacy = {k: v for k, v in payload.items() if k != "actor_keys"}
         legacy["agent_config"] = {**payload["agent_config"], "critic_only_keys": [], "actor_only_keys": []}
         model = dict(payload["agent"]["model"])
-        model["actor.net.0.weight"] = model["actor.net.0.weight"][:, [c for k in old_order for c in new_cols[k]]]
+        for name in ("actor.net.0.weight", "actor_average.net.0.weight"):  # the weight average acts: both in the old order
+            model[name] = model[name][:, [c for k in old_order for c in new_cols[k]]]
         legacy["agent"] = {**payload["agent"], "model": model}
         agent_cfg = load_typed(AgentConfig, checkpoint_agent_config(legacy, main_job_checkpoint, env.observation_space), "agent")
         agent = DrQAgent(env.observation_space, env.action_space, agent_cfg, encoder_meta=payload["encoder_meta"])

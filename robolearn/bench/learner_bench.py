@@ -43,7 +43,8 @@ def frozen_recipe(b: int, updates: int, rounds: int, rng: np.random.Generator, p
                              "joint_pos": spaces.Box(-np.inf, np.inf, (7,), np.float32), "joint_vel": spaces.Box(-np.inf, np.inf, (7,), np.float32),
                              "gripper": spaces.Box(0, 1, (1,), np.float32), "privileged": spaces.Box(-np.inf, np.inf, (PRIVILEGED_DIM,), np.float32)})
     action_space = spaces.Box(-1, 1, (8,), np.float32)
-    agent = DrQAgent(obs_space, action_space, AgentConfig(encoder="pretrained", critic_only_keys=["privileged"], precision=precision),
+    agent = DrQAgent(obs_space, action_space, AgentConfig(encoder="pretrained", critic_only_keys=["privileged"], precision=precision,
+                                                          policy_average=0.001),  # as configs/agent/sac_pretrained.yaml
                      encoder_meta=meta)
     one = {k: (rng.integers(0, 256, s.shape, dtype=np.uint8) if s.dtype == np.uint8 else rng.normal(size=s.shape).astype(np.float32))
            for k, s in obs_space.spaces.items()}
