@@ -38,7 +38,8 @@ from robolearn.paths import CONFIG_DIR
 from robolearn.process.device import pick_device
 from robolearn.replay.codec import obs_name
 from robolearn.rollout import run_episode
-from robolearn.spec import EnvSpec, image_keys_of
+from robolearn.robots import ROBOTS
+from robolearn.spec import EnvSpec, image_keys_of, split_privileged
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,12 @@ class PretrainConfig:
     val_fraction: float = 0.1  # held-out episodes
     embed_dim: int = 64
     hidden_dim: int = 256
+    # What the encoder regresses (and the policy then reads among its features): `privileged`, the kettle, handle
+    # and sink in the base frame; `relative` adds the handle in the gripper's frame and the kettle from the sink,
+    # the gripper placed by the arm's kinematics from its joint encoders. A camera moved from where the sim had it
+    # shifts every base-frame position read off its image, while the fingers (in the wrist view) and the sink stay
+    # in view as references.
+    targets: list[str] = field(default_factory=lambda: ["privileged"])
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "save_every_episodes", "detour_max_steps", "embed_dim", "hidden_dim"):
@@ -82,12 +89,18 @@ class PretrainConfig:
         for key in ("random_fraction", "detour_probability", "val_fraction"):
             check(0 <= getattr(self, key) <= 1, key, getattr(self, key), "must be in [0, 1]")
         check(len(self.noise_scales) > 0, "noise_scales", self.noise_scales, "at least one scale")
+        check(bool(self.targets) and self.targets[0] == "privileged" and set(self.targets) <= set(TARGET_GROUPS)
+              and len(set(self.targets)) == len(self.targets), "targets", self.targets,
+              f"`privileged` first, then any of {list(TARGET_GROUPS)[1:]}")
 
 
 register_schema("pretrain_schema", PretrainConfig)
 
 PROPRIO_KEYS = ["joint_pos", "gripper"]
 TARGET_KEY = "privileged"
+# Target groups in the order they are concatenated, with their sizes. The privileged state comes first, so its
+# layout (robolearn.spec.PRIVILEGED_LAYOUT) starts every prediction whatever else follows.
+TARGET_GROUPS = {"privileged": 13, "relative": 6}
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -174,11 +187,31 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+# -- targets ----------------------------------------------------------------------------------------------
+def regression_targets(data: dict[str, np.ndarray], groups: list[str], robot) -> np.ndarray:
+    """(N, sum of the groups' sizes) float32: the privileged state, then the `relative` group (the handle in the
+    tool centre point's frame, the kettle minus the sink in the base frame's axes; metres)."""
+    privileged = data[TARGET_KEY].astype(np.float32)
+    parts = [privileged]
+    if "relative" in groups:
+        state = split_privileged(privileged.T)
+        tcp_poses = np.stack([robot.forward_kinematics(q) for q in np.asarray(data["joint_pos"], dtype=np.float64)])
+        handle_in_tcp = np.einsum("nji,nj->ni", tcp_poses[:, :3, :3], state["handle_pos"].T - tcp_poses[:, :3, 3])
+        parts.append(np.concatenate([handle_in_tcp, state["kettle_pos"].T - state["sink_pos"].T], axis=1).astype(np.float32))
+    return np.concatenate(parts, axis=1)
+
+
 # -- training ---------------------------------------------------------------------------------------------
+ERROR_PARTS = {"kettle": slice(0, 3), "handle": slice(7, 10), "handle_from_tcp": slice(13, 16), "kettle_from_sink": slice(16, 19)}
+
+
 def position_errors_cm(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Median and p90 errors of the kettle position (0:3) and handle position (7:10), in cm."""
+    """Median and p90 errors of the kettle and handle positions (and, where regressed, of the handle in the
+    gripper's frame and the kettle from the sink), in cm."""
     out = {}
-    for name, part in (("kettle", slice(0, 3)), ("handle", slice(7, 10))):
+    for name, part in ERROR_PARTS.items():
+        if part.stop > target.shape[1]:
+            continue
         err = 100 * np.linalg.norm(pred[:, part] - target[:, part], axis=1)
         out[f"{name}_median_cm"], out[f"{name}_p90_cm"] = float(np.median(err)), float(np.percentile(err, 90))
     return out
@@ -195,7 +228,7 @@ def train_encoder(cfg: PretrainConfig, data: dict[str, np.ndarray], meta: dict, 
     if not n_held:
         log.warning("pretrain: one episode only: the errors reported are on the training frames")
         val_idx = train_idx
-    target = data[TARGET_KEY].astype(np.float32)
+    target = regression_targets(data, meta.get("targets", ["privileged"]), ROBOTS[meta["robot"]])
     mean, std = target[train_idx].mean(0), target[train_idx].std(0) + 1e-3  # the sink never moves: std ~0
 
     net = build_encoder(meta).to(device)
@@ -284,7 +317,8 @@ def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
         meta = {
             "image_keys": image_keys, "proprio_keys": PROPRIO_KEYS, "target_key": TARGET_KEY,
             "inputs": input_signature(env.observation_space, image_keys, PROPRIO_KEYS),
-            "target_dim": int(env.observation_space[TARGET_KEY].shape[0]),
+            "targets": list(cfg.targets),
+            "target_dim": int(env.observation_space[TARGET_KEY].shape[0]) + sum(TARGET_GROUPS[g] for g in cfg.targets[1:]),
             "embed_dim": int(cfg.embed_dim), "hidden_dim": int(cfg.hidden_dim),
             "episodes": int(cfg.episodes), "seed": int(cfg.seed),
             "robot": EnvSpec.from_config(env_cfg).robot.name,  # same-sized arms (Panda/FR3, the URs) look different

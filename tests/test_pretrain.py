@@ -59,6 +59,37 @@ def test_encoder_file_records_its_inputs_and_held_out_errors(encoder_file):
     assert set(meta["validation"]) >= {"kettle_median_cm", "handle_p90_cm"}
 
 
+def test_relative_targets_place_the_handle_in_the_grippers_frame_by_the_arms_kinematics():
+    from robolearn.pretrain import regression_targets
+    from robolearn.robots import PANDA
+
+    rng = np.random.default_rng(0)
+    joints = PANDA.home + rng.uniform(-0.3, 0.3, (4, 7))
+    privileged = rng.uniform(-1, 1, (4, 13)).astype(np.float32)
+    data = {"privileged": privileged, "joint_pos": joints.astype(np.float32)}
+    assert np.array_equal(regression_targets(data, ["privileged"], PANDA), privileged)
+    both = regression_targets(data, ["privileged", "relative"], PANDA)
+    assert both.shape == (4, 19) and np.array_equal(both[:, :13], privileged)
+    pose = PANDA.forward_kinematics(joints[2].astype(np.float32))
+    handle_in_tcp = both[2, 13:16]
+    np.testing.assert_allclose(pose[:3, :3] @ handle_in_tcp + pose[:3, 3], privileged[2, 7:10], atol=1e-5)  # the handle
+    assert not np.allclose(handle_in_tcp, privileged[2, 7:10] - pose[:3, 3], atol=1e-3)  # in the gripper's axes
+    np.testing.assert_allclose(both[2, 16:19], privileged[2, 0:3] - privileged[2, 10:13], atol=1e-6)  # kettle from the sink
+
+
+def test_relative_targets_make_a_longer_prediction_and_report_its_errors(tmp_path, encoder_file):
+    out = tmp_path / "rel.pt"
+    metrics = pretrain(pretrain_config(out, "episodes=2", "epochs=1", "targets=[privileged,relative]",
+                                       f"data={Path(str(encoder_file)).with_suffix('.data.npz')}"))
+    assert {"handle_from_tcp_median_cm", "kettle_from_sink_p90_cm"} <= set(metrics)
+    meta = torch.load(out, map_location="cpu", weights_only=False)["meta"]
+    assert meta["targets"] == ["privileged", "relative"] and meta["target_dim"] == 19
+    frozen = load_encoder(out, make_env(pretrain_config(out, "env.privileged=true").env).observation_space)
+    assert frozen.out_dim == 8 + 19
+    with pytest.raises(Exception, match="targets"):
+        pretrain(pretrain_config(out, "targets=[relative]"))  # the privileged state must come first
+
+
 def test_collection_resumes_where_it_stopped(tmp_path, encoder_file):
     # Episodes are seeded by index: collecting 2 then going on to 3 gives the same frames as 3 at once.
     data_dir = encoder_file.parent
