@@ -57,6 +57,7 @@ def test_encoder_file_records_its_inputs_and_held_out_errors(encoder_file):
     assert meta["inputs"]["front"] == [84, 84, 3] and meta["inputs"]["joint_pos"] == [7]
     assert meta["frames"] == 3 * 10
     assert set(meta["validation"]) >= {"kettle_median_cm", "handle_p90_cm"}
+    assert "targets" not in meta and meta["target_dim"] == 13  # the default: files as before the `targets` key
 
 
 def test_relative_targets_place_the_handle_in_the_grippers_frame_by_the_arms_kinematics():
