@@ -87,7 +87,9 @@ def test_relative_targets_make_a_longer_prediction_and_report_its_errors(tmp_pat
     assert meta["targets"] == ["privileged", "relative"] and meta["target_dim"] == 19
     frozen = load_encoder(out, make_env(pretrain_config(out, "env.privileged=true").env).observation_space)
     assert frozen.out_dim == 8 + 19
-    with pytest.raises(Exception, match="targets"):
+    from robolearn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="targets"):
         pretrain(pretrain_config(out, "targets=[relative]"))  # the privileged state must come first
 
 
