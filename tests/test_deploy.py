@@ -21,10 +21,11 @@ from robolearn.config import ConfigError
 from robolearn.paths import CONFIG_DIR
 from tests.hardware_franky_sim import SIM_STATE_AGE_S, FrankySim
 
-# A few DrQ updates on the pixel sim (two 84x84 cameras + proprioception, as the real env), FR3 robot.
+# A few DrQ updates on the pixel sim (two 84x84 cameras + proprioception, as the real env), FR3 robot; inline, so the
+# update count is exact (the async runner stops its learner wherever it is when the actors finish).
 TINY_TRAIN = ["env=kettle_sink", "env.robot=fr3", "env.episode_seconds=1", "agent.hidden_dim=32", "agent.feature_dim=16",
               "batch_size=8", "seed_steps=10", "total_steps=20", "eval.every=1000000", "eval.final=false", "progress=false",
-              "demos.episodes=0", "torch_threads=1", "replay.capacity=100", "save_every=1000"]
+              "demos.episodes=0", "torch_threads=1", "replay.capacity=100", "save_every=1000", "runner=inline"]
 
 
 @pytest.fixture(scope="module")
