@@ -62,6 +62,10 @@ class PretrainConfig:
     detour_probability: float = 0.03  # per step: start a run of random actions ...
     detour_max_steps: int = 15  # ... this long at most (failed grasps, dropped and tipped kettles)
     save_every_episodes: int = 10
+    # A fresh visual randomisation (materials, lights, camera poses, distractors, image effects) for every frame
+    # instead of one per episode: an episode's frames otherwise share one scene, and an encoder trained on 150
+    # scenes over-fits them (docs/benchmarks.md, "Sixteenth session"). The physics of the episode is unchanged.
+    look_per_frame: bool = False
     expert: Any = field(default_factory=lambda: {"_target_": "sim.expert.KettleSinkExpert"})
     # real-arm fine-tuning: replay files recorded on the arm (teleop, deploy) with the ArUco tracker on, and the
     # sim encoder to start from (docs/learner.md); set env to the arm's env config so the inputs match
@@ -112,8 +116,15 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
     keys = [*image_keys, *PROPRIO_KEYS, TARGET_KEY, "episode"]
     data: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     done_episodes = 0
+    redraw = getattr(env.unwrapped, "redraw_look", None)
+    if cfg.look_per_frame and redraw is None:
+        raise ValueError(f"pretrain.look_per_frame: {type(env.unwrapped).__name__} cannot redraw its look (the kettle sim can)")
     if path.exists():
         with np.load(path) as saved:
+            made_with = bool(saved["look_per_frame"]) if "look_per_frame" in saved.files else False
+            if made_with != cfg.look_per_frame:
+                raise ValueError(f"pretrain: {path} was collected with look_per_frame={made_with}, this run asks for "
+                                 f"{cfg.look_per_frame}: move it away or set pretrain.data to another file")
             kept = saved["episode"] < cfg.episodes  # a file made with more episodes gives its first ones
             data = {k: [saved[k][kept]] for k in keys}
         done_episodes = int(data["episode"][0].max()) + 1 if len(data["episode"][0]) else 0
@@ -124,6 +135,7 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
     for episode in bar:
         rng = np.random.default_rng([cfg.seed, episode])
         expert.reset()
+        look_rng = np.random.default_rng([cfg.seed, episode, 1])  # its own stream: the actions stay as without it
         random_episode = rng.uniform() < cfg.random_fraction
         noise = rng.choice(cfg.noise_scales)
         detour_left = 0
@@ -137,6 +149,8 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
         def act(obs) -> np.ndarray:
             nonlocal detour_left
             action = expert.act(obs)  # keeps the expert's phase machine current even when it is overridden
+            if cfg.look_per_frame:
+                redraw(look_rng)  # the next frame is rendered in a new look
             if random_episode or detour_left > 0:
                 action = rng.uniform(-1, 1, action.shape)
                 detour_left -= 1
@@ -153,7 +167,7 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
         if (episode + 1) % cfg.save_every_episodes == 0 or episode + 1 == cfg.episodes:
             arrays = {k: np.concatenate(v) for k, v in data.items()}
             data = {k: [v] for k, v in arrays.items()}
-            _save_npz(path, arrays)
+            _save_npz(path, {**arrays, "look_per_frame": np.array(cfg.look_per_frame)})
     if not data["episode"]:
         return {}  # episodes=0: recordings only
     return {k: np.concatenate(v) for k, v in data.items()}
@@ -325,6 +339,8 @@ def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
         }
         if cfg.targets != ["privileged"]:  # recorded only when not the default, so older files and states stay equal
             meta["targets"] = list(cfg.targets)
+        if cfg.look_per_frame:
+            meta["look_per_frame"] = True
         out = Path(cfg.out)
         data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))
     finally:

@@ -141,6 +141,11 @@ class KettleSinkEnv(gym.Env):
         self._video_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.cfg.render.shadows or self._randomizer.shadows
         return self._video_renderer.render()
 
+    def redraw_look(self, rng: np.random.Generator) -> None:
+        """Draw a new visual randomisation (not the physics'), seen from the next observation on; a no-op
+        with env.randomization.enabled=false."""
+        self._randomizer.redraw_look(rng)
+
     def randomization(self) -> dict:
         """What this episode drew (seed, shadows, dynamics scales, latency, ...), for logs and tests."""
         return dict(self._randomizer.episode)

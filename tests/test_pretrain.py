@@ -106,6 +106,26 @@ def test_collection_resumes_where_it_stopped(tmp_path, encoder_file):
         np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
 
 
+def test_a_look_per_frame_renders_every_frame_in_a_new_scene_and_the_data_file_says_so(tmp_path, encoder_file):
+    out = tmp_path / "enc.pt"
+    metrics = pretrain(pretrain_config(out, "look_per_frame=true", "epochs=1"))
+    assert np.isfinite(metrics["kettle_median_cm"])
+    per_frame = dict(np.load(tmp_path / "enc.data.npz"))
+    per_episode = dict(np.load(encoder_file.parent / "enc.data.npz"))
+    assert bool(per_frame["look_per_frame"]) and not bool(per_episode["look_per_frame"])
+    # The same episodes: the states are those of one look per episode (the redraws use a stream of their own) ...
+    for key in ("joint_pos", "privileged", "episode"):
+        np.testing.assert_array_equal(per_frame[key], per_episode[key], err_msg=key)
+    # ... the first frame of an episode is in the episode's look, every later one in another.
+    same = [np.array_equal(per_frame["front"][i], per_episode["front"][i]) for i in range(len(per_frame["episode"]))]
+    firsts = np.r_[True, per_frame["episode"][1:] != per_frame["episode"][:-1]]
+    assert all(np.array(same)[firsts]) and not any(np.array(same)[~firsts])
+    assert torch.load(out, weights_only=False)["meta"]["look_per_frame"] is True
+    # A collection made the other way is not silently continued.
+    with pytest.raises(ValueError, match="look_per_frame=True, this run asks for False"):
+        pretrain(pretrain_config(out, "epochs=1"))
+
+
 def test_training_resumes_from_its_last_epoch(tmp_path, encoder_file):
     # The state file of a finished run: a rerun trains no epoch again and writes the same weights.
     out = tmp_path / "enc.pt"

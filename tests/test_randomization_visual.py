@@ -270,3 +270,40 @@ def test_the_transfer_rows_four_distractors_are_all_on_the_counter_every_episode
         env.reset(seed=seed)
         placed.append(env.randomization()["distractors"])
     assert placed == [4] * 30
+
+
+def test_a_redrawn_look_changes_the_frames_and_never_the_physics(make):
+    # Pretraining redraws the look every frame (pretrain.look_per_frame): same seed, same actions, one env
+    # redrawing before every step: identical states and rewards, other images, the episode's other draws kept.
+    plain, redrawn = make(), make()
+    rng = np.random.default_rng(7)
+    plain.reset(seed=3)
+    redrawn.reset(seed=3)
+    drawn_before = redrawn.unwrapped.randomization()
+    action = np.linspace(-0.5, 0.5, plain.action_space.shape[0]).astype(np.float32)
+    differed = 0
+    for _ in range(4):
+        redrawn.unwrapped.redraw_look(rng)
+        a, ra, *_ = plain.step(action)
+        b, rb, *_ = redrawn.step(action)
+        assert ra == rb
+        for key in ("joint_pos", "joint_vel", "gripper"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        np.testing.assert_array_equal(plain.unwrapped.data.qpos, redrawn.unwrapped.data.qpos)
+        differed += not np.array_equal(a["front"], b["front"])
+    assert differed == 4
+    drawn_after = redrawn.unwrapped.randomization()
+    assert drawn_after["seed"] == drawn_before["seed"] and "look_seed" in drawn_after
+    for key in ("latency_ms", *[k for k in drawn_before if k.endswith("_scale")]):
+        assert drawn_after.get(key) == drawn_before.get(key), key
+
+
+def test_a_redrawn_look_is_a_no_op_with_randomisation_off():
+    env = make_kettle_sink_env(randomization={"enabled": False})
+    try:
+        env.reset(seed=0)
+        before = scene_arrays(env)
+        env.unwrapped.redraw_look(np.random.default_rng(0))
+        assert not changed(before, scene_arrays(env))
+    finally:
+        env.close()

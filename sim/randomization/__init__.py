@@ -55,6 +55,17 @@ class SceneRandomizer:
         self.sensing.reset(part_stream(seed, "sensing") if on else None)
         self.episode = {"seed": seed, **self.visual.drawn, **self.dynamics.drawn, **self.sensing.drawn}
 
+    def redraw_look(self, rng: np.random.Generator) -> None:
+        """A new look for the frames from now on (materials, lights, cameras, distractors, image effects); the
+        kettle's start, the dynamics and the sensing stay this episode's, so the physics is untouched (the
+        distractors are visual only). Pretraining uses it to see many more scenes than it runs episodes."""
+        if not self.cfg.enabled:
+            return
+        seed = int(rng.integers(2**63))
+        self.visual.apply(part_stream(seed, "visual"))
+        self.image.reset(part_stream(seed, "image"))
+        self.episode.update(look_seed=seed, **self.visual.drawn)
+
     @property
     def shadows(self) -> bool:
         """Whether this episode's frames are rendered with shadows."""
