@@ -56,7 +56,7 @@ def test_encoder_file_records_its_inputs_and_held_out_errors(encoder_file):
     assert meta["image_keys"] == ["front", "wrist"]
     assert meta["inputs"]["front"] == [84, 84, 3] and meta["inputs"]["joint_pos"] == [7]
     assert meta["frames"] == 3 * 10
-    assert set(meta["validation"]) >= {"kettle_median_cm", "handle_p90_cm"}
+    assert set(meta["validation"]) >= {"kettle_median_cm", "handle_p90_cm", "training_kettle_median_cm", "training_handle_p90_cm"}
     assert "targets" not in meta and meta["target_dim"] == 13  # the default: files as before the `targets` key
 
 
