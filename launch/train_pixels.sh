@@ -3,6 +3,7 @@
 # one shared pretraining of the frozen encoder, the demos once, then the seeds (one torch thread each), the
 # plot, and each run's best checkpoint evaluated again on 50 fresh seeds.
 # SEEDS="1 2 3" RUNS=outputs/pixels bash launch/train_pixels.sh [train overrides]
+# PRETRAIN="look_per_frame=true": extra pretraining overrides (the transfer recipe, docs/benchmarks.md "Seventeenth session")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-outputs/pixels}
@@ -11,7 +12,8 @@ ENCODER=${ENCODER:-$(python3 -m robolearn.paths "$@" | sed -n 's/^encoder: //p')
 mkdir -p "$RUNS"
 PRETRAIN_ENV=()  # the env overrides among the train overrides: the encoder is made for that env
 for arg in "$@"; do if [[ "$arg" == env.* || "$arg" == env=* ]]; then PRETRAIN_ENV+=("$arg"); fi; done
-python3 -m robolearn.pretrain out="$ENCODER" progress=false "${PRETRAIN_ENV[@]}" > "$RUNS/pretrain.log" 2>&1
+read -r -a PRETRAIN_EXTRA <<< "${PRETRAIN:-}"
+python3 -m robolearn.pretrain out="$ENCODER" progress=false "${PRETRAIN_ENV[@]}" "${PRETRAIN_EXTRA[@]}" > "$RUNS/pretrain.log" 2>&1
 # The demos are cached on first use: collect them once, not in three runs at the same time.
 python3 -m robolearn.train total_steps=0 eval.final=false agent.encoder_weights="$ENCODER" progress=false \
   hydra.run.dir="$RUNS/demos" "${PRETRAIN_ENV[@]}" > "$RUNS/demos.log" 2>&1
