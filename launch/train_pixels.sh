@@ -11,12 +11,16 @@ RUNS=${RUNS:-outputs/pixels}
 ENCODER=${ENCODER:-$(python3 -m robolearn.paths "$@" | sed -n 's/^encoder: //p')}
 mkdir -p "$RUNS"
 PRETRAIN_ENV=()  # the env overrides among the train overrides: the encoder is made for that env
-for arg in "$@"; do if [[ "$arg" == env.* || "$arg" == env=* ]]; then PRETRAIN_ENV+=("$arg"); fi; done
+DEMO_ARGS=()  # and the demos overrides (demos.episodes=100): the demos step makes the file the seeds read
+for arg in "$@"; do
+  if [[ "$arg" == env.* || "$arg" == env=* ]]; then PRETRAIN_ENV+=("$arg"); fi
+  if [[ "$arg" == demos.* ]]; then DEMO_ARGS+=("$arg"); fi
+done
 read -r -a PRETRAIN_EXTRA <<< "${PRETRAIN:-}"
 python3 -m robolearn.pretrain out="$ENCODER" progress=false "${PRETRAIN_ENV[@]}" "${PRETRAIN_EXTRA[@]}" > "$RUNS/pretrain.log" 2>&1
 # The demos are cached on first use: collect them once, not in three runs at the same time.
 python3 -m robolearn.train total_steps=0 eval.final=false agent.encoder_weights="$ENCODER" progress=false \
-  hydra.run.dir="$RUNS/demos" "${PRETRAIN_ENV[@]}" > "$RUNS/demos.log" 2>&1
+  hydra.run.dir="$RUNS/demos" "${PRETRAIN_ENV[@]}" "${DEMO_ARGS[@]}" > "$RUNS/demos.log" 2>&1
 pids=()
 for seed in ${SEEDS:-1 2 3}; do
   python3 -m robolearn.train seed="$seed" agent.encoder_weights="$ENCODER" eval.video=false progress=false \
