@@ -68,6 +68,19 @@ class KettleSinkExpert:
         self.disturbance = np.zeros(self.contract.n_joints)
         self.last_dq_des: np.ndarray | None = None
 
+    def take_over(self, obs: dict[str, np.ndarray]) -> None:
+        """Start mid-episode, from the state the episode is in (an intervention): a kettle already in the hand
+        is lifted and carried on with, anything else starts with the approach to the handle."""
+        self.reset()
+        state = split_privileged(obs["privileged"] if "privileged" in obs else self.env.privileged_state())
+        tcp, _ = self._kinematics(obs["joint_pos"].astype(np.float64), state)
+        if self._holding(tcp, state, float(obs["gripper"][0])):
+            self._enter(Phase.LIFT, tcp, state)
+
+    @staticmethod
+    def _holding(tcp: np.ndarray, state: dict[str, np.ndarray], gripper_width: float) -> bool:
+        return bool(np.linalg.norm(tcp - state["handle_pos"]) < 0.04 and gripper_width < 2 * kettle_entity.HANDLE_HALF[1] + 0.01)
+
     # -- policy --------------------------------------------------------------------------------------
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         q = obs["joint_pos"].astype(np.float64)
@@ -89,7 +102,7 @@ class KettleSinkExpert:
         rim = SINK.rim_height
         self.phase_steps += 1
         p = self.phase
-        holding = np.linalg.norm(tcp - handle) < 0.04 and gripper_width < 2 * kettle_entity.HANDLE_HALF[1] + 0.01
+        holding = self._holding(tcp, state, gripper_width)
 
         if p in (Phase.LIFT, Phase.TRANSPORT, Phase.LOWER) and not holding:
             return self._enter(Phase.APPROACH, tcp, state)  # dropped it: start over

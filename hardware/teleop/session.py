@@ -103,25 +103,42 @@ class TeleopSession:
         return out
 
 
-class InterventionPolicy:
-    """A policy a human can take over: `i` toggles the takeover, motion keys then drive the arm.
+class HumanIntervener:
+    """A person who can take the arm over from a policy: `i` toggles the takeover, motion keys then drive the
+    arm, esc asks to quit (`quit`). The intervener of robolearn/interventions.py: `act` returns the teleop
+    action while the person has control, else None. An input device that reports a `fault` (a gamepad that
+    disappeared) hands control back to the policy at once and says so: nobody is steering any more."""
 
-    The wrapped policy still sees every observation (its frame stack stays current) and its action is
-    computed every step; while the human has control the teleop action replaces it. `intervening` says
-    who produced the last action.
-    """
-
-    def __init__(self, policy, keys, commander: TeleopCommander, clock, say: Callable[[str], None] = print):
-        self.policy, self.keys, self.commander, self.clock, self.say = policy, keys, commander, clock, say
+    def __init__(self, keys, commander: TeleopCommander, clock, say: Callable[[str], None] = print):
+        self.keys, self.commander, self.clock, self.say = keys, commander, clock, say
         self.intervening = False
         self.quit = False
+        self.device_fault: str | None = None
+
+    @classmethod
+    def for_env(cls, env, cfg, say: Callable[[str], None] = print) -> HumanIntervener:
+        """The keyboard of this process's terminal or the first gamepad (`cfg.by`), for `env`'s contract."""
+        from hardware.teleop.gamepad import GamepadReader, require_gamepad
+        from hardware.teleop.keyboard import KeyboardReader
+
+        unwrapped = env.unwrapped
+        commander = TeleopCommander(unwrapped.contract, cfg.teleop_mode, speed=cfg.teleop_speed)
+        if cfg.by == "gamepad":
+            keys = GamepadReader(require_gamepad(), mode=cfg.teleop_mode).start()
+        else:
+            keys = KeyboardReader().start(require_terminal=True)
+        clock = getattr(unwrapped, "clock", None) or _MonotonicClock()
+        say(f"interventions: press i ({cfg.by}) to take the arm over and again to hand it back")
+        return cls(keys, commander, clock, say)
 
     def reset(self) -> None:
-        self.policy.reset()
         self.intervening = False
         self.commander.stop()
 
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def observe(self, reward: float, info: dict) -> None:
+        pass
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         now = self.clock.now()
         for key in self.keys.poll():
             if key == "i":
@@ -132,10 +149,47 @@ class InterventionPolicy:
                 self.quit = True
             elif self.intervening:
                 self.commander.press(key, now)
+        fault = getattr(self.keys, "fault", None)
+        if fault and self.intervening:
+            self.intervening = False
+            self.commander.stop()
+            self.device_fault = str(fault)
+            self.say(f"input device lost, the policy has control again: {fault}")
+        return self.commander.action(now, obs["joint_pos"]) if self.intervening else None
+
+
+class _MonotonicClock:
+    def now(self) -> float:
+        import time
+
+        return time.monotonic()
+
+
+class InterventionPolicy:
+    """A policy a human can take over (HumanIntervener): the wrapped policy still sees every observation (its
+    frame stack stays current) and its action is computed every step; while the human has control the teleop
+    action replaces it. `intervening` says who produced the last action."""
+
+    def __init__(self, policy, keys, commander: TeleopCommander, clock, say: Callable[[str], None] = print):
+        self.policy = policy
+        self.human = HumanIntervener(keys, commander, clock, say)
+
+    @property
+    def intervening(self) -> bool:
+        return self.human.intervening
+
+    @property
+    def quit(self) -> bool:
+        return self.human.quit
+
+    def reset(self) -> None:
+        self.policy.reset()
+        self.human.reset()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        taken = self.human.act(obs)
         action = self.policy.act(obs)
-        if self.intervening:
-            return self.commander.action(now, obs["joint_pos"])
-        return action
+        return action if taken is None else taken
 
 
 class InterventionRecorder:

@@ -28,6 +28,7 @@ from robolearn.dataset import lerobot_format as fmt
 from robolearn.dataset.lerobot_format import DatasetError
 from robolearn.replay import ReplayStorage
 from robolearn.replay.persistence import FORMAT_VERSION
+from robolearn.replay.codec import INTERVENTION_VERSION
 from robolearn.spec import PRIVILEGED_DIM, PRIVILEGED_LAYOUT, EnvSpec, is_image_space
 from robolearn.video import mp4_writer
 
@@ -43,7 +44,8 @@ class Source:
 
 def open_source(path: str | Path, intervention: str = "auto") -> Source:
     """A replay file, or a training run directory's replay.npz. `intervention`: "auto" (a per-row
-    `intervention` array in the file, else true for deploy's interventions.npz, else unknown), "true", "false"."""
+    `intervention` array in the file, else true for deploy's interventions.npz, else the rows whose policy version
+    says an intervener chose the action when any does, else unknown), "true", "false"."""
     path = Path(path)
     if path.is_dir():
         replay = path / "replay.npz"
@@ -67,6 +69,9 @@ def open_source(path: str | Path, intervention: str = "auto") -> Source:
             raise DatasetError(f"{path}: array 'intervention' has shape {flags.shape}, the file holds {len(store)} rows")
         if flags is None and path.name == "interventions.npz":  # deploy writes only the human's segments there
             flags = np.ones(len(store), bool)
+        versions = store.policy_version[:len(store)]  # a loaded store holds its rows oldest first
+        if flags is None and np.any(versions == INTERVENTION_VERSION):  # online training's (robolearn/interventions.py)
+            flags = versions == INTERVENTION_VERSION
     else:
         raise ValueError(f"intervention must be auto, true or false, got {intervention!r}")
     return Source(path, store, flags)

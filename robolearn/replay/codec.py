@@ -6,7 +6,7 @@ store files; a dict observation is spread into them, and gathered back, only her
 
 A run of step records (an actor's chunk, what the replay server stores) is one array per field, one row per
 record: a record is either the first observation of an episode (KIND_START) or a transition (KIND_STEP:
-action, reward, end flags, the policy version that chose the action, and the next observation). Each
+action, reward, end flags, the policy version that chose the action or who else did, and the next observation). Each
 observation is held once: the next observation of one transition is the start of the following one.
 """
 
@@ -18,6 +18,10 @@ from robolearn.replay.batch import Batch
 
 OBS, NEXT_OBS = "obs/", "next_obs/"
 KIND_START, KIND_STEP = 0, 1
+# policy_version of a record whose action no policy chose: a uniformly random seed action (and an episode's
+# first record), or an intervention (a person or the scripted intervener took over: robolearn/interventions.py).
+SEED_ACTION_VERSION = -1
+INTERVENTION_VERSION = -2
 RECORD_FIELDS = {"kind": np.uint8, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_, "policy_version": np.int64}
 
 

@@ -16,6 +16,12 @@ the result. A latched safety fault does not end the process: the arm is held, th
 person is asked at the terminal to check the arm and clear it (Enter; q stops); with no terminal the
 actor holds and logs for `actor.fault_wait_s`, then exits with code 3 (robolearn/process/exits.py).
 
+Interventions (`actor.intervention`, robolearn/interventions.py): a person (keyboard, gamepad) or, in sim, the
+scripted intervener may take over from the policy between two steps. Their steps go through the same
+`env.step` (the safety layer on an arm), are sent with the policy version INTERVENTION_VERSION and the executed
+action, and each stretch of their control is also sent as a demo episode, on a second stream named
+`<name>.interventions` (`intervention.to_demos`). The actor reports the share of its steps they took.
+
 Its name (default: from the host and the env, the same on every start) and its spill folder (default:
 `<run_dir>/spill/<name>`) survive a restart, so what was not acknowledged is sent by the next start.
 """
@@ -51,11 +57,13 @@ from robolearn.checkpoint import run_agent_config
 from robolearn.config import load_typed
 from robolearn.display import open_view
 from robolearn.envs import make_env
+from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionSegments, make_intervener, stored_action
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
 from robolearn.process import exits
 from robolearn.process.allocator import keep_freed_memory
 from robolearn.process.signals import ignore_late_stop_signals
+from robolearn.replay.codec import INTERVENTION_VERSION, SEED_ACTION_VERSION
 from robolearn.rollout import Step, run_episode
 from robolearn.transport.actor_client import ActorClient
 from robolearn.transport.client import TransportFatal
@@ -68,10 +76,11 @@ class Actor:
     """`spill_root`: where the spill folder `<spill_root>/<name>` goes when transport.spill_dir is not set
     (default `<run_dir>/spill`). `operator`: who is asked to clear a latched fault on an arm: "auto" (the
     terminal, when this process has one in the foreground), None (nobody: hold for actor.fault_wait_s), or
-    an object with `poll() -> str | None` (a line typed, or nothing yet) and `say(message)`."""
+    an object with `poll() -> str | None` (a line typed, or nothing yet) and `say(message)`. `intervener`: who may
+    take over from the policy: "auto" (the one actor.intervention names) or an Intervener (robolearn/interventions.py)."""
 
     def __init__(self, cfg: AsyncConfig, env=None, stop: threading.Event | None = None, spill_root: str | Path | None = None,
-                 operator="auto"):
+                 operator="auto", intervener="auto"):
         self.cfg, self.acfg = cfg, cfg.actor
         self.env = env if env is not None else make_env(cfg.env)
         self.on_arm = hasattr(self.env.unwrapped, "clear_fault") and safe_hold_of(self.env) is not None
@@ -87,7 +96,15 @@ class Actor:
             transport = dataclasses.replace(transport, spill_dir=str(root / self.name))
         # With a frozen encoder the actor sends features (computed once per step, as it acts on them).
         self.client = ActorClient(transport, self.agent.learning_space, self.env.action_space.shape, name=self.name)
-        self.version = -1  # no weights yet
+        self.version = SEED_ACTION_VERSION  # no weights yet
+        self.intervener = make_intervener(self.acfg.intervention, self.env) if intervener == "auto" else intervener
+        self.intervened = False  # who chose the action of the step under way
+        self.intervention_steps = self.episode_interventions = 0
+        self.segments = None
+        if self.intervener is not None and self.acfg.intervention.to_demos:
+            demo_transport = dataclasses.replace(transport, spill_dir=str(Path(transport.spill_dir).with_name(self.name + DEMO_STREAM_SUFFIX)))
+            self.segments = InterventionSegments(ActorClient(demo_transport, self.agent.learning_space, self.env.action_space.shape,
+                                                             name=self.name + DEMO_STREAM_SUFFIX, demo=True))
         self.rng = np.random.default_rng(self.acfg.seed)
         # Random actions until the first weights and for the actor's seed steps; the policy still acts on
         # every step, so its frame stack stays current.
@@ -139,6 +156,9 @@ class Actor:
                 self._hold()
                 continue
             self.policy.reset()
+            if self.intervener is not None:
+                self.intervener.reset()
+            self.episode_interventions = 0
             try:
                 episode = run_episode(self.env, self._act, seed=int(self.rng.integers(2**31)), observe=self._observe,
                                       on_start=lambda obs, _: self.client.start_episode(obs), record=self._send,
@@ -147,6 +167,9 @@ class Actor:
                 if self._latched_fault() is None:
                     raise
                 continue  # the reset met a latched fault (EStopLatched): held and asked at the top of the loop
+            finally:
+                if self.segments is not None:
+                    self.segments.end()  # a segment the episode's end did not close (a stop, a lost link)
             if episode.ended_by == "link":
                 self._hold()
                 continue
@@ -155,16 +178,20 @@ class Actor:
                 successes.append(episode.success)
                 if self.writer is not None:
                     for key, value in {"return": episode.episode_return, "length": episode.length, "success": float(episode.success),
-                                       "policy_version": self.version}.items():
+                                       "policy_version": self.version, "intervention_steps": self.episode_interventions,
+                                       "intervention_share": self.intervention_share()}.items():
                         self.writer.add_scalar(f"episode/{key}", value, self.steps)
                 if self.episodes % acfg.log_every_episodes == 0:
                     recent = successes[-20:]
-                    log.info("actor %s: episode %d, %d steps, return %.1f, success %.2f (last %d), policy v%d, link: %s",
+                    log.info("actor %s: episode %d, %d steps, return %.1f, success %.2f (last %d), policy v%d, link: %s%s",
                              self.name, self.episodes, self.steps, episode.episode_return, np.mean(recent), len(recent), self.version,
-                             self.client.link_problem() or "ok")
+                             self.client.link_problem() or "ok",
+                             f", interventions {self.intervention_share():.0%} of steps" if self.intervener is not None else "")
         return {"steps": self.steps, "episodes": self.episodes, "holds": self.holds, "waits": self.waits, "version": self.version,
                 "success_rate": float(np.mean(successes)) if successes else 0.0, "faults": self.faults, "fault": self.fault,
-                "outcome": "fault" if self.fault else "done",
+                "outcome": "fault" if self.fault else "done", "intervention_steps": self.intervention_steps,
+                "intervention_share": self.intervention_share(),
+                "intervention_segments": self.segments.segments if self.segments is not None else 0,
                 "policy_latency": {"startup": self.warmup, "steps": self.latency.summary(self.period)}}
 
     def _observe(self, obs):
@@ -173,9 +200,17 @@ class Actor:
         self._observe_s = time.perf_counter() - start
         return out
 
+    def intervention_share(self) -> float:
+        return self.intervention_steps / self.steps if self.steps else 0.0
+
     def _act(self, obs):
         start = time.perf_counter()
-        action = self.policy.act(obs)
+        action = self.policy.act(obs)  # every step, so the policy's frame stack stays current
+        self.intervened = False
+        if self.intervener is not None:
+            taken = self.intervener.act(obs)
+            if taken is not None:
+                action, self.intervened = taken, True
         self.latency.samples.append(self._observe_s + time.perf_counter() - start)  # the features are part of the step
         self._observe_s = 0.0
         return action
@@ -296,9 +331,20 @@ class Actor:
                 return  # a lost learner: on_learner_loss decides, not this wait
 
     def _send(self, step: Step) -> None:
-        self.client.add(step.action, step.reward, step.terminated, step.truncated, step.next_obs,
-                        self.version if self.steps >= self.acfg.seed_steps else -1)
+        intervened = self.intervened
+        action = stored_action(intervened, step.action, step.info)
+        if intervened:
+            version = INTERVENTION_VERSION
+        else:
+            version = self.version if self.steps >= self.acfg.seed_steps else SEED_ACTION_VERSION
+        self.client.add(action, step.reward, step.terminated, step.truncated, step.next_obs, version)
         self.steps += 1
+        if self.intervener is not None:
+            self.intervener.observe(step.reward, step.info)
+            self.intervention_steps += intervened
+            self.episode_interventions += intervened
+        if self.segments is not None:
+            self.segments.step(intervened, step.obs, action, step.reward, step.terminated, step.truncated, step.next_obs)
 
     def _pace(self) -> None:
         """`actor.max_steps_per_s`: a sim actor outruns the learner on a CPU (cheap frozen features: ~45 steps/s
@@ -354,7 +400,11 @@ class Actor:
         if self.writer is not None:
             self.writer.close()
         try:
-            return self.client.close(timeout_s=float(self.acfg.flush_timeout_s))
+            demos_acknowledged = True
+            if self.segments is not None:
+                self.segments.end()
+                demos_acknowledged = self.segments.sink.close(timeout_s=float(self.acfg.flush_timeout_s))
+            return self.client.close(timeout_s=float(self.acfg.flush_timeout_s)) and demos_acknowledged
         finally:
             self.env.close()
 

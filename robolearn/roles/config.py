@@ -12,6 +12,7 @@ from typing import Any, Optional
 from robolearn.agents.drq import AgentConfig
 from robolearn.config import check, register_schema
 from robolearn.display import DisplayConfig
+from robolearn.interventions import InterventionConfig
 from robolearn.transport.config import TransportConfig
 from robolearn.replay.config import ServerConfig
 from robolearn.training.evaluation import EvalSettings
@@ -64,6 +65,9 @@ class ActorConfig:
     ahead_steps: int = 100
     finish_episode_on_stop: bool = False  # a stop request finishes the episode under way (sim) instead of ending it at the step
     tensorboard: bool = False  # episode return, length and success under <run_dir>/tb/<name>
+    # Someone else may take over from the policy (robolearn/interventions.py): a person at an arm actor
+    # (keyboard, gamepad) or, in sim, the scripted intervener; their steps are stored flagged, and in the demos.
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
 
     def __post_init__(self) -> None:
         check(self.policy_threads >= 0, "actor.policy_threads", self.policy_threads, "must be >= 0 (0: torch's default)")

@@ -19,6 +19,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from robolearn.interventions import DEMO_STREAM_SUFFIX
 from robolearn.transport.security import generate_keys
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def run_keys(run_dir: Path, actors: int) -> Path:
     keys.mkdir(mode=0o700, exist_ok=True)
     keys.chmod(0o700)
     names = [f"actor{i}" for i in range(actors)]
-    generate_keys(keys, ["learner", *names], names={name: [name] for name in names})
+    # Each actor's key may also send its interventions' demo stream (robolearn/interventions.py).
+    generate_keys(keys, ["learner", *names], names={name: [name, name + DEMO_STREAM_SUFFIX] for name in names})
     return keys
 
 

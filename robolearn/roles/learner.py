@@ -154,7 +154,7 @@ class Learner:
             if self.updates % lcfg.log_every == 0:
                 status = self.client.status
                 for name, value in {**metrics, **self.rates(start_updates), "transitions": status.get("transitions") or 0,
-                                    "actors_alive": self.client.actors_alive()}.items():
+                                    "actors_alive": self.client.actors_alive(), "intervention_share": self.intervention_share()}.items():
                     self.writer.add_scalar(f"learner/{name}", value, self.updates)
                 bar.set_postfix(actors=self.client.actors_alive(), data=status.get("transitions"), q=f"{metrics['q_mean']:.1f}")
             if self.updates % lcfg.save_every == 0:
@@ -183,6 +183,11 @@ class Learner:
         """Env steps so far: the online transitions the replay server holds (as last reported)."""
         return int(self.client.status.get("transitions") or 0)
 
+    def intervention_share(self) -> float:
+        """The share of the online transitions an intervener chose (the server's count; robolearn/interventions.py)."""
+        status = self.client.status
+        return round(int(status.get("intervention_transitions") or 0) / max(int(status.get("transitions") or 0), 1), 4)
+
     def rates(self, start_updates: int) -> dict:
         """Updates per second of this start, the achieved update-to-data ratio, and the busy share: the time
         spent in updates over the wall-clock since the first update (sampling happens on the server and is
@@ -208,7 +213,8 @@ class Learner:
     def write_status(self, start_updates: int) -> None:
         """`status.json` beside the checkpoint: what the runner's progress bar shows."""
         status = {"step": self.step(), "updates": self.updates, "actors_alive": self.client.actors_alive(),
-                  "train_min": round(self.train_s() / 60, 2), **self.rates(start_updates)}
+                  "train_min": round(self.train_s() / 60, 2), "intervention_share": self.intervention_share(),
+                  **self.rates(start_updates)}
         path = self.run_dir / "status.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status))

@@ -183,9 +183,11 @@ class AsyncRunner:
         if step > bar.n:
             bar.update(min(step, bar.total) - bar.n)
         evaluated = last_eval(self.run_dir).get("success_rate")
-        bar.set_postfix({"upd": status.get("updates", 0), "utd": status.get("utd", "-"), "busy": status.get("busy", "-"),
-                         "eval": "-" if evaluated is None else f"{evaluated:.2f}", "actors": status.get("actors_alive", "-")},
-                        refresh=False)
+        postfix = {"upd": status.get("updates", 0), "utd": status.get("utd", "-"), "busy": status.get("busy", "-"),
+                   "eval": "-" if evaluated is None else f"{evaluated:.2f}", "actors": status.get("actors_alive", "-")}
+        if self.cfg.intervention.enabled:
+            postfix["interv"] = f"{float(status.get('intervention_share') or 0):.0%}"
+        bar.set_postfix(postfix, refresh=False)
 
     def _stop_in_order(self) -> None:
         """Actors first (they finish their episodes and flush), then the learner (saves, final snapshot),

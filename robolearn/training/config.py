@@ -14,6 +14,7 @@ from typing import Any, Optional
 from robolearn.agents import AgentConfig
 from robolearn.config import check, register_schema
 from robolearn.display import DisplayConfig
+from robolearn.interventions import InterventionConfig
 from robolearn.training.evaluation import EvalSettings
 from robolearn.transport.config import TransportConfig
 
@@ -91,9 +92,14 @@ class TrainConfig:
     async_roles: AsyncSettings = field(default_factory=AsyncSettings)
     transport: TransportConfig = field(default_factory=TransportConfig)  # the async roles' links (loopback, per-run keys)
     display: DisplayConfig = field(default_factory=DisplayConfig)  # a live view of demos, collection and evaluation (docs/watching.md)
+    # The sim actors' interventions (robolearn/interventions.py: intervention.by=scripted), stored flagged in the
+    # replay and in the demos; they live in the actor role, so the async runner only.
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
 
     def __post_init__(self) -> None:
         check(self.runner in RUNNERS, "runner", self.runner, f"one of {RUNNERS}")
+        check(not (self.intervention.enabled and self.runner == "inline"), "intervention.by", self.intervention.by,
+              "interventions happen in the actor role: use runner=async (the default)")
         for key in ("utd", "update_every", "batch_size", "log_every_updates", "save_every"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be positive")
         check(self.total_steps >= 0, "total_steps", self.total_steps, "must be >= 0")

@@ -3,7 +3,8 @@
 
 `role_config` is the only place the recipe's settings are mapped onto the roles' config
 (robolearn/roles/config.py): utd -> the learner's update cap and the actors' pace, seed_steps -> the
-learner's first update and the actors' random actions, demos and replay -> the server. The runner writes it
+learner's first update and the actors' random actions, demos and replay -> the server, intervention -> the actors
+(and room for their segments in the server's demo store). The runner writes it
 to `<run_dir>/roles.yaml`; every role reads that file (`--config-dir <run_dir> --config-name roles`), and a
 remote role started by hand reads the same file copied to its machine (docs/remote.md).
 """
@@ -49,7 +50,9 @@ def role_config(cfg: TrainConfig, run_dir: Path, *, keys_dir: Path | None, demo_
         "keep_freed_memory": cfg.keep_freed_memory,
         "progress": False,
         "actors": actors,
-        "server": {"capacity": max(cfg.replay.capacity, 2), "demo_capacity": max(demo_rows, 2),
+        # Interventions add their segments to the demos (at most every env step): room for them beside the demo file.
+        "server": {"capacity": max(cfg.replay.capacity, 2),
+                   "demo_capacity": max(demo_rows + (cfg.total_steps if cfg.intervention.enabled else 0), 2),
                    "demo_ratio": cfg.replay.demo_ratio, "demos": str(demo_path) if demo_path else None},
         "learner": {
             "batch_size": cfg.batch_size, "total_updates": None, "min_transitions": cfg.seed_steps, "max_utd": utd,
@@ -60,7 +63,7 @@ def role_config(cfg: TrainConfig, run_dir: Path, *, keys_dir: Path | None, demo_
         "actor": {
             "seed_steps": math.ceil(cfg.seed_steps / actors), "total_steps": math.ceil(cfg.total_steps / actors),
             "follow_utd": utd, "ahead_steps": roles.ahead_steps, "finish_episode_on_stop": True,
-            "policy_threads": roles.role_threads, "tensorboard": True,
+            "policy_threads": roles.role_threads, "tensorboard": True, "intervention": _plain(cfg.intervention),
         },
         "eval": _plain(cfg.eval),
         "display": _plain(cfg.display),

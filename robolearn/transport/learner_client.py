@@ -140,7 +140,8 @@ class LearnerClient:
         self.last_reply = time.monotonic()
         h = msg.header
         if "actors_alive" in h:
-            self.status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions", "demo_transitions")}
+            self.status = {k: h.get(k) for k in ("epoch", "learner_alive", "actors_alive", "weights_version", "transitions", "demo_transitions",
+                                                   "intervention_transitions")}
             self.status_at = self.last_reply
         if msg.type == "welcome":
             self.connected = True

@@ -54,7 +54,7 @@ import zmq
 from gymnasium import spaces
 
 from robolearn.replay import MixedSampler, ReplayStorage
-from robolearn.replay.codec import batch_arrays
+from robolearn.replay.codec import INTERVENTION_VERSION, batch_arrays
 from robolearn.replay.config import ServerConfig
 from robolearn.replay.durable import DurableReplay, StoreFull
 from robolearn.spec import spec_signature
@@ -135,6 +135,8 @@ class ReplayServer:
         self.spec = spec_signature(observation_space, action_shape)
         self.data = DurableReplay(self.dir, observation_space, action_shape, cfg, demos)
         self.storage, self.demos = self.data.storage, self.data.demos
+        # Online transitions an intervener chose (robolearn/interventions.py), counted once from a recovered store
+        self.intervention_transitions = int(np.count_nonzero(self.storage.policy_version == INTERVENTION_VERSION))
         self.epoch = uuid.uuid4().hex[:12]
         # Sampling: rows are drawn under a lock that ingestion also takes (cheap), then gathered by sampler
         # threads (numpy releases the GIL while copying) while ingestion goes on; the oldest rows of a
@@ -385,6 +387,8 @@ class ReplayServer:
         try:
             with self._lock:
                 self.counters["transitions"] += self.data.accept(peer.name, seq, demo, msg.arrays)
+            if not demo:
+                self.intervention_transitions += int(np.count_nonzero(msg.arrays["policy_version"] == INTERVENTION_VERSION))
         except StoreFull as exc:  # the actor keeps the chunk (and saves it on closing): nothing is lost
             raise Refused("disk_full", str(exc)) from None
         self.counters["chunks"] += 1
@@ -588,6 +592,7 @@ class ReplayServer:
             "weights_digest": self.weights_digest,
             "transitions": self.storage.num_transitions(),
             "demo_transitions": self.demos.num_transitions(),
+            "intervention_transitions": self.intervention_transitions,
         }
 
     def _periodic(self) -> None:

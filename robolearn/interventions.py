@@ -1,0 +1,186 @@
+"""Interventions during online training: someone else takes the arm over from the policy, then hands it back.
+
+On an arm a person does it (`intervention.by=keyboard` or `gamepad`: `i` toggles the takeover, the teleop keys
+drive the arm, hardware/teleop); in sim a scripted intervener stands in for the person so the effect can be
+measured (`by=scripted`): the scripted expert takes over when the episode goes wrong, as a person watching
+would — no progress for `stall_steps`, or the kettle tilting past `tilt_deg` — for up to `max_steps` steps, at
+most `max_per_episode` times an episode.
+
+Every command an intervener gives is an action in the policy's space, sent through the same `env.step` (the
+action check, the scaling and, on an arm, the safety layer). The actor (robolearn/roles/actor.py) stores an
+intervention step in the online replay with the policy version INTERVENTION_VERSION and the executed action,
+and each stretch of control (a segment, ended truncated where the intervener handed back) in the demo buffer
+too, as HIL-SERL does: `InterventionSegments`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+import numpy as np
+
+from robolearn.config import check
+from robolearn.replay.codec import INTERVENTION_VERSION
+from robolearn.replay.recording import executed_action
+
+INTERVENERS = ("none", "scripted", "keyboard", "gamepad")
+DEMO_STREAM_SUFFIX = ".interventions"  # an actor's second stream, its intervention segments as demos: <name>.interventions
+
+
+@dataclass
+class InterventionConfig:
+    by: str = "none"  # none | scripted (sim: the scripted expert) | keyboard | gamepad (a person at the arm actor)
+    to_demos: bool = True  # also store each intervention segment in the demo buffer (as HIL-SERL does)
+    # The scripted intervener (sim) takes over when the episode goes wrong:
+    stall_steps: int = 40  # ... no progress (the reward rose by less than progress) for this many steps
+    progress: float = 0.01  # reward units: 1 cm of kettle-to-sink distance
+    tilt_deg: float = 25.0  # ... or the kettle tilted this far from upright (about to tip)
+    max_steps: int = 60  # it hands back after this many steps (or when its script is done)
+    max_per_episode: int = 2
+    # The human interveners' teleop (hardware/teleop): joint or end-effector keys, their speed.
+    teleop_mode: str = "ee"
+    teleop_speed: float = 0.3
+
+    def __post_init__(self) -> None:
+        check(self.by in INTERVENERS, "intervention.by", self.by, f"one of {INTERVENERS}")
+        for key in ("stall_steps", "max_steps"):
+            check(getattr(self, key) >= 1, f"intervention.{key}", getattr(self, key), "must be positive")
+        check(self.max_per_episode >= 0, "intervention.max_per_episode", self.max_per_episode, "must be >= 0")
+        check(self.progress >= 0, "intervention.progress", self.progress, "must be >= 0")
+        check(0 < self.tilt_deg <= 180, "intervention.tilt_deg", self.tilt_deg, "degrees, in (0, 180]")
+
+    @property
+    def enabled(self) -> bool:
+        return self.by != "none"
+
+
+class Intervener(Protocol):
+    """Who may take the arm over. `act` is called before every step with the observation the policy acts on;
+    it returns the intervener's action while it has control, else None. `observe` sees every step taken."""
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: dict[str, np.ndarray]) -> Optional[np.ndarray]: ...
+
+    def observe(self, reward: float, info: dict) -> None: ...
+
+
+def kettle_tilt_deg(privileged: np.ndarray) -> float:
+    """The angle between the kettle's up axis and the world's (privileged state: kettle_quat is w, x, y, z)."""
+    _, x, y, _ = (float(v) for v in privileged[3:7])
+    return math.degrees(math.acos(max(-1.0, min(1.0, 1.0 - 2.0 * (x * x + y * y)))))
+
+
+class ScriptedIntervener:
+    """The scripted expert (sim.expert.KettleSinkExpert) standing in for a person watching the sim: it reads the
+    simulator's state (a person's eyes), never the learner."""
+
+    def __init__(self, env, cfg: InterventionConfig, expert=None):
+        from sim.expert import KettleSinkExpert
+
+        self.env, self.cfg = env.unwrapped, cfg
+        self.expert = expert if expert is not None else KettleSinkExpert(env)
+        self.reset()
+
+    def reset(self) -> None:
+        self.intervening = False
+        self.taken_this_episode = 0
+        self.steps_in_control = 0
+        self.best_reward = -math.inf
+        self.since_progress = 0
+        self.reason = ""  # why the last takeover happened: stall | tilt
+
+    def observe(self, reward: float, info: dict) -> None:
+        if reward > self.best_reward + self.cfg.progress:
+            self.best_reward, self.since_progress = float(reward), 0
+        else:
+            self.since_progress += 1
+
+    def act(self, obs: dict[str, np.ndarray]) -> Optional[np.ndarray]:
+        cfg = self.cfg
+        if self.intervening and (self.steps_in_control >= cfg.max_steps or self._script_done()):
+            self.intervening = False  # hand back; the policy gets stall_steps again before the next takeover
+            self.best_reward, self.since_progress = -math.inf, 0
+        if not self.intervening and self.taken_this_episode < cfg.max_per_episode:
+            reason = self._gone_wrong(obs)
+            if reason:
+                self.intervening, self.reason = True, reason
+                self.taken_this_episode += 1
+                self.steps_in_control = 0
+                self.expert.take_over(obs)
+        if not self.intervening:
+            return None
+        self.steps_in_control += 1
+        return self.expert.act(obs)
+
+    def _gone_wrong(self, obs) -> str:
+        if self.since_progress >= self.cfg.stall_steps:
+            return "stall"
+        privileged = obs["privileged"] if "privileged" in obs else self.env.privileged_state()
+        if kettle_tilt_deg(privileged) >= self.cfg.tilt_deg:
+            return "tilt"
+        return ""
+
+    def _script_done(self) -> bool:
+        from sim.expert import Phase
+
+        return self.expert.phase in (Phase.RETREAT, Phase.DONE)
+
+
+def make_intervener(cfg: InterventionConfig, env, say=print) -> Optional[Intervener]:
+    """The intervener `cfg.by` names, for this env (None: nobody intervenes)."""
+    if cfg.by == "none":
+        return None
+    if cfg.by == "scripted":
+        if not hasattr(env.unwrapped, "privileged_state") or getattr(env.unwrapped, "safety", None) is not None:
+            raise ValueError("intervention.by=scripted needs the sim (it reads the simulator's state); on an arm a person "
+                             "intervenes: intervention.by=keyboard or gamepad")
+        return ScriptedIntervener(env, cfg)
+    from hardware.teleop.session import HumanIntervener
+
+    return HumanIntervener.for_env(env, cfg, say=say)
+
+
+class InterventionSegments:
+    """Each stretch of an intervener's control as an episode of its own, sent to `sink` (an ActorClient on a demo
+    stream: `start_episode(obs)`, `add(...)`) when it ends: handed back (its last step marked truncated, so the
+    learner bootstraps there), or the episode ended."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self._first_obs: Optional[dict] = None
+        self._steps: list[tuple] = []
+        self.segments = 0
+        self.steps = 0
+
+    def step(self, intervened: bool, obs, action, reward: float, terminated: bool, truncated: bool, next_obs) -> None:
+        if not intervened:
+            self.end()
+            return
+        if self._first_obs is None:
+            self._first_obs = obs
+        self._steps.append((np.asarray(action, np.float32), float(reward), bool(terminated), bool(truncated), next_obs))
+        if terminated or truncated:
+            self.end()
+
+    def end(self) -> None:
+        """Close the open segment (handed back, or the episode stopped) and send it."""
+        if self._first_obs is None:
+            return
+        steps, first = self._steps, self._first_obs
+        self._steps, self._first_obs = [], None
+        action, reward, terminated, truncated, next_obs = steps[-1]
+        steps[-1] = (action, reward, terminated, truncated or not terminated, next_obs)
+        self.sink.start_episode(first)
+        for action, reward, terminated, truncated, next_obs in steps:
+            self.sink.add(action, reward, terminated, truncated, next_obs, INTERVENTION_VERSION)
+        self.segments += 1
+        self.steps += len(steps)
+
+
+def stored_action(intervened: bool, action: np.ndarray, info: dict) -> np.ndarray:
+    """The action stored for a step: an intervention's as executed (after the safety layer, in the policy's
+    space), a policy's as it chose it."""
+    return executed_action(info, action) if intervened else action
