@@ -234,6 +234,30 @@ class RandomizationConfig:
               (self.joint_pos_noise, self.joint_vel_noise), "must be >= 0")
 
 
+# Where the reward and success come from (robolearn/reward_source.py).
+REWARD_SOURCES = ("env", "classifier", "both")
+
+
+@dataclass
+class RewardSourceConfig:
+    source: str = "env"  # env | classifier | both
+    classifier: Optional[str] = None  # the classifier file (python -m robolearn.success_classifier); it names its encoder
+    # the limits its held-out error rates are checked against when it is loaded
+    max_false_positive: float = 0.01
+    max_false_negative: float = 0.05
+    # from the kettle's frame origin down to its base (the sim kettle's): the shaping's target above the basin floor
+    kettle_bottom_offset: float = 0.06
+
+    def __post_init__(self) -> None:
+        check(self.source in REWARD_SOURCES, "env.reward.source", self.source, f"one of {REWARD_SOURCES}")
+        check(self.source == "env" or bool(self.classifier), "env.reward.classifier", self.classifier,
+              f"env.reward.source={self.source} needs a classifier file (python -m robolearn.success_classifier)")
+
+    @property
+    def uses_classifier(self) -> bool:
+        return self.source != "env"
+
+
 @dataclass
 class TaskConfig:
     reach_weight: float = 0.5
@@ -266,6 +290,7 @@ class EnvConfig:
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    reward: RewardSourceConfig = field(default_factory=RewardSourceConfig)
     # Real-robot settings (driver, cameras, safety, tracker), validated by hardware.config when the
     # hardware env is built; the sim and the spec ignore it.
     hardware: Optional[dict[str, Any]] = None
@@ -285,6 +310,8 @@ class EnvConfig:
             value = getattr(self, name)
             _check(0 < value <= 1, f"env.{name}", value, "must be in (0, 1]")
         _check(self.episode_seconds > 0, "env.episode_seconds", self.episode_seconds, "must be positive")
+        _check(not (self.reward.uses_classifier and self.terminate_on_success), "env.terminate_on_success", self.terminate_on_success,
+               f"env.reward.source={self.reward.source} ends episodes by the classifier's success: set env.terminate_on_success=false")
         names = [c.name for c in self.cameras]
         _check(len(set(names)) == len(names), "env.cameras", names, "camera names must be unique")
         for cam in self.cameras:

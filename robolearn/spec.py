@@ -175,6 +175,11 @@ def demo_tag(env_cfg) -> str:
     bound = {"v": DEMO_FILE_VERSION, "spec": signature, "robot": spec.robot.name, "control_mode": str(spec.control_mode),
              "control_hz": spec.control_hz, "limits": [round(float(x), 6) for x in spec.command_limits]}
     bound["scene"] = scene_record(env_cfg)
+    from robolearn.config import load_env_config
+
+    reward = load_env_config(env_cfg).reward
+    if reward.uses_classifier:  # their rewards are the classifier's (named only then: the other names stay as they were)
+        bound["reward"] = {"source": reward.source, "classifier": str(reward.classifier)}
     privileged = "_privileged" if spec.privileged else ""
     return f"{spec.robot.name}_{spec.control_mode}_{_cameras_part(spec)}{privileged}_{_short_hash(bound)}"
 
