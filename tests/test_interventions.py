@@ -262,3 +262,11 @@ def test_a_replay_file_with_intervention_rows_exports_them_flagged(tmp_path):
     source = open_source(tmp_path / "replay.npz")
     assert source.intervention.tolist() == [False, False, True, True, False, False]  # a row: an observation and the action taken on it
     assert open_source(tmp_path / "replay.npz", intervention="false").intervention.sum() == 0
+
+
+def test_the_person_intervening_answers_a_fault_prompt_with_the_same_keys():
+    from hardware.teleop import ScriptedKeys
+    from robolearn.roles.actor import KeysOperator
+
+    operator = KeysOperator(ScriptedKeys({0: ["a"], 1: ["enter"], 2: ["x", "q"]}))
+    assert [operator.poll(), operator.poll(), operator.poll(), operator.poll()] == [None, "\n", "q", None]

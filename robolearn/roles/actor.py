@@ -120,7 +120,10 @@ class Actor:
             self.writer = SummaryWriter(str(Path(cfg.run_dir) / "tb" / self.name))
         self.events: list[str] = []  # what happened to the link and the arm, for the operator and for tests
         self.view = open_view(cfg.display, f"actor {self.name}")
-        self.operator = TerminalOperator.if_available() if operator == "auto" else operator
+        if operator == "auto":  # a person's intervention keys read the terminal already: the fault prompt reads them too
+            keys = getattr(self.intervener, "keys", None)
+            operator = KeysOperator(keys) if keys is not None else TerminalOperator.if_available()
+        self.operator = operator
         self.fault: str | None = None  # a latched fault nobody cleared: the run ended on it
         self.faults = 0
         self.latency = LatencyMeter()  # the policy's time per step (features + action)
@@ -443,6 +446,26 @@ class TerminalOperator:
         if not ready:
             return None
         return os.read(self.fd, 4096).decode(errors="replace")
+
+    def say(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+
+class KeysOperator:
+    """The person intervening, asked about a fault through the same keys (their terminal or gamepad): Enter
+    clears, q stops. Otherwise the intervention's key reader and a terminal prompt would race for each key."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def discard_typed(self) -> None:
+        self.keys.poll()
+
+    def poll(self) -> str | None:
+        keys = self.keys.poll()
+        if "q" in keys:
+            return "q"
+        return "\n" if "enter" in keys else None
 
     def say(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
