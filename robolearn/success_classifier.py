@@ -2,6 +2,8 @@
 
     python -m robolearn.success_classifier                              # sim: labelled by the simulator
     python -m robolearn.success_classifier env=kettle_sink_transfer     # on the transfer scene's encoder
+    python -m robolearn.success_classifier env=real_fake episodes=0 encoder=<the arm's> \
+        "recordings=[demos/arm_teleop.npz]" "negative_recordings=[outputs/deploy/<run>/episodes.npz]"   # the arm's frames
 
 It reads what the policy reads: the frozen pretrained encoder's features of both cameras (robolearn/agents/pretrained.py),
 of the current frame and the one before (a kettle still sliding into the basin is not yet a success), so it costs an
@@ -9,6 +11,12 @@ actor one small forward pass per step. In sim the frames are labelled by the sim
 on episodes of the scripted expert with action noise and of random actions, run on past the success
 (`env.terminate_on_success=false`) so each successful episode gives many positive frames beside the hard negatives
 just before them (the kettle lowered, not yet down).
+
+On an arm the frames are its own recordings (replay files of teleop demos and deploy runs): a person ends each teleop
+demo once the kettle rests in the basin, so its last `positive_tail` frames are successes and its first
+`negative_fraction` are not (the frames between, the kettle on its way down, are left out as ambiguous); recordings
+with no success in them (failed rollouts) give negatives only. SERL's walkthrough asks for ~200 positive frames and
+2-3x as many negatives.
 
 Episodes are split three ways: training, validation (the decision threshold: the lowest whose false-positive rate
 there is at most `max_false_positive`), and held-out test episodes, whose false-positive rate (negative frames called
@@ -62,6 +70,11 @@ class SuccessClassifierConfig:
     random_fraction: float = 0.15  # episodes of uniform random actions
     noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3])  # per episode, on the expert's action
     expert: Any = field(default_factory=lambda: {"_target_": "sim.expert.KettleSinkExpert"})
+    # frames recorded on the arm (replay files: python -m hardware.teleop, deploy record=true), labelled by where they lie:
+    recordings: list[str] = field(default_factory=list)  # episodes a person ended at the success (teleop demos)
+    positive_tail: int = 10  # ... their last frames are successes
+    negative_fraction: float = 0.6  # ... their first frames (this share of each) are not; the frames between are left out
+    negative_recordings: list[str] = field(default_factory=list)  # episodes with no success in them: every frame a failure
     # training
     frames: int = 2  # 1: the current frame's features; 2: and their change since the previous frame
     epochs: int = 40
@@ -76,9 +89,11 @@ class SuccessClassifierConfig:
 
     def __post_init__(self) -> None:
         check(self.frames in (1, 2), "frames", self.frames, "1 or 2")
-        for key in ("episodes", "epochs", "batch_size", "hidden_dim"):
+        check(self.episodes >= 0, "episodes", self.episodes, "must be >= 0 (0: recordings only)")
+        check(self.positive_tail >= 1, "positive_tail", self.positive_tail, "must be positive")
+        for key in ("epochs", "batch_size", "hidden_dim"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be positive")
-        for key in ("random_fraction", "val_fraction", "test_fraction", "max_false_positive", "max_false_negative"):
+        for key in ("random_fraction", "negative_fraction", "val_fraction", "test_fraction", "max_false_positive", "max_false_negative"):
             check(0 <= getattr(self, key) <= 1, key, getattr(self, key), "a fraction in [0, 1]")
         check(self.val_fraction > 0 and self.test_fraction > 0 and self.val_fraction + self.test_fraction < 1,
               "val_fraction", (self.val_fraction, self.test_fraction), "validation and test episodes both, and some left to train on")
@@ -240,6 +255,38 @@ def collect(cfg: SuccessClassifierConfig, env, encoder: FrozenStateEncoder) -> d
     return {"features": np.concatenate(features), "label": np.concatenate(labels), "episode": np.concatenate(episodes)}
 
 
+def load_recordings(cfg: SuccessClassifierConfig, encoder: FrozenStateEncoder) -> dict[str, np.ndarray]:
+    """Frames recorded on the arm, labelled by where they lie in their episode (`recordings`: the last `positive_tail`
+    frames are successes, the first `negative_fraction` are not; `negative_recordings`: no frame is)."""
+    from robolearn.replay.codec import obs_name
+
+    keys = (*encoder.image_keys, *encoder.proprio_keys)
+    parts: dict[str, list[np.ndarray]] = {"features": [], "label": [], "episode": []}
+    for number, (path, successful) in enumerate([(p, True) for p in cfg.recordings] + [(p, False) for p in cfg.negative_recordings]):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"success_classifier: no such recording {path}")
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if obs_name(k) not in data.files]
+            if missing:
+                raise ValueError(f"success_classifier: {path} has no {missing} (the encoder reads {list(keys)})")
+            episode = np.cumsum(data["prev"] < 0)  # a row without a predecessor starts an episode
+            label = np.zeros(len(episode), bool)
+            keep = np.ones(len(episode), bool)
+            if successful:
+                for e in np.unique(episode):
+                    rows = np.flatnonzero(episode == e)
+                    label[rows[-cfg.positive_tail:]] = True
+                    keep[rows[int(cfg.negative_fraction * len(rows)):-cfg.positive_tail]] = False  # ambiguous: left out
+            features = encoder.features({k: data[obs_name(k)][keep] for k in keys})
+        parts["features"].append(features)
+        parts["label"].append(label[keep])
+        parts["episode"].append(1_000_000 * (number + 1) + episode[keep])
+    if not parts["features"]:
+        return {}
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def split_episodes(episode: np.ndarray, cfg: SuccessClassifierConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame masks of the training, validation and test episodes (a seeded draw of whole episodes)."""
     ids = np.unique(episode)
@@ -291,33 +338,45 @@ def train_classifier(cfg: SuccessClassifierConfig, data: dict[str, np.ndarray]) 
 
 
 def train_and_save(cfg: SuccessClassifierConfig | DictConfig) -> dict:
+    """Label (sim episodes and/or the arm's recordings), train, evaluate on held-out episodes, write the file."""
+    from robolearn.spec import EnvSpec
+
     cfg = load_typed(SuccessClassifierConfig, cfg, "success_classifier")
     env_cfg = dataclasses.replace(cfg.env, terminate_on_success=False) if dataclasses.is_dataclass(cfg.env) else \
         {**(cfg.env or {}), "terminate_on_success": False}  # on past the success: positive frames, and still ones
     out = Path(cfg.out)
     data_path = Path(cfg.data) if cfg.data else out.with_suffix(".data.npz")
-    env = make_env(env_cfg)
-    try:
-        encoder = load_encoder(cfg.encoder, env.observation_space)
+    data: dict[str, np.ndarray] = {}
+    if cfg.episodes:  # sim episodes, labelled by the simulator (cached beside `out`: the rendering is the slow part)
+        env = make_env(env_cfg)
+        try:
+            encoder = load_encoder(cfg.encoder, env.observation_space)
+            digest = encoder_digest(encoder)
+            if data_path.exists():
+                with np.load(data_path) as saved:
+                    if str(saved["encoder_digest"]) == digest and int(saved["episodes"]) == cfg.episodes:
+                        data = {k: saved[k] for k in ("features", "label", "episode")}
+                        log.info("labelled features from %s (%d frames)", data_path, len(data["label"]))
+                    else:
+                        log.warning("%s holds another encoder's features or another number of episodes: collecting again", data_path)
+            if not data:
+                data = collect(cfg, env, encoder)
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(data_path, **data, encoder_digest=np.array(digest), episodes=np.array(cfg.episodes))
+        finally:
+            env.close()
+    else:  # the arm's recordings only: its observation space from the config, no arm connected
+        encoder = load_encoder(cfg.encoder, EnvSpec.from_config(env_cfg).observation_space())
         digest = encoder_digest(encoder)
-        data = None
-        if data_path.exists():
-            with np.load(data_path) as saved:
-                if str(saved["encoder_digest"]) == digest:
-                    data = {k: saved[k] for k in ("features", "label", "episode")}
-                    log.info("labelled features from %s (%d frames)", data_path, len(data["label"]))
-                else:
-                    log.warning("%s holds another encoder's features: collecting again", data_path)
-        if data is None:
-            data = collect(cfg, env, encoder)
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(data_path, **data, encoder_digest=np.array(digest))
-    finally:
-        env.close()
+    recorded = load_recordings(cfg, encoder)
+    if recorded:
+        data = {k: np.concatenate([data[k], recorded[k]]) for k in recorded} if data else recorded
+    if not data:
+        raise ValueError("success_classifier: no frames (episodes=0 and no recordings)")
     net, metrics = train_classifier(cfg, data)
     meta = {"encoder": str(cfg.encoder), "encoder_digest": digest, "frames": cfg.frames, "in_dim": int(net.net[0].in_features),
             "hidden_dim": cfg.hidden_dim, "feature_key": FEATURE_KEY, "episodes": int(len(np.unique(data["episode"]))),
-            "frames_labelled": int(len(data["label"])), **metrics}
+            "frames_labelled": int(len(data["label"])), "recorded_frames": int(len(recorded.get("label", []))), **metrics}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": FORMAT, "meta": meta, "state_dict": net.state_dict()}, out)
     return meta

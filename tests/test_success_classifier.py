@@ -124,3 +124,37 @@ def test_the_classifier_reward_source_ends_episodes_by_its_success_and_shapes_on
     bonus = 10.0 if info["classified_success"] else 0.0
     assert r == pytest.approx(info["env_reward"] - info["reward_terms"]["success_bonus"] + bonus)
     both.close()
+
+
+def test_the_arms_recordings_are_labelled_by_where_their_frames_lie(tmp_path):
+    from robolearn.agents.pretrained import load_encoder
+    from robolearn.config import load_typed
+    from robolearn.pretrain import pretrain
+    from robolearn.replay import ReplayStorage
+    from robolearn.spec import EnvSpec
+    from robolearn.success_classifier import SuccessClassifierConfig, load_recordings
+    from tests.test_pretrain import pretrain_config
+
+    encoder_path = tmp_path / "enc.pt"
+    pretrain(pretrain_config(encoder_path))
+    space = EnvSpec.from_config({}).observation_space()
+    space.seed(0)
+    files = {}
+    for name, episodes in (("teleop", 2), ("rollouts", 1)):
+        store = ReplayStorage(space, (8,), 100)
+        for _ in range(episodes):
+            store.start_episode(space.sample())
+            for t in range(20):
+                store.add(np.zeros(8), 0.0, False, t == 19, space.sample())
+        files[name] = tmp_path / f"{name}.npz"
+        store.save(files[name])
+    cfg = load_typed(SuccessClassifierConfig, {"env": {}, "episodes": 0, "recordings": [str(files["teleop"])],
+                                               "negative_recordings": [str(files["rollouts"])], "positive_tail": 5,
+                                               "negative_fraction": 0.5}, "test")
+    data = load_recordings(cfg, load_encoder(encoder_path, space))
+    episodes = np.unique(data["episode"])
+    assert len(episodes) == 3  # the teleop file's two, the rollouts' one
+    for e in episodes[:2]:  # 21 frames: the first 10 failures, the last 5 successes, the 6 between left out
+        assert data["label"][data["episode"] == e].tolist() == [False] * 10 + [True] * 5
+    assert not data["label"][data["episode"] == episodes[2]].any() and (data["episode"] == episodes[2]).sum() == 21
+    assert data["features"].shape == (2 * 15 + 21, load_encoder(encoder_path, space).out_dim)
