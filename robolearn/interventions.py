@@ -1,7 +1,7 @@
 """Interventions during online training: someone else takes the arm over from the policy, then hands it back.
 
-On an arm a person does it (`intervention.by=keyboard` or `gamepad`: `i` toggles the takeover, the teleop keys
-drive the arm, hardware/teleop); in sim a scripted intervener stands in for the person so the effect can be
+On an arm a person does it (`intervention.by=keyboard`, `gamepad` or `spacemouse`: `i` (Y, the SpaceMouse's left
+button) toggles the takeover, the teleop keys or the device drive the arm, hardware/teleop); in sim a scripted intervener stands in for the person so the effect can be
 measured (`by=scripted`): the scripted expert takes over when the episode goes wrong, as a person watching
 would — no progress for `stall_steps`, or the kettle tilting past `tilt_deg` — for up to `max_steps` steps, at
 most `max_per_episode` times an episode.
@@ -25,13 +25,13 @@ from robolearn.config import check
 from robolearn.replay.codec import INTERVENTION_VERSION
 from robolearn.replay.recording import executed_action
 
-INTERVENERS = ("none", "scripted", "keyboard", "gamepad")
+INTERVENERS = ("none", "scripted", "keyboard", "gamepad", "spacemouse")
 DEMO_STREAM_SUFFIX = ".interventions"  # an actor's second stream, its intervention segments as demos: <name>.interventions
 
 
 @dataclass
 class InterventionConfig:
-    by: str = "none"  # none | scripted (sim: the scripted expert) | keyboard | gamepad (a person at the arm actor)
+    by: str = "none"  # none | scripted (sim: the scripted expert) | keyboard | gamepad | spacemouse (a person at the arm actor)
     to_demos: bool = True  # also store each intervention segment in the demo buffer (as HIL-SERL does)
     # The scripted intervener (sim) takes over when the episode goes wrong:
     stall_steps: int = 40  # ... no progress (the reward rose by less than progress) for this many steps
@@ -50,6 +50,9 @@ class InterventionConfig:
         check(self.max_per_episode >= 0, "intervention.max_per_episode", self.max_per_episode, "must be >= 0")
         check(self.progress >= 0, "intervention.progress", self.progress, "must be >= 0")
         check(0 < self.tilt_deg <= 180, "intervention.tilt_deg", self.tilt_deg, "degrees, in (0, 180]")
+        check(self.teleop_mode in ("joint", "ee"), "intervention.teleop_mode", self.teleop_mode, "joint or ee")
+        check(not (self.by == "spacemouse" and self.teleop_mode != "ee"), "intervention.teleop_mode", self.teleop_mode,
+              "a SpaceMouse moves the hand: ee")
 
     @property
     def enabled(self) -> bool:
@@ -136,7 +139,7 @@ def make_intervener(cfg: InterventionConfig, env, say=print) -> Optional[Interve
     if cfg.by == "scripted":
         if not hasattr(env.unwrapped, "privileged_state") or getattr(env.unwrapped, "safety", None) is not None:
             raise ValueError("intervention.by=scripted needs the sim (it reads the simulator's state); on an arm a person "
-                             "intervenes: intervention.by=keyboard or gamepad")
+                             "intervenes: intervention.by=keyboard, gamepad or spacemouse")
         return ScriptedIntervener(env, cfg)
     from hardware.teleop.session import HumanIntervener
 

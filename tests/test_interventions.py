@@ -270,3 +270,48 @@ def test_the_person_intervening_answers_a_fault_prompt_with_the_same_keys():
 
     operator = KeysOperator(ScriptedKeys({0: ["a"], 1: ["enter"], 2: ["x", "q"]}))
     assert [operator.poll(), operator.poll(), operator.poll(), operator.poll()] == [None, "\n", "q", None]
+
+
+class FakeSpaceMouse:
+    """pyspacemouse's device: read() -> a state with x, y, z and buttons; `states` one per read, the last repeated."""
+
+    def __init__(self, states):
+        self.states, self.connected, self.closed = list(states), True, False
+
+    def read(self):
+        if len(self.states) > 1:
+            return self.states.pop(0)
+        if self.states[0] == "unplugged":
+            raise OSError("read error")
+        return self.states[0]
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_spacemouse_moves_the_hand_along_the_base_axes_and_its_buttons_toggle_the_takeover_and_the_gripper():
+    from types import SimpleNamespace
+
+    from hardware.teleop.spacemouse import SpaceMouseReader
+
+    def state(x=0.0, y=0.0, z=0.0, buttons=(0, 0)):
+        return SimpleNamespace(x=x, y=y, z=z, buttons=list(buttons))
+
+    held_at_start = state(buttons=(1, 0))
+    script = [held_at_start, state(y=0.5, buttons=(1, 0)), state(x=-0.6, z=0.1, buttons=(0, 1)), state(buttons=(1, 0)),
+              state(buttons=(0, 1)), state(z=-0.9)]
+    reader = SpaceMouseReader(FakeSpaceMouse(script), dead_zone=0.2, reads_per_poll=1).start()
+    polls = [reader.poll() for _ in range(5)]
+    # A button held at start is no press; pushed away: -x; left: -y, right button: close; left button: take over;
+    # right button again: open; pressed down: -z (repeated while held).
+    assert polls == [["s"], ["c", "d"], ["i"], ["o"], ["f"]]
+    assert reader.poll() == ["f"]
+    reader.device.states = ["unplugged"]
+    assert reader.poll() == [] and "read error" in reader.fault and reader.poll() == []
+    reader.close()
+    assert reader.device.closed
+
+
+def test_a_spacemouse_needs_the_end_effector_mode():
+    with pytest.raises(ConfigError, match="teleop_mode"):
+        InterventionConfig(by="spacemouse", teleop_mode="joint")

@@ -117,7 +117,7 @@ class HumanIntervener:
 
     @classmethod
     def for_env(cls, env, cfg, say: Callable[[str], None] = print) -> HumanIntervener:
-        """The keyboard of this process's terminal or the first gamepad (`cfg.by`), for `env`'s contract."""
+        """The keyboard of this process's terminal, the first gamepad or the first SpaceMouse (`cfg.by`), for `env`'s contract."""
         from hardware.teleop.gamepad import GamepadReader, require_gamepad
         from hardware.teleop.keyboard import KeyboardReader
 
@@ -125,6 +125,10 @@ class HumanIntervener:
         commander = TeleopCommander(unwrapped.contract, cfg.teleop_mode, speed=cfg.teleop_speed)
         if cfg.by == "gamepad":
             keys = GamepadReader(require_gamepad(), mode=cfg.teleop_mode).start()
+        elif cfg.by == "spacemouse":
+            from hardware.teleop.spacemouse import SpaceMouseReader
+
+            keys = SpaceMouseReader().start()
         else:
             keys = KeyboardReader().start(require_terminal=True)
         clock = getattr(unwrapped, "clock", None) or _MonotonicClock()
