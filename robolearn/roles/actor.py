@@ -290,6 +290,8 @@ class Actor:
 
     def _before_step(self) -> str | None:
         """New weights between steps; a lost link ends the episode unfinished when the arm must hold."""
+        if getattr(self.intervener, "quit", False):
+            self.stop.set()  # the person intervening pressed esc (the gamepad's GUIDE): stop as Ctrl-C does
         stopping = self.stop.is_set()
         if stopping and not self.acfg.finish_episode_on_stop:
             return "stop"
@@ -402,6 +404,9 @@ class Actor:
             self.view.close()
         if self.writer is not None:
             self.writer.close()
+        keys = getattr(self.intervener, "keys", None)
+        if keys is not None:
+            keys.close()  # a keyboard reader gives the terminal its mode back
         try:
             demos_acknowledged = True
             if self.segments is not None:
