@@ -4,7 +4,7 @@ On an arm a person does it (`intervention.by=keyboard`, `gamepad` or `spacemouse
 button) toggles the takeover, the teleop keys or the device drive the arm, hardware/teleop); in sim a scripted intervener stands in for the person so the effect can be
 measured (`by=scripted`): the scripted expert takes over when the episode goes wrong, as a person watching
 would — no progress for `stall_steps`, or the kettle tilting past `tilt_deg` — for up to `max_steps` steps, at
-most `max_per_episode` times an episode.
+most `max_per_episode` times an episode (sim/intervener.py).
 
 Every command an intervener gives is an action in the policy's space, sent through the same `env.step` (the
 action check, the scaling and, on an arm, the safety layer). The actor (robolearn/roles/actor.py) stores an
@@ -15,7 +15,6 @@ too, as HIL-SERL does: `InterventionSegments`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -70,80 +69,23 @@ class Intervener(Protocol):
     def observe(self, reward: float, info: dict) -> None: ...
 
 
-def kettle_tilt_deg(privileged: np.ndarray) -> float:
-    """The angle between the kettle's up axis and the world's (privileged state: kettle_quat is w, x, y, z)."""
-    _, x, y, _ = (float(v) for v in privileged[3:7])
-    return math.degrees(math.acos(max(-1.0, min(1.0, 1.0 - 2.0 * (x * x + y * y)))))
-
-
-class ScriptedIntervener:
-    """The scripted expert (sim.expert.KettleSinkExpert) standing in for a person watching the sim: it reads the
-    simulator's state (a person's eyes), never the learner."""
-
-    def __init__(self, env, cfg: InterventionConfig, expert=None):
-        from sim.expert import KettleSinkExpert
-
-        self.env, self.cfg = env.unwrapped, cfg
-        self.expert = expert if expert is not None else KettleSinkExpert(env)
-        self.reset()
-
-    def reset(self) -> None:
-        self.intervening = False
-        self.taken_this_episode = 0
-        self.steps_in_control = 0
-        self.best_reward = -math.inf
-        self.since_progress = 0
-        self.reason = ""  # why the last takeover happened: stall | tilt
-
-    def observe(self, reward: float, info: dict) -> None:
-        if reward > self.best_reward + self.cfg.progress:
-            self.best_reward, self.since_progress = float(reward), 0
-        else:
-            self.since_progress += 1
-
-    def act(self, obs: dict[str, np.ndarray]) -> Optional[np.ndarray]:
-        cfg = self.cfg
-        if self.intervening and (self.steps_in_control >= cfg.max_steps or self._script_done()):
-            self.intervening = False  # hand back; the policy gets stall_steps again before the next takeover
-            self.best_reward, self.since_progress = -math.inf, 0
-        if not self.intervening and self.taken_this_episode < cfg.max_per_episode:
-            reason = self._gone_wrong(obs)
-            if reason:
-                self.intervening, self.reason = True, reason
-                self.taken_this_episode += 1
-                self.steps_in_control = 0
-                self.expert.take_over(obs)
-        if not self.intervening:
-            return None
-        self.steps_in_control += 1
-        return self.expert.act(obs)
-
-    def _gone_wrong(self, obs) -> str:
-        if self.since_progress >= self.cfg.stall_steps:
-            return "stall"
-        privileged = obs["privileged"] if "privileged" in obs else self.env.privileged_state()
-        if kettle_tilt_deg(privileged) >= self.cfg.tilt_deg:
-            return "tilt"
-        return ""
-
-    def _script_done(self) -> bool:
-        from sim.expert import Phase
-
-        return self.expert.phase in (Phase.RETREAT, Phase.DONE)
+# Named, not imported (the core imports neither sim nor hardware), as env.factory names the env's factory.
+SCRIPTED_INTERVENER = "sim.intervener.ScriptedIntervener"
+HUMAN_INTERVENER = "hardware.teleop.session.HumanIntervener.for_env"
 
 
 def make_intervener(cfg: InterventionConfig, env, say=print) -> Optional[Intervener]:
     """The intervener `cfg.by` names, for this env (None: nobody intervenes)."""
+    from hydra.utils import get_method
+
     if cfg.by == "none":
         return None
     if cfg.by == "scripted":
         if not hasattr(env.unwrapped, "privileged_state") or getattr(env.unwrapped, "safety", None) is not None:
             raise ValueError("intervention.by=scripted needs the sim (it reads the simulator's state); on an arm a person "
                              "intervenes: intervention.by=keyboard, gamepad or spacemouse")
-        return ScriptedIntervener(env, cfg)
-    from hardware.teleop.session import HumanIntervener
-
-    return HumanIntervener.for_env(env, cfg, say=say)
+        return get_method(SCRIPTED_INTERVENER)(env, cfg)
+    return get_method(HUMAN_INTERVENER)(env, cfg, say=say)
 
 
 class InterventionSegments:

@@ -44,7 +44,7 @@ def wait_for_server(run_dir, proc, since: float) -> None:
 
 
 def test_kill_9_of_the_replay_server_loses_and_duplicates_nothing(tmp_path):
-    cfg = transport()
+    cfg = transport(spill_dir=str(tmp_path / "spill"))  # its own: a failed run's leftovers never meet the next run
     spec = EnvSpec.from_config(config("async_state").env)
     space, action_shape = spec.observation_space(), (spec.action_dim,)
     rng = np.random.default_rng(0)

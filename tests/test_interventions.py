@@ -13,8 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from robolearn.config import ConfigError, load_typed
-from robolearn.interventions import (DEMO_STREAM_SUFFIX, InterventionConfig, InterventionSegments, ScriptedIntervener,
-                                     kettle_tilt_deg)
+from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionConfig, InterventionSegments
+from sim.intervener import ScriptedIntervener, kettle_tilt_deg
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.codec import INTERVENTION_VERSION, SEED_ACTION_VERSION
 from robolearn.replay.config import ServerConfig

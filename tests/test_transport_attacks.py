@@ -411,6 +411,22 @@ def test_what_an_actor_leaves_unacknowledged_is_sent_first_by_the_next_one(tmp_p
     assert not any((tmp_path / "spill" / "unacknowledged").iterdir())
 
 
+def test_chunks_left_by_a_run_against_another_replay_are_refused_by_the_actor_not_resent_for_ever(tmp_path):
+    cfg = transport(spill_dir=str(tmp_path / "spill"))
+    with running_server(tmp_path / "first", cfg):
+        first, end = _acknowledged_actor(cfg)
+    stream_episodes(first, 2, 10, first_id=end)
+    assert not first.close(timeout_s=0.5)  # numbered chunks kept: the first replay's numbers
+    kept = sorted(p.name for p in (tmp_path / "spill" / "unacknowledged").iterdir())
+    with running_server(tmp_path / "other", cfg) as server:  # another replay: it expects chunk 0
+        second = ActorClient(cfg, SPACE, ACTION, name="arm")
+        wait_for(lambda: second.fatal is not None, what="the actor names the gap")
+        assert "expects chunk 0 next" in second.fatal and "another replay" in second.fatal
+        assert second.stats["resent"] == 0 and server.storage.num_transitions() == 0
+        second.close(timeout_s=0.5)
+    assert sorted(p.name for p in (tmp_path / "spill" / "unacknowledged").iterdir()) == kept  # nothing deleted
+
+
 def test_a_chunk_stored_but_never_acknowledged_is_not_stored_twice_by_the_next_actor(tmp_path):
     cfg = transport(spill_dir=str(tmp_path / "spill"))
     with running_server(tmp_path / "srv", cfg) as server:

@@ -336,6 +336,7 @@ def test_the_all_in_one_launcher_makes_per_run_keys_only_its_owner_can_read(tmp_
     for secret in keys.glob("*.key_secret"):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     roles = (keys / "authorized" / "roles.json").read_text()
-    assert '"actor0"' in roles and '"names": [\n      "actor0"\n    ]' in roles  # each actor's key holds its own name only
+    # each actor's key holds its own names only: its stream and its interventions' (robolearn/interventions.py)
+    assert '"actor0"' in roles and '"names": [\n      "actor0",\n      "actor0.interventions"\n    ]' in roles
     before = (keys / "learner.key_secret").read_bytes()
     assert run_keys(tmp_path, actors=2) == keys and (keys / "learner.key_secret").read_bytes() == before  # a resume keeps them

@@ -301,6 +301,19 @@ class ActorClient:
                 # restarted under its old name). Our chunks are numbered on from there, not from 0, so none
                 # is taken for a duplicate of its predecessor's; restored chunks keep their numbers.
                 server_next = int(h["next_seq"])
+                restored = [s for s in in_flight if s < 0]
+                if restored and server_next < min(restored) + self._seq_offset:
+                    # A gap no one can fill: the folder's chunks were numbered by another replay (a spill folder left
+                    # by another run, or a replay started afresh). Resending them would be refused for ever.
+                    with self._acked:
+                        self.fatal = (f"the spill folder {self.unacknowledged_dir} holds chunks {min(restored) + self._seq_offset}-"
+                                      f"{max(restored) + self._seq_offset} of actor {self.name!r}, but the replay server "
+                                      f"{h.get('epoch')} expects chunk {server_next} next: they were left by a run against "
+                                      "another replay. Nothing was sent or deleted: move the folder away (or point the "
+                                      "actor at its own replay) and start again")
+                        self._acked.notify_all()
+                    log.error("actor %s: %s", self.name, self.fatal)
+                    return None
                 if self._seq_offset is None or server_next > self._seq_offset:
                     if self._seq_offset is not None:  # their acknowledgement was lost: none is sent twice
                         log.info("actor %s: the server already stored the restored chunks", self.name)
