@@ -1,8 +1,9 @@
 """Interventions during online training: someone else takes the arm over from the policy, then hands it back.
 
-On an arm a person does it (`intervention.by=keyboard`, `gamepad` or `spacemouse`: `i` (Y, the SpaceMouse's left
-button) toggles the takeover, the teleop keys or the device drive the arm, hardware/teleop); in sim a scripted intervener stands in for the person so the effect can be
-measured (`by=scripted`): the scripted expert takes over when the episode goes wrong, as a person watching
+On an arm a person does it (`intervention.by=keyboard`, `gamepad` or `spacemouse`: `i`, the gamepad's Y or the
+SpaceMouse's left button toggles the takeover, the teleop keys or the device drive the arm, hardware/teleop); in
+sim a scripted intervener stands in for the person so the effect can be measured (`by=scripted`): the scripted
+expert takes over when the episode goes wrong, as a person watching
 would — no progress for `stall_steps`, or the kettle tilting past `tilt_deg` — for up to `max_steps` steps, at
 most `max_per_episode` times an episode (sim/intervener.py).
 
