@@ -39,6 +39,10 @@ class InterventionConfig:
     tilt_deg: float = 25.0  # ... or the kettle tilted this far from upright (about to tip)
     max_steps: int = 60  # it hands back after this many steps (or when its script is done)
     max_per_episode: int = 2
+    # The policy's stretch ends where someone had to take over (terminated, this penalty added to its last
+    # step's reward, as RLIF takes an intervention for a failure): otherwise the critic bootstraps through the
+    # takeover and credits the policy's stall with the intervener's success. 0: no cut, no penalty.
+    takeover_penalty: float = 100.0  # reward units (task.fall_penalty's size: a takeover is as bad as a fall)
     # The human interveners' teleop (hardware/teleop): joint or end-effector keys, their speed.
     teleop_mode: str = "ee"
     teleop_speed: float = 0.3
@@ -48,6 +52,7 @@ class InterventionConfig:
         for key in ("stall_steps", "max_steps"):
             check(getattr(self, key) >= 1, f"intervention.{key}", getattr(self, key), "must be positive")
         check(self.max_per_episode >= 0, "intervention.max_per_episode", self.max_per_episode, "must be >= 0")
+        check(self.takeover_penalty >= 0, "intervention.takeover_penalty", self.takeover_penalty, "must be >= 0 (0: no cut)")
         check(self.progress >= 0, "intervention.progress", self.progress, "must be >= 0")
         check(0 < self.tilt_deg <= 180, "intervention.tilt_deg", self.tilt_deg, "degrees, in (0, 180]")
         check(self.teleop_mode in ("joint", "ee"), "intervention.teleop_mode", self.teleop_mode, "joint or ee")
@@ -124,6 +129,44 @@ class InterventionSegments:
             self.sink.add(action, reward, terminated, truncated, next_obs, INTERVENTION_VERSION)
         self.segments += 1
         self.steps += len(steps)
+
+
+class TakeoverCut:
+    """The online stream with the policy's stretch cut where an intervener takes over: each policy step is held
+    back one step (until it is known whether the next step is a takeover); at a takeover it is sent terminated
+    with `penalty` added to its reward, and the intervention starts an episode of its own in the stream from
+    the observation it took over at (so nothing bootstraps from the intervener's steps into the policy's).
+    `sink`: an ActorClient (`add`, `start_episode`). With penalty 0 every step goes straight through."""
+
+    def __init__(self, sink, penalty: float):
+        self.sink, self.penalty = sink, float(penalty)
+        self._held: Optional[tuple] = None  # (action, reward, terminated, truncated, next_obs, version) of a policy step
+        self.cuts = 0
+
+    def step(self, intervened: bool, obs, action, reward: float, terminated: bool, truncated: bool, next_obs, version: int) -> None:
+        if self.penalty <= 0:
+            self.sink.add(action, reward, terminated, truncated, next_obs, version)
+            return
+        if self._held is not None:
+            held, self._held = self._held, None
+            if intervened:  # the policy's last step before a takeover
+                action_h, reward_h, _, _, next_obs_h, version_h = held
+                self.sink.add(action_h, reward_h - self.penalty, True, False, next_obs_h, version_h)
+                self.sink.start_episode(obs)
+                self.cuts += 1
+            else:
+                self.sink.add(*held)
+        current = (action, float(reward), bool(terminated), bool(truncated), next_obs, version)
+        if intervened or terminated or truncated:
+            self.sink.add(*current)
+        else:
+            self._held = current
+
+    def flush(self) -> None:
+        """Send a held step as it was (the episode stopped without an end: a stop, a lost link)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.sink.add(*held)
 
 
 def stored_action(intervened: bool, action: np.ndarray, info: dict) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from robolearn.config import ConfigError, load_typed
-from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionConfig, InterventionSegments
+from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionConfig, InterventionSegments, TakeoverCut
 from sim.intervener import ScriptedIntervener, kettle_tilt_deg
 from robolearn.paths import CONFIG_DIR
 from robolearn.replay.codec import INTERVENTION_VERSION, SEED_ACTION_VERSION
@@ -154,6 +154,35 @@ def test_segments_are_sent_as_episodes_truncated_where_handed_back_and_terminate
     assert segments.segments == 3
 
 
+class RewardSink(Sink):
+    def add(self, action, reward, terminated, truncated, next_obs, version):
+        self.records.append(("step", next_obs["x"], reward, terminated, truncated, version))
+
+
+def test_the_policys_stretch_ends_terminated_and_penalised_where_someone_takes_over():
+    sink = RewardSink()
+    cut = TakeoverCut(sink, penalty=100.0)
+    sink.start_episode({"x": 0})
+    obs = [{"x": i} for i in range(10)]
+    # policy, policy, takeover, takeover, handed back, policy, and the env ends the episode.
+    for i, intervened in enumerate([False, False, True, True, False, False]):
+        cut.step(intervened, obs[i], np.zeros(2), -1.0, i == 5, False, obs[i + 1], INTERVENTION_VERSION if intervened else 7)
+    assert sink.records == [
+        ("start", 0), ("step", 1, -1.0, False, False, 7),
+        ("step", 2, -101.0, True, False, 7),  # the policy's last step before the takeover: terminated, penalised
+        ("start", 2),  # the intervention starts an episode of its own where it took over
+        ("step", 3, -1.0, False, False, INTERVENTION_VERSION), ("step", 4, -1.0, False, False, INTERVENTION_VERSION),
+        ("step", 5, -1.0, False, False, 7), ("step", 6, -1.0, True, False, 7)]
+    assert cut.cuts == 1
+    cut.step(False, obs[0], np.zeros(2), -1.0, False, False, obs[1], 7)
+    assert sink.records[-1][1] == 6  # held back until the next step says who acts
+    cut.flush()  # the episode stopped without an end: sent as it was
+    assert sink.records[-1] == ("step", 1, -1.0, False, False, 7)
+    straight = RewardSink()
+    TakeoverCut(straight, penalty=0.0).step(False, obs[0], np.zeros(2), -1.0, False, False, obs[1], 7)
+    assert straight.records == [("step", 1, -1.0, False, False, 7)]  # no penalty: nothing held, nothing cut
+
+
 # -- the actor role, against a replay server ------------------------------------------------------------
 def role_config(name: str, tmp_path, cfg, *overrides):
     from robolearn.roles.config import AsyncConfig
@@ -204,6 +233,10 @@ def test_a_sim_actor_with_the_scripted_intervener_stores_its_steps_flagged_onlin
     np.testing.assert_array_equal(demos["reward"][demo_steps], online["reward"][flagged])
     ends = demos["terminated"][demo_steps] | demos["truncated"][demo_steps]
     assert ends.sum() == result["intervention_segments"] and ends[-1]
+    # Online, the policy's stretch before each takeover ends terminated with the penalty (a kettle knocked off
+    # the counter would add one more such row).
+    penalised = (online["version"] == SEED_ACTION_VERSION) & online["terminated"] & (online["reward"] < -90)
+    assert penalised.sum() >= result["takeover_cuts"] == result["intervention_segments"]
 
 
 def test_a_person_intervening_on_an_arm_actor_drives_through_the_safety_layer_and_is_stored_as_executed(tmp_path):
@@ -235,7 +268,11 @@ def test_a_person_intervening_on_an_arm_actor_drives_through_the_safety_layer_an
         actor.env.close()
     assert said == ["human has control", "policy has control"] and result["intervention_steps"] == 6
     flagged = np.flatnonzero(online["version"] == INTERVENTION_VERSION)
-    assert flagged.tolist() == [3, 4, 5, 6, 7, 8]  # a row per step, its action and reward: steps 3-8
+    # A row per step, its action and reward: steps 3-8. The policy's step 2 ends its stretch, terminated and
+    # penalised; the takeover starts an episode of its own (one more row: its first observation).
+    assert flagged.tolist() == [4, 5, 6, 7, 8, 9]
+    assert online["terminated"][2] and online["reward"][2] < -90 and online["version"][2] == SEED_ACTION_VERSION
+    assert not online["terminated"][:2].any() and not online["terminated"][4:].any()
     # Stored as executed: what the driver received after the safety layer, in the policy's action space.
     executed = np.stack(sent[-20:][3:9]) / env.contract.command_limits
     np.testing.assert_allclose(online["action"][flagged][:, :7], executed, atol=1e-6)

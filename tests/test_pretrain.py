@@ -380,6 +380,40 @@ def test_actor_only_features_make_the_critic_the_state_critic(encoder_file):
         env.close()
 
 
+def test_a_critic_on_the_encoders_estimate_of_the_state_needs_no_privileged_state(encoder_file, tmp_path):
+    from robolearn.agents.pretrained import ESTIMATE_KEY, proprio_tensor
+
+    env = env_of(train_config(encoder_file, "env.privileged=false"))
+    try:
+        cfg = AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file), estimated_state=True,
+                          critic_only_keys=[ESTIMATE_KEY], actor_only_keys=[FEATURE_KEY], hidden_dim=32)
+        agent = DrQAgent(env.observation_space, env.action_space, cfg)
+        assert "privileged" not in env.observation_space.spaces
+        proprio = 7 + 7 + 1
+        assert agent.critic.heads[0].weight.shape[1] == proprio + 13 + 8  # joints + the estimate + action
+        assert agent.actor.net[0].in_features == agent.frozen.out_dim + proprio  # the actor never reads the estimate
+        obs = env.reset(seed=0)[0]
+        features = agent.observe(obs)
+        net = agent.frozen.net
+        batch = {k: torch.as_tensor(np.asarray(obs[k])[None]) for k in net.image_keys}
+        state = net.predict_state(batch, proprio_tensor({k: np.asarray(obs[k])[None] for k in net.proprio_keys},
+                                                        net.proprio_keys, torch.device("cpu")))
+        np.testing.assert_allclose(features[ESTIMATE_KEY], state[0, :13].numpy(), rtol=1e-5, atol=1e-6)  # metres, quaternion
+        twin = {k: np.repeat(np.asarray(v)[None], 2, 0) for k, v in features.items()}
+        twin[ESTIMATE_KEY][1] += 0.5
+        _, vector = agent.to_tensors(twin)
+        q = agent.critic(None, agent._critic_view(vector), torch.zeros(2, 8))
+        assert not torch.equal(q[:, 0], q[:, 1])  # the critic reads it
+        with pytest.raises(ValueError, match="estimated_state needs agent.encoder=pretrained"):
+            DrQAgent(env.observation_space, env.action_space, AgentConfig(estimated_state=True))
+    finally:
+        env.close()
+    # Both runners train on it end to end (the async replay server stores the estimate the actors send).
+    for runner in ("inline", "async"):
+        run(train_config(encoder_file, "env.privileged=false", "agent.estimated_state=true",
+                         f"agent.critic_only_keys=[{ESTIMATE_KEY}]", "total_steps=30", f"runner={runner}"), tmp_path / runner)
+
+
 def test_training_refuses_a_critic_left_with_the_joints_only(encoder_file, tmp_path):
     # The default hides the features from the critic, which reads the privileged state instead; in an env
     # without it (an arm with no tracker) the critic would be blind to the task: refused, naming the fix.

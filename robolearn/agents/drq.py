@@ -63,6 +63,9 @@ class AgentConfig:
     # Observation keys only the actor sees, e.g. the frozen encoder's `image_features` when the critic has
     # the privileged state: the critic is then the state-only critic, which learns fastest.
     actor_only_keys: list[str] = field(default_factory=list)
+    # With encoder=pretrained: also the encoder's estimate of the privileged state (its own units) as the key
+    # `estimated_state`, e.g. for a critic on an arm without a tracker: critic_only_keys=[estimated_state].
+    estimated_state: bool = False
     # Behaviour cloning of the demo rows in the actor's loss (Nair et al. 2018's Q filter): the actor's mean
     # action is pulled toward a demo's action where the critic rates the demo action above the policy's,
     # so the policy starts from the demonstrations and the critic, not the demos, has the last word.
@@ -222,11 +225,13 @@ class DrQAgent(nn.Module):
         self.device = torch.device(device)
         self._matmul_dtype = PRECISIONS[cfg.precision]
         self.frozen: FrozenStateEncoder | None = None
+        if cfg.estimated_state and cfg.encoder != "pretrained":
+            raise ValueError(f"agent.estimated_state needs agent.encoder=pretrained (the encoder that estimates the state), got {cfg.encoder!r}")
         if cfg.encoder == "pretrained":
             if encoder_meta is not None:
-                self.frozen = FrozenStateEncoder(build_encoder(encoder_meta), encoder_meta, self.device)
+                self.frozen = FrozenStateEncoder(build_encoder(encoder_meta), encoder_meta, self.device, cfg.estimated_state)
             else:
-                self.frozen = load_encoder(cfg.encoder_weights, observation_space, self.device)
+                self.frozen = load_encoder(cfg.encoder_weights, observation_space, self.device, cfg.estimated_state)
             self.frozen_encoder = self.frozen.net  # a submodule: checkpoints carry its weights
             observation_space = self.frozen.feature_space(observation_space)
         self.learning_space = observation_space  # what the replay stores: features instead of images when frozen

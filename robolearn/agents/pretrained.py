@@ -24,6 +24,9 @@ from gymnasium import spaces
 
 FORMAT = "robolearn-pretrained-encoder/1"
 FEATURE_KEY = "image_features"  # the observation key that replaces the image keys in the replay
+# With `agent.estimated_state`, the encoder's estimate of the privileged state (its own units) under this key
+# too: what a critic reads on an arm without a tracker, in place of the privileged state.
+ESTIMATE_KEY = "estimated_state"
 
 
 class EncoderFileError(RuntimeError):
@@ -89,31 +92,45 @@ def proprio_tensor(obs: dict[str, Any], keys: list[str], device: torch.device) -
 class FrozenStateEncoder:
     """The loaded encoder, frozen: numpy observations in, float32 features out."""
 
-    def __init__(self, net: StateRegressionEncoder, meta: dict, device: str | torch.device = "cpu"):
+    def __init__(self, net: StateRegressionEncoder, meta: dict, device: str | torch.device = "cpu", estimate: bool = False):
         self.device = torch.device(device)
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.meta = meta
         self.image_keys, self.proprio_keys = net.image_keys, net.proprio_keys
         self.out_dim = net.out_dim
+        self.estimate = estimate  # also the ESTIMATE_KEY observation
+        self.estimate_dim = privileged_dim(meta)
 
     @torch.no_grad()
     def features(self, obs: dict[str, np.ndarray], batch_size: int = 512) -> np.ndarray:
         """Batched observations (B, ...) -> (B, out_dim) float32, in chunks to bound memory."""
+        return self._run(obs, batch_size)[0]
+
+    @torch.no_grad()
+    def _run(self, obs: dict[str, np.ndarray], batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """(features, the privileged state's estimate in its own units), both (B, ...) float32."""
         n = len(obs[self.image_keys[0]])
         out = np.empty((n, self.out_dim), dtype=np.float32)
+        estimate = np.empty((n, self.estimate_dim), dtype=np.float32)
         for start in range(0, n, batch_size):
             part = {k: np.asarray(obs[k][start : start + batch_size]) for k in (*self.image_keys, *self.proprio_keys)}
             images = {k: torch.as_tensor(part[k], device=self.device) for k in self.image_keys}
-            out[start : start + len(part[self.image_keys[0]])] = (
-                self.net.features(images, proprio_tensor(part, self.proprio_keys, self.device)).cpu().numpy())
-        return out
+            embedding, prediction = self.net.embed_and_predict(images, proprio_tensor(part, self.proprio_keys, self.device))
+            rows = slice(start, start + len(embedding))
+            out[rows] = torch.cat([embedding, prediction], dim=-1).cpu().numpy()
+            state = prediction * self.net.target_std + self.net.target_mean
+            estimate[rows] = state[:, : self.estimate_dim].cpu().numpy()
+        return out, estimate
 
     def featurize(self, obs: dict[str, np.ndarray], batched: bool = True) -> dict[str, np.ndarray]:
-        """Replace the image keys of an observation by one `image_features` vector."""
+        """Replace the image keys of an observation by one `image_features` vector (and, with `estimate`,
+        add the privileged state's estimate as `estimated_state`)."""
         if not batched:
             return {k: v[0] for k, v in self.featurize({k: np.asarray(v)[None] for k, v in obs.items()}).items()}
         out = {k: v for k, v in obs.items() if k not in self.image_keys}
-        out[FEATURE_KEY] = self.features(obs)
+        out[FEATURE_KEY], estimate = self._run(obs)
+        if self.estimate:
+            out[ESTIMATE_KEY] = estimate
         return out
 
     def feature_space(self, observation_space: spaces.Dict) -> spaces.Dict:
@@ -124,7 +141,16 @@ class FrozenStateEncoder:
         without a tracker): a sim checkpoint's policy, the learner fine-tuning it and the actors it
         broadcasts to read them alike, whichever split each was configured with."""
         rest = [(k, s) for k, s in observation_space.spaces.items() if k not in self.image_keys]
+        if self.estimate:
+            rest.append((ESTIMATE_KEY, spaces.Box(-np.inf, np.inf, (self.estimate_dim,), np.float32)))
         return spaces.Dict(OrderedDict([(FEATURE_KEY, spaces.Box(-np.inf, np.inf, (self.out_dim,), np.float32)), *rest]))
+
+
+def privileged_dim(meta: dict) -> int:
+    """How many of an encoder's regression targets are the privileged state (it comes first; robolearn.pretrain)."""
+    from robolearn.pretrain import TARGET_GROUPS
+
+    return int(meta["target_dim"]) - sum(TARGET_GROUPS[g] for g in meta.get("targets", ["privileged"])[1:])
 
 
 def input_signature(observation_space: spaces.Dict, image_keys: list[str], proprio_keys: list[str]) -> dict:
@@ -141,7 +167,8 @@ def save_encoder(path: str | Path, net: StateRegressionEncoder, meta: dict) -> N
     save_checkpoint(path, {"format": FORMAT, "meta": meta, "state_dict": net.state_dict()})
 
 
-def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device: str | torch.device = "cpu") -> FrozenStateEncoder:
+def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device: str | torch.device = "cpu",
+                 estimate: bool = False) -> FrozenStateEncoder:
     """Load and check an encoder file against the observation space it will see."""
     if not path:
         raise EncoderFileError("agent.encoder=pretrained needs agent.encoder_weights: a file made by "
@@ -170,7 +197,7 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
                                f"  encoder: {expected}\n  this env: {actual}")
     net = build_encoder(meta)
     net.load_state_dict(payload["state_dict"])
-    return FrozenStateEncoder(net, meta, device)
+    return FrozenStateEncoder(net, meta, device, estimate)
 
 
 def build_encoder(meta: dict) -> StateRegressionEncoder:
@@ -182,10 +209,11 @@ def build_encoder(meta: dict) -> StateRegressionEncoder:
     )
 
 
-def learning_space(observation_space: spaces.Dict, encoder: str, encoder_weights: str | None) -> tuple[spaces.Dict, FrozenStateEncoder | None]:
+def learning_space(observation_space: spaces.Dict, encoder: str, encoder_weights: str | None,
+                   estimate: bool = False) -> tuple[spaces.Dict, FrozenStateEncoder | None]:
     """What the replay stores for an agent config: the env's observations, or with a frozen pretrained
     encoder its features in place of the images (and the encoder, to featurize demos with)."""
     if encoder != "pretrained":
         return observation_space, None
-    frozen = load_encoder(encoder_weights, observation_space)
+    frozen = load_encoder(encoder_weights, observation_space, estimate=estimate)
     return frozen.feature_space(observation_space), frozen

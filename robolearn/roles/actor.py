@@ -57,7 +57,7 @@ from robolearn.checkpoint import run_agent_config
 from robolearn.config import load_typed
 from robolearn.display import open_view
 from robolearn.envs import make_env
-from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionSegments, make_intervener, stored_action
+from robolearn.interventions import DEMO_STREAM_SUFFIX, InterventionSegments, TakeoverCut, make_intervener, stored_action
 from robolearn.paths import CONFIG_DIR
 from robolearn.policies import SeedActions
 from robolearn.process import exits
@@ -101,6 +101,8 @@ class Actor:
         self.intervened = False  # who chose the action of the step under way
         self.intervention_steps = self.episode_interventions = 0
         self.segments = None
+        penalty = self.acfg.intervention.takeover_penalty if self.intervener is not None else 0.0
+        self.online = TakeoverCut(self.client, penalty)  # the online stream, cut where someone takes over
         if self.intervener is not None and self.acfg.intervention.to_demos:
             demo_transport = dataclasses.replace(transport, spill_dir=str(Path(transport.spill_dir).with_name(self.name + DEMO_STREAM_SUFFIX)))
             self.segments = InterventionSegments(ActorClient(demo_transport, self.agent.learning_space, self.env.action_space.shape,
@@ -171,6 +173,7 @@ class Actor:
                     raise
                 continue  # the reset met a latched fault (EStopLatched): held and asked at the top of the loop
             finally:
+                self.online.flush()  # a step held back by an episode that stopped without an end
                 if self.segments is not None:
                     self.segments.end()  # a segment the episode's end did not close (a stop, a lost link)
             if episode.ended_by == "link":
@@ -194,7 +197,7 @@ class Actor:
                 "success_rate": float(np.mean(successes)) if successes else 0.0, "faults": self.faults, "fault": self.fault,
                 "outcome": "fault" if self.fault else "done", "intervention_steps": self.intervention_steps,
                 "intervention_share": self.intervention_share(),
-                "intervention_segments": self.segments.segments if self.segments is not None else 0,
+                "intervention_segments": self.segments.segments if self.segments is not None else 0, "takeover_cuts": self.online.cuts,
                 "policy_latency": {"startup": self.warmup, "steps": self.latency.summary(self.period)}}
 
     def _observe(self, obs):
@@ -342,7 +345,7 @@ class Actor:
             version = INTERVENTION_VERSION
         else:
             version = self.version if self.steps >= self.acfg.seed_steps else SEED_ACTION_VERSION
-        self.client.add(action, step.reward, step.terminated, step.truncated, step.next_obs, version)
+        self.online.step(intervened, step.obs, action, step.reward, step.terminated, step.truncated, step.next_obs, version)
         self.steps += 1
         if self.intervener is not None:
             self.intervener.observe(step.reward, step.info)
