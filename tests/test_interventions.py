@@ -214,6 +214,7 @@ def test_a_sim_actor_with_the_scripted_intervener_stores_its_steps_flagged_onlin
         with running_server(tmp_path / "replay", net, ServerConfig(capacity=1000, demo_capacity=1000),
                             actor.agent.learning_space, actor.env.action_space.shape) as server:
             result = actor.run()
+            alive = server._status()["actors_alive"]  # both streams still heartbeating
             assert actor.close()  # both streams acknowledged
             status = server._status()
             online, demos = stored(server.storage), stored(server.demos)
@@ -225,6 +226,7 @@ def test_a_sim_actor_with_the_scripted_intervener_stores_its_steps_flagged_onlin
     assert result["intervention_share"] == pytest.approx(steps / result["steps"])
     flagged = online["version"] == INTERVENTION_VERSION
     assert flagged.sum() == steps == status["intervention_transitions"]
+    assert alive == 1  # its intervention stream is not another actor
     assert set(online["version"][~flagged].tolist()) == {SEED_ACTION_VERSION}
     # The same steps again in the demo store, each segment an episode ending truncated (or where the env ended it).
     assert status["demo_transitions"] == steps == server.demos.num_transitions()

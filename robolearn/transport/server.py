@@ -53,6 +53,7 @@ import numpy as np
 import zmq
 from gymnasium import spaces
 
+from robolearn.interventions import DEMO_STREAM_SUFFIX
 from robolearn.replay import MixedSampler, ReplayStorage
 from robolearn.replay.codec import INTERVENTION_VERSION, batch_arrays
 from robolearn.replay.config import ServerConfig
@@ -587,7 +588,9 @@ class ReplayServer:
         timeout = self.transport.peer_timeout_s
         return {
             "learner_alive": now - self.learner_seen < timeout,
-            "actors_alive": sum(now - t < timeout for t in list(self.actor_seen.values())),  # list(): atomic, sampler threads call this too
+            # An actor's intervention stream (<name>.interventions) is the same actor: not counted twice.
+            "actors_alive": sum(now - t < timeout for name, t in list(self.actor_seen.items())  # list(): atomic, sampler threads call this too
+                                if not name.endswith(DEMO_STREAM_SUFFIX)),
             "weights_version": self.weights_version,
             "weights_digest": self.weights_digest,
             "transitions": self.storage.num_transitions(),
