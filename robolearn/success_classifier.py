@@ -75,6 +75,7 @@ class SuccessClassifierConfig:
     positive_tail: int = 10  # ... their last frames are successes
     negative_fraction: float = 0.6  # ... their first frames (this share of each) are not; the frames between are left out
     negative_recordings: list[str] = field(default_factory=list)  # episodes with no success in them: every frame a failure
+    mark_margin: int = 5  # frames before a person's success mark (key m during teleop) left out: their reaction time
     # training
     frames: int = 2  # 1: the current frame's features; 2: and their change since the previous frame
     epochs: int = 15  # chosen by the validation episodes' misses (10, 15, 20, 40 tried: docs/benchmarks.md)
@@ -91,6 +92,7 @@ class SuccessClassifierConfig:
         check(self.frames in (1, 2), "frames", self.frames, "1 or 2")
         check(self.episodes >= 0, "episodes", self.episodes, "must be >= 0 (0: recordings only)")
         check(self.positive_tail >= 1, "positive_tail", self.positive_tail, "must be positive")
+        check(self.mark_margin >= 0, "mark_margin", self.mark_margin, "must be >= 0")
         for key in ("epochs", "batch_size", "hidden_dim"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be positive")
         for key in ("random_fraction", "negative_fraction", "val_fraction", "test_fraction", "max_false_positive", "max_false_negative"):
@@ -256,9 +258,12 @@ def collect(cfg: SuccessClassifierConfig, env, encoder: FrozenStateEncoder) -> d
 
 
 def load_recordings(cfg: SuccessClassifierConfig, encoder: FrozenStateEncoder) -> dict[str, np.ndarray]:
-    """Frames recorded on the arm, labelled by where they lie in their episode (`recordings`: the last `positive_tail`
-    frames are successes, the first `negative_fraction` are not; `negative_recordings`: no frame is)."""
+    """Frames recorded on the arm, labelled by the person where they marked the success during teleop (key m: that
+    frame on successes, the frames before it failures but the last `mark_margin`, their reaction time), else by
+    where they lie in their episode (`recordings`: the last `positive_tail` frames are successes, the first
+    `negative_fraction` are not; `negative_recordings`: no frame is)."""
     from robolearn.replay.codec import obs_name
+    from robolearn.replay.recording import NO_LABEL, SUCCESS_LABEL
 
     keys = (*encoder.image_keys, *encoder.proprio_keys)
     parts: dict[str, list[np.ndarray]] = {"features": [], "label": [], "episode": []}
@@ -273,9 +278,16 @@ def load_recordings(cfg: SuccessClassifierConfig, encoder: FrozenStateEncoder) -
             episode = np.cumsum(data["prev"] < 0)  # a row without a predecessor starts an episode
             label = np.zeros(len(episode), bool)
             keep = np.ones(len(episode), bool)
+            marks = data[SUCCESS_LABEL] if SUCCESS_LABEL in data.files else np.full(len(episode), NO_LABEL)
             if successful:
                 for e in np.unique(episode):
                     rows = np.flatnonzero(episode == e)
+                    if (marks[rows] != NO_LABEL).all():  # the person's labels
+                        label[rows] = marks[rows] == 1
+                        first = rows[np.flatnonzero(label[rows])[:1]]
+                        if len(first):
+                            keep[max(rows[0], first[0] - cfg.mark_margin) : first[0]] = False  # ambiguous: left out
+                        continue
                     label[rows[-cfg.positive_tail:]] = True
                     keep[rows[int(cfg.negative_fraction * len(rows)):-cfg.positive_tail]] = False  # ambiguous: left out
             features = encoder.features({k: data[obs_name(k)][keep] for k in keys})

@@ -158,3 +158,24 @@ def test_the_arms_recordings_are_labelled_by_where_their_frames_lie(tmp_path):
         assert data["label"][data["episode"] == e].tolist() == [False] * 10 + [True] * 5
     assert not data["label"][data["episode"] == episodes[2]].any() and (data["episode"] == episodes[2]).sum() == 21
     assert data["features"].shape == (2 * 15 + 21, load_encoder(encoder_path, space).out_dim)
+
+    # A person's marks (key m during teleop) label their episodes instead, and survive appending to the file.
+    from robolearn.replay.recording import EpisodeRecorder
+
+    marked = tmp_path / "marked.npz"
+    for mark_at in (12, None):  # the second session's episode is not marked: labelled by position
+        recorder = EpisodeRecorder.open(marked, space, (8,), room=50)
+        recorder.begin(space.sample())
+        for t in range(20):
+            recorder.add(np.zeros(8), 0.0, False, False, space.sample())
+            if t + 1 == mark_at:
+                assert recorder.mark_success() == 12  # the latest observation: frame 12
+        assert recorder.end() == 20
+        recorder.save()
+    cfg = load_typed(SuccessClassifierConfig, {"env": {}, "episodes": 0, "recordings": [str(marked)], "positive_tail": 5,
+                                               "negative_fraction": 0.5, "mark_margin": 3}, "test")
+    data = load_recordings(cfg, load_encoder(encoder_path, space))
+    first, second = np.unique(data["episode"])
+    # Frames 0-8 failures, 9-11 left out (the person's reaction), 12-20 successes.
+    assert data["label"][data["episode"] == first].tolist() == [False] * 9 + [True] * 9
+    assert data["label"][data["episode"] == second].tolist() == [False] * 10 + [True] * 5

@@ -149,7 +149,8 @@ def test_teleop_demo_records_the_executed_safety_filtered_actions():
     store = ReplayStorage(env.observation_space, env.action_space.shape, 200)
     recorder = EpisodeRecorder(store)
     # Full speed on joint 1 (the rate limiter ramps it), close the gripper, joint 2 down, then keep the episode.
-    script = {i: ["q"] for i in range(1, 8)} | {4: ["q", "c"]} | {10: ["s"]} | {14: ["n"]}
+    # m at poll 12: the person marks the task done as of the observation step 12 acts on.
+    script = {i: ["q"] for i in range(1, 8)} | {4: ["q", "c"]} | {10: ["s"]} | {12: ["m"]} | {14: ["n"]}
     session = TeleopSession(env, ScriptedKeys(script), TeleopCommander(env.contract, "joint", speed=1.0), recorder, say=lambda m: None)
     try:
         episode = session.run_episode(seed=0)
@@ -165,6 +166,7 @@ def test_teleop_demo_records_the_executed_safety_filtered_actions():
     assert np.any((recorded[:, 0] > 0.01) & (recorded[:, 0] < 0.99))
     assert recorded[3, 7] == -1.0 and recorded[5, 7] == 1.0  # the gripper command as sent
     assert store.truncated[13] and not store.terminated[13]  # operator-ended: bootstrapped
+    assert episode.success_marked_at == 12 and recorder.labels().tolist() == [0] * 12 + [1] * 3  # 15 rows: 14 steps + the first
 
 
 def test_a_discarded_teleop_episode_is_not_stored_and_demos_append_to_the_file(tmp_path):

@@ -106,7 +106,7 @@ XBOX = GamepadLayout(
         },
     },
     held_buttons={"joint": {5: "joint7+", 4: "joint7-"}},  # RB / LB
-    buttons={0: ("c",), 2: ("o",), 1: ("space",), 3: ("i",), 7: ("enter", "n"), 6: ("x",), 8: ("esc",)},
+    buttons={0: ("c",), 2: ("o",), 1: ("space",), 3: ("i",), 7: ("enter", "n"), 6: ("x",), 8: ("esc",), 9: ("m",)},  # 9: left stick pressed
     trigger_buttons={5: ("+",), 2: ("-",)},  # RT / LT
 )
 

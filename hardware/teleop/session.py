@@ -5,7 +5,8 @@ check, scaling and safety layer as a policy's. Both record `info["executed_actio
 actually told after the safety layer, in the policy's action space.
 
 Control keys (besides the motion keys of `TeleopCommander`): n = end the episode and keep it,
-x = end it and throw it away, esc = quit after this episode (kept). An episode in which the person gave
+x = end it and throw it away, esc = quit after this episode (kept), m = the task is done as of now (a success label
+from this frame on, for the success classifier: robolearn/success_classifier.py). An episode in which the person gave
 no motion or gripper command is never kept, whatever ended it: nobody drove it. During a policy episode, i toggles
 the human's takeover. An input device that reports a `fault` (a gamepad that disappeared) ends the
 teleop episode at once, discarded, and the session (`quit`): nobody is steering any more.
@@ -33,6 +34,7 @@ class TeleopEpisode:
     human_commands: int = 0  # motion and gripper keys the person gave; none: the episode is not saved
     safety_events: list[dict] = field(default_factory=list)
     quit: bool = False
+    success_marked_at: int | None = None  # the frame the person marked the task done from (key m)
 
 
 class TeleopSession:
@@ -68,6 +70,9 @@ class TeleopSession:
                     out.ended_by, keep = "discard", False
                 elif key == "esc":
                     out.ended_by, out.quit = "quit", True
+                elif key == "m" and recorder is not None:
+                    out.success_marked_at = recorder.mark_success()
+                    self.say(f"success marked from frame {out.success_marked_at} on")
             fault = getattr(self.keys, "fault", None)
             if fault and not out.ended_by:
                 out.ended_by, out.quit, keep = "device", True, False

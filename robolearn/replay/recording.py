@@ -34,17 +34,26 @@ def executed_action(info: dict, action: np.ndarray) -> np.ndarray:
 class _Episode:
     first_obs: dict[str, np.ndarray]
     steps: list[tuple[np.ndarray, float, bool, bool, dict[str, np.ndarray]]] = field(default_factory=list)
+    success_from: int | None = None  # the frame (0: the first observation) from which the person marked success
+
+
+# A person's success labels, one per row, kept in the recording beside the rows (`ReplayStorage.save`'s extra):
+# NO_LABEL in episodes nobody marked, else 0 before the frame they marked and 1 from it on.
+SUCCESS_LABEL = "success_label"
+NO_LABEL = -1
 
 
 class EpisodeRecorder:
     """Buffers episodes and writes kept ones into a ReplayStorage (`store`), optionally saved to `path`."""
 
-    def __init__(self, store: ReplayStorage, path: str | Path | None = None):
+    def __init__(self, store: ReplayStorage, path: str | Path | None = None, labels: np.ndarray | None = None):
         self.store = store
         self.path = Path(path) if path is not None else None
         self._episode: _Episode | None = None
         self.kept = 0
         self.discarded = 0
+        # The rows' success labels (held rows, oldest first); a store's rows without them get NO_LABEL.
+        self._labels = [np.full(len(store), NO_LABEL, np.int8) if labels is None else np.asarray(labels, np.int8)]
 
     @classmethod
     def open(cls, path: str | Path, observation_space: spaces.Dict, action_shape: tuple[int, ...], room: int) -> EpisodeRecorder:
@@ -53,8 +62,10 @@ class EpisodeRecorder:
         if path.exists():
             old = ReplayStorage.load(path, observation_space, action_shape)
             store = ReplayStorage.load(path, observation_space, action_shape, capacity=max(old.capacity, len(old) + room))
-        else:
-            store = ReplayStorage(observation_space, action_shape, max(room, 2))
+            with np.load(path, allow_pickle=False) as data:  # the labels of the episodes already there
+                labels = data[SUCCESS_LABEL] if SUCCESS_LABEL in data.files and len(data[SUCCESS_LABEL]) == len(store) else None
+            return cls(store, path, labels)
+        store = ReplayStorage(observation_space, action_shape, max(room, 2))
         return cls(store, path)
 
     @property
@@ -79,6 +90,14 @@ class EpisodeRecorder:
         next_copy = {k: np.array(v, copy=True) for k, v in next_obs.items()}
         self._episode.steps.append((action.copy(), float(reward), bool(terminated), bool(truncated), next_copy))
 
+    def mark_success(self) -> int:
+        """The person says the task is done as of the latest observation (a key during teleop): its frame and the
+        ones after it are successes, the ones before are not (the success classifier's labels). Returns the frame."""
+        if self._episode is None:
+            raise RuntimeError("EpisodeRecorder.mark_success outside an episode")
+        self._episode.success_from = len(self._episode.steps)
+        return self._episode.success_from
+
     def end(self, keep: bool = True, truncate: bool = True) -> int:
         """Close the episode; write it if `keep` and it has a step. An episode the env did not end is
         marked truncated on its last step (`truncate`), so the learner bootstraps there. Returns the
@@ -99,11 +118,22 @@ class EpisodeRecorder:
         self.store.start_episode(episode.first_obs, stream=stream)
         for action, reward, terminated, truncated, obs in steps:
             self.store.add(action, reward, terminated, truncated, obs, stream=stream)
+        labels = np.full(len(steps) + 1, NO_LABEL, np.int8)
+        if episode.success_from is not None:
+            labels[:] = 0
+            labels[episode.success_from :] = 1
+        self._labels.append(labels)
         self.kept += 1
         return len(steps)
+
+    def labels(self) -> np.ndarray:
+        """The held rows' success labels, oldest first (a full store drops its oldest rows' with them)."""
+        self._labels = [np.concatenate(self._labels)[-len(self.store):] if len(self.store) else np.zeros(0, np.int8)]
+        return self._labels[0]
 
     def save(self) -> Path | None:
         if self.path is None:
             return None
-        self.store.save(self.path)
+        labels = self.labels()
+        self.store.save(self.path, extra={SUCCESS_LABEL: labels} if (labels != NO_LABEL).any() else None)
         return self.path
