@@ -4,6 +4,7 @@
 # plot, and each run's best checkpoint evaluated again on 50 fresh seeds.
 # SEEDS="1 2 3" RUNS=outputs/pixels bash launch/train_pixels.sh [train overrides]
 # PRETRAIN="look_per_frame=true": extra pretraining overrides (the transfer recipe, docs/benchmarks.md "Seventeenth session")
+# ENCODER_READY=1: use $ENCODER as it is (made already, e.g. by launch/train_arm_conditions.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-outputs/pixels}
@@ -11,13 +12,15 @@ RUNS=${RUNS:-outputs/pixels}
 ENCODER=${ENCODER:-$(python3 -m robolearn.paths "$@" | sed -n 's/^encoder: //p')}
 mkdir -p "$RUNS"
 PRETRAIN_ENV=()  # the env overrides among the train overrides: the encoder is made for that env
-DEMO_ARGS=()  # and the demos overrides (demos.episodes=100): the demos step makes the file the seeds read
+DEMO_ARGS=()  # and the demos and agent overrides (demos.episodes=100): the demos step makes the file the seeds read
 for arg in "$@"; do
   if [[ "$arg" == env.* || "$arg" == env=* ]]; then PRETRAIN_ENV+=("$arg"); fi
-  if [[ "$arg" == demos.* ]]; then DEMO_ARGS+=("$arg"); fi
+  if [[ "$arg" == demos.* || "$arg" == agent.* ]]; then DEMO_ARGS+=("$arg"); fi
 done
 read -r -a PRETRAIN_EXTRA <<< "${PRETRAIN:-}"
-python3 -m robolearn.pretrain out="$ENCODER" progress=false "${PRETRAIN_ENV[@]}" "${PRETRAIN_EXTRA[@]}" > "$RUNS/pretrain.log" 2>&1
+if [ -z "${ENCODER_READY:-}" ]; then
+  python3 -m robolearn.pretrain out="$ENCODER" progress=false "${PRETRAIN_ENV[@]}" "${PRETRAIN_EXTRA[@]}" > "$RUNS/pretrain.log" 2>&1
+fi
 # The demos are cached on first use: collect them once, not in three runs at the same time.
 python3 -m robolearn.train total_steps=0 eval.final=false agent.encoder_weights="$ENCODER" progress=false \
   hydra.run.dir="$RUNS/demos" "${PRETRAIN_ENV[@]}" "${DEMO_ARGS[@]}" > "$RUNS/demos.log" 2>&1
