@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,29 @@ def error_rates(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[s
             "positives": positives, "negatives": negatives}
 
 
+def episode_outcomes(said: np.ndarray, label: np.ndarray, episode: np.ndarray) -> dict[str, float]:
+    """What episodes ended by the classifier's first firing would see (frames in episode order): `ended_early`, the
+    share of episodes it fires in before any true success (an episode without one included); `never_fired`, the
+    share of episodes with a true success where it never fires; `median_delay_frames`, from the first true success
+    to its first firing where that comes at or after it. The frame rates above count every frame alike; these say
+    what the learner's episodes get (a miss while the truth flickers after the success ends nothing early)."""
+    early = never = succeeded = 0
+    delays = []
+    ids = np.unique(episode)
+    for e in ids:
+        rows = np.flatnonzero(episode == e)
+        fired, true = np.flatnonzero(said[rows]), np.flatnonzero(label[rows])
+        succeeded += bool(len(true))
+        if len(fired) and (not len(true) or fired[0] < true[0]):
+            early += 1
+        elif len(true) and not len(fired):
+            never += 1
+        elif len(true):
+            delays.append(int(fired[0] - true[0]))
+    return {"ended_early": early / max(len(ids), 1), "never_fired": never / max(succeeded, 1),
+            "median_delay_frames": float(np.median(delays)) if delays else float("nan")}
+
+
 def choose_threshold(prob: np.ndarray, label: np.ndarray, max_false_positive: float) -> float:
     """The lowest threshold (fewest misses) whose false-positive rate on these frames is at most the limit."""
     negatives = np.sort(prob[~label])[::-1]
@@ -222,13 +246,14 @@ def load_classifier(path: str | Path, encoder: FrozenStateEncoder | None = None,
 
 
 # -- labelled frames in sim ----------------------------------------------------------------------------------
-def collect(cfg: SuccessClassifierConfig, env, encoder: FrozenStateEncoder) -> dict[str, np.ndarray]:
-    """Episodes of the scripted expert (noisy) and of random actions: every frame's features and the simulator's success."""
+def collect(cfg: SuccessClassifierConfig, env, encoder: FrozenStateEncoder, first: int = 0) -> dict[str, np.ndarray]:
+    """Episodes `first`..`cfg.episodes - 1` of the scripted expert (noisy) and of random actions: every frame's
+    features and the simulator's success. Each episode is seeded by its index: collecting on later adds episodes."""
     from hydra.utils import instantiate
 
     expert = instantiate(cfg.expert, env=env)
     features, labels, episodes = [], [], []
-    for episode in tqdm(range(cfg.episodes), desc="collect", unit="ep", disable=not cfg.progress):
+    for episode in tqdm(range(first, cfg.episodes), desc="collect", unit="ep", disable=not cfg.progress):
         rng = np.random.default_rng([cfg.seed, episode])
         expert.reset()
         random_episode = rng.uniform() < cfg.random_fraction
@@ -255,6 +280,14 @@ def collect(cfg: SuccessClassifierConfig, env, encoder: FrozenStateEncoder) -> d
         labels.append(np.array(success))
         episodes.append(np.full(len(frames), episode))
     return {"features": np.concatenate(features), "label": np.concatenate(labels), "episode": np.concatenate(episodes)}
+
+
+def collection_key(cfg: SuccessClassifierConfig) -> str:
+    """What decides the collected frames besides the encoder: the scene and the collection's settings."""
+    env = dataclasses.asdict(cfg.env) if dataclasses.is_dataclass(cfg.env) else OmegaConf.to_container(OmegaConf.create(cfg.env or {}))
+    keys = {"env": env, "seed": cfg.seed, "random_fraction": cfg.random_fraction, "noise_scales": list(cfg.noise_scales),
+            "expert": OmegaConf.to_container(OmegaConf.create(cfg.expert))}
+    return json.dumps(keys, sort_keys=True, default=str)
 
 
 def load_recordings(cfg: SuccessClassifierConfig, encoder: FrozenStateEncoder) -> dict[str, np.ndarray]:
@@ -344,7 +377,8 @@ def train_classifier(cfg: SuccessClassifierConfig, data: dict[str, np.ndarray]) 
         prob = torch.sigmoid(net(torch.as_tensor(x))).numpy()
     threshold = choose_threshold(prob[val], y[val], cfg.max_false_positive)
     metrics = {"threshold": threshold,
-               **{name: {**error_rates(prob[mask], y[mask], threshold), "episodes": int(len(np.unique(data["episode"][mask])))}
+               **{name: {**error_rates(prob[mask], y[mask], threshold), "episodes": int(len(np.unique(data["episode"][mask]))),
+                         **episode_outcomes(prob[mask] >= threshold, y[mask], data["episode"][mask])}
                   for name, mask in (("train", train), ("validation", val), ("test", test))}}
     return net, metrics
 
@@ -364,17 +398,23 @@ def train_and_save(cfg: SuccessClassifierConfig | DictConfig) -> dict:
         try:
             encoder = load_encoder(cfg.encoder, env.observation_space)
             digest = encoder_digest(encoder)
+            held = 0  # episodes the data file holds for this encoder and collection (seeded by index: a prefix is the same)
             if data_path.exists():
                 with np.load(data_path) as saved:
-                    if str(saved["encoder_digest"]) == digest and int(saved["episodes"]) == cfg.episodes:
+                    if str(saved["encoder_digest"]) == digest and (str(saved["collection"]) if "collection" in saved.files else "") == collection_key(cfg):
+                        held = int(saved["episodes"])
                         data = {k: saved[k] for k in ("features", "label", "episode")}
-                        log.info("labelled features from %s (%d frames)", data_path, len(data["label"]))
+                        log.info("labelled features of %d episodes from %s", held, data_path)
                     else:
-                        log.warning("%s holds another encoder's features or another number of episodes: collecting again", data_path)
-            if not data:
-                data = collect(cfg, env, encoder)
+                        log.warning("%s holds another encoder's features or another collection: collecting again", data_path)
+            if held < cfg.episodes:  # collect the rest, and keep the file whole (a larger one is never cut down)
+                more = collect(cfg, env, encoder, first=held)
+                data = {k: np.concatenate([data[k], more[k]]) for k in more} if data else more
                 data_path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(data_path, **data, encoder_digest=np.array(digest), episodes=np.array(cfg.episodes))
+                np.savez(data_path, **data, encoder_digest=np.array(digest), episodes=np.array(cfg.episodes),
+                         collection=np.array(collection_key(cfg)))
+            keep = data["episode"] < cfg.episodes  # the first `episodes` of a larger file
+            data = {k: v[keep] for k, v in data.items()}
         finally:
             env.close()
     else:  # the arm's recordings only: its observation space from the config, no arm connected
@@ -401,7 +441,9 @@ def main(node: DictConfig) -> None:
     test = meta["test"]
     print(f"success classifier: {cfg.out} (threshold {meta['threshold']:.3f})")
     print(f"held-out test episodes ({test['episodes']}; {test['positives']} success and {test['negatives']} other frames): "
-          f"false positives {test['false_positive']:.2%}, false negatives {test['false_negative']:.2%}")
+          f"false positives {test['false_positive']:.2%}, false negatives {test['false_negative']:.2%}; as episodes ended by "
+          f"it: {test['ended_early']:.1%} ended before the true success, {test['never_fired']:.1%} of the successful "
+          f"never ended, median delay {test['median_delay_frames']:.0f} frames")
     print(OmegaConf.to_yaml(OmegaConf.create({k: meta[k] for k in ("train", "validation", "test")})).strip())
     try:
         check_error_rates(meta, cfg.max_false_positive, cfg.max_false_negative, cfg.out)

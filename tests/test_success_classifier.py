@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from robolearn.paths import CONFIG_DIR
 from robolearn.success_classifier import (ClassifierFileError, check_error_rates, choose_threshold, error_rates, load_classifier,
@@ -64,6 +65,14 @@ def test_the_command_writes_a_classifier_with_its_held_out_rates_bound_to_its_en
     assert meta["train"]["positives"] > 0 and meta["train"]["negatives"] > 0  # the expert ran on past its successes
     assert meta["validation"]["false_positive"] <= 0.01  # the threshold's own limit, where it was chosen
     assert (tmp_path / "success.data.npz").exists()
+    # Episodes are seeded by index: fewer are the file's first ones (the file stays whole), more are collected on.
+    before = dict(np.load(tmp_path / "success.data.npz"))
+    assert train_and_save(OmegaConf.merge(cfg, {"episodes": 5}))["frames_labelled"] == 5 * 141
+    assert int(np.load(tmp_path / "success.data.npz")["episodes"]) == 7
+    assert train_and_save(OmegaConf.merge(cfg, {"episodes": 8}))["frames_labelled"] == 8 * 141
+    after = dict(np.load(tmp_path / "success.data.npz"))
+    assert int(after["episodes"]) == 8
+    np.testing.assert_array_equal(after["features"][: 7 * 141], before["features"])
     env = make_env({"cameras": [{"name": "front"}, {"name": "wrist"}], "episode_seconds": 1})
     try:
         encoder = load_encoder(encoder_path, env.observation_space)
@@ -179,3 +188,16 @@ def test_the_arms_recordings_are_labelled_by_where_their_frames_lie(tmp_path):
     # Frames 0-8 failures, 9-11 left out (the person's reaction), 12-20 successes.
     assert data["label"][data["episode"] == first].tolist() == [False] * 9 + [True] * 9
     assert data["label"][data["episode"] == second].tolist() == [False] * 10 + [True] * 5
+
+
+def test_episode_outcomes_say_what_episodes_ended_by_the_classifier_would_see():
+    from robolearn.success_classifier import episode_outcomes
+
+    episode = np.repeat([0, 1, 2, 3], 6)
+    label = np.array([0, 0, 0, 1, 1, 1,  # success from frame 3; fired at 4: a delay of 1
+                      0, 0, 0, 1, 0, 1,  # flickering truth, fired at 1: ended early
+                      0, 0, 0, 0, 0, 0,  # no success, never fired: fine
+                      0, 0, 1, 1, 1, 1], bool)  # success from 2, never fired
+    said = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], bool)
+    out = episode_outcomes(said, label, episode)
+    assert out == {"ended_early": 0.25, "never_fired": pytest.approx(1 / 3), "median_delay_frames": 1.0}
