@@ -19,12 +19,20 @@ run pretrain python3 -m robolearn.pretrain out="$ENC" episodes=2 epochs=1 progre
 # the pretrain, train and eval command lines checked below.
 run train_pixels_syntax bash -n launch/train_pixels.sh
 run bench_runners_syntax bash -n launch/bench_runners.sh
+run train_arm_conditions_syntax bash -n launch/train_arm_conditions.sh
 run train_drq python3 -m robolearn.train --config-name train_drq "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/drq"
 run train_state python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null hydra.run.dir="$OUT/state"
 run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=120 resume="$OUT/state" hydra.run.dir="$OUT/state"
 run time_limit python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=100000 time_limit_min=0.5 hydra.run.dir="$OUT/limit"
 run train_inline python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null runner=inline hydra.run.dir="$OUT/inline"
 run train_pixels python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 hydra.run.dir="$OUT/pixels"
+run train_estimated_state python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 \
+  env.privileged=false agent.estimated_state=true "agent.critic_only_keys=[estimated_state]" hydra.run.dir="$OUT/estimated"
+run train_interventions python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 \
+  intervention.by=scripted intervention.stall_steps=5 hydra.run.dir="$OUT/interventions"
+# A classifier from 4 episodes is over the error limits (exit 1 by design): the limits are lifted for the smoke check.
+run success_classifier python3 -m robolearn.success_classifier encoder="$ENC" out="$OUT/success.pt" episodes=4 epochs=2 progress=false \
+  env.episode_seconds=14 random_fraction=0 val_fraction=0.25 test_fraction=0.25 max_false_positive=1 max_false_negative=1 hydra.run.dir="$OUT/classifier"
 run eval_checkpoint python3 -m robolearn.eval policy=checkpoint policy.path="$OUT/state" episodes=1 video=true video_path="$OUT/ckpt.mp4" env.cameras=[] env.privileged=true
 run train_dmc python3 -m robolearn.train --config-name train_dmc env=dmc_walker_walk total_steps=60 seed_steps=30 eval.episodes=1 eval.every=60 save_every=60 progress=false hydra.run.dir="$OUT/dmc"
 run eval_expert python3 -m robolearn.eval policy=expert episodes=2
