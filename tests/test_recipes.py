@@ -160,6 +160,35 @@ def test_the_learner_starts_from_a_main_job_checkpoint_with_its_agent_config(mai
         server.close()
 
 
+def test_on_an_arm_without_a_tracker_a_checkpoints_critic_can_read_the_encoders_estimate(main_job_checkpoint, tmp_path):
+    # Fine-tuning the main job's policy on an arm with no tracker, the critic reading the encoder's estimate of
+    # the state (docs/learner.md): named on the learner box's command, the policy stays the checkpoint's.
+    import dataclasses
+
+    from robolearn.roles.learner import Learner
+    from robolearn.roles.replay_server import build_server
+
+    keys = ["agent.estimated_state=true", "agent.critic_only_keys=[estimated_state]", "agent.actor_only_keys=[image_features]"]
+    node = async_config(f"run_dir={tmp_path}", f"learner.init_from={main_job_checkpoint}", *replay_server_overrides(main_job_checkpoint), *keys)
+    cfg = load_typed(AsyncConfig, node, "async")
+    server = build_server(dataclasses.replace(cfg, agent=run_agent_config(cfg, make_env_space(cfg), keys)))
+    learner = None
+    env = make_env(cfg.env)
+    try:
+        learner = Learner(cfg, tmp_path / "learner", task_overrides=keys)
+        assert learner.agent.critic_only_keys == ["estimated_state"] and "estimated_state" not in learner.agent.actor_keys
+        assert learner.client.spec == server.spec  # the server stores the estimate the actors send
+        payload = load_checkpoint(main_job_checkpoint)
+        assert learner.agent.actor_keys == payload["actor_keys"]
+        obs, _ = env.reset(seed=3)
+        assert np.allclose(learner.agent.act(dict(obs), deterministic=True), load_checkpoint_policy(env, str(main_job_checkpoint)).act(obs), atol=1e-6)
+    finally:
+        env.close()
+        if learner is not None:
+            learner.close()
+        server.close()
+
+
 def test_a_policy_saved_with_its_inputs_in_the_old_order_loads_reordered(main_job_checkpoint, tmp_path):
     # Checkpoints made before the features came first in the learning space, with the features shared
     # (actor_only_keys=[]), had the actor read [gripper, image_features, joint_pos, joint_vel].
