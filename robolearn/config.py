@@ -247,8 +247,13 @@ class RewardSourceConfig:
     max_false_negative: float = 0.05
     # from the kettle's frame origin down to its base (the sim kettle's): the shaping's target above the basin floor
     kettle_bottom_offset: float = 0.06
+    # In sim, where the classifier ends an episode: the simulator judges success once the arm has stopped there
+    # and the kettle has had up to this long to come to rest (physics only), as a person looks at the sink after an
+    # arm's episode; 0: at the step the classifier fired (a kettle still settling then counts as a failure).
+    judge_settle_s: float = 1.0
 
     def __post_init__(self) -> None:
+        check(self.judge_settle_s >= 0, "env.reward.judge_settle_s", self.judge_settle_s, "seconds, >= 0")
         check(self.source in REWARD_SOURCES, "env.reward.source", self.source, f"one of {REWARD_SOURCES}")
         check(self.source == "env" or bool(self.classifier), "env.reward.classifier", self.classifier,
               f"env.reward.source={self.source} needs a classifier file (python -m robolearn.success_classifier)")

@@ -10,7 +10,9 @@ a simulator or markers.
 - `both`: the env's shaping (an arm's tracker while it sees its markers), the classifier's success.
 
 The env's own answer stays in `info` (`success`: in sim the simulator's truth, which evaluation reads;
-`env_reward`), beside `classified_success` and `success_probability`. Episodes end by the classifier, so the env
+`env_reward`), beside `classified_success` and `success_probability`. Where the classifier ends an episode in
+sim, `success` is the simulator's judgement once the arm has stopped and the kettle had `judge_settle_s` to come
+to rest (`success_at_end`: at the step it fired), as a person judges an arm's episode. Episodes end by the classifier, so the env
 must not end them on its own success (`env.terminate_on_success=false`, checked in robolearn/config.py).
 """
 
@@ -60,6 +62,10 @@ class ClassifierReward(gym.Wrapper):
         else:  # both: the env's shaping without its own success bonus
             reward = float(env_reward) - float(info.get("reward_terms", {}).get("success_bonus", 0.0)) + bonus
         info.update(env_reward=float(env_reward), classified_success=bool(success), success_probability=p)
+        judge = getattr(self.env.unwrapped, "success_after_stop", None)  # the sim's: an arm has no such judge
+        if success and not terminated and self.cfg.judge_settle_s > 0 and judge is not None and "success" in info:
+            info["success_at_end"] = bool(info["success"])
+            info["success"] = bool(judge(self.cfg.judge_settle_s))
         return obs, reward, bool(terminated or success), truncated, info
 
     def estimated_shaping(self, features: np.ndarray, joint_pos: np.ndarray) -> float:

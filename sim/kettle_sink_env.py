@@ -122,6 +122,21 @@ class KettleSinkEnv(gym.Env):
         self._apply(self._acting)
         mujoco.mj_step(self.model, self.data, nstep=n - offset)
 
+    def success_after_stop(self, seconds: float) -> bool:
+        """The simulator's success once the arm stops where it is (joints held still, the gripper as last
+        commanded) and the kettle has had up to `seconds` to come to rest: how a person judges an episode that
+        something other than the simulator ended (an arm's success classifier). Physics only, nothing rendered;
+        call it after the episode's last step (it moves the simulation on)."""
+        if self._reward(self._kettle_fell())[2]:
+            return True
+        self._pending.clear()
+        self._apply((np.zeros(self.contract.n_joints), self._gripper_target))
+        for _ in range(max(1, round(seconds * self.cfg.control_hz))):
+            mujoco.mj_step(self.model, self.data, nstep=self.cfg.substeps)
+            if self._reward(self._kettle_fell())[2]:
+                return True
+        return False
+
     def _rest_command(self) -> tuple[np.ndarray, float]:
         """Zero joint velocity (or torque) and the gripper open."""
         return np.zeros(self.contract.n_joints), FINGER_TRAVEL

@@ -126,6 +126,7 @@ def test_the_classifier_reward_source_ends_episodes_by_its_success_and_shapes_on
     env.reset(seed=6)
     obs, r, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
     assert terminated and info["classified_success"] and not info["success"] and r > 10.0 - 3.0
+    assert info["success_at_end"] is False  # judged after the arm stopped too: the kettle is still at its start
     env.close()
     both = make_env({**base, "reward": {**reward, "source": "both"}})
     obs, _ = both.reset(seed=5)
@@ -201,3 +202,39 @@ def test_episode_outcomes_say_what_episodes_ended_by_the_classifier_would_see():
     said = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], bool)
     out = episode_outcomes(said, label, episode)
     assert out == {"ended_early": 0.25, "never_fired": pytest.approx(1 / 3), "median_delay_frames": 1.0}
+
+
+def test_the_sims_judge_after_the_arm_stops_counts_a_kettle_that_settles_in_the_basin_and_nothing_short_of_it():
+    # Where an arm's success classifier ends an episode, a person looks at the sink once the arm has stopped.
+    from robolearn.envs import make_env
+    from sim.expert import KettleSinkExpert
+
+    cfg = {"episode_seconds": 20, "terminate_on_success": False, "randomization": {"enabled": False}, "cameras": []}
+
+    def expert_steps(n: int):
+        env = make_env(cfg)
+        expert = KettleSinkExpert(env)
+        obs, info = env.reset(seed=1)
+        for _ in range(n):
+            obs, _, _, _, info = env.step(expert.act(obs))
+        return env, info
+
+    env, _ = expert_steps(0)
+    assert not env.unwrapped.success_after_stop(1.0)  # the kettle at its start stays there
+    env.close()
+    env, first = make_env(cfg), None
+    expert = KettleSinkExpert(env)
+    obs, _ = env.reset(seed=1)
+    for t in range(200):
+        obs, _, _, _, info = env.step(expert.act(obs))
+        if info["success"]:
+            first = t + 1
+            break
+    env.close()
+    assert first is not None
+    env, info = expert_steps(first - 1)  # lowered into the basin, still settling: not a success yet
+    assert not info["success"] and env.unwrapped.success_after_stop(1.0)
+    env.close()
+    env, info = expert_steps(first - 8)  # still on its way down: held where the arm stopped, never in the basin
+    assert not info["success"] and not env.unwrapped.success_after_stop(1.0)
+    env.close()
