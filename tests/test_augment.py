@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from robolearn.agents.augment import draw_shifts, merge_frames, random_shift
+from robolearn.agents.augment import draw_shifts, merge_frames, random_shift, random_warp, warp_matrices
 from robolearn.bench.reference_drqv2 import grid_sample_shift
 
 
@@ -56,3 +56,35 @@ def test_matches_the_published_grid_sample_shift():
     nchw = x[:, 0].permute(0, 3, 1, 2).float()
     theirs = grid_sample_shift(nchw, 4, shifts).permute(0, 2, 3, 1)
     assert torch.allclose(ours, theirs, atol=1e-3)
+
+
+# -- camera-like warps (the encoder's pretraining) -------------------------------------------------------
+def test_warp_of_nothing_is_the_image_itself():
+    x = frames(k=1)[:, 0]
+    assert torch.equal(random_warp(x, 0.0, 0.0, 0.0), x)
+    assert torch.equal(random_warp(x, 0.0, 0.0, 0.0, warp_matrices(len(x), 0.0, 0.0, 0.0)), x)
+
+
+def test_warp_shifts_turns_and_keeps_dtype():
+    x = torch.zeros(1, 84, 84, 1, dtype=torch.uint8)
+    x[0, 40, 30] = 255
+    shift = torch.tensor([[[1.0, 0.0, -2 * 10 / 84], [0.0, 1.0, 0.0]]])  # a tenth of the width, to the right
+    out = random_warp(x, 0, 0, 0, shift)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert (out[0, :, :, 0] == out.max()).nonzero().tolist() == [[40, 40]]
+    quarter_turn = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])
+    y = torch.zeros(1, 8, 8, 1)
+    y[0, 1, 6] = 1.0  # row 1, column 6: read back at row 1, column 1 (the output samples the source turned)
+    assert (random_warp(y, 0, 0, 0, quarter_turn)[0, :, :, 0] > 0.5).nonzero().tolist() == [[1, 1]]
+
+
+def test_warp_draws_stay_within_their_ranges_and_differ_per_image():
+    m = warp_matrices(2000, degrees=6.0, translate=0.1, scale=0.05)
+    zoom = 1 / torch.linalg.det(m[:, :, :2]).sqrt()
+    angle = torch.atan2(m[:, 1, 0], m[:, 0, 0]) * 180 / torch.pi
+    assert zoom.min() >= 0.95 - 1e-5 and zoom.max() <= 1.05 + 1e-5 and zoom.std() > 0.02
+    assert angle.abs().max() <= 6.0 + 1e-4 and angle.abs().max() > 5.5
+    assert m[:, :, 2].abs().max() <= 0.2 + 1e-6 and m[:, :, 2].abs().max() > 0.19
+    x = frames(b=4, k=1, h=32, w=32)[:, 0]
+    out = random_warp(x, 6.0, 0.1, 0.05)
+    assert not torch.equal(out[0], x[0]) and not torch.equal(out[0], out[1])

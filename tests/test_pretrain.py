@@ -93,6 +93,21 @@ def test_relative_targets_make_a_longer_prediction_and_report_its_errors(tmp_pat
         pretrain(pretrain_config(out, "targets=[relative]"))  # the privileged state must come first
 
 
+def test_warped_training_is_recorded_in_the_encoder_and_bad_warps_are_refused(tmp_path, encoder_file):
+    out = tmp_path / "warp.pt"
+    data = f"data={Path(str(encoder_file)).with_suffix('.data.npz')}"
+    metrics = pretrain(pretrain_config(out, "epochs=1", "warp_degrees=6", "warp_translate=0.1", "warp_scale=0.05", data))
+    assert np.isfinite(metrics["kettle_median_cm"])
+    meta = torch.load(out, map_location="cpu", weights_only=False)["meta"]
+    assert meta["warp"] == {"degrees": 6.0, "translate": 0.1, "scale": 0.05}
+    assert "warp" not in torch.load(encoder_file, map_location="cpu", weights_only=False)["meta"]  # off: not recorded
+    from robolearn.config import ConfigError
+
+    for bad in ("warp_degrees=-1", "warp_translate=0.8", "warp_scale=-0.1"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            pretrain(pretrain_config(out, bad))
+
+
 def test_collection_resumes_where_it_stopped(tmp_path, encoder_file):
     # Episodes are seeded by index: collecting 2 then going on to 3 gives the same frames as 3 at once.
     data_dir = encoder_file.parent
