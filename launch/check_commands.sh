@@ -41,6 +41,7 @@ run eval_video python3 -m robolearn.eval policy=expert episodes=1 video=true vid
 run eval_shadows python3 -m robolearn.eval policy=random episodes=1 env.render.shadows=true
 run view_config python3 -m robolearn.view --cfg job
 run bench_transfer python3 -m robolearn.bench transfer policy.path="$OUT/drq" episodes=1 "rows=[as_trained,shadows]" workers=1
+run bench_encoder python3 -m robolearn.bench encoder --quick "encoders=[$ENC]" env.episode_seconds=1
 run contact_sheet python3 -m sim.contact_sheet out="$OUT/sheet.png" seeds=2
 for bench in sim learner replay control transport; do run "bench_$bench" python3 -m robolearn.bench "$bench" --quick; done
 run async_state timeout -s TERM 90 bash launch/async_sim.sh --config-name async_state actors=2 learner.total_updates=50 learner.min_transitions=200 run_dir="$OUT/async_state"

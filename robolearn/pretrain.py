@@ -120,9 +120,12 @@ TARGET_GROUPS = {"privileged": 13, "relative": 6}
 
 
 # -- data -------------------------------------------------------------------------------------------------
-def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
+def collect(cfg: PretrainConfig, env, path: Path, env_seed_base: Optional[int] = None) -> dict[str, np.ndarray]:
     """Run (or continue) the collection; returns the dataset. Episodes are seeded by their index, so a
-    resumed collection is the same as an uninterrupted one."""
+    resumed collection is the same as an uninterrupted one. Episode i resets the env with env_seed_base + i
+    (default: the pretraining's own block, disjoint from train, eval and demo seeds)."""
+    if env_seed_base is None:
+        env_seed_base = 20_000_000 + cfg.seed * 100_000
     image_keys = image_keys_of(env.observation_space)
     keys = [*image_keys, *PROPRIO_KEYS, TARGET_KEY, "episode"]
     data: dict[str, list[np.ndarray]] = {k: [] for k in keys}
@@ -172,7 +175,7 @@ def collect(cfg: PretrainConfig, env, path: Path) -> dict[str, np.ndarray]:
             return np.clip(action, -1, 1).astype(np.float32)
 
         # Every observation an action was chosen on is a frame; the last one of an episode is not.
-        run_episode(env, act, seed=20_000_000 + cfg.seed * 100_000 + episode,  # disjoint from train, eval and demo seeds
+        run_episode(env, act, seed=env_seed_base + episode,
                     on_start=keep_frame, record=lambda step: None if step.done else keep_frame(step.next_obs))
         bar.set_postfix(frames=sum(len(x) for x in data["episode"]))
         if (episode + 1) % cfg.save_every_episodes == 0 or episode + 1 == cfg.episodes:

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "replay": "robolearn.bench.replay_bench",
     "transport": "robolearn.bench.transport_bench",
     "transfer": "robolearn.bench.transfer_bench",
+    "encoder": "robolearn.bench.encoder_bench",
     "runs": "robolearn.bench.runs_summary",
 }
 
