@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from robolearn.bench.transfer_bench import ROWS_FILE, load_rows, row_env_config
+from robolearn.bench.transfer_bench import ROWS_FILE, chosen_rows, load_rows, row_env_config
 from robolearn.config import ConfigError, EnvConfig, check, load_env_config, load_typed
 
 # Episode i of row k resets with SEED_BASE + k * ROW_SEED_STRIDE + i: above the transfer benchmark's block
@@ -110,9 +110,7 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
 
     cfg = parse(argv or [], quick)
     rows = load_rows(cfg.rows_file)
-    chosen = cfg.rows if cfg.rows is not None else list(rows)
-    unknown = [name for name in chosen if name not in rows]
-    check(not unknown, "rows", unknown, f"known rows: {list(rows)}")
+    chosen = chosen_rows(rows, cfg.rows)
     if "as_trained" not in chosen:
         chosen = ["as_trained", *chosen]  # the ratios' reference
     nets = {path: read_encoder(path) for path in cfg.encoders}  # unreadable files fail before any collection

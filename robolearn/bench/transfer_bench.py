@@ -61,6 +61,14 @@ def load_rows(rows_file: str = ROWS_FILE) -> dict[str, dict[str, Any]]:
     return yaml.safe_load(Path(rows_file).read_text())["rows"]
 
 
+def chosen_rows(rows: dict[str, dict[str, Any]], wanted: Optional[list[str]]) -> list[str]:
+    """The rows asked for by name (all of them for None), unknown names refused."""
+    chosen = wanted if wanted is not None else list(rows)
+    unknown = [name for name in chosen if name not in rows]
+    check(not unknown, "rows", unknown, f"known rows: {list(rows)}")
+    return list(chosen)
+
+
 def row_seed(index: int) -> int:
     return SEED_BASE + index * ROW_SEED_STRIDE
 
@@ -185,9 +193,7 @@ def evaluate_row(task: dict) -> dict:
 def run(quick: bool = False, argv: list[str] | None = None) -> dict:
     cfg = parse(argv or [], quick)
     rows = load_rows(cfg.rows_file)
-    chosen = cfg.rows if cfg.rows is not None else list(rows)
-    unknown = [name for name in chosen if name not in rows]
-    check(not unknown, "rows", unknown, f"known rows: {list(rows)}")
+    chosen = chosen_rows(rows, cfg.rows)
     base, path, migrated = base_env_config(cfg)
     order = list(rows)
     tasks = [{"name": name, "env": row_env_config(base, rows[name]), "policy": cfg.policy, "episodes": cfg.episodes,
