@@ -4,6 +4,7 @@ cannot overflow the replay's persisted state. Real sockets on 127.0.0.1, every c
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import replace
@@ -87,15 +88,18 @@ class WeightsPortThief:
         self.real.subscribe(b"")
         self.real.connect(f"tcp://127.0.0.1:{server_weights_port}")
         self.relayed = 0
+        self._forged: queue.SimpleQueue = queue.SimpleQueue()  # only the relay thread touches the sockets (ZMQ's rule)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._relay, daemon=True)
         self._thread.start()
 
     def forge(self, version: int) -> None:
-        self.out.send_multipart(encode("weights", {"version": version}, weights_of(version, sign=-1.0)))
+        self._forged.put(encode("weights", {"version": version}, weights_of(version, sign=-1.0)))
 
     def _relay(self) -> None:
         while not self._stop.is_set():
+            while not self._forged.empty():
+                self.out.send_multipart(self._forged.get())
             if self.out.poll(5):
                 self.out.recv()  # subscriptions
             if self.real.poll(5):
