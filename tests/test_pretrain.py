@@ -437,3 +437,43 @@ def test_training_refuses_a_critic_left_with_the_joints_only(encoder_file, tmp_p
             run(train_config(encoder_file, "env.privileged=false", "total_steps=10", f"runner={runner}"), tmp_path / runner)
     run(train_config(encoder_file, "env.privileged=false", "agent.critic_only_keys=[]", "agent.actor_only_keys=[]",
                      "total_steps=10"), tmp_path / "ok")
+
+
+def test_an_actor_on_the_encoders_estimate_alone_reads_no_embedding(encoder_file, tmp_path):
+    # agent.encoder_features=estimate: `image_features` is the encoder's normalised estimate of the state, not its
+    # embedding, so a moved camera reaches the policy only through the positions the encoder reads.
+    from robolearn.agents.pretrained import proprio_tensor
+
+    env = env_of(train_config(encoder_file))
+    try:
+        cfg = AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"],
+                          actor_only_keys=[FEATURE_KEY], encoder_features="estimate", hidden_dim=32)
+        agent = DrQAgent(env.observation_space, env.action_space, cfg)
+        net = agent.frozen.net
+        assert agent.frozen.out_dim == 13 and agent.learning_space[FEATURE_KEY].shape == (13,)
+        assert agent.actor.net[0].in_features == 13 + 7 + 7 + 1  # the estimate + joints, no embedding
+        obs = env.reset(seed=0)[0]
+        images = {k: torch.as_tensor(np.asarray(obs[k])[None]) for k in net.image_keys}
+        proprio = proprio_tensor({k: np.asarray(obs[k])[None] for k in net.proprio_keys}, net.proprio_keys, torch.device("cpu"))
+        embedding, prediction = net.embed_and_predict(images, proprio)
+        features = agent.observe(obs)[FEATURE_KEY]
+        np.testing.assert_allclose(features, prediction[0].numpy(), rtol=1e-5, atol=1e-6)
+        full = load_encoder(encoder_file, env.observation_space).featurize(obs, batched=False)[FEATURE_KEY]
+        np.testing.assert_allclose(full, torch.cat([embedding, prediction], -1)[0].numpy(), rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="encoder_features must be one of"):
+            DrQAgent(env.observation_space, env.action_space, AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file),
+                                                                          encoder_features="embedding"))
+    finally:
+        env.close()
+    # Both runners train on it; the checkpoint remembers it and acts with the estimate where its encoder file is gone.
+    for runner in ("inline", "async"):
+        run(train_config(encoder_file, "agent.encoder_features=estimate", "total_steps=30", f"runner={runner}"), tmp_path / runner)
+    payload = load_checkpoint(tmp_path / "inline")
+    assert payload["agent_config"]["encoder_features"] == "estimate"
+    env = env_of(train_config(encoder_file, "env.privileged=false"))
+    try:
+        policy = load_checkpoint_policy(env, str(tmp_path / "inline"))
+        assert policy.agent.frozen.out_dim == 13
+        assert np.isfinite(policy.act(env.reset(seed=1)[0])).all()
+    finally:
+        env.close()

@@ -66,6 +66,10 @@ class AgentConfig:
     # With encoder=pretrained: also the encoder's estimate of the privileged state (its own units) as the key
     # `estimated_state`, e.g. for a critic on an arm without a tracker: critic_only_keys=[estimated_state].
     estimated_state: bool = False
+    # With encoder=pretrained: what the `image_features` vector holds, "all" (the encoder's 64-wide embedding and
+    # its normalised estimate of the state) or "estimate" (the estimate only: a policy on it sees a moved camera
+    # only through the encoder's reading of positions, not through an embedding that shifts with the image).
+    encoder_features: str = "all"
     # Behaviour cloning of the demo rows in the actor's loss (Nair et al. 2018's Q filter): the actor's mean
     # action is pulled toward a demo's action where the critic rates the demo action above the policy's,
     # so the policy starts from the demonstrations and the critic, not the demos, has the last word.
@@ -229,9 +233,11 @@ class DrQAgent(nn.Module):
             raise ValueError(f"agent.estimated_state needs agent.encoder=pretrained (the encoder that estimates the state), got {cfg.encoder!r}")
         if cfg.encoder == "pretrained":
             if encoder_meta is not None:
-                self.frozen = FrozenStateEncoder(build_encoder(encoder_meta), encoder_meta, self.device, cfg.estimated_state)
+                self.frozen = FrozenStateEncoder(build_encoder(encoder_meta), encoder_meta, self.device, cfg.estimated_state,
+                                                 cfg.encoder_features)
             else:
-                self.frozen = load_encoder(cfg.encoder_weights, observation_space, self.device, cfg.estimated_state)
+                self.frozen = load_encoder(cfg.encoder_weights, observation_space, self.device, cfg.estimated_state,
+                                           cfg.encoder_features)
             self.frozen_encoder = self.frozen.net  # a submodule: checkpoints carry its weights
             observation_space = self.frozen.feature_space(observation_space)
         self.learning_space = observation_space  # what the replay stores: features instead of images when frozen

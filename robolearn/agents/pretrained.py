@@ -27,6 +27,10 @@ FEATURE_KEY = "image_features"  # the observation key that replaces the image ke
 # With `agent.estimated_state`, the encoder's estimate of the privileged state (its own units) under this key
 # too: what a critic reads on an arm without a tracker, in place of the privileged state.
 ESTIMATE_KEY = "estimated_state"
+# What `image_features` holds (agent.encoder_features): "all", the fused embedding and the normalised regression of
+# the state; "estimate", the regression only, which moves with the state an image shows and not with the image
+# itself (a moved camera shifts the embedding even where the estimate holds: docs/benchmarks.md, twentieth session).
+FEATURE_SETS = ("all", "estimate")
 
 
 class EncoderFileError(RuntimeError):
@@ -92,12 +96,16 @@ def proprio_tensor(obs: dict[str, Any], keys: list[str], device: torch.device) -
 class FrozenStateEncoder:
     """The loaded encoder, frozen: numpy observations in, float32 features out."""
 
-    def __init__(self, net: StateRegressionEncoder, meta: dict, device: str | torch.device = "cpu", estimate: bool = False):
+    def __init__(self, net: StateRegressionEncoder, meta: dict, device: str | torch.device = "cpu", estimate: bool = False,
+                 features: str = "all"):
+        if features not in FEATURE_SETS:
+            raise ValueError(f"agent.encoder_features must be one of {list(FEATURE_SETS)}, got {features!r}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.meta = meta
         self.image_keys, self.proprio_keys = net.image_keys, net.proprio_keys
-        self.out_dim = net.out_dim
+        self.feature_set = features
+        self.out_dim = net.out_dim if features == "all" else net.head.out_features
         self.estimate = estimate  # also the ESTIMATE_KEY observation
         self.estimate_dim = privileged_dim(meta)
 
@@ -117,7 +125,7 @@ class FrozenStateEncoder:
             images = {k: torch.as_tensor(part[k], device=self.device) for k in self.image_keys}
             embedding, prediction = self.net.embed_and_predict(images, proprio_tensor(part, self.proprio_keys, self.device))
             rows = slice(start, start + len(embedding))
-            out[rows] = torch.cat([embedding, prediction], dim=-1).cpu().numpy()
+            out[rows] = (torch.cat([embedding, prediction], dim=-1) if self.feature_set == "all" else prediction).cpu().numpy()
             state = prediction * self.net.target_std + self.net.target_mean
             estimate[rows] = state[:, : self.estimate_dim].cpu().numpy()
         return out, estimate
@@ -168,7 +176,7 @@ def save_encoder(path: str | Path, net: StateRegressionEncoder, meta: dict) -> N
 
 
 def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device: str | torch.device = "cpu",
-                 estimate: bool = False) -> FrozenStateEncoder:
+                 estimate: bool = False, features: str = "all") -> FrozenStateEncoder:
     """Load and check an encoder file against the observation space it will see."""
     if not path:
         raise EncoderFileError("agent.encoder=pretrained needs agent.encoder_weights: a file made by "
@@ -197,7 +205,7 @@ def load_encoder(path: str | Path | None, observation_space: spaces.Dict, device
                                f"  encoder: {expected}\n  this env: {actual}")
     net = build_encoder(meta)
     net.load_state_dict(payload["state_dict"])
-    return FrozenStateEncoder(net, meta, device, estimate)
+    return FrozenStateEncoder(net, meta, device, estimate, features)
 
 
 def build_encoder(meta: dict) -> StateRegressionEncoder:
@@ -210,10 +218,10 @@ def build_encoder(meta: dict) -> StateRegressionEncoder:
 
 
 def learning_space(observation_space: spaces.Dict, encoder: str, encoder_weights: str | None,
-                   estimate: bool = False) -> tuple[spaces.Dict, FrozenStateEncoder | None]:
+                   estimate: bool = False, features: str = "all") -> tuple[spaces.Dict, FrozenStateEncoder | None]:
     """What the replay stores for an agent config: the env's observations, or with a frozen pretrained
     encoder its features in place of the images (and the encoder, to featurize demos with)."""
     if encoder != "pretrained":
         return observation_space, None
-    frozen = load_encoder(encoder_weights, observation_space, estimate=estimate)
+    frozen = load_encoder(encoder_weights, observation_space, estimate=estimate, features=features)
     return frozen.feature_space(observation_space), frozen

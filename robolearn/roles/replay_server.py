@@ -37,7 +37,8 @@ def build_server(node: DictConfig | AsyncConfig) -> ReplayServer:
     contract = EnvSpec.from_config(cfg.env)
     env_space, act_space = contract.observation_space(), contract.action_space()
     # With a frozen encoder (the pixel recipe) actors send features, and the store holds those.
-    obs_space, frozen = learning_space(env_space, cfg.agent.encoder, cfg.agent.encoder_weights, cfg.agent.estimated_state)
+    obs_space, frozen = learning_space(env_space, cfg.agent.encoder, cfg.agent.encoder_weights, cfg.agent.estimated_state,
+                                       cfg.agent.encoder_features)
     server_cfg = replace(cfg.server, seed=cfg.seed)  # the run's seed drives the server's sampling
     demos_path = server_cfg.demos
     demos = None
