@@ -339,6 +339,39 @@ def evaluate_encoder(net: StateRegressionEncoder, batch, idx: np.ndarray, target
     return position_errors_cm(np.concatenate(preds), target[idx])
 
 
+def recorded_recipe(cfg: PretrainConfig) -> dict:
+    """The pretraining settings an encoder file's meta records (the defaults of `targets`, `look_per_frame` and
+    the warps only when not the default, so older files and states stay equal)."""
+    recipe: dict[str, Any] = {"embed_dim": int(cfg.embed_dim), "hidden_dim": int(cfg.hidden_dim),
+                              "episodes": int(cfg.episodes), "seed": int(cfg.seed)}
+    if cfg.targets != ["privileged"]:
+        recipe["targets"] = list(cfg.targets)
+    if cfg.look_per_frame:
+        recipe["look_per_frame"] = True
+    warp = {"degrees": cfg.warp_degrees, "translate": cfg.warp_translate, "scale": cfg.warp_scale}
+    if any(warp.values()):
+        recipe["warp"] = warp
+    return recipe
+
+
+# Which recorded setting a pretraining key ends up in (the keys not listed are not recorded in the file).
+RECORDED_AS = {"embed_dim": "embed_dim", "hidden_dim": "hidden_dim", "episodes": "episodes", "seed": "seed", "targets": "targets",
+               "look_per_frame": "look_per_frame", "warp_degrees": "warp", "warp_translate": "warp", "warp_scale": "warp"}
+
+
+def recipe_mismatches(meta: dict, cfg: PretrainConfig, keys: list[str]) -> dict[str, tuple[Any, Any]]:
+    """For the pretraining keys named in `keys`: {recorded setting: (the file's value, the asked value)} where
+    they differ. A file's missing optional setting is its default."""
+    asked = recorded_recipe(cfg)
+    defaults = {"targets": ["privileged"], "look_per_frame": False, "warp": None}
+    out = {}
+    for name in sorted({RECORDED_AS[k] for k in keys if k in RECORDED_AS}):
+        have, want = meta.get(name, defaults.get(name)), asked.get(name, defaults.get(name))
+        if have != want:
+            out[name] = (have, want)
+    return out
+
+
 def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
     """Collect (or continue), then train (or continue); a composed config is checked against PretrainConfig first."""
     cfg = load_typed(PretrainConfig, cfg, "pretrain")
@@ -356,17 +389,9 @@ def pretrain(cfg: PretrainConfig | DictConfig) -> dict:
             "image_keys": image_keys, "proprio_keys": PROPRIO_KEYS, "target_key": TARGET_KEY,
             "inputs": input_signature(env.observation_space, image_keys, PROPRIO_KEYS),
             "target_dim": int(env.observation_space[TARGET_KEY].shape[0]) + sum(TARGET_GROUPS[g] for g in cfg.targets[1:]),
-            "embed_dim": int(cfg.embed_dim), "hidden_dim": int(cfg.hidden_dim),
-            "episodes": int(cfg.episodes), "seed": int(cfg.seed),
             "robot": EnvSpec.from_config(env_cfg).robot.name,  # same-sized arms (Panda/FR3, the URs) look different
+            **recorded_recipe(cfg),
         }
-        if cfg.targets != ["privileged"]:  # recorded only when not the default, so older files and states stay equal
-            meta["targets"] = list(cfg.targets)
-        if cfg.look_per_frame:
-            meta["look_per_frame"] = True
-        warp = {"degrees": cfg.warp_degrees, "translate": cfg.warp_translate, "scale": cfg.warp_scale}
-        if any(warp.values()):  # recorded only when on, so older files and states stay equal
-            meta["warp"] = warp
         out = Path(cfg.out)
         data = collect(cfg, env, Path(cfg.data) if cfg.data else out.with_suffix(".data.npz"))
     finally:

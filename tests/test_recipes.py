@@ -68,6 +68,23 @@ def test_an_encoder_file_made_for_another_robot_is_refused_not_used(tmp_path):
     ensure_encoder(train_config(f"agent.encoder_weights={path}"))  # the panda's: accepted
 
 
+def test_an_encoder_file_made_with_other_pretraining_settings_than_asked_is_refused(tmp_path):
+    # Its name covers the robot and cameras, not how it was pretrained: a run asking for 300 episodes with a
+    # look per frame must not silently take the 150-episode encoder that sits under the same name.
+    path = tmp_path / "enc.pt"
+    torch.save({"format": "robolearn-pretrained-encoder/1",
+                "meta": {"robot": "panda", "episodes": 150, "seed": 0, "embed_dim": 64, "hidden_dim": 256}}, path)
+    asked = train_config(f"agent.encoder_weights={path}", "pretrain_overrides=['look_per_frame=true','episodes=300','epochs=15']")
+    with pytest.raises(EncoderFileError, match=r"episodes: the file 150, asked 300; look_per_frame: the file False, asked True"):
+        ensure_encoder(asked)
+    with pytest.raises(EncoderFileError, match=r"warp: the file None, asked \{'degrees': 6.0"):
+        ensure_encoder(train_config(f"agent.encoder_weights={path}", "pretrain_overrides=['warp_degrees=6']"))
+    # What the file records and matches, or settings it does not record (epochs), are accepted; so is no override.
+    ensure_encoder(train_config(f"agent.encoder_weights={path}", "pretrain_overrides=['episodes=150','epochs=15']"))
+    ensure_encoder(train_config(f"agent.encoder_weights={path}"))
+    assert torch.load(path, weights_only=False)["meta"]["episodes"] == 150  # nothing made again in its place
+
+
 # -- the recipes as written -----------------------------------------------------------------------------------
 def test_the_ur5e_main_job_makes_its_own_encoder_and_demos_and_the_no_tracker_recipe_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default relative encoders/ and demos/ folders

@@ -33,15 +33,24 @@ def ensure_encoder(cfg) -> None:
     path = Path(cfg.agent.encoder_weights)
     if path.is_file():
         check_encoder_robot(path, cfg.env)
+        if cfg.pretrain_overrides:
+            check_encoder_recipe(path, pretrain_config(cfg, path), cfg.pretrain_overrides)
         return
     if not cfg.pretrain_if_missing:
         return
+    from robolearn.pretrain import pretrain
+
+    log.warning("no pretrained encoder at %s: making it first (python -m robolearn.pretrain out=%s; see configs/pretrain.yaml)", path, path)
+    pretrain(pretrain_config(cfg, path))
+
+
+def pretrain_config(cfg, path: Path):
+    """The pretraining a run asks for (configs/pretrain.yaml with its `pretrain_overrides`), in the run's env."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from robolearn.pretrain import PretrainConfig, pretrain  # registers the pretrain schema the compose needs
+    from robolearn.pretrain import PretrainConfig  # registers the pretrain schema the compose needs
 
-    log.warning("no pretrained encoder at %s: making it first (python -m robolearn.pretrain out=%s; see configs/pretrain.yaml)", path, path)
     # The one-off pretraining uses every core (torch_threads=0: measured 24 s an epoch on two threads against 42 s
     # on one); the run's own thread count is set after it.
     overrides = [f"out={path}", f"progress={cfg.progress}", "torch_threads=0", f"device={cfg.device}",
@@ -52,7 +61,26 @@ def ensure_encoder(cfg) -> None:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             pretrain_cfg = compose(config_name="pretrain", overrides=overrides)
     # The same cameras and scene as the run.
-    pretrain(dataclasses.replace(load_typed(PretrainConfig, pretrain_cfg, "pretrain"), env=cfg.env))
+    return dataclasses.replace(load_typed(PretrainConfig, pretrain_cfg, "pretrain"), env=cfg.env)
+
+
+def check_encoder_recipe(path: Path, asked, pretrain_overrides: list[str]) -> None:
+    """An existing encoder file is used only if it was made as the run's `pretrain_overrides` ask: its name
+    covers the robot and cameras, not the pretraining's settings, so an encoder made another way (fewer
+    episodes, no look per frame, warps) would otherwise be taken silently in the asked one's place."""
+    from robolearn.pretrain import recipe_mismatches
+
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=False).get("meta", {})
+    except Exception:  # unreadable or foreign: the agent's load names the problem
+        return
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in pretrain_overrides]
+    differ = recipe_mismatches(meta, asked, keys)
+    if differ:
+        said = "; ".join(f"{k}: the file {have!r}, asked {want!r}" for k, (have, want) in differ.items())
+        raise EncoderFileError(f"pretrained encoder {path} was made with other pretraining settings than pretrain_overrides="
+                               f"{list(pretrain_overrides)} ask ({said}): point agent.encoder_weights at another file "
+                               f"(it is made there on first use) or move this one away")
 
 
 def check_encoder_robot(path: Path, env_cfg) -> None:
