@@ -83,6 +83,10 @@ def test_an_encoder_file_made_with_other_pretraining_settings_than_asked_is_refu
     ensure_encoder(train_config(f"agent.encoder_weights={path}", "pretrain_overrides=['episodes=150','epochs=15']"))
     ensure_encoder(train_config(f"agent.encoder_weights={path}"))
     assert torch.load(path, weights_only=False)["meta"]["episodes"] == 150  # nothing made again in its place
+    checkpoint = tmp_path / "checkpoint.pt"  # a training checkpoint carries its encoder's meta under another key
+    torch.save({"encoder_meta": {"robot": "panda", "episodes": 150}, "agent": {}}, checkpoint)
+    with pytest.raises(EncoderFileError, match=r"episodes: the file 150, asked 300"):
+        ensure_encoder(train_config(f"agent.encoder_weights={checkpoint}", "pretrain_overrides=['episodes=300']"))
 
 
 # -- the recipes as written -----------------------------------------------------------------------------------

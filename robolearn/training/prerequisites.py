@@ -71,8 +71,11 @@ def check_encoder_recipe(path: Path, asked, pretrain_overrides: list[str]) -> No
     from robolearn.pretrain import recipe_mismatches
 
     try:
-        meta = torch.load(path, map_location="cpu", weights_only=False).get("meta", {})
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        meta = payload.get("meta") or payload.get("encoder_meta")  # an encoder file, or a checkpoint carrying one
     except Exception:  # unreadable or foreign: the agent's load names the problem
+        return
+    if not isinstance(meta, dict):
         return
     keys = [o.lstrip("+~").split("=", 1)[0] for o in pretrain_overrides]
     differ = recipe_mismatches(meta, asked, keys)
