@@ -26,6 +26,9 @@ run resume python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]
 run time_limit python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null total_steps=100000 time_limit_min=0.5 hydra.run.dir="$OUT/limit"
 run train_inline python3 -m robolearn.train --config-name train_state "${TINY_TRAIN[@]}" demos.path=null runner=inline hydra.run.dir="$OUT/inline"
 run train_pixels python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 hydra.run.dir="$OUT/pixels"
+run train_transfer python3 -m robolearn.train "${TINY_TRAIN[@]}" env=kettle_sink_transfer agent.encoder_features=estimate \
+  agent.encoder_weights="$OUT/transfer_encoder.pt" demos.path=null env.episode_seconds=2 hydra.run.dir="$OUT/transfer" \
+  "pretrain_overrides=['look_per_frame=true','episodes=2','epochs=1','warp_degrees=6','warp_translate=0.1','warp_scale=0.05']"
 run train_estimated_state python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 \
   env.privileged=false agent.estimated_state=true "agent.critic_only_keys=[estimated_state]" hydra.run.dir="$OUT/estimated"
 run train_interventions python3 -m robolearn.train "${TINY_TRAIN[@]}" agent.encoder_weights="$ENC" demos.path=null env.episode_seconds=2 \
