@@ -66,6 +66,8 @@ class ClassifierReward(gym.Wrapper):
         if success and not terminated and self.cfg.judge_settle_s > 0 and judge is not None and "success" in info:
             info["success_at_end"] = bool(info["success"])
             info["success"] = bool(judge(self.cfg.judge_settle_s))
+            if "outcome" in info and info["success"] != info["success_at_end"]:
+                info["outcome"] = "success" if info["success"] else self.env.unwrapped.outcome(success=False)
         return obs, reward, bool(terminated or success), truncated, info
 
     def estimated_shaping(self, features: np.ndarray, joint_pos: np.ndarray) -> float:

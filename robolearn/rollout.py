@@ -21,6 +21,7 @@ them into features), `end(episode)`. It returns at once, so every command watche
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -144,6 +145,14 @@ class EpisodeResult:
 
 
 @dataclass
+class EvaluatedEpisode(EpisodeResult):
+    """An episode `evaluate` ran, with how it ended where the env says (the sim's info["outcome"]: success,
+    fell, lifted, not_lifted; "" for an env that does not)."""
+
+    outcome: str = ""
+
+
+@dataclass
 class EvalSummary:
     """Success rate and mean return/length over any episode records with those three fields."""
 
@@ -161,12 +170,20 @@ class EvalSummary:
     def mean_length(self) -> float:
         return float(np.mean([e.length for e in self.episodes])) if self.episodes else 0.0
 
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """How many episodes ended each way, for the episodes whose env said (most first)."""
+        counts = Counter(getattr(e, "outcome", "") for e in self.episodes)
+        counts.pop("", None)
+        return dict(counts.most_common())
+
     def as_dict(self) -> dict:
         return {
             "episodes": len(self.episodes),
             "success_rate": self.success_rate,
             "mean_return": self.mean_return,
             "mean_length": self.mean_length,
+            "outcomes": self.outcomes,
             "per_episode": [asdict(e) for e in self.episodes],
         }
 
@@ -210,7 +227,8 @@ def evaluate(
             frame = (lambda obs, *_: _write_frame(writer, env, obs, image_keys)) if filming else None
             episode = run_episode(env, policy.act, seed=seed + i, on_start=frame,
                                   record=(lambda step: frame(step.next_obs)) if filming else None, view=view)
-            summary.episodes.append(EpisodeResult(seed + i, episode.success, episode.episode_return, episode.length))
+            summary.episodes.append(EvaluatedEpisode(seed + i, episode.success, episode.episode_return, episode.length,
+                                                     str(episode.info.get("outcome", ""))))
             bar.set_postfix(success=f"{summary.success_rate:.2f}", ret=f"{summary.mean_return:.1f}")
     finally:
         if writer is not None:

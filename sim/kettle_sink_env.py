@@ -24,6 +24,10 @@ from sim.rendering import make_renderer, upload_textures
 from sim.scene import compile_scene
 
 VIDEO_SIZE = (480, 640)
+KETTLE_START_Z = kettle_entity.HALF_HEIGHT + 0.001  # resting on the counter
+# Higher than this above its start the kettle was picked up (an evaluation's failure modes: info["outcome"]).
+LIFTED_M = 0.03
+OUTCOMES = ("success", "fell", "lifted", "not_lifted")
 
 
 class KettleSinkEnv(gym.Env):
@@ -47,6 +51,7 @@ class KettleSinkEnv(gym.Env):
         self._texture_versions: dict[int, int] = {}  # id(renderer) -> the randomiser's textures_version it holds
         self._steps = 0
         self._gripper_target = FINGER_TRAVEL
+        self._kettle_lifted = False  # this episode, for info["outcome"]
         # Latency: the command acting now, and those chosen but not yet acting (oldest first).
         self._acting = self._rest_command()
         self._pending: deque[tuple[np.ndarray, float]] = deque()
@@ -65,10 +70,11 @@ class KettleSinkEnv(gym.Env):
         d.ctrl[:] = 0.0
         self._apply(self._acting)
         x, y, yaw = self._kettle_start()
-        d.qpos[s.kettle_qpos : s.kettle_qpos + 3] = [x, y, kettle_entity.HALF_HEIGHT + 0.001]
+        d.qpos[s.kettle_qpos : s.kettle_qpos + 3] = [x, y, KETTLE_START_Z]
         d.qpos[s.kettle_qpos + 3 : s.kettle_qpos + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         mujoco.mj_forward(m, d)
         self._steps = 0
+        self._kettle_lifted = False
         obs = self._observation()
         _, terms, success = self._reward()
         return obs, self._info(terms, success, fell=False)
@@ -103,6 +109,7 @@ class KettleSinkEnv(gym.Env):
         self._steps += 1
         obs = self._observation()
         fell = self._kettle_fell()
+        self._kettle_lifted |= bool(self.data.qpos[self.scene.kettle_qpos + 2] > KETTLE_START_Z + LIFTED_M)
         reward, terms, success = self._reward(fell)
         terminated = fell or (success and self.cfg.terminate_on_success)
         truncated = not terminated and self._steps >= self.cfg.max_episode_steps
@@ -237,11 +244,19 @@ class KettleSinkEnv(gym.Env):
         off_counter = not (COUNTER_X[0] <= x <= COUNTER_X[1] and COUNTER_Y[0] <= y <= COUNTER_Y[1])
         return bool(off_counter or z < -SINK.depth - 0.1)
 
+    def outcome(self, success: bool, fell: bool | None = None) -> str:
+        """One of OUTCOMES: placed (success), off the counter (fell), picked up but not placed (lifted), never
+        picked up (not_lifted). `fell` None: as the kettle is now."""
+        fell = self._kettle_fell() if fell is None else fell
+        return "success" if success else "fell" if fell else "lifted" if self._kettle_lifted else "not_lifted"
+
     def _info(self, terms: dict[str, float], success: bool, fell: bool) -> dict[str, Any]:
         s, d = self.scene, self.data
         return {
             "success": success,
             "kettle_fell": fell,
+            # How the episode stands; its last step's says how it ended (an evaluation's failure modes).
+            "outcome": self.outcome(success, fell),
             "reward_terms": terms,
             "tcp_pos": self.tcp_position(),
             # The scene in the base frame, for the live view (robolearn/display.py); the policy never reads info.

@@ -76,7 +76,9 @@ def test_evaluate_seeds_episodes_and_summarises():
     env = CountingEnv(4)
     summary = evaluate(env, ZeroPolicy(env), episodes=3, seed=100, progress=False)
     assert env.seeds == [100, 101, 102]
-    assert summary.as_dict()["per_episode"][0] == {"seed": 100, "success": True, "episode_return": 4.0, "length": 4}
+    assert summary.as_dict()["per_episode"][0] == {"seed": 100, "success": True, "episode_return": 4.0, "length": 4,
+                                                  "outcome": ""}  # an env that says nothing of how it ended
+    assert summary.outcomes == {}
     assert (summary.success_rate, summary.mean_return, summary.mean_length) == (1.0, 4.0, 4.0)
 
 

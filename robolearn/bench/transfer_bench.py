@@ -187,7 +187,8 @@ def evaluate_row(task: dict) -> dict:
     finally:
         env.close()
     return {"name": task["name"], "success_rate": summary.success_rate, "mean_return": round(summary.mean_return, 3),
-            "mean_length": round(summary.mean_length, 1), "episodes": len(summary.episodes), "first_seed": task["seed"]}
+            "mean_length": round(summary.mean_length, 1), "episodes": len(summary.episodes), "first_seed": task["seed"],
+            "outcomes": summary.outcomes}
 
 
 def run(quick: bool = False, argv: list[str] | None = None) -> dict:
@@ -206,8 +207,10 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
 
     def report(result: dict) -> None:
         results[result["name"]] = result
-        print(f"row {result['name']}: success {result['success_rate']:.2f} return {result['mean_return']:.1f} "
-              f"({len(results)}/{len(tasks)} rows, {time.perf_counter() - start:.0f} s)", flush=True)
+        failures = ", ".join(f"{k} {v}" for k, v in result["outcomes"].items() if k != "success")
+        print(f"row {result['name']}: success {result['success_rate']:.2f} return {result['mean_return']:.1f}"
+              f"{f' (failed: {failures})' if failures else ''} ({len(results)}/{len(tasks)} rows, "
+              f"{time.perf_counter() - start:.0f} s)", flush=True)
 
     if workers == 1:
         for task in tasks:
