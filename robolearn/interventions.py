@@ -39,6 +39,9 @@ class InterventionConfig:
     tilt_deg: float = 25.0  # ... or the kettle tilted this far from upright (about to tip)
     max_steps: int = 60  # it hands back after this many steps (or when its script is done)
     max_per_episode: int = 2
+    # The stand-in takes over less as the run goes on, as a person does once the policy improves: a trigger is
+    # acted on with a chance falling linearly from 1 to 0 over this many of its actor's env steps (0: always).
+    fade_steps: int = 0
     # The policy's stretch ends where someone had to take over (terminated, this penalty added to its last
     # step's reward, as RLIF takes an intervention for a failure): otherwise the critic bootstraps through the
     # takeover and credits the policy's stall with the intervener's success. 0: no cut, no penalty.
@@ -52,6 +55,7 @@ class InterventionConfig:
         for key in ("stall_steps", "max_steps"):
             check(getattr(self, key) >= 1, f"intervention.{key}", getattr(self, key), "must be positive")
         check(self.max_per_episode >= 0, "intervention.max_per_episode", self.max_per_episode, "must be >= 0")
+        check(self.fade_steps >= 0, "intervention.fade_steps", self.fade_steps, "env steps, >= 0 (0: no fading)")
         check(self.takeover_penalty >= 0, "intervention.takeover_penalty", self.takeover_penalty, "must be >= 0 (0: no cut)")
         check(self.progress >= 0, "intervention.progress", self.progress, "must be >= 0")
         check(0 < self.tilt_deg <= 180, "intervention.tilt_deg", self.tilt_deg, "degrees, in (0, 180]")

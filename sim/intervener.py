@@ -25,6 +25,8 @@ class ScriptedIntervener:
     def __init__(self, env, cfg: InterventionConfig, expert=None):
         self.env, self.cfg = env.unwrapped, cfg
         self.expert = expert if expert is not None else KettleSinkExpert(env)
+        self.steps_seen = 0  # this actor's env steps, over every episode (cfg.fade_steps)
+        self._fade_rng = np.random.default_rng(0)
         self.reset()
 
     def reset(self) -> None:
@@ -34,8 +36,10 @@ class ScriptedIntervener:
         self.best_reward = -math.inf
         self.since_progress = 0
         self.reason = ""  # why the last takeover happened: stall | tilt
+        self.declined_for = 0  # steps before a trigger counts again, after one was let go (cfg.fade_steps)
 
     def observe(self, reward: float, info: dict) -> None:
+        self.steps_seen += 1
         if reward > self.best_reward + self.cfg.progress:
             self.best_reward, self.since_progress = float(reward), 0
         else:
@@ -47,7 +51,12 @@ class ScriptedIntervener:
             self.intervening = False  # hand back; the policy gets stall_steps again before the next takeover
             self.best_reward, self.since_progress = -math.inf, 0
         if not self.intervening and self.taken_this_episode < cfg.max_per_episode:
-            reason = self._gone_wrong(obs)
+            reason = "" if self.declined_for > 0 else self._gone_wrong(obs)
+            self.declined_for = max(0, self.declined_for - 1)
+            if reason and not self._still_willing():
+                # Lets it go this time (cfg.fade_steps): the policy gets stall_steps before the next trigger.
+                self.declined_for, reason = cfg.stall_steps, ""
+                self.best_reward, self.since_progress = -math.inf, 0
             if reason:
                 self.intervening, self.reason = True, reason
                 self.taken_this_episode += 1
@@ -65,6 +74,12 @@ class ScriptedIntervener:
         if kettle_tilt_deg(privileged) >= self.cfg.tilt_deg:
             return "tilt"
         return ""
+
+    def _still_willing(self) -> bool:
+        """Whether a trigger now is acted on (cfg.fade_steps)."""
+        if not self.cfg.fade_steps:
+            return True
+        return bool(self._fade_rng.uniform() < 1.0 - self.steps_seen / self.cfg.fade_steps)
 
     def _script_done(self) -> bool:
         return self.expert.phase in (Phase.RETREAT, Phase.DONE)

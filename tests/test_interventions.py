@@ -93,6 +93,24 @@ def test_progress_that_keeps_coming_is_never_interrupted_and_a_tilting_kettle_is
     assert drive(intervener, [1.0])[0] and intervener.reason == "tilt"
 
 
+def test_a_fading_intervener_takes_over_less_as_its_steps_add_up_and_never_after_fade_steps():
+    cfg = InterventionConfig(by="scripted", stall_steps=2, progress=0.01, max_steps=1, max_per_episode=1000, fade_steps=2000)
+    script = Script()
+    intervener = ScriptedIntervener(Scene(), cfg, expert=script)
+    who = drive(intervener, [-1.0] * 3000)  # never any progress: a trigger every few steps
+    early, late, after = sum(who[:500]), sum(who[1000:1500]), sum(who[2000:])
+    assert early > 1.3 * late > 0 and after == 0, (early, late, after)
+    assert intervener.steps_seen == 3000
+    intervener.reset()  # a new episode does not reset the fading: it counts the actor's steps
+    assert not any(drive(intervener, [-1.0] * 50))
+    # Without fading the same stream is taken over every few steps to the end.
+    always = ScriptedIntervener(Scene(), InterventionConfig(by="scripted", stall_steps=2, progress=0.01, max_steps=1,
+                                                             max_per_episode=1000), expert=Script())
+    assert sum(drive(always, [-1.0] * 3000)[2000:]) > 200
+    with pytest.raises(ConfigError, match="intervention.fade_steps"):
+        InterventionConfig(fade_steps=-1)
+
+
 def test_the_expert_taking_over_mid_episode_finishes_the_task_from_any_phase():
     from robolearn.envs import make_env
     from robolearn.rollout import run_episode
