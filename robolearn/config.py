@@ -251,9 +251,13 @@ class RewardSourceConfig:
     # and the kettle has had up to this long to come to rest (physics only), as a person looks at the sink after an
     # arm's episode; 0: at the step the classifier fired (a kettle still settling then counts as a failure).
     judge_settle_s: float = 1.0
+    # `classifier`'s shaping reads the encoder's kettle and handle estimates: each the median of the last this
+    # many frames' (1: this frame's alone). The estimate's large errors are single frames that jump.
+    estimate_window: int = 1
 
     def __post_init__(self) -> None:
         check(self.judge_settle_s >= 0, "env.reward.judge_settle_s", self.judge_settle_s, "seconds, >= 0")
+        check(self.estimate_window >= 1, "env.reward.estimate_window", self.estimate_window, "frames, >= 1")
         check(self.source in REWARD_SOURCES, "env.reward.source", self.source, f"one of {REWARD_SOURCES}")
         check(self.source == "env" or bool(self.classifier), "env.reward.classifier", self.classifier,
               f"env.reward.source={self.source} needs a classifier file (python -m robolearn.success_classifier)")

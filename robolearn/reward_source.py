@@ -18,10 +18,29 @@ must not end them on its own success (`env.terminate_on_success=false`, checked 
 
 from __future__ import annotations
 
+from collections import deque
+
 import gymnasium as gym
 import numpy as np
 
 from robolearn.config import RewardSourceConfig
+
+class RecentEstimates:
+    """An episode's last `window` estimated positions; each position read as their median (per coordinate), so
+    one frame's jump in the encoder's estimate moves nothing."""
+
+    KEYS = ("kettle_pos", "handle_pos", "sink_pos")
+
+    def __init__(self, window: int):
+        self._recent: deque[dict[str, np.ndarray]] = deque(maxlen=window)
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+    def add(self, estimate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._recent.append({k: np.asarray(estimate[k], np.float64) for k in self.KEYS})
+        return {k: np.median([e[k] for e in self._recent], axis=0) for k in self.KEYS}
+
 
 class ClassifierReward(gym.Wrapper):
     """The env with the classifier's success (and, for `classifier`, the estimate-based shaping) as its reward."""
@@ -38,6 +57,7 @@ class ClassifierReward(gym.Wrapper):
                                           max_false_negative=cfg.max_false_negative)
         net = self.encoder.net
         self._mean, self._std = net.target_mean.cpu().numpy(), net.target_std.cpu().numpy()
+        self._recent = RecentEstimates(cfg.estimate_window)
         self._target_dim = len(self._mean)
 
     def _features(self, obs) -> np.ndarray:
@@ -47,6 +67,7 @@ class ClassifierReward(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.classifier.reset()
+        self._recent.clear()
         p = self.classifier.probability(self._features(obs))
         info.update(classified_success=False, success_probability=p)
         return obs, info
@@ -74,7 +95,7 @@ class ClassifierReward(gym.Wrapper):
         """The task's distance terms on the encoder's estimates: the kettle to the basin, the hand to the handle."""
         from robolearn.spec import split_privileged
 
-        estimate = split_privileged(features[-self._target_dim:] * self._std + self._mean)
+        estimate = self._recent.add(split_privileged(features[-self._target_dim:] * self._std + self._mean))
         target = estimate["sink_pos"] + np.array([0.0, 0.0, self.cfg.kettle_bottom_offset])
         kettle_to_sink = float(np.linalg.norm(estimate["kettle_pos"] - target))
         hand_to_handle = float(np.linalg.norm(self.robot.tcp_position(np.asarray(joint_pos, np.float64)) - estimate["handle_pos"]))

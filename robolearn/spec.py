@@ -180,6 +180,8 @@ def demo_tag(env_cfg) -> str:
     reward = load_env_config(env_cfg).reward
     if reward.uses_classifier:  # their rewards are the classifier's (named only then: the other names stay as they were)
         bound["reward"] = {"source": reward.source, "classifier": str(reward.classifier)}
+        if reward.estimate_window != 1:
+            bound["reward"]["estimate_window"] = reward.estimate_window
     privileged = "_privileged" if spec.privileged else ""
     return f"{spec.robot.name}_{spec.control_mode}_{_cameras_part(spec)}{privileged}_{_short_hash(bound)}"
 

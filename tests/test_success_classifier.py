@@ -238,3 +238,24 @@ def test_the_sims_judge_after_the_arm_stops_counts_a_kettle_that_settles_in_the_
     env, info = expert_steps(first - 8)  # still on its way down: held where the arm stopped, never in the basin
     assert not info["success"] and not env.unwrapped.success_after_stop(1.0)
     env.close()
+
+
+def test_the_shapings_estimates_are_the_median_of_the_last_frames_so_one_frames_jump_moves_nothing():
+    from robolearn.config import ConfigError, RewardSourceConfig
+    from robolearn.reward_source import RecentEstimates
+
+    def frame(x):
+        return {"kettle_pos": np.array([x, 0.0, 0.1]), "handle_pos": np.array([x, 0.1, 0.2]), "sink_pos": np.zeros(3)}
+
+    recent = RecentEstimates(3)
+    assert recent.add(frame(0.50))["kettle_pos"][0] == pytest.approx(0.50)
+    recent.add(frame(0.51))
+    assert recent.add(frame(0.90))["kettle_pos"][0] == pytest.approx(0.51)  # a 40 cm jump in one frame: ignored
+    assert recent.add(frame(0.52))["handle_pos"][0] == pytest.approx(0.52)  # the window moves on
+    recent.clear()
+    assert recent.add(frame(0.90))["kettle_pos"][0] == pytest.approx(0.90)  # a new episode starts afresh
+    one = RecentEstimates(1)
+    one.add(frame(0.5))
+    assert one.add(frame(0.9))["kettle_pos"][0] == pytest.approx(0.9)  # window 1: this frame's
+    with pytest.raises(ConfigError, match="env.reward.estimate_window"):
+        RewardSourceConfig(estimate_window=0)
