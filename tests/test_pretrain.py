@@ -477,3 +477,36 @@ def test_an_actor_on_the_encoders_estimate_alone_reads_no_embedding(encoder_file
         assert np.isfinite(policy.act(env.reset(seed=1)[0])).all()
     finally:
         env.close()
+
+
+def test_feature_noise_perturbs_the_features_in_updates_only(encoder_file, tmp_path):
+    # agent.feature_noise: the learner's batches get noise on `image_features` (obs and next obs), nowhere else;
+    # acting reads the features as they are.
+    from robolearn.replay.batch import Batch
+
+    env = env_of(train_config(encoder_file))
+    try:
+        cfg = AgentConfig(encoder="pretrained", encoder_weights=str(encoder_file), critic_only_keys=["privileged"],
+                          actor_only_keys=[FEATURE_KEY], encoder_features="estimate", hidden_dim=32, feature_noise=0.5)
+        agent = DrQAgent(env.observation_space, env.action_space, cfg)
+        obs = agent.observe(env.reset(seed=0)[0])
+        batch = {k: np.repeat(np.asarray(v)[None], 4, axis=0) for k, v in obs.items()}
+        _, vector = agent.to_tensors(batch)
+        draw = torch.ones(4, 13)
+        noisy = agent.with_feature_noise(vector, draw)
+        assert agent.vector_keys[0] == FEATURE_KEY
+        np.testing.assert_allclose((noisy - vector)[:, :13].numpy(), 0.5, atol=1e-6)  # the estimate moved by std x draw
+        assert torch.equal(noisy[:, 13:], vector[:, 13:])  # joints and the critic's privileged state untouched
+        assert not torch.equal(agent.with_feature_noise(vector), agent.with_feature_noise(vector))  # fresh draws
+        # An update runs with it; acting is the same with and without the noise setting.
+        b = Batch(obs=batch, action=np.zeros((4, 8), np.float32), reward=np.zeros(4, np.float32),
+                  discount=np.full(4, 0.99, np.float32), next_obs=batch)
+        assert np.isfinite(list(agent.update(b).values())).all()
+        quiet = DrQAgent(env.observation_space, env.action_space, AgentConfig(**{**cfg.__dict__, "feature_noise": 0.0}))
+        quiet.load_state_dict(agent.state_dict())
+        raw = env.reset(seed=3)[0]
+        np.testing.assert_array_equal(agent.act(raw, deterministic=True), quiet.act(raw, deterministic=True))
+        with pytest.raises(ValueError, match="agent.feature_noise"):
+            DrQAgent(env.observation_space, env.action_space, AgentConfig(feature_noise=0.1))
+    finally:
+        env.close()

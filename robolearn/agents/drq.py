@@ -70,6 +70,11 @@ class AgentConfig:
     # its normalised estimate of the state) or "estimate" (the estimate only: a policy on it sees a moved camera
     # only through the encoder's reading of positions, not through an embedding that shifts with the image).
     encoder_features: str = "all"
+    # With encoder=pretrained: Gaussian noise of this std (in the features' normalised units; 1 = the spread of a
+    # state over the pretraining data) added to `image_features` in every update's batch (obs and next obs), so
+    # the policy cannot lean on the encoder's particular errors, which change where a camera moves: a policy on
+    # the estimate did worse when handed the true state (docs/benchmarks.md, "Twenty-second session"). 0: off.
+    feature_noise: float = 0.0
     # Behaviour cloning of the demo rows in the actor's loss (Nair et al. 2018's Q filter): the actor's mean
     # action is pulled toward a demo's action where the critic rates the demo action above the policy's,
     # so the policy starts from the demonstrations and the critic, not the demos, has the last word.
@@ -224,6 +229,9 @@ class DrQAgent(nn.Module):
             raise ValueError(f"agent.actor_q must be 'min' or 'mean', got {cfg.actor_q!r}")
         if not 0 <= cfg.policy_average <= 1:
             raise ValueError(f"agent.policy_average must be in [0, 1], got {cfg.policy_average}")
+        if cfg.feature_noise < 0 or (cfg.feature_noise > 0 and cfg.encoder != "pretrained"):
+            raise ValueError(f"agent.feature_noise (std, >= 0) is for agent.encoder=pretrained's features, got "
+                             f"{cfg.feature_noise} with encoder {cfg.encoder!r}")
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"agent.precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
         self.device = torch.device(device)
@@ -256,6 +264,9 @@ class DrQAgent(nn.Module):
         self.actor_vector_dim = sum(width[k] for k in self.actor_keys)
         self.actor_only_dim = sum(width[k] for k in actor_only)
         vector_dim = sum(width.values()) - self.actor_only_dim  # the critic's part
+        # The columns of `image_features` in the vector (agent.feature_noise); None without them.
+        start = sum(width[k] for k in self.vector_keys[: self.vector_keys.index(FEATURE_KEY)]) if FEATURE_KEY in width else None
+        self._feature_columns = None if start is None else slice(start, start + width[FEATURE_KEY])
         self.encoders = nn.ModuleDict(
             {
                 k: build_image_encoder(cfg.encoder, observation_space[k].shape, cfg.frame_stack, cfg.encoder_weights)
@@ -366,6 +377,9 @@ class DrQAgent(nn.Module):
             noise["shift_obs"] = {k: draw_shifts(b, self.cfg.augment_pad, device=self.device) for k in self.image_keys}
             noise["shift_next"] = {k: draw_shifts(b, self.cfg.augment_pad, device=self.device) for k in self.image_keys}
 
+        if self.cfg.feature_noise > 0 and self._feature_columns is not None:
+            vector = self.with_feature_noise(vector, noise.get("features_obs"))
+            next_vector = self.with_feature_noise(next_vector, noise.get("features_next"))
         # Critic (and encoder): features of obs carry gradients; next-obs features do not.
         features = self._augment_encode(images, noise.get("shift_obs"))
         with torch.no_grad():
@@ -380,6 +394,15 @@ class DrQAgent(nn.Module):
         self.update_target()
         # One device sync per update, at its end: a GPU runs the whole update while the CPU queues it.
         return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+
+    def with_feature_noise(self, vector: torch.Tensor, draw: torch.Tensor | None = None) -> torch.Tensor:
+        """`vector` with agent.feature_noise times `draw` (default: standard normal) added to its image_features."""
+        columns = self._feature_columns
+        if draw is None:
+            draw = torch.randn(len(vector), columns.stop - columns.start, device=vector.device)
+        vector = vector.clone()
+        vector[:, columns] += self.cfg.feature_noise * draw
+        return vector
 
     def critic_target_value(self, reward, discount, next_features, next_vector, eps=None, subset=None) -> torch.Tensor:
         with torch.no_grad():
