@@ -116,7 +116,7 @@ PROPRIO_KEYS = ["joint_pos", "gripper"]
 TARGET_KEY = "privileged"
 # Target groups in the order they are concatenated, with their sizes. The privileged state comes first, so its
 # layout (robolearn.spec.PRIVILEGED_LAYOUT) starts every prediction whatever else follows.
-TARGET_GROUPS = {"privileged": 13, "relative": 6}
+TARGET_GROUPS = {"privileged": 13, "relative": 6, "from_tcp": 6}
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -218,30 +218,44 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 # -- targets ----------------------------------------------------------------------------------------------
 def regression_targets(data: dict[str, np.ndarray], groups: list[str], robot) -> np.ndarray:
-    """(N, sum of the groups' sizes) float32: the privileged state, then the `relative` group (the handle in the
-    tool centre point's frame, the kettle minus the sink in the base frame's axes; metres)."""
+    """(N, sum of the groups' sizes) float32: the privileged state, then each further group in `groups`' order:
+    `relative` (the handle in the tool centre point's frame, the kettle minus the sink in the base frame's axes),
+    `from_tcp` (the kettle and the handle minus the tool centre point, base frame's axes); metres. The tool centre
+    point is placed by the arm's kinematics from the recorded joint encoders, as it is when the encoder is used."""
     privileged = data[TARGET_KEY].astype(np.float32)
     parts = [privileged]
-    if "relative" in groups:
+    if len(groups) > 1:
         state = split_privileged(privileged.T)
         tcp_poses = np.stack([robot.forward_kinematics(q) for q in np.asarray(data["joint_pos"], dtype=np.float64)])
-        handle_in_tcp = np.einsum("nji,nj->ni", tcp_poses[:, :3, :3], state["handle_pos"].T - tcp_poses[:, :3, 3])
-        parts.append(np.concatenate([handle_in_tcp, state["kettle_pos"].T - state["sink_pos"].T], axis=1).astype(np.float32))
+    for group in groups[1:]:
+        if group == "relative":
+            handle_in_tcp = np.einsum("nji,nj->ni", tcp_poses[:, :3, :3], state["handle_pos"].T - tcp_poses[:, :3, 3])
+            parts.append(np.concatenate([handle_in_tcp, state["kettle_pos"].T - state["sink_pos"].T], axis=1).astype(np.float32))
+        elif group == "from_tcp":
+            tcp = tcp_poses[:, :3, 3]
+            parts.append(np.concatenate([state["kettle_pos"].T - tcp, state["handle_pos"].T - tcp], axis=1).astype(np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def target_parts(groups: list[str]) -> dict[str, slice]:
+    """Where each position the errors are reported for sits in the concatenated targets."""
+    parts = {"kettle": slice(0, 3), "handle": slice(7, 10)}
+    names = {"relative": ("handle_in_tcp", "kettle_from_sink"), "from_tcp": ("kettle_from_tcp", "handle_from_tcp")}
+    start = TARGET_GROUPS["privileged"]
+    for group in groups[1:]:
+        for i, name in enumerate(names[group]):
+            parts[name] = slice(start + 3 * i, start + 3 * i + 3)
+        start += TARGET_GROUPS[group]
+    return parts
 
 
 # -- training ---------------------------------------------------------------------------------------------
 FIT_SAMPLE = 2000  # training frames the final errors are also reported on
-ERROR_PARTS = {"kettle": slice(0, 3), "handle": slice(7, 10), "handle_from_tcp": slice(13, 16), "kettle_from_sink": slice(16, 19)}
-
-
-def position_errors_cm(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Median and p90 errors of the kettle and handle positions (and, where regressed, of the handle in the
-    gripper's frame and the kettle from the sink), in cm."""
+def position_errors_cm(pred: np.ndarray, target: np.ndarray, groups: Optional[list[str]] = None) -> dict[str, float]:
+    """Median and p90 errors of the kettle and handle positions (and of the further groups' vectors, where
+    regressed), in cm."""
     out = {}
-    for name, part in ERROR_PARTS.items():
-        if part.stop > target.shape[1]:
-            continue
+    for name, part in target_parts(groups or ["privileged"]).items():
         err = 100 * np.linalg.norm(pred[:, part] - target[:, part], axis=1)
         out[f"{name}_median_cm"], out[f"{name}_p90_cm"] = float(np.median(err)), float(np.percentile(err, 90))
     return out
@@ -258,7 +272,8 @@ def train_encoder(cfg: PretrainConfig, data: dict[str, np.ndarray], meta: dict, 
     if not n_held:
         log.warning("pretrain: one episode only: the errors reported are on the training frames")
         val_idx = train_idx
-    target = regression_targets(data, meta.get("targets", ["privileged"]), ROBOTS[meta["robot"]])
+    groups = meta.get("targets", ["privileged"])
+    target = regression_targets(data, groups, ROBOTS[meta["robot"]])
     mean, std = target[train_idx].mean(0), target[train_idx].std(0) + 1e-3  # the sink never moves: std ~0
 
     net = build_encoder(meta).to(device)
@@ -314,12 +329,12 @@ def train_encoder(cfg: PretrainConfig, data: dict[str, np.ndarray], meta: dict, 
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        metrics = {"train_loss": total / len(order), **evaluate_encoder(net, batch, val_idx, target, cfg.batch_size)}
+        metrics = {"train_loss": total / len(order), **evaluate_encoder(net, batch, val_idx, target, cfg.batch_size, groups)}
         if epoch == cfg.epochs - 1:
             # The same errors on training frames: far below the held-out ones, the encoder has learned its scenes
             # by heart (docs/benchmarks.md, "Sixteenth session"). A fixed sample keeps it a few seconds.
             fit_idx = np.sort(np.random.default_rng(cfg.seed).choice(train_idx, size=min(FIT_SAMPLE, len(train_idx)), replace=False))
-            fit = evaluate_encoder(net, batch, fit_idx, target, cfg.batch_size)
+            fit = evaluate_encoder(net, batch, fit_idx, target, cfg.batch_size, groups)
             metrics.update({f"training_{k}": v for k, v in fit.items()})
         bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", kettle_cm=f"{metrics['kettle_median_cm']:.2f}",
                         handle_cm=f"{metrics['handle_median_cm']:.2f}")
@@ -333,10 +348,11 @@ def train_encoder(cfg: PretrainConfig, data: dict[str, np.ndarray], meta: dict, 
 
 
 @torch.no_grad()
-def evaluate_encoder(net: StateRegressionEncoder, batch, idx: np.ndarray, target: np.ndarray, batch_size: int) -> dict[str, float]:
+def evaluate_encoder(net: StateRegressionEncoder, batch, idx: np.ndarray, target: np.ndarray, batch_size: int,
+                     groups: Optional[list[str]] = None) -> dict[str, float]:
     net.eval()
     preds = [net.predict_state(*batch(idx[s : s + batch_size], augment=False)).cpu().numpy() for s in range(0, len(idx), batch_size)]
-    return position_errors_cm(np.concatenate(preds), target[idx])
+    return position_errors_cm(np.concatenate(preds), target[idx], groups)
 
 
 def recorded_recipe(cfg: PretrainConfig) -> dict:

@@ -89,7 +89,7 @@ def encoder_errors(net, meta: dict, data: dict[str, np.ndarray], batch_size: int
         images = {k: torch.as_tensor(data[k][rows]) for k in meta["image_keys"]}
         proprio = proprio_tensor({k: data[k][rows] for k in meta["proprio_keys"]}, meta["proprio_keys"], "cpu")
         preds.append(net.predict_state(images, proprio).numpy())
-    return {k: round(float(v), 3) for k, v in position_errors_cm(np.concatenate(preds), target).items()}
+    return {k: round(float(v), 3) for k, v in position_errors_cm(np.concatenate(preds), target, meta.get("targets", ["privileged"])).items()}
 
 
 def collect_row(env_cfg: dict, episodes: int, seed_base: int, workdir: Path) -> dict[str, np.ndarray]:
