@@ -92,7 +92,9 @@ class PretrainConfig:
     # the gripper placed by the arm's kinematics from its joint encoders. A camera moved from where the sim had it
     # shifts every base-frame position read off its image, while the fingers (in the wrist view) and the sink stay
     # in view as references. Measured under the transfer randomisation it bought no precision (docs/benchmarks.md,
-    # "Sixteenth session"): kept to try on other scenes, off by default.
+    # "Sixteenth session"): kept to try on other scenes, off by default. `from_tcp` adds the kettle and the handle
+    # minus the gripper (base axes): what `agent.encoder_features=estimate_tcp` places them with; its error is
+    # that placed estimate's error, the kinematics being exact.
     targets: list[str] = field(default_factory=lambda: ["privileged"])
 
     def __post_init__(self) -> None:
@@ -226,15 +228,23 @@ def regression_targets(data: dict[str, np.ndarray], groups: list[str], robot) ->
     parts = [privileged]
     if len(groups) > 1:
         state = split_privileged(privileged.T)
-        tcp_poses = np.stack([robot.forward_kinematics(q) for q in np.asarray(data["joint_pos"], dtype=np.float64)])
+        joint_pos = np.asarray(data["joint_pos"], dtype=np.float64)
     for group in groups[1:]:
         if group == "relative":
+            tcp_poses = np.stack([robot.forward_kinematics(q) for q in joint_pos])
             handle_in_tcp = np.einsum("nji,nj->ni", tcp_poses[:, :3, :3], state["handle_pos"].T - tcp_poses[:, :3, 3])
             parts.append(np.concatenate([handle_in_tcp, state["kettle_pos"].T - state["sink_pos"].T], axis=1).astype(np.float32))
         elif group == "from_tcp":
-            tcp = tcp_poses[:, :3, 3]
+            tcp = robot.tcp_positions(joint_pos)
             parts.append(np.concatenate([state["kettle_pos"].T - tcp, state["handle_pos"].T - tcp], axis=1).astype(np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def target_group_start(groups: list[str], group: str) -> Optional[int]:
+    """Where `group` starts in the concatenated targets (None: not regressed)."""
+    if group not in groups:
+        return None
+    return sum(TARGET_GROUPS[g] for g in groups[: groups.index(group)])
 
 
 def target_parts(groups: list[str]) -> dict[str, slice]:
@@ -251,6 +261,8 @@ def target_parts(groups: list[str]) -> dict[str, slice]:
 
 # -- training ---------------------------------------------------------------------------------------------
 FIT_SAMPLE = 2000  # training frames the final errors are also reported on
+
+
 def position_errors_cm(pred: np.ndarray, target: np.ndarray, groups: Optional[list[str]] = None) -> dict[str, float]:
     """Median and p90 errors of the kettle and handle positions (and of the further groups' vectors, where
     regressed), in cm."""

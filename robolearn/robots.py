@@ -55,6 +55,24 @@ class RobotDescription:
     def tcp_position(self, q: np.ndarray) -> np.ndarray:
         return self.forward_kinematics(q)[:3, 3]
 
+    def tcp_positions(self, q: np.ndarray) -> np.ndarray:
+        """(N, n_joints) joint angles -> (N, 3) tool centre points: forward_kinematics for a batch at once."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != self.n_joints:
+            raise ValueError(f"{self.name}: expected (N, {self.n_joints}) joint angles, got shape {q.shape}")
+        pose = np.broadcast_to(np.eye(4), (len(q), 4, 4))
+        for i, (a, d, alpha) in enumerate(self.dh):
+            theta = q[:, i] if i < self.n_joints else np.zeros(len(q))
+            ca, sa, ct, st = np.cos(alpha), np.sin(alpha), np.cos(theta), np.sin(theta)
+            link = np.zeros((len(q), 4, 4))
+            link[:, 0, 0], link[:, 0, 1], link[:, 0, 3] = ct, -st, a
+            link[:, 1, 0], link[:, 1, 1], link[:, 1, 2], link[:, 1, 3] = st * ca, ct * ca, -sa, -d * sa
+            link[:, 2, 0], link[:, 2, 1], link[:, 2, 2], link[:, 2, 3] = st * sa, ct * sa, ca, d * ca
+            link[:, 3, 3] = 1.0
+            pose = pose @ link
+        pose = pose @ _rot_z(self.hand_yaw)
+        return pose[:, :3, 3] + pose[:, :3, 2] * self.tcp_offset
+
 
 def _rot_z(theta: float) -> np.ndarray:
     c, s = np.cos(theta), np.sin(theta)

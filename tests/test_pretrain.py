@@ -78,11 +78,62 @@ def test_relative_targets_place_the_handle_in_the_grippers_frame_by_the_arms_kin
     np.testing.assert_allclose(both[2, 16:19], privileged[2, 0:3] - privileged[2, 10:13], atol=1e-6)  # kettle from the sink
 
 
+def test_from_tcp_targets_are_the_kettle_and_handle_minus_the_grippers_position():
+    from robolearn.pretrain import regression_targets, target_group_start, target_parts
+    from robolearn.robots import PANDA
+
+    rng = np.random.default_rng(1)
+    joints = (PANDA.home + rng.uniform(-0.3, 0.3, (5, 7))).astype(np.float32)
+    privileged = rng.uniform(-1, 1, (5, 13)).astype(np.float32)
+    targets = regression_targets({"privileged": privileged, "joint_pos": joints}, ["privileged", "relative", "from_tcp"], PANDA)
+    assert targets.shape == (5, 25) and target_group_start(["privileged", "relative", "from_tcp"], "from_tcp") == 19
+    tcp = PANDA.forward_kinematics(joints[3])[:3, 3]
+    np.testing.assert_allclose(targets[3, 19:22], privileged[3, 0:3] - tcp, atol=1e-5)  # the kettle from the gripper
+    np.testing.assert_allclose(targets[3, 22:25], privileged[3, 7:10] - tcp, atol=1e-5)  # the handle from the gripper
+    parts = target_parts(["privileged", "relative", "from_tcp"])
+    assert parts["kettle_from_tcp"] == slice(19, 22) and parts["kettle_from_sink"] == slice(16, 19)
+    assert target_group_start(["privileged"], "from_tcp") is None
+
+
+def test_estimate_tcp_places_the_kettle_and_handle_from_the_arms_kinematics(tmp_path, encoder_file):
+    from robolearn.agents.pretrained import proprio_tensor
+    from robolearn.robots import PANDA
+
+    out = tmp_path / "tcp.pt"
+    metrics = pretrain(pretrain_config(out, "episodes=2", "epochs=1", "targets=[privileged,from_tcp]",
+                                       f"data={Path(str(encoder_file)).with_suffix('.data.npz')}"))
+    assert {"kettle_from_tcp_median_cm", "handle_from_tcp_p90_cm"} <= set(metrics)
+    env = env_of(train_config(out))
+    try:
+        plain = load_encoder(out, env.observation_space, estimate=True, features="estimate")
+        anchored = load_encoder(out, env.observation_space, estimate=True, features="estimate_tcp")
+        assert anchored.out_dim == plain.out_dim == 19
+        obs = env.reset(seed=2)[0]
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        net = anchored.net
+        images = {k: torch.as_tensor(batch[k]) for k in net.image_keys}
+        state = net.predict_state(images, proprio_tensor(batch, net.proprio_keys, torch.device("cpu")))[0].numpy()
+        tcp = PANDA.forward_kinematics(obs["joint_pos"])[:3, 3]
+        got, before = anchored.featurize(obs, batched=False), plain.featurize(obs, batched=False)
+        np.testing.assert_allclose(got["estimated_state"][0:3], tcp + state[13:16], atol=1e-5)  # kettle = gripper + vector
+        np.testing.assert_allclose(got["estimated_state"][7:10], tcp + state[16:19], atol=1e-5)  # handle likewise
+        np.testing.assert_allclose(got["estimated_state"][3:7], before["estimated_state"][3:7], atol=1e-6)  # the rest as read
+        mean, std = net.target_mean.numpy(), net.target_std.numpy()
+        np.testing.assert_allclose(got[FEATURE_KEY][0:3], (tcp + state[13:16] - mean[0:3]) / std[0:3], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[FEATURE_KEY][10:], before[FEATURE_KEY][10:], atol=1e-6)  # sink and vectors unchanged
+        with pytest.raises(EncoderFileError, match="from_tcp"):
+            load_encoder(encoder_file, env.observation_space, features="estimate_tcp")  # regresses no from-gripper vectors
+    finally:
+        env.close()
+    run(train_config(out, "agent.encoder_features=estimate_tcp", "total_steps=30"), tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run")["agent_config"]["encoder_features"] == "estimate_tcp"
+
+
 def test_relative_targets_make_a_longer_prediction_and_report_its_errors(tmp_path, encoder_file):
     out = tmp_path / "rel.pt"
     metrics = pretrain(pretrain_config(out, "episodes=2", "epochs=1", "targets=[privileged,relative]",
                                        f"data={Path(str(encoder_file)).with_suffix('.data.npz')}"))
-    assert {"handle_from_tcp_median_cm", "kettle_from_sink_p90_cm"} <= set(metrics)
+    assert {"handle_in_tcp_median_cm", "kettle_from_sink_p90_cm"} <= set(metrics)
     meta = torch.load(out, map_location="cpu", weights_only=False)["meta"]
     assert meta["targets"] == ["privileged", "relative"] and meta["target_dim"] == 19
     frozen = load_encoder(out, make_env(pretrain_config(out, "env.privileged=true").env).observation_space)

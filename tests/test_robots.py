@@ -73,3 +73,11 @@ def test_sim_arm_matches_description_kinematics_and_limits(name):
             np.testing.assert_allclose(d.site_xmat[s.tcp_site].reshape(3, 3), pose[:3, :3], atol=1e-9)
     finally:
         env.close()
+
+
+def test_batched_tool_centre_points_match_the_per_pose_kinematics():
+    for robot in ROBOTS.values():
+        q = np.random.default_rng(3).uniform(robot.q_min, robot.q_max, (20, robot.n_joints))
+        np.testing.assert_allclose(robot.tcp_positions(q), np.stack([robot.tcp_position(x) for x in q]), atol=1e-12)
+    with pytest.raises(ValueError, match="joint angles"):
+        robot.tcp_positions(np.zeros(robot.n_joints))  # one pose: forward_kinematics' job

@@ -68,7 +68,9 @@ class AgentConfig:
     estimated_state: bool = False
     # With encoder=pretrained: what the `image_features` vector holds, "all" (the encoder's 64-wide embedding and
     # its normalised estimate of the state) or "estimate" (the estimate only: a policy on it sees a moved camera
-    # only through the encoder's reading of positions, not through an embedding that shifts with the image).
+    # only through the encoder's reading of positions, not through an embedding that shifts with the image) or
+    # "estimate_tcp" (the estimate with the kettle and the handle placed from the gripper: kinematics plus the
+    # encoder's from-gripper vectors; an encoder pretrained with 'targets=[privileged,from_tcp]').
     encoder_features: str = "all"
     # With encoder=pretrained: Gaussian noise of this std (in the features' normalised units; 1 = the spread of a
     # state over the pretraining data) added to `image_features` in every update's batch (obs and next obs), so

@@ -29,8 +29,14 @@ FEATURE_KEY = "image_features"  # the observation key that replaces the image ke
 ESTIMATE_KEY = "estimated_state"
 # What `image_features` holds (agent.encoder_features): "all", the fused embedding and the normalised regression of
 # the state; "estimate", the regression only, which moves with the state an image shows and not with the image
-# itself (a moved camera shifts the embedding even where the estimate holds: docs/benchmarks.md, twentieth session).
-FEATURE_SETS = ("all", "estimate")
+# itself (a moved camera shifts the embedding even where the estimate holds: docs/benchmarks.md, twentieth session);
+# "estimate_tcp", the regression with the kettle and the handle placed from the gripper: the arm's kinematics
+# (joint encoders, exact) plus the encoder's kettle-from-gripper and handle-from-gripper vectors (its `from_tcp`
+# targets). A camera moved from where the sim had it shifts the base-frame positions it reads, but hardly the
+# gripper-to-kettle vector both it and the wrist camera see: where that vector is short (grasping, carrying) the
+# anchored estimate keeps its precision (docs/benchmarks.md, twenty-third session).
+FEATURE_SETS = ("all", "estimate", "estimate_tcp")
+ANCHORED = {"kettle": (slice(0, 3), 0), "handle": (slice(7, 10), 3)}  # privileged slice, offset in the from_tcp group
 
 
 class EncoderFileError(RuntimeError):
@@ -108,6 +114,17 @@ class FrozenStateEncoder:
         self.out_dim = net.out_dim if features == "all" else net.head.out_features
         self.estimate = estimate  # also the ESTIMATE_KEY observation
         self.estimate_dim = privileged_dim(meta)
+        self.anchor = None  # (robot, where the from_tcp group starts) for "estimate_tcp"
+        if features == "estimate_tcp":
+            from robolearn.pretrain import target_group_start
+            from robolearn.robots import ROBOTS
+
+            start = target_group_start(meta.get("targets", ["privileged"]), "from_tcp")
+            if start is None or "joint_pos" not in self.proprio_keys:
+                raise EncoderFileError("agent.encoder_features=estimate_tcp needs an encoder pretrained with "
+                                       "'targets=[privileged,from_tcp]' (this one regresses "
+                                       f"{meta.get('targets', ['privileged'])})")
+            self.anchor = (ROBOTS[meta["robot"]], start)
 
     @torch.no_grad()
     def features(self, obs: dict[str, np.ndarray], batch_size: int = 512) -> np.ndarray:
@@ -125,10 +142,24 @@ class FrozenStateEncoder:
             images = {k: torch.as_tensor(part[k], device=self.device) for k in self.image_keys}
             embedding, prediction = self.net.embed_and_predict(images, proprio_tensor(part, self.proprio_keys, self.device))
             rows = slice(start, start + len(embedding))
-            out[rows] = (torch.cat([embedding, prediction], dim=-1) if self.feature_set == "all" else prediction).cpu().numpy()
             state = prediction * self.net.target_std + self.net.target_mean
+            if self.anchor is not None:
+                prediction, state = self._anchored(prediction, state, part["joint_pos"])
+            out[rows] = (torch.cat([embedding, prediction], dim=-1) if self.feature_set == "all" else prediction).cpu().numpy()
             estimate[rows] = state[:, : self.estimate_dim].cpu().numpy()
         return out, estimate
+
+    def _anchored(self, prediction: torch.Tensor, state: torch.Tensor, joint_pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kettle and the handle moved to the gripper's position (kinematics) plus the regressed vectors
+        from it; the normalised prediction follows with the privileged targets' own scaling."""
+        robot, group = self.anchor
+        tcp = torch.as_tensor(robot.tcp_positions(np.asarray(joint_pos, dtype=np.float64).reshape(len(state), -1)),
+                              dtype=state.dtype, device=state.device)
+        prediction, state = prediction.clone(), state.clone()
+        for part, offset in ANCHORED.values():
+            state[:, part] = tcp + state[:, group + offset : group + offset + 3]
+            prediction[:, part] = (state[:, part] - self.net.target_mean[part]) / self.net.target_std[part]
+        return prediction, state
 
     def featurize(self, obs: dict[str, np.ndarray], batched: bool = True) -> dict[str, np.ndarray]:
         """Replace the image keys of an observation by one `image_features` vector (and, with `estimate`,
