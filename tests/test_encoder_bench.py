@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from robolearn.bench.encoder_bench import SEED_BASE, collect_row, run
@@ -56,8 +57,8 @@ def test_errors_per_row_repeat_exactly_and_are_compared_to_as_trained(encoder_fi
     assert list(errors) == ["as_trained", "camera_5cm_6deg"]  # the reference row is added
     assert first["frames"] == {"as_trained": 10, "camera_5cm_6deg": 10}
     for row in errors.values():
-        assert set(row) == {"kettle_median_cm", "kettle_p90_cm", "handle_median_cm", "handle_p90_cm"}
-        assert all(np.isfinite(v) and v > 0 for v in row.values())
+        assert set(row) >= {"kettle_median_cm", "kettle_p90_cm", "handle_median_cm", "handle_p90_cm", "near_gripper_frames"}
+        assert all(np.isfinite(v) and v > 0 for k, v in row.items() if k.endswith("_cm"))
     assert first["ratio_to_as_trained"][str(encoder_file)]["as_trained"]["kettle_median_cm"] == 1.0
     assert again["errors_cm"] == first["errors_cm"]
 
@@ -72,7 +73,6 @@ def test_missing_encoder_unknown_row_and_no_encoder_fail_clearly(tmp_path, encod
     with pytest.raises(ConfigError, match="encoders"):
         run(argv=[*TINY])
     foreign = tmp_path / "foreign.pt"
-    import torch
 
     torch.save({"weights": 1}, foreign)
     with pytest.raises(EncoderFileError, match="not a robolearn pretrained encoder"):
@@ -86,3 +86,37 @@ def test_command_line_quick_run_ends_with_one_json_line(encoder_file):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "encoder" and list(result["frames"]) == ["as_trained", "camera_5cm_6deg"]
     assert "row camera_5cm_6deg (10 frames)" in done.stdout
+
+
+def test_near_the_gripper_the_kettles_bias_is_reported_as_read_and_as_placed_from_the_gripper():
+    from robolearn.bench.encoder_bench import NEAR_GRIPPER_M, encoder_errors
+    from robolearn.pretrain import regression_targets
+    from robolearn.robots import PANDA
+
+    rng = np.random.default_rng(0)
+    joints = (PANDA.home + rng.uniform(-0.2, 0.2, (6, 7))).astype(np.float32)
+    tcp = PANDA.tcp_positions(joints)
+    privileged = rng.uniform(-1, 1, (6, 13)).astype(np.float32)
+    privileged[:4, 7:10] = tcp[:4] + 0.5 * NEAR_GRIPPER_M / np.sqrt(3)  # the handle at the gripper in frames 0-3 only
+    data = {"privileged": privileged, "joint_pos": joints, "gripper": np.zeros((6, 1), np.float32), "episode": np.zeros(6)}
+    groups = ["privileged", "from_tcp"]
+    truth = regression_targets(data, groups, PANDA)
+    reading = truth.copy()
+    reading[:, 0:3] += [0.0, 0.03, 0.0]  # the base-frame kettle read 3 cm off along y, as a moved camera does
+    reading[:, 13:16] += [0.004, 0.0, 0.0]  # the kettle from the gripper 4 mm off
+
+    class Reader:  # stands in for the network: hands out the readings in order
+        def __init__(self):
+            self.at = 0
+
+        def predict_state(self, images, proprio):
+            rows = reading[self.at : self.at + len(proprio)]
+            self.at += len(proprio)
+            return torch.as_tensor(rows)
+
+    meta = {"targets": groups, "robot": "panda", "image_keys": [], "proprio_keys": ["joint_pos", "gripper"]}
+    errors = encoder_errors(Reader(), meta, data, batch_size=4)
+    assert errors["near_gripper_frames"] == 4
+    assert errors["kettle_near_median_cm"] == pytest.approx(3.0, abs=1e-3) and errors["kettle_near_bias_cm"] == pytest.approx(3.0, abs=1e-3)
+    assert errors["kettle_near_from_tcp_median_cm"] == pytest.approx(0.4, abs=1e-3)
+    assert errors["kettle_near_from_tcp_bias_cm"] == pytest.approx(0.4, abs=1e-3)

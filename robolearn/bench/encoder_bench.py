@@ -7,7 +7,8 @@ encoder's error grows is a row the policy fails on whatever it learned (docs/ben
 Each row (configs/bench/transfer.yaml, applied to `env`: the schema's default, the transfer randomisation, with
 any `env.*` keys on top) gets `episodes` episodes of the pretraining's own mixture (the scripted expert with noise
 and detours, random-action episodes), collected once and read by every encoder. Reported per encoder and row: the
-kettle and handle position errors (median and p90, cm) and their ratio to the `as_trained` row.
+kettle and handle position errors (median and p90, cm) and their ratio to the `as_trained` row; near the gripper
+(grasping, carrying) the kettle's median error and bias, also as placed from the gripper for `from_tcp` encoders.
 """
 
 from __future__ import annotations
@@ -76,20 +77,43 @@ def read_encoder(path: str):
     return net.eval(), payload["meta"]
 
 
+NEAR_GRIPPER_M = 0.05  # frames with the handle this close to the gripper: grasping and carrying
+
+
 @torch.no_grad()
 def encoder_errors(net, meta: dict, data: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
+    """The errors over every frame, and over the frames near the gripper (the handle within NEAR_GRIPPER_M of it,
+    where a grasp and a placement need their precision): the kettle's median error and its bias (the length of
+    the mean error vector: what a moved camera adds), for the base-frame estimate and, where the encoder regresses
+    `from_tcp`, for the kettle placed from the gripper (agent.encoder_features=estimate_tcp)."""
     from robolearn.agents.pretrained import proprio_tensor
-    from robolearn.pretrain import position_errors_cm, regression_targets
+    from robolearn.pretrain import position_errors_cm, regression_targets, target_group_start
     from robolearn.robots import ROBOTS
 
-    target = regression_targets(data, meta.get("targets", ["privileged"]), ROBOTS[meta["robot"]])
+    groups = meta.get("targets", ["privileged"])
+    robot = ROBOTS[meta["robot"]]
+    target = regression_targets(data, groups, robot)
     preds = []
     for start in range(0, len(target), batch_size):
         rows = slice(start, start + batch_size)
         images = {k: torch.as_tensor(data[k][rows]) for k in meta["image_keys"]}
         proprio = proprio_tensor({k: data[k][rows] for k in meta["proprio_keys"]}, meta["proprio_keys"], "cpu")
         preds.append(net.predict_state(images, proprio).numpy())
-    return {k: round(float(v), 3) for k, v in position_errors_cm(np.concatenate(preds), target, meta.get("targets", ["privileged"])).items()}
+    pred = np.concatenate(preds)
+    out = position_errors_cm(pred, target, groups)
+    tcp = robot.tcp_positions(np.asarray(data["joint_pos"], dtype=np.float64))
+    near = np.linalg.norm(target[:, 7:10] - tcp, axis=1) < NEAR_GRIPPER_M
+    out["near_gripper_frames"] = int(near.sum())
+    readings = {"kettle_near": pred[:, 0:3]}
+    start = target_group_start(groups, "from_tcp")
+    if start is not None:
+        readings["kettle_near_from_tcp"] = tcp + pred[:, start : start + 3]
+    for name, kettle in readings.items():
+        if near.any():
+            err = kettle[near] - target[near, 0:3]
+            out[f"{name}_median_cm"] = float(100 * np.median(np.linalg.norm(err, axis=1)))
+            out[f"{name}_bias_cm"] = float(100 * np.linalg.norm(err.mean(0)))
+    return {k: round(float(v), 3) for k, v in out.items()}
 
 
 def collect_row(env_cfg: dict, episodes: int, seed_base: int, workdir: Path) -> dict[str, np.ndarray]:
@@ -125,10 +149,14 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         for path, (net, meta) in nets.items():
             errors[path][name] = encoder_errors(net, meta, data, cfg.batch_size)
             e = errors[path][name]
+            near = ", ".join(f"{k} {e[k + '_median_cm']:.2f} (bias {e[k + '_bias_cm']:.2f})"
+                             for k in ("kettle_near", "kettle_near_from_tcp") if k + "_median_cm" in e)
             print(f"row {name} ({frames[name]} frames), {path}: kettle {e['kettle_median_cm']:.2f} / "
                   f"{e['kettle_p90_cm']:.2f} cm, handle {e['handle_median_cm']:.2f} / {e['handle_p90_cm']:.2f} cm "
-                  f"(median / p90; {time.perf_counter() - start:.0f} s)", flush=True)
-    ratios = {path: {name: {key: round(value / max(by_row["as_trained"][key], 1e-9), 2) for key, value in e.items()}
+                  f"(median / p90); near the gripper ({e['near_gripper_frames']} frames): {near} cm "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    ratios = {path: {name: {key: round(value / max(by_row["as_trained"][key], 1e-9), 2) for key, value in e.items()
+                            if key.endswith("_cm") and key in by_row["as_trained"]}
                      for name, e in by_row.items()} for path, by_row in errors.items()}
     return {"benchmark": "encoder", "episodes_per_row": cfg.episodes, "frames": frames, "errors_cm": errors,
             "ratio_to_as_trained": ratios, "env_config": base, "wall_s": round(time.perf_counter() - start, 1)}
