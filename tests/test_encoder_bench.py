@@ -73,7 +73,6 @@ def test_missing_encoder_unknown_row_and_no_encoder_fail_clearly(tmp_path, encod
     with pytest.raises(ConfigError, match="encoders"):
         run(argv=[*TINY])
     foreign = tmp_path / "foreign.pt"
-
     torch.save({"weights": 1}, foreign)
     with pytest.raises(EncoderFileError, match="not a robolearn pretrained encoder"):
         run(argv=[f"encoders=[{foreign}]", *TINY])
