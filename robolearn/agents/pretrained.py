@@ -33,8 +33,8 @@ ESTIMATE_KEY = "estimated_state"
 # "estimate_tcp", the regression with the kettle and the handle placed from the gripper: the arm's kinematics
 # (joint encoders, exact) plus the encoder's kettle-from-gripper and handle-from-gripper vectors (its `from_tcp`
 # targets). A camera moved from where the sim had it shifts the base-frame positions it reads, but hardly the
-# gripper-to-kettle vector both it and the wrist camera see: where that vector is short (grasping, carrying) the
-# anchored estimate keeps its precision (docs/benchmarks.md, twenty-third session).
+# gripper-to-kettle vector both it and the wrist camera see. Measured, it learned slower and held the moved cameras
+# no better than "estimate" (docs/benchmarks.md, twenty-third session): an option, not the recipe.
 FEATURE_SETS = ("all", "estimate", "estimate_tcp")
 ANCHORED = {"kettle": (slice(0, 3), 0), "handle": (slice(7, 10), 3)}  # privileged slice, offset in the from_tcp group
 
