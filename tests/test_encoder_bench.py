@@ -97,6 +97,7 @@ def test_near_the_gripper_the_kettles_bias_is_reported_as_read_and_as_placed_fro
     tcp = PANDA.tcp_positions(joints)
     privileged = rng.uniform(-1, 1, (6, 13)).astype(np.float32)
     privileged[:4, 7:10] = tcp[:4] + 0.5 * NEAR_GRIPPER_M / np.sqrt(3)  # the handle at the gripper in frames 0-3 only
+    privileged[:, 2] = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]  # the kettle up in frames 0-1 only
     data = {"privileged": privileged, "joint_pos": joints, "gripper": np.zeros((6, 1), np.float32), "episode": np.zeros(6)}
     groups = ["privileged", "from_tcp"]
     truth = regression_targets(data, groups, PANDA)
@@ -119,3 +120,5 @@ def test_near_the_gripper_the_kettles_bias_is_reported_as_read_and_as_placed_fro
     assert errors["kettle_near_median_cm"] == pytest.approx(3.0, abs=1e-3) and errors["kettle_near_bias_cm"] == pytest.approx(3.0, abs=1e-3)
     assert errors["kettle_near_from_tcp_median_cm"] == pytest.approx(0.4, abs=1e-3)
     assert errors["kettle_near_from_tcp_bias_cm"] == pytest.approx(0.4, abs=1e-3)
+    assert errors["lifted_frames"] == 2 and errors["kettle_lifted_bias_cm"] == pytest.approx(3.0, abs=1e-3)
+    assert errors["kettle_lifted_from_tcp_median_cm"] == pytest.approx(0.4, abs=1e-3)

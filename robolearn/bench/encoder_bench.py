@@ -8,7 +8,8 @@ Each row (configs/bench/transfer.yaml, applied to `env`: the schema's default, t
 any `env.*` keys on top) gets `episodes` episodes of the pretraining's own mixture (the scripted expert with noise
 and detours, random-action episodes), collected once and read by every encoder. Reported per encoder and row: the
 kettle and handle position errors (median and p90, cm) and their ratio to the `as_trained` row; near the gripper
-(grasping, carrying) the kettle's median error and bias, also as placed from the gripper for `from_tcp` encoders.
+(grasping, carrying) and on the frames with the kettle up (more than 3 cm above its resting height) the kettle's
+median error and bias, also as placed from the gripper for `from_tcp` encoders.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def encoder_errors(net, meta: dict, data: dict[str, np.ndarray], batch_size: int
     from robolearn.agents.pretrained import proprio_tensor
     from robolearn.pretrain import position_errors_cm, regression_targets, target_group_start
     from robolearn.robots import ROBOTS
+    from sim.kettle_sink_env import KETTLE_START_Z, LIFTED_M
 
     groups = meta.get("targets", ["privileged"])
     robot = ROBOTS[meta["robot"]]
@@ -102,17 +104,19 @@ def encoder_errors(net, meta: dict, data: dict[str, np.ndarray], batch_size: int
     pred = np.concatenate(preds)
     out = position_errors_cm(pred, target, groups)
     tcp = robot.tcp_positions(np.asarray(data["joint_pos"], dtype=np.float64))
-    near = np.linalg.norm(target[:, 7:10] - tcp, axis=1) < NEAR_GRIPPER_M
-    out["near_gripper_frames"] = int(near.sum())
-    readings = {"kettle_near": pred[:, 0:3]}
+    subsets = {"near": np.linalg.norm(target[:, 7:10] - tcp, axis=1) < NEAR_GRIPPER_M,
+               "lifted": target[:, 2] > KETTLE_START_Z + LIFTED_M}  # the kettle up: where moved cameras misread it
+    out["near_gripper_frames"], out["lifted_frames"] = int(subsets["near"].sum()), int(subsets["lifted"].sum())
     start = target_group_start(groups, "from_tcp")
-    if start is not None:
-        readings["kettle_near_from_tcp"] = tcp + pred[:, start : start + 3]
-    for name, kettle in readings.items():
-        if near.any():
-            err = kettle[near] - target[near, 0:3]
-            out[f"{name}_median_cm"] = float(100 * np.median(np.linalg.norm(err, axis=1)))
-            out[f"{name}_bias_cm"] = float(100 * np.linalg.norm(err.mean(0)))
+    for subset, mask in subsets.items():
+        readings = {f"kettle_{subset}": pred[:, 0:3]}
+        if start is not None:
+            readings[f"kettle_{subset}_from_tcp"] = tcp + pred[:, start : start + 3]
+        for name, kettle in readings.items():
+            if mask.any():
+                err = kettle[mask] - target[mask, 0:3]
+                out[f"{name}_median_cm"] = float(100 * np.median(np.linalg.norm(err, axis=1)))
+                out[f"{name}_bias_cm"] = float(100 * np.linalg.norm(err.mean(0)))
     return {k: round(float(v), 3) for k, v in out.items()}
 
 
@@ -149,12 +153,14 @@ def run(quick: bool = False, argv: list[str] | None = None) -> dict:
         for path, (net, meta) in nets.items():
             errors[path][name] = encoder_errors(net, meta, data, cfg.batch_size)
             e = errors[path][name]
-            near = ", ".join(f"{k} {e[k + '_median_cm']:.2f} (bias {e[k + '_bias_cm']:.2f})"
-                             for k in ("kettle_near", "kettle_near_from_tcp") if k + "_median_cm" in e)
+            subsets = "; ".join(
+                f"{label} ({e[count]} frames): " + ", ".join(f"{k} {e[k + '_median_cm']:.2f} (bias {e[k + '_bias_cm']:.2f})"
+                                                              for k in (key, key + "_from_tcp") if k + "_median_cm" in e)
+                for label, count, key in (("near the gripper", "near_gripper_frames", "kettle_near"),
+                                          ("kettle up", "lifted_frames", "kettle_lifted")))
             print(f"row {name} ({frames[name]} frames), {path}: kettle {e['kettle_median_cm']:.2f} / "
                   f"{e['kettle_p90_cm']:.2f} cm, handle {e['handle_median_cm']:.2f} / {e['handle_p90_cm']:.2f} cm "
-                  f"(median / p90); near the gripper ({e['near_gripper_frames']} frames): {near} cm "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+                  f"(median / p90); {subsets} cm ({time.perf_counter() - start:.0f} s)", flush=True)
     ratios = {path: {name: {key: round(value / max(by_row["as_trained"][key], 1e-9), 2) for key, value in e.items()
                             if key.endswith("_cm") and key in by_row["as_trained"]}
                      for name, e in by_row.items()} for path, by_row in errors.items()}
