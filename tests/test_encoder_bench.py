@@ -97,7 +97,7 @@ def test_near_the_gripper_the_kettles_bias_is_reported_as_read_and_as_placed_fro
     tcp = PANDA.tcp_positions(joints)
     privileged = rng.uniform(-1, 1, (6, 13)).astype(np.float32)
     privileged[:4, 7:10] = tcp[:4] + 0.5 * NEAR_GRIPPER_M / np.sqrt(3)  # the handle at the gripper in frames 0-3 only
-    privileged[:, 2] = [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]  # the kettle up in frames 0-1 only
+    privileged[:, 2] = [0.0, 0.5, 0.5, 0.0, 0.0, 0.0]  # resting at 0 (episode start), up in frames 1-2 only
     data = {"privileged": privileged, "joint_pos": joints, "gripper": np.zeros((6, 1), np.float32), "episode": np.zeros(6)}
     groups = ["privileged", "from_tcp"]
     truth = regression_targets(data, groups, PANDA)
