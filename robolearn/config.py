@@ -151,8 +151,14 @@ class CameraRandomization:
     angle: float = 0.0524  # rad (3 deg): turn about a random axis, uniform in [0, angle]
     fovy: float = 2.0  # deg: field of view changed by up to this
     exact: bool = False  # offsets of exactly pos / angle / fovy (random direction and sign): the transfer benchmark's rows
+    # The cameras moved (null: every one). A wrist camera in a rigid mount, hand-eye calibrated, is off by
+    # millimetres while a tripod camera is off by centimetres: move only the front one. The others' draws are still
+    # made, so a camera keeps the same move for a seed whichever others are listed.
+    only: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
+        check(self.only is None or (isinstance(self.only, (list, tuple)) and all(isinstance(n, str) for n in self.only)),
+              "env.randomization.camera.only", self.only, "a list of camera names, or null for every camera")
         for key in ("pos", "angle", "fovy"):
             check(getattr(self, key) >= 0, f"env.randomization.camera.{key}", getattr(self, key), "must be >= 0")
         # The scene's narrowest camera (front) has 50 deg: a larger change could turn a field of view negative.

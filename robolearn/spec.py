@@ -202,6 +202,8 @@ def scene_record(env_cfg, frames_only: bool = False) -> dict:
 
     cfg = load_env_config(env_cfg)
     randomization = dataclasses.asdict(cfg.randomization)
+    if randomization["camera"]["only"] is None:  # every camera moved, as before the key: the cached files keep their names
+        del randomization["camera"]["only"]
     if frames_only:
         randomization = {k: v for k, v in randomization.items() if k not in DYNAMICS_ONLY_KEYS}
     return json_plain({"randomization": randomization, "cameras": [dataclasses.asdict(c) for c in cfg.cameras],

@@ -142,6 +142,27 @@ def test_exact_camera_offsets_have_exactly_the_configured_size(make):
             assert abs(m.cam_fovy[idx] - nominal["cam_fovy"][idx]) == pytest.approx(3.0, abs=1e-9)
 
 
+def test_camera_only_moves_the_listed_cameras_as_they_move_among_all(make):
+    moved = {"pos": 0.05, "angle": 0.1, "fovy": 3.0, "exact": True}
+    every, front_only = make(camera=moved), make(camera={**moved, "only": ["front"]})
+    nominal = visual(front_only)._nominal
+    ids = front_only.unwrapped.scene.camera_ids
+    for seed in range(3):
+        every.reset(seed=seed)
+        front_only.reset(seed=seed)
+        a, b = every.unwrapped.model, front_only.unwrapped.model
+        for name in ("cam_pos", "cam_quat", "cam_fovy"):
+            # the front camera: the same move as when every camera moves; the wrist: where it was configured
+            np.testing.assert_array_equal(getattr(b, name)[ids["front"]], getattr(a, name)[ids["front"]])
+            np.testing.assert_array_equal(getattr(b, name)[ids["wrist"]], nominal[name][ids["wrist"]])
+            assert not np.array_equal(getattr(a, name)[ids["wrist"]], nominal[name][ids["wrist"]])
+
+
+def test_camera_only_refuses_a_camera_the_scene_lacks(make):
+    with pytest.raises(ValueError, match=r"camera\.only: no camera \['side'\].*front"):
+        make(camera={"only": ["side"]}).reset(seed=0)
+
+
 def test_two_lights_without_tint_or_shadows_light_the_old_scene(make):
     env = make(lighting={"count": [2, 2], "intensity": [0.7, 1.3], "tint": 0.0, "direction": 0.0, "shadow_probability": 0.0})
     nominal = visual(env)._nominal

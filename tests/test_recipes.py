@@ -21,7 +21,7 @@ from robolearn.checkpoint import (actor_input_keys, checkpoint_agent_config, exp
 from robolearn.config import load_typed
 from robolearn.envs import make_env
 from robolearn.paths import CONFIG_DIR, file_names
-from robolearn.spec import demo_tag, encoder_tag
+from robolearn.spec import demo_tag, encoder_tag, scene_record
 from robolearn.train import TrainConfig, ensure_encoder, run
 
 # Tiny budgets: 1 s episodes (10 steps), a 2-episode, 1-epoch pretraining with small networks, 1 demo episode.
@@ -302,6 +302,9 @@ def test_demo_and_encoder_files_are_named_by_the_scene_they_were_made_in():
         assert tag({"privileged": True, "randomization": {"enabled": False}}) != base
         assert tag({"privileged": True, **moved}) != base
         assert tag({"privileged": True, "room_walls": False}) != base
+        assert tag({"privileged": True, "randomization": {"camera": {"only": ["front"]}}}) != base
+    # A key added with a default that changes nothing leaves the names of the files made before it alone.
+    assert "only" not in scene_record({"privileged": True})["randomization"]["camera"]
 
 
 def test_an_encoder_is_not_made_again_for_a_change_it_cannot_see():

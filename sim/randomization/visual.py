@@ -133,12 +133,19 @@ class VisualRandomizer:
         m, cam = self.scene.model, self.cfg.camera
         if not (cam.pos > 0 or cam.angle > 0 or cam.fovy > 0):
             return
-        for idx in self.scene.camera_ids.values():
-            m.cam_pos[idx] = self._nominal["cam_pos"][idx] + _direction(rng) * _length(rng, cam.pos, cam.exact)
+        unknown = sorted(set(cam.only or []) - set(self.scene.camera_ids))
+        if unknown:
+            raise ValueError(f"env.randomization.camera.only: no camera {unknown} in the scene (its cameras: {list(self.scene.camera_ids)})")
+        for name, idx in self.scene.camera_ids.items():
+            offset = _direction(rng) * _length(rng, cam.pos, cam.exact)
             turn = np.empty(4)
             mujoco.mju_axisAngle2Quat(turn, _direction(rng), _length(rng, cam.angle, cam.exact))
+            zoom = rng.choice([-1.0, 1.0]) * _length(rng, cam.fovy, cam.exact)
+            if cam.only is not None and name not in cam.only:
+                continue  # drawn all the same: the listed cameras' moves do not depend on the list
+            m.cam_pos[idx] = self._nominal["cam_pos"][idx] + offset
             mujoco.mju_mulQuat(m.cam_quat[idx], self._nominal["cam_quat"][idx], turn)
-            m.cam_fovy[idx] = self._nominal["cam_fovy"][idx] + rng.choice([-1.0, 1.0]) * _length(rng, cam.fovy, cam.exact)
+            m.cam_fovy[idx] = self._nominal["cam_fovy"][idx] + zoom
 
     # -- distractors ---------------------------------------------------------------------------------
     def _distractors(self, rng: np.random.Generator) -> None:
