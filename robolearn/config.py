@@ -375,7 +375,8 @@ def load_env_config(node: DictConfig | dict | EnvConfig | None = None, **overrid
         merged = OmegaConf.merge(OmegaConf.structured(EnvConfig), node or {}, overrides)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"env config: {exc}") from None
+        where = f" (env.{exc.full_key})" if getattr(exc, "full_key", None) else ""  # which key, not only why
+        raise ConfigError(f"env config{where}: {exc}") from None
     # to_object rebuilds the dataclasses, which runs __post_init__ validation.
     assert isinstance(cfg, EnvConfig)
     return cfg

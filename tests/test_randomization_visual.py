@@ -161,6 +161,8 @@ def test_camera_only_moves_the_listed_cameras_as_they_move_among_all(make):
 def test_camera_only_refuses_a_camera_the_scene_lacks(make):
     with pytest.raises(ValueError, match=r"camera\.only: no camera \['side'\].*front"):
         make(camera={"only": ["side"]}).reset(seed=0)
+    with pytest.raises(ValueError, match=r"env\.randomization\.camera\.only.*(list|List)"):
+        make(camera={"only": "front"})
 
 
 def test_two_lights_without_tint_or_shadows_light_the_old_scene(make):
